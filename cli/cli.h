@@ -1,0 +1,58 @@
+/* Shared pieces of the tenant-backup command: options every command takes, reporting. */
+#ifndef TB_CLI_H
+#define TB_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "keys.h"
+#include "storage/storage.h"
+
+#define CLI_OPT_STORAGE 1000
+#define CLI_OPT_MASTER_KEY 1001
+
+/* getopt_long entries for --storage, --master-key and --help. */
+#define CLI_COMMON_OPTIONS                                                                                             \
+	{"storage", required_argument, NULL, CLI_OPT_STORAGE},                                                             \
+		{"master-key", required_argument, NULL, CLI_OPT_MASTER_KEY}, { "help", no_argument, NULL, 'h' }
+
+typedef struct cli_context
+{
+	const char *storage_url;
+	const char *master_key_file;
+} cli_context;
+
+typedef struct cli_progress
+{
+	const char *label;
+	bool enabled;
+	double started;
+} cli_progress;
+
+/* Fills ctx from the environment; options override it later. */
+void cli_context_init(cli_context *ctx);
+
+/* Handles a common option; returns 1 if it was one, 0 if not. */
+int cli_common_option(cli_context *ctx, int opt, const char *arg);
+
+storage *cli_open_storage(const cli_context *ctx);
+int cli_load_master_key(const cli_context *ctx, master_key *out);
+
+/* Prints "tenant-backup COMMAND: message" once; returns the exit status for the error. */
+int cli_fail(const char *command, const tb_error *err);
+int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A progress line on stderr when it is a terminal, nothing otherwise. */
+void cli_progress_start(cli_progress *p, const char *label);
+void cli_progress_update(void *ctx, uint64_t bytes);
+void cli_progress_end(cli_progress *p);
+
+int cmd_keygen(int argc, char **argv);
+int cmd_put(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+#endif

@@ -1,0 +1,112 @@
+/* Option handling, storage and key loading, error and progress reporting for every command. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+void
+cli_context_init(cli_context *ctx)
+{
+	ctx->storage_url = getenv("TENANT_BACKUP_STORAGE");
+	ctx->master_key_file = getenv("TENANT_BACKUP_MASTER_KEY_FILE");
+}
+
+int
+cli_common_option(cli_context *ctx, int opt, const char *arg)
+{
+	switch (opt)
+	{
+		case CLI_OPT_STORAGE:
+			ctx->storage_url = arg;
+			return 1;
+		case CLI_OPT_MASTER_KEY:
+			ctx->master_key_file = arg;
+			return 1;
+		default:
+			return 0;
+	}
+}
+
+int
+cli_fail(const char *command, const tb_error *err)
+{
+	fprintf(stderr, "tenant-backup %s: %s\n", command, err->msg);
+	return err->code == TB_ERR_INVALID ? 2 : 1;
+}
+
+int
+cli_usage_error(const char *command, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "tenant-backup %s: ", command);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'tenant-backup %s --help'.\n", command);
+	return 2;
+}
+
+storage *
+cli_open_storage(const cli_context *ctx)
+{
+	tb_error err = {0};
+	storage *st = storage_open(ctx->storage_url, &err);
+
+	if (st == NULL)
+		fprintf(stderr, "tenant-backup: %s\n", err.msg);
+	return st;
+}
+
+int
+cli_load_master_key(const cli_context *ctx, master_key *out)
+{
+	tb_error err = {0};
+
+	if (keys_master_load(ctx->master_key_file, out, &err) != 0)
+	{
+		fprintf(stderr, "tenant-backup: %s\n", err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static double
+cli_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+void
+cli_progress_start(cli_progress *p, const char *label)
+{
+	p->label = label;
+	p->enabled = isatty(STDERR_FILENO);
+	p->started = cli_now();
+}
+
+void
+cli_progress_update(void *ctx, uint64_t bytes)
+{
+	cli_progress *p = ctx;
+	double elapsed = cli_now() - p->started;
+
+	if (!p->enabled)
+		return;
+	fprintf(stderr, "\r%s: %.1f MiB, %.1f MiB/s   ", p->label, (double) bytes / 1048576.0,
+			elapsed > 0 ? (double) bytes / 1048576.0 / elapsed : 0.0);
+	fflush(stderr);
+}
+
+void
+cli_progress_end(cli_progress *p)
+{
+	if (p->enabled)
+		fprintf(stderr, "\r\033[K");
+}

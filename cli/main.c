@@ -1,0 +1,48 @@
+/* tenant-backup: list, read, verify and write backups straight from storage with only the master key. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct cli_command
+{
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+} cli_command;
+
+static const cli_command cli_commands[] = {
+	{"keygen", cmd_keygen, "create a new master key file"},
+	{"put", cmd_put, "seal standard input as a new backup of a tenant"},
+	{"ls", cmd_ls, "list backups, newest first"},
+	{"cat", cmd_cat, "authenticate and decrypt a backup to standard output"},
+	{"verify", cmd_verify, "authenticate backups without writing their data"},
+};
+
+static void
+cli_main_usage(FILE *out)
+{
+	fprintf(out, "Usage: tenant-backup COMMAND [OPTIONS]\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
+		fprintf(out, "  %-8s %s\n", cli_commands[i].name, cli_commands[i].summary);
+	fprintf(out, "\nCommon options:\n"
+				 "  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+				 "  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n"
+				 "\n'tenant-backup COMMAND --help' describes each command.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+	{
+		cli_main_usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
+		if (strcmp(argv[1], cli_commands[i].name) == 0)
+			return cli_commands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "tenant-backup: unknown command '%s'\n", argv[1]);
+	cli_main_usage(stderr);
+	return 2;
+}

@@ -1,0 +1,59 @@
+/*
+ * The key hierarchy: master key (a file outside the database) wraps tenant keys;
+ * tenant keys wrap each backup's data key (see stream.h). Key material lives only
+ * in these structs, which callers wipe with keys_*_wipe().
+ */
+#ifndef TB_KEYS_H
+#define TB_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto.h"
+#include "error.h"
+
+#define KEYS_ID_LEN 16 /* hex characters: 8 of creation time, 8 random, so ids sort by age */
+
+typedef struct master_key
+{
+	uint8_t key[CRYPTO_KEY_LEN];
+	char id[KEYS_ID_LEN + 1]; /* derived from the key; names it without revealing it */
+} master_key;
+
+typedef struct tenant_key
+{
+	char tenant[64];
+	char id[KEYS_ID_LEN + 1];
+	uint8_t key[CRYPTO_KEY_LEN];
+} tenant_key;
+
+/* Writes a new random master key to path (mode 0600); refuses to overwrite. */
+int keys_master_generate(const char *path, tb_error *err);
+
+/* Loads a master key file: 64 hex digits; refuses files readable by group or others. */
+int keys_master_load(const char *path, master_key *out, tb_error *err);
+
+/* Loads a master key from 64 hex digits held in memory (e.g. a key command's output). */
+int keys_master_from_hex(const char *hex, master_key *out, tb_error *err);
+
+/* A new random tenant key with a fresh id. */
+int keys_tenant_generate(const char *tenant, tenant_key *out, tb_error *err);
+
+/*
+ * The wrapped form stored in storage and in the catalog: a JSON document with the
+ * tenant, key id, creation time, master key id and the AES-256-GCM-wrapped key.
+ * Caller frees the returned string.
+ */
+char *keys_tenant_wrap(const master_key *master, const tenant_key *key, tb_error *err);
+
+/*
+ * Unwraps a document from keys_tenant_wrap(); checks it belongs to tenant (and to
+ * key_id unless NULL). A different master key gives TB_ERR_KEY naming both key ids.
+ */
+int keys_tenant_unwrap(const master_key *master, const char *json, const char *tenant, const char *key_id,
+					   tenant_key *out, tb_error *err);
+
+void keys_master_wipe(master_key *key);
+void keys_tenant_wipe(tenant_key *key);
+
+#endif

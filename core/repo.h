@@ -1,0 +1,83 @@
+/*
+ * The backup repository on top of storage: where tenant keys and backup objects
+ * live (<tenant>/keys/<key id>.json, <tenant>/<engine>/<time>-<id>.tbk + .json), how
+ * a backup is sealed into it and read back. Used by the CLI, the extension and agents.
+ */
+#ifndef TB_REPO_H
+#define TB_REPO_H
+
+#include <stdbool.h>
+
+#include "keys.h"
+#include "manifest.h"
+#include "storage/storage.h"
+#include "stream.h"
+
+/* Called with the plaintext bytes handled so far; for progress lines and catalog reports. */
+typedef void (*repo_progress_fn)(void *ctx, uint64_t bytes);
+
+typedef struct repo_put_options
+{
+	stream_writer_options stream;
+	const char *backup_id; /* NULL: a random one */
+	repo_progress_fn progress;
+	void *progress_ctx;
+} repo_put_options;
+
+typedef struct repo_put repo_put;
+typedef struct repo_reader repo_reader;
+
+/* Creates a tenant key and stores it wrapped by the master key. */
+int repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out,
+						   tb_error *err);
+
+/* Loads and unwraps key_id of tenant from storage. */
+int repo_tenant_key_load(storage *st, const master_key *master, const char *tenant, const char *key_id,
+						 tenant_key *out, tb_error *err);
+
+/* The newest tenant key; with create, makes the first one if the tenant has none. */
+int repo_tenant_key_current(storage *st, const master_key *master, const char *tenant, bool create,
+							tenant_key *out, tb_error *err);
+
+/*
+ * A backup being written: begin, write any number of times, then commit (object, then
+ * manifest) or abort. Until commit succeeds nothing is visible; a failed commit or an
+ * abort leaves neither object nor manifest. The handle is freed by commit or abort.
+ */
+repo_put *repo_put_begin(storage *st, const tenant_key *key, const char *engine, const repo_put_options *options,
+						 tb_error *err);
+int repo_put_write(repo_put *put, const void *buf, size_t len, tb_error *err);
+int repo_put_commit(repo_put *put, manifest *out, tb_error *err);
+void repo_put_abort(repo_put *put);
+
+/* Seals everything readable from fd as one backup. */
+int repo_put_fd(storage *st, const tenant_key *key, const char *engine, int fd, const repo_put_options *options,
+				manifest *out, tb_error *err);
+
+/*
+ * Opens object for reading: checks the object key names the tenant and engine in its
+ * header, loads that tenant key from storage, authenticates the header.
+ */
+repo_reader *repo_reader_open(storage *st, const master_key *master, const char *object, tb_error *err);
+
+/* As stream_reader_read: data is trustworthy only once this returned 0. */
+ssize_t repo_reader_read(repo_reader *r, void *buf, size_t len, tb_error *err);
+const stream_header *repo_reader_header(const repo_reader *r);
+void repo_reader_stats(const repo_reader *r, stream_stats *stats);
+void repo_reader_close(repo_reader *r);
+
+/*
+ * Authenticates all of object and writes the plaintext to fd (-1: nowhere, to verify
+ * only). When a manifest exists, the object's SHA-256 and size must match it.
+ */
+int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, repo_progress_fn progress,
+					void *progress_ctx, stream_stats *stats, tb_error *err);
+
+/* Manifest key for an object key (.tbk -> .json). */
+int repo_manifest_key(const char *object, char *out, size_t size, tb_error *err);
+
+/* Manifests of tenant (NULL: all) and engine (NULL: all), newest first. */
+typedef int (*repo_list_cb)(const manifest *m, void *arg);
+int repo_list(storage *st, const char *tenant, const char *engine, repo_list_cb cb, void *arg, tb_error *err);
+
+#endif
