@@ -1,0 +1,278 @@
+/* Unit tests of the repository layer on file storage: put, list, read back, failures. */
+#include "unit.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "repo.h"
+
+static char dir[] = "/tmp/tb-test-repo-XXXXXX";
+static char url[300];
+static storage *st;
+static master_key master;
+
+static int
+count_files(const char *path)
+{
+	char cmd[400];
+	FILE *p;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "find '%s' -type f | wc -l", path);
+	p = popen(cmd, "r");
+	if (fscanf(p, "%d", &n) != 1)
+		n = -1;
+	pclose(p);
+	return n;
+}
+
+static void
+put_bytes(const char *tenant, const char *engine, const void *data, size_t len, manifest *m)
+{
+	tenant_key key;
+	tb_error err = {0};
+	repo_put *put;
+
+	assert_int_equal(repo_tenant_key_current(st, &master, tenant, true, &key, &err), 0);
+	put = repo_put_begin(st, &key, engine, NULL, &err);
+	assert_non_null(put);
+	assert_int_equal(repo_put_write(put, data, len, &err), 0);
+	assert_int_equal(repo_put_commit(put, m, &err), 0);
+}
+
+static int
+read_object(const char *object, membuf *out, tb_error *err)
+{
+	repo_reader *r = repo_reader_open(st, &master, object, err);
+	uint8_t buf[4096];
+	ssize_t n;
+
+	if (r == NULL)
+		return -1;
+	while ((n = repo_reader_read(r, buf, sizeof(buf), err)) > 0)
+		membuf_append(out, buf, (size_t) n);
+	repo_reader_close(r);
+	return n == 0 ? 0 : -1;
+}
+
+typedef struct seen
+{
+	char objects[8][MANIFEST_OBJECT_MAX];
+	int count;
+} seen;
+
+static int
+collect(const manifest *m, void *arg)
+{
+	seen *s = arg;
+
+	if (s->count < 8)
+		strcpy(s->objects[s->count], m->object);
+	s->count++;
+	return 0;
+}
+
+static void
+test_put_list_read(void **state)
+{
+	manifest a, b, g;
+	membuf out = {0};
+	tb_error err = {0};
+	seen s = {0};
+
+	(void) state;
+	put_bytes("acme", "postgres", "acme canary", 11, &a);
+	sleep(1);
+	put_bytes("acme", "postgres", "acme canary two", 15, &b);
+	put_bytes("globex", "redis", "globex canary", 13, &g);
+	assert_int_equal(strncmp(a.object, "acme/postgres/", 14), 0);
+	assert_int_equal(strlen(a.sha256), 64);
+
+	assert_int_equal(repo_list(st, "acme", NULL, collect, &s, &err), 0);
+	assert_int_equal(s.count, 2);
+	assert_string_equal(s.objects[0], b.object); /* newest first */
+	assert_string_equal(s.objects[1], a.object);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(repo_list(st, NULL, NULL, collect, &s, &err), 0);
+	assert_int_equal(s.count, 3);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(repo_list(st, "acme", "redis", collect, &s, &err), 0);
+	assert_int_equal(s.count, 0);
+
+	assert_int_equal(read_object(g.object, &out, &err), 0);
+	assert_int_equal(out.len, 13);
+	assert_memory_equal(out.data, "globex canary", 13);
+	membuf_free(&out);
+}
+
+/* An object copied under another tenant's prefix is refused, not served as theirs. */
+static void
+test_object_moved_between_tenants(void **state)
+{
+	manifest a;
+	membuf out = {0};
+	tb_error err = {0};
+	char cmd[1024];
+
+	(void) state;
+	put_bytes("acme", "mysql", "acme rows", 9, &a);
+	put_bytes("globex", "mysql", "globex rows", 11, &a);
+	snprintf(cmd, sizeof(cmd), "cp %s/%s %s/acme/mysql/moved.tbk", dir, a.object, dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(read_object("acme/mysql/moved.tbk", &out, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "moved or swapped"));
+	membuf_free(&out);
+}
+
+static void
+test_manifest_mismatch(void **state)
+{
+	manifest a;
+	tb_error err = {0};
+	stream_stats stats;
+	char key[MANIFEST_OBJECT_MAX + 8];
+	char *json, *p;
+	size_t len;
+
+	(void) state;
+	put_bytes("acme", "mongodb", "docs", 4, &a);
+	assert_int_equal(repo_read_to_fd(st, &master, a.object, -1, NULL, NULL, &stats, &err), 0);
+	assert_int_equal(repo_manifest_key(a.object, key, sizeof(key), &err), 0);
+	assert_int_equal(storage_get(st, key, MANIFEST_MAX_BYTES, &json, &len, &err), 0);
+	p = strstr(json, a.sha256);
+	assert_non_null(p);
+	p[0] = p[0] == '0' ? '1' : '0';
+	assert_int_equal(storage_put(st, key, json, len, &err), 0);
+	free(json);
+	assert_int_equal(repo_read_to_fd(st, &master, a.object, -1, NULL, NULL, &stats, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "does not match its manifest"));
+}
+
+static void
+test_wrong_master_key(void **state)
+{
+	manifest a;
+	master_key other;
+	tb_error err = {0};
+	stream_stats stats;
+
+	(void) state;
+	put_bytes("initech", "redis", "tps reports", 11, &a);
+	assert_int_equal(keys_master_from_hex("abababababababababababababababababababababababababababababababab", &other,
+										  &err),
+					 0);
+	assert_int_equal(repo_read_to_fd(st, &other, a.object, -1, NULL, NULL, &stats, &err), -1);
+	assert_int_equal(err.code, TB_ERR_KEY);
+	assert_non_null(strstr(err.msg, "is wrapped by master key"));
+}
+
+/* A put whose input fails leaves no object, no manifest and no temporary file. */
+static void
+test_failed_put_leaves_nothing(void **state)
+{
+	tenant_key key;
+	manifest m;
+	tb_error err = {0};
+	char tenant_dir[400];
+	int before, fd;
+
+	(void) state;
+	assert_int_equal(repo_tenant_key_current(st, &master, "umbrella", true, &key, &err), 0);
+	snprintf(tenant_dir, sizeof(tenant_dir), "%s/umbrella", dir);
+	before = count_files(tenant_dir);
+	fd = open(dir, O_RDONLY | O_DIRECTORY); /* read() on a directory fails */
+	assert_int_equal(repo_put_fd(st, &key, "postgres", fd, NULL, &m, &err), -1);
+	close(fd);
+	assert_int_equal(err.code, TB_ERR_IO);
+	assert_int_equal(count_files(tenant_dir), before);
+}
+
+static void
+test_storage_keys_checked(void **state)
+{
+	tb_error err = {0};
+
+	(void) state;
+	assert_int_equal(storage_put(st, "../escape", "x", 1, &err), -1);
+	assert_int_equal(err.code, TB_ERR_INVALID);
+	assert_int_equal(storage_put(st, "a//b", "x", 1, &err), -1);
+	assert_int_equal(storage_put(st, "/abs", "x", 1, &err), -1);
+	assert_null(storage_open("file://relative/dir", &err));
+	assert_null(storage_open("ftp://host/x", &err));
+	assert_non_null(strstr(err.msg, "unsupported storage scheme"));
+}
+
+static void
+test_storage_abort_and_ranges(void **state)
+{
+	tb_error err = {0};
+	storage_write *w;
+	storage_read *r;
+	storage_info info;
+	char buf[16];
+	ssize_t n;
+
+	(void) state;
+	w = storage_write_open(st, "scratch/aborted", &err);
+	assert_non_null(w);
+	assert_int_equal(storage_write_append(w, "abc", 3, &err), 0);
+	storage_write_abort(w);
+	assert_int_equal(storage_head(st, "scratch/aborted", &info, &err), -1);
+	assert_int_equal(err.code, TB_ERR_NOT_FOUND);
+	assert_int_equal(count_files(dir) >= 0, 1);
+
+	assert_int_equal(storage_put(st, "scratch/range", "0123456789", 10, &err), 0);
+	r = storage_read_open(st, "scratch/range", 3, 4, &err);
+	assert_non_null(r);
+	n = storage_read_next(r, buf, sizeof(buf), &err);
+	assert_int_equal(n, 4);
+	assert_memory_equal(buf, "3456", 4);
+	assert_int_equal(storage_read_next(r, buf, sizeof(buf), &err), 0);
+	storage_read_close(r);
+	assert_int_equal(storage_delete(st, "scratch/range", &err), 0);
+	assert_int_equal(storage_delete(st, "scratch/range", &err), 0);
+}
+
+static int
+setup(void **state)
+{
+	tb_error err = {0};
+
+	(void) state;
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(url, sizeof(url), "file://%s", dir);
+	st = storage_open(url, &err);
+	return st && keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master,
+									  &err) == 0
+			   ? 0
+			   : -1;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[300];
+
+	(void) state;
+	storage_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_put_list_read),		  cmocka_unit_test(test_object_moved_between_tenants),
+		cmocka_unit_test(test_manifest_mismatch),	  cmocka_unit_test(test_wrong_master_key),
+		cmocka_unit_test(test_failed_put_leaves_nothing), cmocka_unit_test(test_storage_keys_checked),
+		cmocka_unit_test(test_storage_abort_and_ranges),
+	};
+
+	return cmocka_run_group_tests_name("repo", tests, setup, teardown);
+}
