@@ -606,7 +606,7 @@ repo_list(storage *st, const char *tenant, const char *engine, repo_list_cb cb, 
 	rc = storage_list(st, prefix, repo_listing_add, &l, err);
 	if (rc != 0 || err->code != TB_OK)
 		rc = -1;
-	if (rc == 0)
+	if (rc == 0 && l.count > 0)
 	{
 		qsort(l.items, l.count, sizeof(manifest), repo_listing_newest_first);
 		for (size_t i = 0; i < l.count; i++)

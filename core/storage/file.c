@@ -454,7 +454,7 @@ storage_file_list(storage *st, const char *prefix, storage_list_cb cb, void *arg
 	storage_file_listing l = {0};
 	int rc = storage_file_walk(sf, "", prefix ? prefix : "", &l, err);
 
-	if (rc == 0)
+	if (rc == 0 && l.count > 0)
 		qsort(l.keys, l.count, sizeof(char *), storage_file_key_compare);
 	for (size_t i = 0; rc == 0 && i < l.count; i++)
 	{

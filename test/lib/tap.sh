@@ -1,0 +1,59 @@
+# TAP helpers for the integration scripts (bash). Source it, call the checks,
+# end with done_testing. Every check prints one "ok"/"not ok" line.
+TAP_COUNT=0
+TAP_FAILED=0
+
+ok() { # CONDITION-STATUS NAME
+	TAP_COUNT=$((TAP_COUNT + 1))
+	if [ "$1" -eq 0 ]; then
+		echo "ok $TAP_COUNT - $2"
+	else
+		echo "not ok $TAP_COUNT - $2"
+		TAP_FAILED=$((TAP_FAILED + 1))
+	fi
+}
+
+is() { # GOT EXPECTED NAME
+	if [ "$1" = "$2" ]; then ok 0 "$3"; else
+		ok 1 "$3"
+		diag "got:      '$1'"
+		diag "expected: '$2'"
+	fi
+}
+
+like() { # GOT PATTERN NAME (grep -E pattern)
+	if printf '%s' "$1" | grep -qE -- "$2"; then ok 0 "$3"; else
+		ok 1 "$3"
+		diag "got: '$1'"
+		diag "expected to match: '$2'"
+	fi
+}
+
+unlike() { # GOT PATTERN NAME
+	if printf '%s' "$1" | grep -qE -- "$2"; then
+		ok 1 "$3"
+		diag "got: '$1'"
+		diag "expected not to match: '$2'"
+	else ok 0 "$3"; fi
+}
+
+diag() { echo "# $*" >&2; }
+
+skip_all() {
+	echo "1..0 # SKIP $*"
+	exit 0
+}
+
+done_testing() {
+	echo "1..$TAP_COUNT"
+	[ "$TAP_FAILED" -eq 0 ]
+}
+
+# A private scratch directory removed at exit, with any cleanup the test registers.
+TAP_CLEANUP=""
+on_exit() { TAP_CLEANUP="$*; $TAP_CLEANUP"; }
+tap_exit() { eval "$TAP_CLEANUP"; }
+trap tap_exit EXIT
+scratch_dir() { d=$(mktemp -d /tmp/tenant-backup-test.XXXXXX) && on_exit "rm -rf '$d'" && echo "$d"; }
+
+TB=${TB_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/build/bin}/tenant-backup
