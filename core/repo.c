@@ -529,6 +529,7 @@ typedef struct repo_listing
 	manifest *items;
 	size_t count;
 	size_t cap;
+	bool failed; /* a callback error stops the listing without failing storage_list */
 	tb_error *err;
 } repo_listing;
 
@@ -559,20 +560,24 @@ repo_listing_add(const char *key, const storage_info *info, void *arg)
 		manifest *items = realloc(l->items, cap * sizeof(manifest));
 
 		if (items == NULL)
+		{
+			l->failed = true;
 			return tb_error_set(l->err, TB_ERR_NOMEM, "out of memory listing backups");
+		}
 		l->items = items;
 		l->cap = cap;
 	}
 	if (storage_get(l->st, key, MANIFEST_MAX_BYTES, &json, &json_len, l->err) != 0)
 	{
-		if (l->err->code != TB_ERR_NOT_FOUND)
-			return -1;
-		tb_error_clear(l->err); /* removed while listing */
-		return 0;
+		if (l->err->code == TB_ERR_NOT_FOUND)
+			return 0; /* removed while listing */
+		l->failed = true;
+		return -1;
 	}
 	if (manifest_from_json(json, key, &l->items[l->count], l->err) != 0)
 	{
 		free(json);
+		l->failed = true;
 		return -1;
 	}
 	free(json);
@@ -602,9 +607,8 @@ repo_list(storage *st, const char *tenant, const char *engine, repo_list_cb cb, 
 		return -1;
 	if (tenant)
 		snprintf(prefix, sizeof(prefix), "%s/%s%s", tenant, engine ? engine : "", engine ? "/" : "");
-	tb_error_clear(err);
 	rc = storage_list(st, prefix, repo_listing_add, &l, err);
-	if (rc != 0 || err->code != TB_OK)
+	if (l.failed)
 		rc = -1;
 	if (rc == 0 && l.count > 0)
 	{

@@ -158,13 +158,13 @@ stream_sealer_init(stream_sealer *s, const uint8_t data_key[CRYPTO_KEY_LEN],
 {
 	memset(s, 0, sizeof(*s));
 	s->gcm = crypto_gcm_new(data_key, err);
+	if (s->gcm == NULL)
+		return -1;
 	s->cctx = ZSTD_createCCtx();
-	if (s->gcm == NULL || s->cctx == NULL)
+	if (s->cctx == NULL)
 	{
 		stream_sealer_free(s);
-		if (err->code == TB_OK)
-			tb_error_set(err, TB_ERR_NOMEM, "out of memory creating a zstd context");
-		return -1;
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory creating a zstd context");
 	}
 	memcpy(s->nonce_prefix, prefix, STREAM_NONCE_PREFIX_LEN);
 	memcpy(s->header_digest, digest, CRYPTO_SHA256_LEN);
@@ -324,22 +324,28 @@ stream_writer_new(const stream_header *hdr, const tenant_key *key, const stream_
 	w->sink = sink;
 	w->sink_ctx = sink_ctx;
 	w->object_name = strdup(object_name ? object_name : "(unnamed)");
-	w->plain_sha = crypto_sha256_new(err);
-	w->stored_sha = crypto_sha256_new(err);
-	if (w->object_name == NULL || w->plain_sha == NULL || w->stored_sha == NULL ||
+	if (w->object_name == NULL)
+	{
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	if ((w->plain_sha = crypto_sha256_new(err)) == NULL || (w->stored_sha = crypto_sha256_new(err)) == NULL ||
 		stream_writer_check_header(&w->hdr, key, err) != 0)
 		goto fail;
 	rc = stream_writer_write_header(w, key, data_key, prefix, digest, err);
 	if (rc == 0)
 	{
 		if (workers > 1)
-			w->pool = stream_pool_new(w, data_key, prefix, digest, level, workers, w->hdr.chunk_size, err);
-		else if (stream_sealer_init(&w->sealer, data_key, prefix, digest, level, err) == 0 &&
+			rc = (w->pool = stream_pool_new(w, data_key, prefix, digest, level, workers, w->hdr.chunk_size,
+											err)) != NULL
+					 ? 0
+					 : -1;
+		else if ((rc = stream_sealer_init(&w->sealer, data_key, prefix, digest, level, err)) == 0 &&
 				 stream_chunk_alloc(&w->inline_chunk, w->hdr.chunk_size) != 0)
-			tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory for a %u-byte chunk", w->hdr.chunk_size);
 	}
 	crypto_wipe(data_key, sizeof(data_key));
-	if (rc != 0 || err->code != TB_OK)
+	if (rc != 0)
 		goto fail;
 	w->current = w->pool ? stream_pool_next_free(w->pool, err) : &w->inline_chunk;
 	if (w->current == NULL)
@@ -348,8 +354,6 @@ stream_writer_new(const stream_header *hdr, const tenant_key *key, const stream_
 	return w;
 
 fail:
-	if (err->code == TB_OK)
-		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 	stream_writer_free(w);
 	return NULL;
 }
@@ -503,19 +507,32 @@ stream_reader_corrupt(stream_reader *r, tb_error *err, const char *what)
 	return tb_error_set(err, TB_ERR_CORRUPT, "object '%s' is corrupt: %s", r->object_name, what);
 }
 
+/* Reads exactly len bytes of the header; a short object is corrupt with the reason given. */
+static int
+stream_reader_need(stream_reader *r, uint8_t *buf, size_t len, const char *short_reason, tb_error *err)
+{
+	ssize_t n = stream_reader_fill(r, buf, len, err);
+
+	if (n < 0)
+		return -1;
+	if ((size_t) n != len)
+		return stream_reader_corrupt(r, err, short_reason);
+	return 0;
+}
+
 static int
 stream_reader_header_field(stream_reader *r, char *out, size_t size, tb_error *err)
 {
 	uint8_t *p = r->header_bytes + r->header_len;
 	size_t len;
 
-	if (stream_reader_fill(r, p, 1, err) != 1)
-		return err->code ? -1 : stream_reader_corrupt(r, err, "the header is truncated");
+	if (stream_reader_need(r, p, 1, "the header is truncated", err) != 0)
+		return -1;
 	len = p[0];
 	if (len == 0 || len >= size)
 		return stream_reader_corrupt(r, err, "a header field has an invalid length");
-	if (stream_reader_fill(r, p + 1, len, err) != (ssize_t) len)
-		return err->code ? -1 : stream_reader_corrupt(r, err, "the header is truncated");
+	if (stream_reader_need(r, p + 1, len, "the header is truncated", err) != 0)
+		return -1;
 	memcpy(out, p + 1, len);
 	out[len] = '\0';
 	r->header_len += 1 + len;
@@ -531,8 +548,8 @@ stream_reader_parse_header(stream_reader *r, tb_error *err)
 	const size_t fixed = 2 + 4 + STREAM_NONCE_PREFIX_LEN;
 	const size_t key_part = CRYPTO_NONCE_LEN + CRYPTO_KEY_LEN + CRYPTO_TAG_LEN;
 
-	if (stream_reader_fill(r, r->header_bytes, STREAM_MAGIC_LEN, err) != STREAM_MAGIC_LEN)
-		return err->code ? -1 : stream_reader_corrupt(r, err, "too short to be a backup object");
+	if (stream_reader_need(r, r->header_bytes, STREAM_MAGIC_LEN, "too short to be a backup object", err) != 0)
+		return -1;
 	if (memcmp(r->header_bytes, STREAM_MAGIC, STREAM_MAGIC_LEN - 1) != 0)
 		return stream_reader_corrupt(r, err, "not a tenant_backup object (bad magic)");
 	if (r->header_bytes[STREAM_MAGIC_LEN - 1] != 1)
@@ -545,9 +562,8 @@ stream_reader_parse_header(stream_reader *r, tb_error *err)
 		stream_reader_header_field(r, hdr->key_id, sizeof(hdr->key_id), err) != 0)
 		return -1;
 	p = r->header_bytes + r->header_len;
-	if (stream_reader_fill(r, p, fixed + key_part + CRYPTO_TAG_LEN, err) !=
-		(ssize_t) (fixed + key_part + CRYPTO_TAG_LEN))
-		return err->code ? -1 : stream_reader_corrupt(r, err, "the header is truncated");
+	if (stream_reader_need(r, p, fixed + key_part + CRYPTO_TAG_LEN, "the header is truncated", err) != 0)
+		return -1;
 	hdr->compression = p[0];
 	hdr->chunk_size = stream_get_u32(p + 2);
 	memcpy(r->nonce_prefix, p + 6, STREAM_NONCE_PREFIX_LEN);
@@ -576,16 +592,10 @@ stream_reader_open(stream_source_fn source, void *source_ctx, const char *object
 	r->source = source;
 	r->source_ctx = source_ctx;
 	r->object_name = strdup(object_name ? object_name : "(unnamed)");
-	r->plain_sha = crypto_sha256_new(err);
-	r->stored_sha = crypto_sha256_new(err);
-	if (r->object_name == NULL || r->plain_sha == NULL || r->stored_sha == NULL)
-	{
-		if (err->code == TB_OK)
-			tb_error_set(err, TB_ERR_NOMEM, "out of memory");
-		stream_reader_free(r);
-		return NULL;
-	}
-	if (stream_reader_parse_header(r, err) != 0)
+	if (r->object_name == NULL)
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	if (r->object_name == NULL || (r->plain_sha = crypto_sha256_new(err)) == NULL ||
+		(r->stored_sha = crypto_sha256_new(err)) == NULL || stream_reader_parse_header(r, err) != 0)
 	{
 		stream_reader_free(r);
 		return NULL;
@@ -661,6 +671,7 @@ static int
 stream_reader_finish(stream_reader *r, const uint8_t *trailer, tb_error *err)
 {
 	uint8_t extra;
+	ssize_t n;
 
 	crypto_sha256_final(r->plain_sha, r->stats.plain_sha256);
 	if (stream_get_u64(trailer) != r->stats.plain_bytes ||
@@ -671,8 +682,9 @@ stream_reader_finish(stream_reader *r, const uint8_t *trailer, tb_error *err)
 							"object '%s' is corrupt: the trailer's length or SHA-256 does not match the data",
 							r->object_name);
 	}
-	if (stream_reader_fill(r, &extra, 1, err) != 0)
-		return err->code ? -1 : stream_reader_corrupt(r, err, "there are bytes after the trailer");
+	n = stream_reader_fill(r, &extra, 1, err);
+	if (n != 0)
+		return n < 0 ? -1 : stream_reader_corrupt(r, err, "there are bytes after the trailer");
 	r->stats.chunks = r->index - 1;
 	r->stats.chunk_size = r->hdr.chunk_size;
 	crypto_sha256_final(r->stored_sha, r->stats.stored_sha256);

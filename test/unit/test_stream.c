@@ -390,6 +390,32 @@ test_not_an_object(void **state)
 	membuf_free(&m);
 }
 
+/* An error left in err by an earlier call that later succeeded must not fail the next one. */
+static void
+test_stale_error_is_not_a_failure(void **state)
+{
+	stream_header hdr = {.chunk_size = CHUNK};
+	stream_stats stats;
+	membuf obj = {0}, plain = {0};
+	tb_error err = {.code = TB_ERR_STORAGE, .msg = "an attempt that was retried"};
+	stream_writer *w;
+
+	(void) state;
+	strcpy(hdr.tenant, "acme");
+	strcpy(hdr.engine, "redis");
+	strcpy(hdr.backup_id, "stale");
+	w = stream_writer_new(&hdr, &test_key, NULL, membuf_sink, &obj, "acme/stale.tbk", &err);
+	assert_non_null(w);
+	assert_int_equal(stream_writer_write(w, "abc", 3, &err), 0);
+	assert_int_equal(stream_writer_finish(w, &stats, &err), 0);
+	stream_writer_free(w);
+	err.code = TB_ERR_STORAGE;
+	assert_int_equal(open_all(&obj, &test_key, &plain, &err), 0);
+	assert_int_equal(plain.len, 3);
+	membuf_free(&obj);
+	membuf_free(&plain);
+}
+
 int
 main(void)
 {
@@ -399,7 +425,7 @@ main(void)
 		cmocka_unit_test(test_chunk_flip_names_chunk), cmocka_unit_test(test_reorder_drop_duplicate),
 		cmocka_unit_test(test_truncation),		  cmocka_unit_test(test_trailing_garbage),
 		cmocka_unit_test(test_splice_from_other_object), cmocka_unit_test(test_wrong_tenant_key),
-		cmocka_unit_test(test_not_an_object),
+		cmocka_unit_test(test_not_an_object),	  cmocka_unit_test(test_stale_error_is_not_a_failure),
 	};
 
 	make_keys();
