@@ -109,7 +109,9 @@ cmd_cat(int argc, char **argv)
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
 	cli_progress_start(&progress, "cat");
-	rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO, cli_progress_update, &progress, &stats, &err);
+	rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO,
+						 &(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress}, &stats,
+						 &err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
 	return rc == 0 ? 0 : cli_fail("cat", &err);
@@ -129,7 +131,8 @@ verify_one(verify_batch *batch, const char *object)
 	tb_error err = {0};
 
 	batch->checked++;
-	if (repo_read_to_fd(batch->session->st, &batch->session->master, object, -1, NULL, NULL, &stats, &err) != 0)
+	if (repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
+						&(repo_read_options){.check_sha256 = true}, &stats, &err) != 0)
 	{
 		batch->failed++;
 		printf("FAILED  %s: %s\n", object, err.msg);

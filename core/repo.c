@@ -369,7 +369,7 @@ repo_reader_check_place(const char *object, const stream_header *hdr, tb_error *
 }
 
 repo_reader *
-repo_reader_open(storage *st, const master_key *master, const char *object, tb_error *err)
+repo_reader_open(storage *st, const master_key *master, const char *object, bool hash_stored, tb_error *err)
 {
 	repo_reader *r = calloc(1, sizeof(*r));
 	const stream_header *hdr;
@@ -384,7 +384,7 @@ repo_reader_open(storage *st, const master_key *master, const char *object, tb_e
 	r->read = storage_read_open(st, object, 0, 0, err);
 	if (r->read == NULL)
 		goto fail;
-	r->stream = stream_reader_open(repo_reader_source, r->read, object, err);
+	r->stream = stream_reader_open(repo_reader_source, r->read, object, hash_stored, err);
 	if (r->stream == NULL)
 		goto fail;
 	hdr = stream_reader_header(r->stream);
@@ -447,9 +447,10 @@ repo_write_all(int fd, const char *buf, size_t len, tb_error *err)
 	return 0;
 }
 
-/* When the object has a manifest, its size and SHA-256 must be the ones recorded. */
+/* When the object has a manifest, it must be this object's: an old object renamed over a newer one is not. */
 static int
-repo_check_manifest(storage *st, const char *object, const stream_stats *stats, tb_error *err)
+repo_check_manifest(storage *st, const char *object, const stream_header *hdr, const stream_stats *stats,
+					tb_error *err)
 {
 	char key[MANIFEST_OBJECT_MAX + 8];
 	char sha[2 * CRYPTO_SHA256_LEN + 1];
@@ -471,20 +472,30 @@ repo_check_manifest(storage *st, const char *object, const stream_stats *stats, 
 	free(json);
 	if (rc != 0)
 		return -1;
-	crypto_hex_encode(stats->stored_sha256, CRYPTO_SHA256_LEN, sha);
-	if (strcmp(m.object, object) != 0 || m.stored_bytes != stats->stored_bytes || strcmp(m.sha256, sha) != 0)
+	if (strcmp(m.object, object) != 0 || strcmp(m.backup_id, hdr->backup_id) != 0 ||
+		strcmp(m.key_id, hdr->key_id) != 0 || m.stored_bytes != stats->stored_bytes)
 		return tb_error_set(err, TB_ERR_CORRUPT,
-							"object '%s' does not match its manifest (size %llu, sha256 %s recorded; %llu, %s read)",
-							object, (unsigned long long) m.stored_bytes, m.sha256,
-							(unsigned long long) stats->stored_bytes, sha);
+							"object '%s' does not match its manifest (backup %s, %llu bytes recorded; backup %s, "
+							"%llu bytes read)",
+							object, m.backup_id, (unsigned long long) m.stored_bytes, hdr->backup_id,
+							(unsigned long long) stats->stored_bytes);
+	if (!stats->stored_sha256_known)
+		return 0;
+	crypto_hex_encode(stats->stored_sha256, CRYPTO_SHA256_LEN, sha);
+	if (strcmp(m.sha256, sha) != 0)
+		return tb_error_set(err, TB_ERR_CORRUPT,
+							"object '%s' does not match its manifest: sha256 %s recorded, %s read", object, m.sha256,
+							sha);
 	return 0;
 }
 
 int
-repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, repo_progress_fn progress,
-				void *progress_ctx, stream_stats *stats, tb_error *err)
+repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, const repo_read_options *options,
+				stream_stats *stats, tb_error *err)
 {
-	repo_reader *r = repo_reader_open(st, master, object, err);
+	repo_progress_fn progress = options ? options->progress : NULL;
+	void *progress_ctx = options ? options->progress_ctx : NULL;
+	repo_reader *r = repo_reader_open(st, master, object, options && options->check_sha256, err);
 	char *buf = malloc(REPO_IO_BUFFER);
 	uint64_t total = 0, last_progress = 0;
 	int rc = -1;
@@ -513,7 +524,7 @@ repo_read_to_fd(storage *st, const master_key *master, const char *object, int f
 		}
 	}
 	repo_reader_stats(r, stats);
-	rc = repo_check_manifest(st, object, stats, err);
+	rc = repo_check_manifest(st, object, repo_reader_header(r), stats, err);
 	if (rc == 0 && progress)
 		progress(progress_ctx, total);
 

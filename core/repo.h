@@ -56,9 +56,11 @@ int repo_put_fd(storage *st, const tenant_key *key, const char *engine, int fd, 
 
 /*
  * Opens object for reading: checks the object key names the tenant and engine in its
- * header, loads that tenant key from storage, authenticates the header.
+ * header, loads that tenant key from storage, authenticates the header. hash_stored:
+ * as for stream_reader_open.
  */
-repo_reader *repo_reader_open(storage *st, const master_key *master, const char *object, tb_error *err);
+repo_reader *repo_reader_open(storage *st, const master_key *master, const char *object, bool hash_stored,
+							  tb_error *err);
 
 /* As stream_reader_read: data is trustworthy only once this returned 0. */
 ssize_t repo_reader_read(repo_reader *r, void *buf, size_t len, tb_error *err);
@@ -66,12 +68,20 @@ const stream_header *repo_reader_header(const repo_reader *r);
 void repo_reader_stats(const repo_reader *r, stream_stats *stats);
 void repo_reader_close(repo_reader *r);
 
+typedef struct repo_read_options
+{
+	repo_progress_fn progress;
+	void *progress_ctx;
+	bool check_sha256; /* also hash the stored object and compare with its manifest */
+} repo_read_options;
+
 /*
  * Authenticates all of object and writes the plaintext to fd (-1: nowhere, to verify
- * only). When a manifest exists, the object's SHA-256 and size must match it.
+ * only). When a manifest exists, it must describe this object: same backup id, key id
+ * and size (and SHA-256 with check_sha256).
  */
-int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, repo_progress_fn progress,
-					void *progress_ctx, stream_stats *stats, tb_error *err);
+int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd,
+					const repo_read_options *options, stream_stats *stats, tb_error *err);
 
 /* Manifest key for an object key (.tbk -> .json). */
 int repo_manifest_key(const char *object, char *out, size_t size, tb_error *err);

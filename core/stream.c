@@ -459,6 +459,7 @@ stream_writer_finish(stream_writer *w, stream_stats *stats, tb_error *err)
 	stats->chunk_size = w->hdr.chunk_size;
 	stats->stored_bytes = w->stored_bytes;
 	crypto_sha256_final(w->stored_sha, stats->stored_sha256);
+	stats->stored_sha256_known = true;
 	return 0;
 }
 
@@ -495,7 +496,8 @@ stream_reader_fill(stream_reader *r, uint8_t *buf, size_t len, tb_error *err)
 			break;
 		got += (size_t) n;
 	}
-	crypto_sha256_update(r->stored_sha, buf, got);
+	if (r->stored_sha != NULL)
+		crypto_sha256_update(r->stored_sha, buf, got);
 	r->stats.stored_bytes += got;
 	return (ssize_t) got;
 }
@@ -580,7 +582,8 @@ stream_reader_parse_header(stream_reader *r, tb_error *err)
 }
 
 stream_reader *
-stream_reader_open(stream_source_fn source, void *source_ctx, const char *object_name, tb_error *err)
+stream_reader_open(stream_source_fn source, void *source_ctx, const char *object_name, bool hash_stored,
+				   tb_error *err)
 {
 	stream_reader *r = calloc(1, sizeof(*r));
 
@@ -595,7 +598,8 @@ stream_reader_open(stream_source_fn source, void *source_ctx, const char *object
 	if (r->object_name == NULL)
 		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 	if (r->object_name == NULL || (r->plain_sha = crypto_sha256_new(err)) == NULL ||
-		(r->stored_sha = crypto_sha256_new(err)) == NULL || stream_reader_parse_header(r, err) != 0)
+		(hash_stored && (r->stored_sha = crypto_sha256_new(err)) == NULL) ||
+		stream_reader_parse_header(r, err) != 0)
 	{
 		stream_reader_free(r);
 		return NULL;
@@ -687,7 +691,11 @@ stream_reader_finish(stream_reader *r, const uint8_t *trailer, tb_error *err)
 		return n < 0 ? -1 : stream_reader_corrupt(r, err, "there are bytes after the trailer");
 	r->stats.chunks = r->index - 1;
 	r->stats.chunk_size = r->hdr.chunk_size;
-	crypto_sha256_final(r->stored_sha, r->stats.stored_sha256);
+	if (r->stored_sha != NULL)
+	{
+		crypto_sha256_final(r->stored_sha, r->stats.stored_sha256);
+		r->stats.stored_sha256_known = true;
+	}
 	r->done = true;
 	return 0;
 }

@@ -50,6 +50,7 @@ typedef struct stream_stats
 	uint8_t plain_sha256[CRYPTO_SHA256_LEN];
 	uint64_t stored_bytes;
 	uint8_t stored_sha256[CRYPTO_SHA256_LEN]; /* of the object as stored: checkable without keys */
+	bool stored_sha256_known;				  /* readers compute it only when asked */
 	uint64_t chunks;
 	uint32_t chunk_size;
 } stream_stats;
@@ -84,9 +85,13 @@ int stream_writer_write(stream_writer *w, const void *buf, size_t len, tb_error 
 int stream_writer_finish(stream_writer *w, stream_stats *stats, tb_error *err);
 void stream_writer_free(stream_writer *w);
 
-/* Reads and checks the shape of the header; nothing is authenticated until unlock. */
+/*
+ * Reads and checks the shape of the header; nothing is authenticated until unlock.
+ * With hash_stored, the stats also carry the SHA-256 of the object as stored
+ * (authentication does not need it; comparing with a manifest does).
+ */
 stream_reader *stream_reader_open(stream_source_fn source, void *source_ctx, const char *object_name,
-								  tb_error *err);
+								  bool hash_stored, tb_error *err);
 const stream_header *stream_reader_header(const stream_reader *r);
 
 /* Unwraps the data key and authenticates the header. */

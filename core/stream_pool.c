@@ -1,7 +1,8 @@
 /*
- * Worker threads that compress and seal chunks in parallel for one stream writer.
- * The calling thread fills chunks, hashes them and emits sealed records in order;
- * workers only touch chunks handed to them, so the only shared state is the ring.
+ * Threads that seal one stream writer's chunks in parallel. The calling thread fills
+ * chunks and hashes the plaintext; workers compress and seal; one emitter thread
+ * hands sealed records to the sink in index order and hashes what is stored. The
+ * ring of slots is the only shared state, guarded by one mutex.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -38,16 +39,21 @@ struct stream_pool
 {
 	stream_writer *writer;
 	pthread_mutex_t lock;
-	pthread_cond_t work_ready;
-	pthread_cond_t work_done;
+	pthread_cond_t work_ready; /* a slot was submitted, or stop */
+	pthread_cond_t sealed;	   /* a slot was sealed or failed, or stop */
+	pthread_cond_t freed;	   /* a slot was emitted, or the emitter failed */
 	stream_pool_worker *workers;
 	int nworkers;
+	pthread_t emitter;
+	bool emitter_started;
 	stream_sealer trailer_sealer;
 	stream_pool_slot *slots;
 	int nslots;
-	int head; /* oldest slot not yet emitted */
-	int tail; /* next slot to hand out */
+	int head; /* oldest slot not yet emitted: the emitter's */
+	int tail; /* next slot to hand out: the caller's */
 	bool stop;
+	bool failed; /* sealing or the sink failed; err says why */
+	tb_error err;
 };
 
 static void *
@@ -81,8 +87,51 @@ stream_pool_work(void *arg)
 		int rc = stream_seal_chunk(&worker->sealer, &slot->chunk, &slot->err);
 		pthread_mutex_lock(&p->lock);
 		slot->state = rc == 0 ? SLOT_SEALED : SLOT_FAILED;
-		pthread_cond_broadcast(&p->work_done);
+		pthread_cond_broadcast(&p->sealed);
 	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+static void *
+stream_pool_emit(void *arg)
+{
+	stream_pool *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->failed)
+	{
+		stream_pool_slot *slot = &p->slots[p->head];
+		tb_error err = {0};
+		int rc;
+
+		if (slot->state != SLOT_SEALED && slot->state != SLOT_FAILED)
+		{
+			if (p->stop)
+				break;
+			pthread_cond_wait(&p->sealed, &p->lock);
+			continue;
+		}
+		if (slot->state == SLOT_FAILED)
+		{
+			p->err = slot->err;
+			p->failed = true;
+			break;
+		}
+		pthread_mutex_unlock(&p->lock);
+		rc = stream_writer_emit_chunk(p->writer, &slot->chunk, &err);
+		pthread_mutex_lock(&p->lock);
+		if (rc != 0)
+		{
+			p->err = err;
+			p->failed = true;
+			break;
+		}
+		slot->state = SLOT_FREE;
+		p->head = (p->head + 1) % p->nslots;
+		pthread_cond_broadcast(&p->freed);
+	}
+	pthread_cond_broadcast(&p->freed);
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
@@ -100,10 +149,11 @@ stream_pool_new(stream_writer *w, const uint8_t data_key[CRYPTO_KEY_LEN], const 
 	}
 	p->writer = w;
 	p->nworkers = workers;
-	p->nslots = 2 * workers + 1;
+	p->nslots = 2 * workers + 2;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work_ready, NULL);
-	pthread_cond_init(&p->work_done, NULL);
+	pthread_cond_init(&p->sealed, NULL);
+	pthread_cond_init(&p->freed, NULL);
 	p->workers = calloc((size_t) workers, sizeof(stream_pool_worker));
 	p->slots = calloc((size_t) p->nslots, sizeof(stream_pool_slot));
 	if (p->workers == NULL || p->slots == NULL)
@@ -121,14 +171,17 @@ stream_pool_new(stream_writer *w, const uint8_t data_key[CRYPTO_KEY_LEN], const 
 		if (stream_sealer_init(&worker->sealer, data_key, prefix, digest, level, err) != 0)
 			goto fail;
 		if (pthread_create(&worker->thread, NULL, stream_pool_work, worker) != 0)
-		{
-			tb_error_set(err, TB_ERR_INTERNAL, "unable to start a compression thread");
-			goto fail;
-		}
+			goto nothread;
 		worker->started = true;
 	}
+	if (pthread_create(&p->emitter, NULL, stream_pool_emit, p) != 0)
+		goto nothread;
+	p->emitter_started = true;
 	return p;
 
+nothread:
+	tb_error_set(err, TB_ERR_INTERNAL, "unable to start a compression thread");
+	goto fail;
 nomem:
 	tb_error_set(err, TB_ERR_NOMEM, "out of memory for %d chunk buffers", p->nslots);
 fail:
@@ -136,53 +189,22 @@ fail:
 	return NULL;
 }
 
-static stream_slot_state
-stream_pool_state(stream_pool *p, int index)
-{
-	stream_slot_state state;
-
-	pthread_mutex_lock(&p->lock);
-	state = p->slots[index].state;
-	pthread_mutex_unlock(&p->lock);
-	return state;
-}
-
-/* Emits the oldest in-flight chunk, waiting for it to be sealed. */
-static int
-stream_pool_emit_head(stream_pool *p, tb_error *err)
-{
-	stream_pool_slot *slot = &p->slots[p->head];
-	stream_slot_state state;
-
-	pthread_mutex_lock(&p->lock);
-	while (slot->state == SLOT_SUBMITTED || slot->state == SLOT_SEALING)
-		pthread_cond_wait(&p->work_done, &p->lock);
-	state = slot->state;
-	pthread_mutex_unlock(&p->lock);
-	if (state == SLOT_FAILED)
-	{
-		*err = slot->err;
-		return -1;
-	}
-	if (stream_writer_emit_chunk(p->writer, &slot->chunk, err) != 0)
-		return -1;
-	pthread_mutex_lock(&p->lock);
-	slot->state = SLOT_FREE;
-	pthread_mutex_unlock(&p->lock);
-	p->head = (p->head + 1) % p->nslots;
-	return 0;
-}
-
 stream_chunk *
 stream_pool_next_free(stream_pool *p, tb_error *err)
 {
 	stream_pool_slot *slot = &p->slots[p->tail];
 
-	/* The ring is full only when the next slot is the oldest one in flight. */
-	while (stream_pool_state(p, p->tail) != SLOT_FREE)
-		if (stream_pool_emit_head(p, err) != 0)
-			return NULL;
+	pthread_mutex_lock(&p->lock);
+	while (slot->state != SLOT_FREE && !p->failed)
+		pthread_cond_wait(&p->freed, &p->lock);
+	if (p->failed)
+	{
+		*err = p->err;
+		pthread_mutex_unlock(&p->lock);
+		return NULL;
+	}
 	slot->state = SLOT_FILLING;
+	pthread_mutex_unlock(&p->lock);
 	p->tail = (p->tail + 1) % p->nslots;
 	return &slot->chunk;
 }
@@ -191,26 +213,38 @@ int
 stream_pool_submit(stream_pool *p, stream_chunk *c, tb_error *err)
 {
 	stream_pool_slot *slot = (stream_pool_slot *) c;
+	int rc = 0;
 
 	pthread_mutex_lock(&p->lock);
-	slot->state = SLOT_SUBMITTED;
-	pthread_cond_signal(&p->work_ready);
+	if (p->failed)
+	{
+		*err = p->err;
+		rc = -1;
+	}
+	else
+	{
+		slot->state = SLOT_SUBMITTED;
+		pthread_cond_signal(&p->work_ready);
+	}
 	pthread_mutex_unlock(&p->lock);
-	/* Keep the sink busy with whatever is already sealed, without waiting. */
-	for (stream_slot_state s = stream_pool_state(p, p->head); s == SLOT_SEALED || s == SLOT_FAILED;
-		 s = stream_pool_state(p, p->head))
-		if (stream_pool_emit_head(p, err) != 0)
-			return -1;
-	return 0;
+	return rc;
 }
 
 int
 stream_pool_drain(stream_pool *p, tb_error *err)
 {
-	while (stream_pool_state(p, p->head) != SLOT_FREE)
-		if (stream_pool_emit_head(p, err) != 0)
-			return -1;
-	return 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->failed && p->slots[p->head].state != SLOT_FREE)
+		pthread_cond_wait(&p->freed, &p->lock);
+	if (p->failed)
+	{
+		*err = p->err;
+		rc = -1;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc;
 }
 
 stream_sealer *
@@ -227,6 +261,7 @@ stream_pool_free(stream_pool *p)
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
 	pthread_cond_broadcast(&p->work_ready);
+	pthread_cond_broadcast(&p->sealed);
 	pthread_mutex_unlock(&p->lock);
 	for (int i = 0; p->workers && i < p->nworkers; i++)
 	{
@@ -234,11 +269,14 @@ stream_pool_free(stream_pool *p)
 			pthread_join(p->workers[i].thread, NULL);
 		stream_sealer_free(&p->workers[i].sealer);
 	}
+	if (p->emitter_started)
+		pthread_join(p->emitter, NULL);
 	stream_sealer_free(&p->trailer_sealer);
 	for (int i = 0; p->slots && i < p->nslots; i++)
 		stream_chunk_release(&p->slots[i].chunk);
 	pthread_cond_destroy(&p->work_ready);
-	pthread_cond_destroy(&p->work_done);
+	pthread_cond_destroy(&p->sealed);
+	pthread_cond_destroy(&p->freed);
 	pthread_mutex_destroy(&p->lock);
 	free(p->workers);
 	free(p->slots);

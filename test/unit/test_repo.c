@@ -9,6 +9,7 @@
 #include "repo.h"
 
 static char dir[] = "/tmp/tb-test-repo-XXXXXX";
+static const repo_read_options sha_check = {.check_sha256 = true};
 static char url[300];
 static storage *st;
 static master_key master;
@@ -45,7 +46,7 @@ put_bytes(const char *tenant, const char *engine, const void *data, size_t len, 
 static int
 read_object(const char *object, membuf *out, tb_error *err)
 {
-	repo_reader *r = repo_reader_open(st, &master, object, err);
+	repo_reader *r = repo_reader_open(st, &master, object, false, err);
 	uint8_t buf[4096];
 	ssize_t n;
 
@@ -139,7 +140,7 @@ test_manifest_mismatch(void **state)
 
 	(void) state;
 	put_bytes("acme", "mongodb", "docs", 4, &a);
-	assert_int_equal(repo_read_to_fd(st, &master, a.object, -1, NULL, NULL, &stats, &err), 0);
+	assert_int_equal(repo_read_to_fd(st, &master, a.object, -1, &sha_check, &stats, &err), 0);
 	assert_int_equal(repo_manifest_key(a.object, key, sizeof(key), &err), 0);
 	assert_int_equal(storage_get(st, key, MANIFEST_MAX_BYTES, &json, &len, &err), 0);
 	p = strstr(json, a.sha256);
@@ -147,9 +148,29 @@ test_manifest_mismatch(void **state)
 	p[0] = p[0] == '0' ? '1' : '0';
 	assert_int_equal(storage_put(st, key, json, len, &err), 0);
 	free(json);
-	assert_int_equal(repo_read_to_fd(st, &master, a.object, -1, NULL, NULL, &stats, &err), -1);
+	assert_int_equal(repo_read_to_fd(st, &master, a.object, -1, &sha_check, &stats, &err), -1);
 	assert_int_equal(err.code, TB_ERR_CORRUPT);
 	assert_non_null(strstr(err.msg, "does not match its manifest"));
+}
+
+/* An older backup copied over a newer one's key authenticates, but is not the backup its manifest names. */
+static void
+test_object_replaced_by_older_one(void **state)
+{
+	manifest older, newer;
+	tb_error err = {0};
+	stream_stats stats;
+	char cmd[2 * MANIFEST_OBJECT_MAX + 700];
+
+	(void) state;
+	put_bytes("acme", "redis", "old keys", 8, &older);
+	put_bytes("acme", "redis", "new keys", 8, &newer);
+	snprintf(cmd, sizeof(cmd), "cp %s/%s %s/%s", dir, older.object, dir, newer.object);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(repo_read_to_fd(st, &master, newer.object, -1, NULL, &stats, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "does not match its manifest"));
+	assert_non_null(strstr(err.msg, older.backup_id));
 }
 
 static void
@@ -165,7 +186,7 @@ test_wrong_master_key(void **state)
 	assert_int_equal(keys_master_from_hex("abababababababababababababababababababababababababababababababab", &other,
 										  &err),
 					 0);
-	assert_int_equal(repo_read_to_fd(st, &other, a.object, -1, NULL, NULL, &stats, &err), -1);
+	assert_int_equal(repo_read_to_fd(st, &other, a.object, -1, NULL, &stats, &err), -1);
 	assert_int_equal(err.code, TB_ERR_KEY);
 	assert_non_null(strstr(err.msg, "is wrapped by master key"));
 }
@@ -269,7 +290,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_put_list_read),		  cmocka_unit_test(test_object_moved_between_tenants),
-		cmocka_unit_test(test_manifest_mismatch),	  cmocka_unit_test(test_wrong_master_key),
+		cmocka_unit_test(test_manifest_mismatch),	  cmocka_unit_test(test_object_replaced_by_older_one),
+		cmocka_unit_test(test_wrong_master_key),
 		cmocka_unit_test(test_failed_put_leaves_nothing), cmocka_unit_test(test_storage_keys_checked),
 		cmocka_unit_test(test_storage_abort_and_ranges),
 	};

@@ -56,7 +56,7 @@ open_all(membuf *obj, const tenant_key *key, membuf *plain, tb_error *err)
 	ssize_t n;
 
 	obj->pos = 0;
-	r = stream_reader_open(membuf_source, obj, "acme/test.tbk", err);
+	r = stream_reader_open(membuf_source, obj, "acme/test.tbk", true, err);
 	if (r == NULL)
 		return -1;
 	if (stream_reader_unlock(r, key, err) != 0)
@@ -390,6 +390,54 @@ test_not_an_object(void **state)
 	membuf_free(&m);
 }
 
+static int
+failing_sink(void *ctx, const void *buf, size_t len, tb_error *err)
+{
+	membuf *b = ctx;
+
+	if (b->len + len > 50000)
+		return tb_error_set(err, TB_ERR_STORAGE, "storage refused the write");
+	membuf_append(b, buf, len);
+	return 0;
+}
+
+/* A sink that fails part-way fails the writer with the sink's error, inline or with workers. */
+static void
+test_sink_failure(void **state)
+{
+	size_t len = 100 * CHUNK;
+	uint8_t *data = malloc(len);
+
+	(void) state;
+	fill_random(data, len, 7);
+	for (int workers = 0; workers <= 3; workers += 3)
+	{
+		stream_header hdr = {.chunk_size = CHUNK};
+		stream_writer_options options = {.workers = workers};
+		stream_stats stats;
+		tb_error err = {0};
+		membuf out = {0};
+		stream_writer *w;
+		int rc;
+
+		strcpy(hdr.tenant, "acme");
+		strcpy(hdr.engine, "mysql");
+		strcpy(hdr.backup_id, "b1");
+		w = stream_writer_new(&hdr, &test_key, &options, failing_sink, &out, "acme/fail.tbk", &err);
+		assert_non_null(w);
+		rc = stream_writer_write(w, data, len, &err);
+		if (rc == 0)
+			rc = stream_writer_finish(w, &stats, &err);
+		assert_int_equal(rc, -1);
+		assert_int_equal(err.code, TB_ERR_STORAGE);
+		assert_non_null(strstr(err.msg, "storage refused the write"));
+		assert_non_null(strstr(err.msg, "acme/fail.tbk"));
+		stream_writer_free(w);
+		membuf_free(&out);
+	}
+	free(data);
+}
+
 /* An error left in err by an earlier call that later succeeded must not fail the next one. */
 static void
 test_stale_error_is_not_a_failure(void **state)
@@ -426,6 +474,7 @@ main(void)
 		cmocka_unit_test(test_truncation),		  cmocka_unit_test(test_trailing_garbage),
 		cmocka_unit_test(test_splice_from_other_object), cmocka_unit_test(test_wrong_tenant_key),
 		cmocka_unit_test(test_not_an_object),	  cmocka_unit_test(test_stale_error_is_not_a_failure),
+		cmocka_unit_test(test_sink_failure),
 	};
 
 	make_keys();
