@@ -34,8 +34,15 @@ typedef struct cli_progress
 /* Fills ctx from the environment; options override it later. */
 void cli_context_init(cli_context *ctx);
 
-/* Handles a common option; returns 1 if it was one, 0 if not. */
-int cli_common_option(cli_context *ctx, int opt, const char *arg);
+/* Handles one of a command's own options; returns 0, or 2 after reporting bad usage. */
+typedef int (*cli_option_fn)(int opt, const char *arg, void *command_state);
+
+/*
+ * Parses argv with getopt_long: common options into ctx, --help prints usage, the
+ * rest goes to on_option. Returns 0 to go on, -1 after --help (exit 0), 2 on bad usage.
+ */
+int cli_parse(const char *command, const char *usage, int argc, char **argv, const struct option *options,
+			  cli_context *ctx, cli_option_fn on_option, void *command_state);
 
 storage *cli_open_storage(const cli_context *ctx);
 int cli_load_master_key(const cli_context *ctx, master_key *out);

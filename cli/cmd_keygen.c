@@ -9,27 +9,27 @@ static const char keygen_usage[] = "Usage: tenant-backup keygen --out FILE\n"
 								   "overwrite an existing file: losing a master key makes every backup whose\n"
 								   "tenant keys it wraps unreadable.\n";
 
+static int
+keygen_option(int opt, const char *arg, void *state)
+{
+	if (opt != 'o')
+		return cli_usage_error("keygen", "invalid option");
+	*(const char **) state = arg;
+	return 0;
+}
+
 int
 cmd_keygen(int argc, char **argv)
 {
 	static const struct option options[] = {{"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
 											{NULL, 0, NULL, 0}};
 	const char *out = NULL;
+	cli_context ctx;
 	tb_error err = {0};
-	int opt;
+	int rc = cli_parse("keygen", keygen_usage, argc, argv, options, &ctx, keygen_option, &out);
 
-	while ((opt = getopt_long(argc, argv, "o:h", options, NULL)) != -1)
-	{
-		if (opt == 'o')
-			out = optarg;
-		else if (opt == 'h')
-		{
-			fputs(keygen_usage, stdout);
-			return 0;
-		}
-		else
-			return cli_usage_error("keygen", "invalid option");
-	}
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
 	if (out == NULL || optind != argc)
 		return cli_usage_error("keygen", "--out FILE is required");
 	if (keys_master_generate(out, &err) != 0)

@@ -30,20 +30,10 @@ cmd_ls(int argc, char **argv)
 	cli_context ctx;
 	tb_error err = {0};
 	storage *st;
-	int opt, rc;
+	int rc = cli_parse("ls", ls_usage, argc, argv, options, &ctx, NULL, NULL);
 
-	cli_context_init(&ctx);
-	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1)
-	{
-		if (cli_common_option(&ctx, opt, optarg))
-			continue;
-		if (opt == 'h')
-		{
-			fputs(ls_usage, stdout);
-			return 0;
-		}
-		return cli_usage_error("ls", "invalid option");
-	}
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
 	if (argc - optind > 1)
 		return cli_usage_error("ls", "at most one TENANT[/ENGINE] argument");
 	if (optind < argc)

@@ -22,6 +22,41 @@ static const char put_usage[] =
 	"  --storage URL        file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --master-key FILE    master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
 
+typedef struct put_args
+{
+	const char *tenant;
+	const char *engine;
+	repo_put_options put;
+} put_args;
+
+static int
+put_option(int opt, const char *arg, void *state)
+{
+	put_args *args = state;
+
+	switch (opt)
+	{
+		case 't':
+			args->tenant = arg;
+			return 0;
+		case 'e':
+			args->engine = arg;
+			return 0;
+		case 'l':
+			args->put.stream.level = atoi(arg);
+			if (args->put.stream.level < 1 || args->put.stream.level > 19)
+				return cli_usage_error("put", "--level must be 1 to 19");
+			return 0;
+		case 'w':
+			args->put.stream.workers = atoi(arg);
+			if (args->put.stream.workers < 1 || args->put.stream.workers > 64)
+				return cli_usage_error("put", "--workers must be 1 to 64");
+			return 0;
+		default:
+			return cli_usage_error("put", "invalid option");
+	}
+}
+
 int
 cmd_put(int argc, char **argv)
 {
@@ -31,52 +66,23 @@ cmd_put(int argc, char **argv)
 											{"workers", required_argument, NULL, 'w'},
 											CLI_COMMON_OPTIONS,
 											{NULL, 0, NULL, 0}};
+	put_args args = {.put = {.stream = {.workers = 2}}};
 	cli_context ctx;
-	const char *tenant = NULL, *engine = NULL;
-	repo_put_options put_options = {.stream = {.workers = 2}};
 	cli_progress progress;
 	tb_error err = {0};
 	master_key master;
 	tenant_key key;
 	manifest m;
 	storage *st;
-	int opt, rc;
+	int rc = cli_parse("put", put_usage, argc, argv, options, &ctx, put_option, &args);
 
-	cli_context_init(&ctx);
-	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1)
-	{
-		if (cli_common_option(&ctx, opt, optarg))
-			continue;
-		switch (opt)
-		{
-			case 't':
-				tenant = optarg;
-				break;
-			case 'e':
-				engine = optarg;
-				break;
-			case 'l':
-				put_options.stream.level = atoi(optarg);
-				if (put_options.stream.level < 1 || put_options.stream.level > 19)
-					return cli_usage_error("put", "--level must be 1 to 19");
-				break;
-			case 'w':
-				put_options.stream.workers = atoi(optarg);
-				if (put_options.stream.workers < 1 || put_options.stream.workers > 64)
-					return cli_usage_error("put", "--workers must be 1 to 64");
-				break;
-			case 'h':
-				fputs(put_usage, stdout);
-				return 0;
-			default:
-				return cli_usage_error("put", "invalid option");
-		}
-	}
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
 	if (optind != argc)
 		return cli_usage_error("put", "unexpected argument '%s'", argv[optind]);
-	if (tenant == NULL || engine == NULL)
+	if (args.tenant == NULL || args.engine == NULL)
 		return cli_usage_error("put", "--tenant and --engine are required");
-	if (names_check_tenant(tenant, &err) != 0 || names_check_engine(engine, &err) != 0)
+	if (names_check_tenant(args.tenant, &err) != 0 || names_check_engine(args.engine, &err) != 0)
 		return cli_fail("put", &err);
 	if (isatty(STDIN_FILENO))
 		return cli_usage_error("put", "standard input is a terminal: pipe the data to back up into it");
@@ -87,14 +93,14 @@ cmd_put(int argc, char **argv)
 		storage_close(st);
 		return 2;
 	}
-	rc = repo_tenant_key_current(st, &master, tenant, true, &key, &err);
+	rc = repo_tenant_key_current(st, &master, args.tenant, true, &key, &err);
 	keys_master_wipe(&master);
 	if (rc == 0)
 	{
 		cli_progress_start(&progress, "put");
-		put_options.progress = cli_progress_update;
-		put_options.progress_ctx = &progress;
-		rc = repo_put_fd(st, &key, engine, STDIN_FILENO, &put_options, &m, &err);
+		args.put.progress = cli_progress_update;
+		args.put.progress_ctx = &progress;
+		rc = repo_put_fd(st, &key, args.engine, STDIN_FILENO, &args.put, &m, &err);
 		cli_progress_end(&progress);
 		keys_tenant_wipe(&key);
 	}

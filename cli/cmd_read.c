@@ -59,34 +59,28 @@ read_session_close(read_session *s)
 	storage_close(s->st);
 }
 
-/* Parses the common options and collects tenant/engine; returns -1 after --help, 2 on bad usage. */
-static int
-read_parse(const char *command, const char *usage, int argc, char **argv, cli_context *ctx, const char **tenant,
-		   const char **engine)
+typedef struct read_args
 {
-	static const struct option options[] = {{"tenant", required_argument, NULL, 't'},
-											{"engine", required_argument, NULL, 'e'},
-											CLI_COMMON_OPTIONS,
-											{NULL, 0, NULL, 0}};
-	int opt;
+	const char *tenant;
+	const char *engine;
+} read_args;
 
-	cli_context_init(ctx);
-	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1)
-	{
-		if (cli_common_option(ctx, opt, optarg))
-			continue;
-		if (opt == 'h')
-		{
-			fputs(usage, stdout);
-			return -1;
-		}
-		if ((opt == 't' || opt == 'e') && tenant != NULL)
-		{
-			*(opt == 't' ? tenant : engine) = optarg;
-			continue;
-		}
-		return cli_usage_error(command, "invalid option");
-	}
+static const struct option read_options[] = {{"tenant", required_argument, NULL, 't'},
+											 {"engine", required_argument, NULL, 'e'},
+											 CLI_COMMON_OPTIONS,
+											 {NULL, 0, NULL, 0}};
+
+static int
+verify_option(int opt, const char *arg, void *state)
+{
+	read_args *args = state;
+
+	if (opt == 't')
+		args->tenant = arg;
+	else if (opt == 'e')
+		args->engine = arg;
+	else
+		return cli_usage_error("verify", "invalid option");
 	return 0;
 }
 
@@ -98,7 +92,7 @@ cmd_cat(int argc, char **argv)
 	cli_progress progress;
 	stream_stats stats;
 	tb_error err = {0};
-	int rc = read_parse("cat", cat_usage, argc, argv, &ctx, NULL, NULL);
+	int rc = cli_parse("cat", cat_usage, argc, argv, read_options, &ctx, NULL, NULL);
 
 	if (rc != 0)
 		return rc < 0 ? 0 : rc;
@@ -152,15 +146,18 @@ verify_listed(const manifest *m, void *arg)
 int
 cmd_verify(int argc, char **argv)
 {
-	const char *tenant = NULL, *engine = NULL;
+	read_args args = {0};
 	cli_context ctx;
 	read_session s;
 	verify_batch batch = {.session = &s};
 	tb_error err = {0};
-	int rc = read_parse("verify", verify_usage, argc, argv, &ctx, &tenant, &engine);
+	int rc = cli_parse("verify", verify_usage, argc, argv, read_options, &ctx, verify_option, &args);
+	const char *tenant, *engine;
 
 	if (rc != 0)
 		return rc < 0 ? 0 : rc;
+	tenant = args.tenant;
+	engine = args.engine;
 	if ((tenant == NULL) == (optind == argc))
 		return cli_usage_error("verify", "give either OBJECT... or --tenant T");
 	if (engine != NULL && tenant == NULL)

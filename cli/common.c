@@ -15,19 +15,36 @@ cli_context_init(cli_context *ctx)
 }
 
 int
-cli_common_option(cli_context *ctx, int opt, const char *arg)
+cli_parse(const char *command, const char *usage, int argc, char **argv, const struct option *options,
+		  cli_context *ctx, cli_option_fn on_option, void *command_state)
 {
-	switch (opt)
+	int opt;
+
+	cli_context_init(ctx);
+	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1)
 	{
-		case CLI_OPT_STORAGE:
-			ctx->storage_url = arg;
-			return 1;
-		case CLI_OPT_MASTER_KEY:
-			ctx->master_key_file = arg;
-			return 1;
-		default:
-			return 0;
+		int rc;
+
+		switch (opt)
+		{
+			case CLI_OPT_STORAGE:
+				ctx->storage_url = optarg;
+				break;
+			case CLI_OPT_MASTER_KEY:
+				ctx->master_key_file = optarg;
+				break;
+			case 'h':
+				fputs(usage, stdout);
+				return -1;
+			case '?':
+				return cli_usage_error(command, "invalid option");
+			default:
+				rc = on_option ? on_option(opt, optarg, command_state) : cli_usage_error(command, "invalid option");
+				if (rc != 0)
+					return rc;
+		}
 	}
+	return 0;
 }
 
 int

@@ -240,6 +240,17 @@ test_chunk_flip_names_chunk(void **state)
 	membuf_free(&obj);
 }
 
+/* Rebuilds obj from its records in order and expects opening it to fail with needle. */
+static void
+expect_rebuilt_failure(const membuf *obj, const layout *l, const int *order, const char *needle)
+{
+	membuf m = {0};
+
+	rebuild(obj, l, order, &m);
+	expect_failure(&m, TB_ERR_CORRUPT, needle);
+	membuf_free(&m);
+}
+
 static void
 test_reorder_drop_duplicate(void **state)
 {
@@ -253,41 +264,11 @@ test_reorder_drop_duplicate(void **state)
 
 	(void) state;
 	five_chunk_object(&obj, "b1", &l);
-	{
-		membuf m = {0};
-
-		rebuild(&obj, &l, swapped, &m);
-		expect_failure(&m, TB_ERR_CORRUPT, "chunk 1 fails authentication");
-		membuf_free(&m);
-	}
-	{
-		membuf m = {0};
-
-		rebuild(&obj, &l, dropped, &m);
-		expect_failure(&m, TB_ERR_CORRUPT, "chunk 2 fails authentication");
-		membuf_free(&m);
-	}
-	{
-		membuf m = {0};
-
-		rebuild(&obj, &l, duplicated, &m);
-		expect_failure(&m, TB_ERR_CORRUPT, "chunk 2 fails authentication");
-		membuf_free(&m);
-	}
-	{
-		membuf m = {0};
-
-		rebuild(&obj, &l, no_trailer, &m);
-		expect_failure(&m, TB_ERR_CORRUPT, "the trailer is gone");
-		membuf_free(&m);
-	}
-	{
-		membuf m = {0};
-
-		rebuild(&obj, &l, last_dropped, &m);
-		expect_failure(&m, TB_ERR_CORRUPT, "chunk 4");
-		membuf_free(&m);
-	}
+	expect_rebuilt_failure(&obj, &l, swapped, "chunk 1 fails authentication");
+	expect_rebuilt_failure(&obj, &l, dropped, "chunk 2 fails authentication");
+	expect_rebuilt_failure(&obj, &l, duplicated, "chunk 2 fails authentication");
+	expect_rebuilt_failure(&obj, &l, no_trailer, "the trailer is gone");
+	expect_rebuilt_failure(&obj, &l, last_dropped, "chunk 4");
 	membuf_free(&obj);
 }
 
