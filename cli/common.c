@@ -21,6 +21,7 @@ cli_parse(const char *command, const char *usage, int argc, char **argv, const s
 	int opt;
 
 	cli_context_init(ctx);
+	opterr = 0; /* reported below, once, with the command's name */
 	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1)
 	{
 		int rc;
@@ -37,7 +38,8 @@ cli_parse(const char *command, const char *usage, int argc, char **argv, const s
 				fputs(usage, stdout);
 				return -1;
 			case '?':
-				return cli_usage_error(command, "invalid option");
+			case ':':
+				return cli_usage_error(command, "invalid option or missing value: '%s'", argv[optind - 1]);
 			default:
 				rc = on_option ? on_option(opt, optarg, command_state) : cli_usage_error(command, "invalid option");
 				if (rc != 0)

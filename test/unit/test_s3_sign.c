@@ -90,8 +90,7 @@ assert_string_to_sign(const s3_sign_request *req, const char *expected)
 }
 
 static void
-assert_authorization(const s3_sign_request *req, const char *access_key, const char *secret,
-					 const char *expected)
+assert_authorization(const s3_sign_request *req, const char *access_key, const char *secret, const char *expected)
 {
 	char *auth = s3_sign_authorization(req, access_key, secret);
 
@@ -105,8 +104,7 @@ assert_suite_signature(const s3_sign_request *req, const char *signed_headers, c
 {
 	char expected[512];
 
-	snprintf(expected, sizeof(expected), SUITE_CREDENTIAL "SignedHeaders=%s, Signature=%s", signed_headers,
-			 signature);
+	snprintf(expected, sizeof(expected), SUITE_CREDENTIAL "SignedHeaders=%s, Signature=%s", signed_headers, signature);
 	assert_authorization(req, SUITE_ACCESS_KEY, SUITE_SECRET, expected);
 }
 
@@ -150,11 +148,8 @@ test_s3doc_put_object(void **state)
 	char hash[S3_SIGN_SHA256_HEX_LEN + 1];
 	char *path = s3_sign_uri_encode("/test$file.text", true);
 	s3_sign_pair headers[] = {
-		{"Date", "Fri, 24 May 2013 00:00:00 GMT"},
-		{"Host", S3DOC_HOST},
-		{"x-amz-date", S3DOC_DATE},
-		{"x-amz-storage-class", "REDUCED_REDUNDANCY"},
-		{"x-amz-content-sha256", hash},
+		{"Date", "Fri, 24 May 2013 00:00:00 GMT"},     {"Host", S3DOC_HOST},           {"x-amz-date", S3DOC_DATE},
+		{"x-amz-storage-class", "REDUCED_REDUNDANCY"}, {"x-amz-content-sha256", hash},
 	};
 	s3_sign_request req;
 
@@ -380,11 +375,8 @@ static void
 test_suite_get_header_key_duplicate(void **state)
 {
 	const s3_sign_pair headers[] = {
-		{"Host", "example.amazonaws.com"},
-		{"My-Header1", "value2"},
-		{"My-Header1", "value2"},
-		{"My-Header1", "value1"},
-		{"X-Amz-Date", SUITE_DATE},
+		{"Host", "example.amazonaws.com"}, {"My-Header1", "value2"},   {"My-Header1", "value2"},
+		{"My-Header1", "value1"},          {"X-Amz-Date", SUITE_DATE},
 	};
 	s3_sign_request req = suite_request("GET", "/", headers, N_ELEMENTS(headers));
 
