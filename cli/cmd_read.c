@@ -104,7 +104,7 @@ cmd_cat(int argc, char **argv)
 		return 2;
 	cli_progress_start(&progress, "cat");
 	rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO,
-						 &(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress}, &stats,
+						 &(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress, .readahead = true}, &stats,
 						 &err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
@@ -126,7 +126,7 @@ verify_one(verify_batch *batch, const char *object)
 
 	batch->checked++;
 	if (repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
-						&(repo_read_options){.check_sha256 = true}, &stats, &err) != 0)
+						&(repo_read_options){.check_sha256 = true, .readahead = true}, &stats, &err) != 0)
 	{
 		batch->failed++;
 		printf("FAILED  %s: %s\n", object, err.msg);

@@ -369,7 +369,8 @@ repo_reader_check_place(const char *object, const stream_header *hdr, tb_error *
 }
 
 repo_reader *
-repo_reader_open(storage *st, const master_key *master, const char *object, bool hash_stored, tb_error *err)
+repo_reader_open(storage *st, const master_key *master, const char *object, const stream_reader_options *options,
+				 tb_error *err)
 {
 	repo_reader *r = calloc(1, sizeof(*r));
 	const stream_header *hdr;
@@ -384,7 +385,7 @@ repo_reader_open(storage *st, const master_key *master, const char *object, bool
 	r->read = storage_read_open(st, object, 0, 0, err);
 	if (r->read == NULL)
 		goto fail;
-	r->stream = stream_reader_open(repo_reader_source, r->read, object, hash_stored, err);
+	r->stream = stream_reader_open(repo_reader_source, r->read, object, options, err);
 	if (r->stream == NULL)
 		goto fail;
 	hdr = stream_reader_header(r->stream);
@@ -495,7 +496,9 @@ repo_read_to_fd(storage *st, const master_key *master, const char *object, int f
 {
 	repo_progress_fn progress = options ? options->progress : NULL;
 	void *progress_ctx = options ? options->progress_ctx : NULL;
-	repo_reader *r = repo_reader_open(st, master, object, options && options->check_sha256, err);
+	stream_reader_options stream_options = {.hash_stored = options && options->check_sha256,
+											.readahead = options && options->readahead};
+	repo_reader *r = repo_reader_open(st, master, object, &stream_options, err);
 	char *buf = malloc(REPO_IO_BUFFER);
 	uint64_t total = 0, last_progress = 0;
 	int rc = -1;

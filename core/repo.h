@@ -56,11 +56,11 @@ int repo_put_fd(storage *st, const tenant_key *key, const char *engine, int fd, 
 
 /*
  * Opens object for reading: checks the object key names the tenant and engine in its
- * header, loads that tenant key from storage, authenticates the header. hash_stored:
- * as for stream_reader_open.
+ * header, loads that tenant key from storage, authenticates the header. options: as
+ * for stream_reader_open.
  */
-repo_reader *repo_reader_open(storage *st, const master_key *master, const char *object, bool hash_stored,
-							  tb_error *err);
+repo_reader *repo_reader_open(storage *st, const master_key *master, const char *object,
+							  const stream_reader_options *options, tb_error *err);
 
 /* As stream_reader_read: data is trustworthy only once this returned 0. */
 ssize_t repo_reader_read(repo_reader *r, void *buf, size_t len, tb_error *err);
@@ -73,6 +73,7 @@ typedef struct repo_read_options
 	repo_progress_fn progress;
 	void *progress_ctx;
 	bool check_sha256; /* also hash the stored object and compare with its manifest */
+	bool readahead;	   /* decode the next chunks in a thread meanwhile */
 } repo_read_options;
 
 /*

@@ -49,20 +49,25 @@ struct stream_reader
 	uint8_t header_tag[CRYPTO_TAG_LEN];
 	uint8_t nonce_prefix[STREAM_NONCE_PREFIX_LEN];
 	uint8_t header_digest[CRYPTO_SHA256_LEN];
+	/* the decoding side (stream_reader_decode; the read-ahead thread's when there is one) */
 	crypto_gcm *gcm;
 	ZSTD_DCtx *dctx;
 	uint8_t *record;
 	size_t record_cap;
-	uint8_t *plain;
-	size_t plain_len;
-	size_t plain_pos;
 	uint64_t index;
 	bool last_seen;
+	crypto_sha256 *stored_sha;
+	/* the consuming side (stream_reader_read, the caller's thread) */
+	bool readahead_wanted;
+	stream_readahead *readahead;
+	uint8_t *own_plain; /* decode buffer without read-ahead */
+	const uint8_t *plain;
+	size_t plain_len;
+	size_t plain_pos;
 	bool done;
 	bool failed;
 	crypto_sha256 *plain_sha;
-	crypto_sha256 *stored_sha;
-	stream_stats stats;
+	stream_stats stats; /* stored_* and chunks written by the decoding side */
 };
 
 void
@@ -505,7 +510,6 @@ stream_reader_fill(stream_reader *r, uint8_t *buf, size_t len, tb_error *err)
 static int
 stream_reader_corrupt(stream_reader *r, tb_error *err, const char *what)
 {
-	r->failed = true;
 	return tb_error_set(err, TB_ERR_CORRUPT, "object '%s' is corrupt: %s", r->object_name, what);
 }
 
@@ -582,8 +586,8 @@ stream_reader_parse_header(stream_reader *r, tb_error *err)
 }
 
 stream_reader *
-stream_reader_open(stream_source_fn source, void *source_ctx, const char *object_name, bool hash_stored,
-				   tb_error *err)
+stream_reader_open(stream_source_fn source, void *source_ctx, const char *object_name,
+				   const stream_reader_options *options, tb_error *err)
 {
 	stream_reader *r = calloc(1, sizeof(*r));
 
@@ -594,11 +598,12 @@ stream_reader_open(stream_source_fn source, void *source_ctx, const char *object
 	}
 	r->source = source;
 	r->source_ctx = source_ctx;
+	r->readahead_wanted = options && options->readahead;
 	r->object_name = strdup(object_name ? object_name : "(unnamed)");
 	if (r->object_name == NULL)
 		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 	if (r->object_name == NULL || (r->plain_sha = crypto_sha256_new(err)) == NULL ||
-		(hash_stored && (r->stored_sha = crypto_sha256_new(err)) == NULL) ||
+		(options && options->hash_stored && (r->stored_sha = crypto_sha256_new(err)) == NULL) ||
 		stream_reader_parse_header(r, err) != 0)
 	{
 		stream_reader_free(r);
@@ -655,38 +660,36 @@ stream_reader_unlock(stream_reader *r, const tenant_key *key, tb_error *err)
 
 	r->record_cap = stream_record_capacity(r->hdr.chunk_size);
 	r->record = malloc(r->record_cap);
-	r->plain = malloc(r->hdr.chunk_size);
 	r->dctx = ZSTD_createDCtx();
-	if (r->record == NULL || r->plain == NULL || r->dctx == NULL)
+	if (!r->readahead_wanted)
+		r->own_plain = malloc(r->hdr.chunk_size);
+	if (r->record == NULL || r->dctx == NULL || (!r->readahead_wanted && r->own_plain == NULL))
 		return tb_error_set(err, TB_ERR_NOMEM, "out of memory reading object '%s'", r->object_name);
+	if (r->readahead_wanted && (r->readahead = stream_readahead_start(r, err)) == NULL)
+		return -1;
 	return 0;
+}
+
+uint32_t
+stream_reader_chunk_size(const stream_reader *r)
+{
+	return r->hdr.chunk_size;
 }
 
 static int
 stream_reader_chunk_error(stream_reader *r, tb_error *err, const char *what)
 {
-	r->failed = true;
 	return tb_error_set(err, TB_ERR_CORRUPT, "object '%s' is corrupt: chunk %llu %s", r->object_name,
 						(unsigned long long) r->index, what);
 }
 
-/* Checks the authenticated trailer against what was read, and that the object ends. */
+/* After the trailer: the object must end here. Decoding side. */
 static int
-stream_reader_finish(stream_reader *r, const uint8_t *trailer, tb_error *err)
+stream_reader_expect_end(stream_reader *r, tb_error *err)
 {
 	uint8_t extra;
-	ssize_t n;
+	ssize_t n = stream_reader_fill(r, &extra, 1, err);
 
-	crypto_sha256_final(r->plain_sha, r->stats.plain_sha256);
-	if (stream_get_u64(trailer) != r->stats.plain_bytes ||
-		memcmp(trailer + 8, r->stats.plain_sha256, CRYPTO_SHA256_LEN) != 0)
-	{
-		r->failed = true;
-		return tb_error_set(err, TB_ERR_CORRUPT,
-							"object '%s' is corrupt: the trailer's length or SHA-256 does not match the data",
-							r->object_name);
-	}
-	n = stream_reader_fill(r, &extra, 1, err);
 	if (n != 0)
 		return n < 0 ? -1 : stream_reader_corrupt(r, err, "there are bytes after the trailer");
 	r->stats.chunks = r->index - 1;
@@ -696,13 +699,11 @@ stream_reader_finish(stream_reader *r, const uint8_t *trailer, tb_error *err)
 		crypto_sha256_final(r->stored_sha, r->stats.stored_sha256);
 		r->stats.stored_sha256_known = true;
 	}
-	r->done = true;
 	return 0;
 }
 
-/* Reads, authenticates and decodes the next record into r->plain. */
-static int
-stream_reader_next_record(stream_reader *r, tb_error *err)
+int
+stream_reader_decode(stream_reader *r, uint8_t *plain, stream_decoded *out, tb_error *err)
 {
 	uint8_t *rh = r->record;
 	uint8_t nonce[CRYPTO_NONCE_LEN];
@@ -744,26 +745,55 @@ stream_reader_next_record(stream_reader *r, tb_error *err)
 		return stream_reader_chunk_error(r, err,
 										 "fails authentication (tampered, reordered, dropped, duplicated "
 										 "or spliced from another object)");
-	r->index++;
+	memset(out, 0, sizeof(*out));
 	if (flags & STREAM_FLAG_TRAILER)
-		return stream_reader_finish(r, body, err);
+	{
+		r->index++;
+		memcpy(out->trailer, body, STREAM_TRAILER_LEN);
+		out->is_trailer = true;
+		return stream_reader_expect_end(r, err);
+	}
 	if (flags & STREAM_FLAG_RAW)
-		memcpy(r->plain, body, raw_len);
+		memcpy(plain, body, raw_len);
 	else
 	{
-		size_t got = ZSTD_decompressDCtx(r->dctx, r->plain, r->hdr.chunk_size, body, stored_len);
+		size_t got = ZSTD_decompressDCtx(r->dctx, plain, r->hdr.chunk_size, body, stored_len);
 
 		if (ZSTD_isError(got) || got != raw_len)
-		{
-			r->index--;
 			return stream_reader_chunk_error(r, err, "does not decompress to its recorded length");
-		}
 	}
+	r->index++;
 	r->last_seen = (flags & STREAM_FLAG_LAST) != 0;
-	r->plain_len = raw_len;
+	out->len = raw_len;
+	return 0;
+}
+
+/* Takes the next decoded record: hashes its plaintext, or checks the trailer against what was read. */
+static int
+stream_reader_next(stream_reader *r, tb_error *err)
+{
+	stream_decoded decoded;
+	const uint8_t *plain = r->own_plain;
+
+	if (r->readahead ? stream_readahead_next(r->readahead, &plain, &decoded, err) != 0
+					 : stream_reader_decode(r, r->own_plain, &decoded, err) != 0)
+		return -1;
+	if (decoded.is_trailer)
+	{
+		crypto_sha256_final(r->plain_sha, r->stats.plain_sha256);
+		if (stream_get_u64(decoded.trailer) != r->stats.plain_bytes ||
+			memcmp(decoded.trailer + 8, r->stats.plain_sha256, CRYPTO_SHA256_LEN) != 0)
+			return tb_error_set(err, TB_ERR_CORRUPT,
+								"object '%s' is corrupt: the trailer's length or SHA-256 does not match the data",
+								r->object_name);
+		r->done = true;
+		return 0;
+	}
+	crypto_sha256_update(r->plain_sha, plain, decoded.len);
+	r->stats.plain_bytes += decoded.len;
+	r->plain = plain;
+	r->plain_len = decoded.len;
 	r->plain_pos = 0;
-	crypto_sha256_update(r->plain_sha, r->plain, raw_len);
-	r->stats.plain_bytes += raw_len;
 	return 0;
 }
 
@@ -778,8 +808,11 @@ stream_reader_read(stream_reader *r, void *buf, size_t len, tb_error *err)
 	{
 		if (r->done)
 			return 0;
-		if (stream_reader_next_record(r, err) != 0)
+		if (stream_reader_next(r, err) != 0)
+		{
+			r->failed = true;
 			return -1;
+		}
 	}
 	if (len > r->plain_len - r->plain_pos)
 		len = r->plain_len - r->plain_pos;
@@ -799,12 +832,13 @@ stream_reader_free(stream_reader *r)
 {
 	if (r == NULL)
 		return;
+	stream_readahead_stop(r->readahead);
 	crypto_gcm_free(r->gcm);
 	ZSTD_freeDCtx(r->dctx);
 	crypto_sha256_free(r->plain_sha);
 	crypto_sha256_free(r->stored_sha);
 	free(r->record);
-	free(r->plain);
+	free(r->own_plain);
 	free(r->object_name);
 	free(r);
 }

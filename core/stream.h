@@ -85,13 +85,18 @@ int stream_writer_write(stream_writer *w, const void *buf, size_t len, tb_error 
 int stream_writer_finish(stream_writer *w, stream_stats *stats, tb_error *err);
 void stream_writer_free(stream_writer *w);
 
+typedef struct stream_reader_options
+{
+	bool hash_stored; /* also SHA-256 the object as stored (to compare with a manifest) */
+	bool readahead;	  /* a thread authenticates and decompresses the next chunks meanwhile */
+} stream_reader_options;
+
 /*
  * Reads and checks the shape of the header; nothing is authenticated until unlock.
- * With hash_stored, the stats also carry the SHA-256 of the object as stored
- * (authentication does not need it; comparing with a manifest does).
+ * options may be NULL: no stored hash, no thread.
  */
 stream_reader *stream_reader_open(stream_source_fn source, void *source_ctx, const char *object_name,
-								  bool hash_stored, tb_error *err);
+								  const stream_reader_options *options, tb_error *err);
 const stream_header *stream_reader_header(const stream_reader *r);
 
 /* Unwraps the data key and authenticates the header. */

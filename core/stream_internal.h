@@ -62,6 +62,35 @@ void stream_chunk_release(stream_chunk *c);
 
 int stream_writer_emit_chunk(stream_writer *w, stream_chunk *c, tb_error *err);
 
+/* One record as decoded by stream_reader_decode. */
+typedef struct stream_decoded
+{
+	size_t len;		 /* plaintext bytes of a data chunk */
+	bool is_trailer; /* the trailer was authenticated and the object ended after it */
+	uint8_t trailer[STREAM_TRAILER_LEN];
+} stream_decoded;
+
+/*
+ * Reads, authenticates and decompresses the next record into plain (chunk size
+ * bytes). Owns the reading side of the reader: the source, record buffer, cipher,
+ * decompressor, record index and stored-byte statistics; so in read-ahead mode it
+ * runs only in the read-ahead thread.
+ */
+int stream_reader_decode(stream_reader *r, uint8_t *plain, stream_decoded *out, tb_error *err);
+uint32_t stream_reader_chunk_size(const stream_reader *r);
+
+/* A thread that decodes records ahead into a small ring of plaintext buffers. */
+typedef struct stream_readahead stream_readahead;
+
+stream_readahead *stream_readahead_start(stream_reader *r, tb_error *err);
+
+/*
+ * The next decoded record, in order; its buffer stays valid until the next call.
+ * Returns -1 with the decoder's error if decoding failed.
+ */
+int stream_readahead_next(stream_readahead *ra, const uint8_t **plain, stream_decoded *out, tb_error *err);
+void stream_readahead_stop(stream_readahead *ra);
+
 /*
  * A fixed ring of chunks sealed by worker threads and emitted to the writer's sink in
  * index order by the calling thread. Memory: 2 * workers + 1 chunks.

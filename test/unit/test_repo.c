@@ -46,7 +46,7 @@ put_bytes(const char *tenant, const char *engine, const void *data, size_t len, 
 static int
 read_object(const char *object, membuf *out, tb_error *err)
 {
-	repo_reader *r = repo_reader_open(st, &master, object, false, err);
+	repo_reader *r = repo_reader_open(st, &master, object, NULL, err);
 	uint8_t buf[4096];
 	ssize_t n;
 

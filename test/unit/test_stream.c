@@ -47,16 +47,20 @@ seal(const uint8_t *data, size_t len, int workers, const char *backup_id, membuf
 	stream_writer_free(w);
 }
 
+/* Whether open_all reads with a read-ahead thread; every reading test runs both ways. */
+static bool use_readahead;
+
 /* Opens and reads all of obj; returns 0, or -1 with err set. Plaintext goes to plain. */
 static int
 open_all(membuf *obj, const tenant_key *key, membuf *plain, tb_error *err)
 {
+	stream_reader_options options = {.hash_stored = true, .readahead = use_readahead};
 	uint8_t buf[5000];
 	stream_reader *r;
 	ssize_t n;
 
 	obj->pos = 0;
-	r = stream_reader_open(membuf_source, obj, "acme/test.tbk", true, err);
+	r = stream_reader_open(membuf_source, obj, "acme/test.tbk", &options, err);
 	if (r == NULL)
 		return -1;
 	if (stream_reader_unlock(r, key, err) != 0)
@@ -445,16 +449,42 @@ test_stale_error_is_not_a_failure(void **state)
 	membuf_free(&plain);
 }
 
+static int
+inline_reads(void **state)
+{
+	(void) state;
+	use_readahead = false;
+	return 0;
+}
+
+static int
+readahead_reads(void **state)
+{
+	(void) state;
+	use_readahead = true;
+	return 0;
+}
+
+/* Every test once reading inline and once with the read-ahead thread. */
+#define BOTH_WAYS(f)                                                                                                   \
+	{#f, f, inline_reads, NULL, NULL}, { #f " (read-ahead)", f, readahead_reads, NULL, NULL }
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip_sizes),  cmocka_unit_test(test_round_trip_large),
-		cmocka_unit_test(test_workers_same_layout), cmocka_unit_test(test_bit_flips),
-		cmocka_unit_test(test_chunk_flip_names_chunk), cmocka_unit_test(test_reorder_drop_duplicate),
-		cmocka_unit_test(test_truncation),		  cmocka_unit_test(test_trailing_garbage),
-		cmocka_unit_test(test_splice_from_other_object), cmocka_unit_test(test_wrong_tenant_key),
-		cmocka_unit_test(test_not_an_object),	  cmocka_unit_test(test_stale_error_is_not_a_failure),
+		BOTH_WAYS(test_round_trip_sizes),
+		BOTH_WAYS(test_round_trip_large),
+		BOTH_WAYS(test_bit_flips),
+		BOTH_WAYS(test_chunk_flip_names_chunk),
+		BOTH_WAYS(test_reorder_drop_duplicate),
+		BOTH_WAYS(test_truncation),
+		BOTH_WAYS(test_trailing_garbage),
+		BOTH_WAYS(test_splice_from_other_object),
+		BOTH_WAYS(test_wrong_tenant_key),
+		BOTH_WAYS(test_not_an_object),
+		BOTH_WAYS(test_stale_error_is_not_a_failure),
+		cmocka_unit_test(test_workers_same_layout),
 		cmocka_unit_test(test_sink_failure),
 	};
 
