@@ -1,0 +1,491 @@
+/*
+ * s3://bucket/prefix storage driver: opening a storage from its URL and the
+ * environment, and the object operations other than streaming (head, delete, list).
+ * Streaming writes are in s3_write.c, streaming reads in s3_read.c.
+ */
+#include "s3.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#define STORAGE_S3_DEFAULT_PART_SIZE (16 * STORAGE_S3_MIB)
+#define STORAGE_S3_DEFAULT_RETRIES 7 /* 8 attempts in all */
+#define STORAGE_S3_MAX_RETRIES 100
+#define STORAGE_S3_DEFAULT_STALL_TIMEOUT 15L
+#define STORAGE_S3_MAX_STALL_TIMEOUT 3600L
+#define STORAGE_S3_DEFAULT_REGION "us-east-1"
+
+static pthread_once_t storage_s3_once = PTHREAD_ONCE_INIT;
+static CURLcode storage_s3_init_result;
+
+static void
+storage_s3_global_init(void)
+{
+	storage_s3_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+	s3_xml_init();
+}
+
+int
+storage_s3_request(storage_s3 *st, const s3_request *req, s3_response *resp, s3_buffer *buf, tb_error *err)
+{
+	s3_buffer discarded;
+	s3_buffer *body = buf ? buf : &discarded;
+	int rc;
+
+	*body = (s3_buffer){.data = malloc(STORAGE_S3_XML_MAX), .max = STORAGE_S3_XML_MAX};
+	*resp = (s3_response){.body = body};
+	if (body->data == NULL)
+		rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory preparing S3 %s '%s'", req->op, req->key);
+	else
+		rc = s3_request_execute(st, req, resp, err);
+	if (buf == NULL)
+	{
+		free(discarded.data);
+		resp->body = NULL;
+	}
+	return rc;
+}
+
+static void
+storage_s3_close(storage *base)
+{
+	storage_s3 *st = (storage_s3 *) base;
+
+	if (st->secret_key != NULL)
+		OPENSSL_cleanse(st->secret_key, strlen(st->secret_key));
+	if (st->session_token != NULL)
+		OPENSSL_cleanse(st->session_token, strlen(st->session_token));
+	free(st->secret_key);
+	free(st->session_token);
+	free(st->access_key);
+	free(st->endpoint);
+	free(st->host);
+	free(st->bucket);
+	free(st->prefix);
+	free(st->region);
+	free(st->base.description);
+	curl_easy_cleanup(st->curl);
+	free(st);
+}
+
+/* A size such as 16777216, 16384KiB, 16MiB or 1GiB. */
+static bool
+storage_s3_parse_size(const char *text, size_t *size)
+{
+	static const struct
+	{
+		const char *suffix;
+		size_t factor;
+	} units[] = {{"", 1}, {"KiB", 1024}, {"MiB", STORAGE_S3_MIB}, {"GiB", 1024 * STORAGE_S3_MIB}};
+	char *end;
+	unsigned long long n;
+
+	if (text[0] < '0' || text[0] > '9')
+		return false;
+	n = strtoull(text, &end, 10);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].suffix) == 0)
+		{
+			if (n > SIZE_MAX / units[i].factor)
+				return false;
+			*size = (size_t) n * units[i].factor;
+			return true;
+		}
+	return false;
+}
+
+/* A whole number in [min, max]. */
+static bool
+storage_s3_parse_number(const char *text, long min, long max, long *value)
+{
+	char *end;
+
+	if (text[0] < '0' || text[0] > '9')
+		return false;
+	*value = strtol(text, &end, 10);
+	return *end == '\0' && *value >= min && *value <= max;
+}
+
+/*
+ * Sets st->endpoint (scheme://host[:port]) and st->host from an endpoint URL, which
+ * must be http or https with no credentials, path or query. Messages do not repeat
+ * the URL, which could hold a password.
+ */
+static int
+storage_s3_set_endpoint(storage_s3 *st, const char *endpoint, tb_error *err)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL;
+	char *host = NULL;
+	char *port = NULL;
+	char *user = NULL;
+	char *path = NULL;
+	char *query = NULL;
+	int rc = 0;
+
+	free(st->endpoint);
+	free(st->host);
+	st->endpoint = NULL;
+	st->host = NULL;
+	if (u == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		rc = tb_error_set(err, TB_ERR_INVALID,
+						  "the S3 endpoint (endpoint= in the storage URL, or AWS_ENDPOINT_URL) is not a URL such as "
+						  "http://127.0.0.1:9000");
+	else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK)
+		rc = tb_error_set(err, TB_ERR_INVALID,
+						  "the S3 endpoint must not contain credentials: set AWS_ACCESS_KEY_ID and "
+						  "AWS_SECRET_ACCESS_KEY instead");
+	else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+		rc = tb_error_set(err, TB_ERR_INVALID, "the S3 endpoint must be an http:// or https:// URL, not %s://", scheme);
+	else if ((curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) ||
+			 curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK)
+		rc = tb_error_set(err, TB_ERR_INVALID,
+						  "the S3 endpoint must have no path or query: name the bucket and prefix as "
+						  "s3://bucket/prefix");
+	else
+	{
+		curl_url_get(u, CURLUPART_PORT, &port, 0);
+		if (asprintf(&st->host, "%s%s%s", host, port ? ":" : "", port ? port : "") < 0)
+			st->host = NULL;
+		if (st->host == NULL || asprintf(&st->endpoint, "%s://%s", scheme, st->host) < 0)
+			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(user);
+	curl_free(path);
+	curl_free(query);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/*
+ * Applies one URL option. Messages name the option and repeat only numeric values,
+ * so a secret pasted into a URL by mistake is not echoed.
+ */
+static int
+storage_s3_set_option(storage_s3 *st, const char *name, const char *value, tb_error *err)
+{
+	long number;
+
+	if (strcmp(name, "endpoint") == 0)
+		return storage_s3_set_endpoint(st, value, err);
+	if (strcmp(name, "region") == 0)
+	{
+		free(st->region);
+		if ((st->region = strdup(value)) == NULL)
+			return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+		return 0;
+	}
+	if (strcmp(name, "part_size") == 0)
+	{
+		if (!storage_s3_parse_size(value, &st->part_size) || st->part_size < STORAGE_S3_MIN_PART_SIZE ||
+			st->part_size > STORAGE_S3_MAX_PART_SIZE)
+			return tb_error_set(err, TB_ERR_INVALID,
+								"S3 storage URL option part_size='%s' is not a size from 5MiB to 5GiB, such as 16MiB",
+								value);
+		return 0;
+	}
+	if (strcmp(name, "retries") == 0)
+	{
+		if (!storage_s3_parse_number(value, 0, STORAGE_S3_MAX_RETRIES, &number))
+			return tb_error_set(err, TB_ERR_INVALID, "S3 storage URL option retries='%s' is not a number from 0 to %d",
+								value, STORAGE_S3_MAX_RETRIES);
+		st->retries = (int) number;
+		return 0;
+	}
+	if (strcmp(name, "stall_timeout") == 0)
+	{
+		if (!storage_s3_parse_number(value, 1, STORAGE_S3_MAX_STALL_TIMEOUT, &st->stall_timeout))
+			return tb_error_set(err, TB_ERR_INVALID,
+								"S3 storage URL option stall_timeout='%s' is not a number of seconds from 1 to %ld",
+								value, STORAGE_S3_MAX_STALL_TIMEOUT);
+		return 0;
+	}
+	return tb_error_set(err, TB_ERR_INVALID,
+						"unknown option '%s' in S3 storage URL: use endpoint, region, part_size, retries or "
+						"stall_timeout (credentials come only from AWS_* environment variables)",
+						name);
+}
+
+/* Applies the URL's "name=value&..." options, values percent-decoded. */
+static int
+storage_s3_parse_options(storage_s3 *st, const char *query, tb_error *err)
+{
+	char *copy = strdup(query);
+	char *save = NULL;
+	int rc = 0;
+
+	if (copy == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	for (char *item = strtok_r(copy, "&", &save); rc == 0 && item != NULL; item = strtok_r(NULL, "&", &save))
+	{
+		char *eq = strchr(item, '=');
+		char *value;
+
+		if (eq == NULL)
+		{
+			rc = tb_error_set(err, TB_ERR_INVALID, "option '%s' in S3 storage URL has no value", item);
+			break;
+		}
+		*eq = '\0';
+		value = curl_easy_unescape(st->curl, eq + 1, 0, NULL);
+		if (value == NULL)
+			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+		else
+			rc = storage_s3_set_option(st, item, value, err);
+		curl_free(value);
+	}
+	free(copy);
+	return rc;
+}
+
+/* Bucket names as S3 allows them, including the legacy upper case and '_'. */
+static bool
+storage_s3_bucket_valid(const char *bucket)
+{
+	size_t len = strlen(bucket);
+
+	return len >= 3 && len <= 255 &&
+		   strspn(bucket, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == len;
+}
+
+/* Bucket, prefix ("" or ending in '/') and options of s3://bucket/prefix?options. */
+static int
+storage_s3_parse_url(storage_s3 *st, const char *url, tb_error *err)
+{
+	const char *rest = url + strlen("s3://");
+	const char *query = strchr(rest, '?');
+	size_t bucket_len = strcspn(rest, "/?");
+	const char *path = rest + bucket_len;
+	size_t path_len = (query ? (size_t) (query - rest) : strlen(rest)) - bucket_len;
+	char *prefix;
+
+	if ((st->bucket = strndup(rest, bucket_len)) == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	if (!storage_s3_bucket_valid(st->bucket))
+		return tb_error_set(err, TB_ERR_INVALID,
+							"S3 storage URL has no valid bucket name ('%s'): use s3://bucket/prefix with a bucket of "
+							"3 to 255 letters, digits, '.', '-' or '_'",
+							st->bucket);
+	while (path_len > 0 && path[0] == '/')
+	{
+		path++;
+		path_len--;
+	}
+	while (path_len > 0 && path[path_len - 1] == '/')
+		path_len--;
+	if ((prefix = strndup(path, path_len)) == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	if (prefix[0] != '\0' && storage_key_check(prefix, err) != 0)
+	{
+		free(prefix);
+		return tb_error_prefix(err, "S3 storage URL has an invalid prefix");
+	}
+	if (asprintf(&st->prefix, "%s%s", prefix, prefix[0] ? "/" : "") < 0)
+		st->prefix = NULL;
+	free(prefix);
+	if (st->prefix == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	return query != NULL ? storage_s3_parse_options(st, query + 1, err) : 0;
+}
+
+/* Region and endpoint not given in the URL come from the environment, then the defaults. */
+static int
+storage_s3_settings(storage_s3 *st, tb_error *err)
+{
+	const char *endpoint = getenv("AWS_ENDPOINT_URL");
+	char *default_endpoint;
+	int rc;
+
+	if (st->region == NULL)
+	{
+		const char *region = getenv("AWS_REGION");
+
+		if (region == NULL || region[0] == '\0')
+			region = getenv("AWS_DEFAULT_REGION");
+		if ((st->region = strdup(region && region[0] ? region : STORAGE_S3_DEFAULT_REGION)) == NULL)
+			return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	}
+	if (st->region[0] == '\0' || strspn(st->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(st->region))
+		return tb_error_set(err, TB_ERR_INVALID, "S3 region '%s' is not a region name such as us-east-1", st->region);
+	if (st->endpoint != NULL)
+		return 0;
+	if (endpoint != NULL && endpoint[0] != '\0')
+		return storage_s3_set_endpoint(st, endpoint, err);
+	if (asprintf(&default_endpoint, "https://s3.%s.amazonaws.com", st->region) < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	rc = storage_s3_set_endpoint(st, default_endpoint, err);
+	free(default_endpoint);
+	return rc;
+}
+
+/* Credentials come from the environment only, never from the URL. */
+static int
+storage_s3_credentials(storage_s3 *st, tb_error *err)
+{
+	const char *access_key = getenv("AWS_ACCESS_KEY_ID");
+	const char *secret_key = getenv("AWS_SECRET_ACCESS_KEY");
+	const char *session_token = getenv("AWS_SESSION_TOKEN");
+
+	if (access_key == NULL || access_key[0] == '\0' || secret_key == NULL || secret_key[0] == '\0')
+		return tb_error_set(err, TB_ERR_INVALID,
+							"S3 credentials are missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+							"AWS_SESSION_TOKEN for temporary credentials)");
+	if ((st->access_key = strdup(access_key)) == NULL || (st->secret_key = strdup(secret_key)) == NULL ||
+		(session_token != NULL && session_token[0] != '\0' && (st->session_token = strdup(session_token)) == NULL))
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	return 0;
+}
+
+static storage *
+storage_s3_open(const char *url, tb_error *err)
+{
+	storage_s3 *st;
+
+	pthread_once(&storage_s3_once, storage_s3_global_init);
+	if (storage_s3_init_result != CURLE_OK)
+	{
+		tb_error_set(err, TB_ERR_INTERNAL, "unable to initialise libcurl: %s",
+					 curl_easy_strerror(storage_s3_init_result));
+		return NULL;
+	}
+	if ((st = calloc(1, sizeof(*st))) == NULL || (st->curl = curl_easy_init()) == NULL)
+	{
+		free(st);
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+		return NULL;
+	}
+	st->base.driver = &storage_s3_driver;
+	st->part_size = STORAGE_S3_DEFAULT_PART_SIZE;
+	st->retries = STORAGE_S3_DEFAULT_RETRIES;
+	st->stall_timeout = STORAGE_S3_DEFAULT_STALL_TIMEOUT;
+	if (storage_s3_parse_url(st, url, err) != 0 || storage_s3_settings(st, err) != 0 ||
+		storage_s3_credentials(st, err) != 0)
+	{
+		storage_s3_close(&st->base);
+		return NULL;
+	}
+	if (asprintf(&st->base.description, "s3://%s/%s (endpoint %s, region %s)", st->bucket, st->prefix, st->endpoint,
+				 st->region) < 0)
+	{
+		st->base.description = NULL;
+		storage_s3_close(&st->base);
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+		return NULL;
+	}
+	return &st->base;
+}
+
+static int
+storage_s3_head(storage *base, const char *key, storage_info *info, tb_error *err)
+{
+	storage_s3 *st = (storage_s3 *) base;
+	s3_request req = {.op = "HEAD", .method = "HEAD", .key = key};
+	s3_response resp;
+	int rc = storage_s3_request(st, &req, &resp, NULL, err);
+
+	if (rc == 0)
+	{
+		info->size = resp.length;
+		info->mtime = resp.mtime;
+	}
+	return rc;
+}
+
+static int
+storage_s3_delete(storage *base, const char *key, tb_error *err)
+{
+	storage_s3 *st = (storage_s3 *) base;
+	s3_request req = {.op = "DELETE", .method = "DELETE", .key = key};
+	s3_response resp;
+	int rc = storage_s3_request(st, &req, &resp, NULL, err);
+
+	return rc != 0 && s3_response_key_missing(&resp) ? 0 : rc;
+}
+
+/* Hands listed keys to the caller relative to the storage prefix. */
+typedef struct storage_s3_listing
+{
+	size_t prefix_len;
+	storage_list_cb cb;
+	void *arg;
+} storage_s3_listing;
+
+static int
+storage_s3_list_key(const char *key, const storage_info *info, void *arg)
+{
+	storage_s3_listing *listing = arg;
+
+	return listing->cb(key + listing->prefix_len, info, listing->arg);
+}
+
+static int
+storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg, tb_error *err)
+{
+	storage_s3 *st = (storage_s3 *) base;
+	storage_s3_listing listing = {.prefix_len = strlen(st->prefix), .cb = cb, .arg = arg};
+	char *full_prefix;
+	char *token = NULL;
+	bool more = true;
+	int rc = 0;
+
+	if (asprintf(&full_prefix, "%s%s", st->prefix, prefix ? prefix : "") < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory listing '%s'", prefix ? prefix : "");
+	while (rc == 0 && more)
+	{
+		s3_sign_pair query[] = {{"list-type", "2"}, {"prefix", full_prefix}, {"continuation-token", token}};
+		s3_request req = {
+			.op = "LIST",
+			.method = "GET",
+			.key = full_prefix,
+			.bucket_level = true,
+			.query = query,
+			.nquery = token ? 3 : 2,
+		};
+		s3_response resp;
+		s3_buffer buf;
+
+		rc = storage_s3_request(st, &req, &resp, &buf, err);
+		free(token);
+		token = NULL;
+		if (rc == 0)
+		{
+			int parsed = s3_xml_parse_list(buf.data, buf.len, storage_s3_list_key, &listing, &more, &token);
+
+			if (parsed < 0)
+				rc = tb_error_set(err, TB_ERR_STORAGE, "S3 returned an unreadable listing of prefix '%s'", full_prefix);
+			else if (parsed > 0) /* the callback stopped the listing */
+				more = false;
+		}
+		free(buf.data);
+	}
+	free(token);
+	free(full_prefix);
+	return rc;
+}
+
+const storage_driver storage_s3_driver = {
+	.scheme = "s3",
+	.open = storage_s3_open,
+	.close = storage_s3_close,
+	.write_open = storage_s3_write_open,
+	.write_append = storage_s3_write_append,
+	.write_commit = storage_s3_write_commit,
+	.write_abort = storage_s3_write_abort,
+	.read_open = storage_s3_read_open,
+	.read_next = storage_s3_read_next,
+	.read_close = storage_s3_read_close,
+	.head = storage_s3_head,
+	.delete = storage_s3_delete,
+	.list = storage_s3_list,
+};

@@ -1,0 +1,42 @@
+/*
+ * The XML the S3 driver reads (Error, InitiateMultipartUploadResult,
+ * ListBucketResult) and writes (CompleteMultipartUpload), through libxml2.
+ */
+#ifndef TB_S3_XML_H
+#define TB_S3_XML_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "storage.h"
+
+typedef struct s3_xml_error
+{
+	char code[64];
+	char message[256];
+} s3_xml_error;
+
+/* Call once per process before parsing (the driver does, with curl_global_init). */
+void s3_xml_init(void);
+
+/* true and *error filled (truncated if long) if body is an S3 <Error> document. */
+bool s3_xml_parse_error(const char *body, size_t len, s3_xml_error *error);
+
+/* The UploadId of an InitiateMultipartUploadResult, malloc'd; NULL if missing or malformed. */
+char *s3_xml_parse_upload_id(const char *body, size_t len);
+
+/*
+ * Calls cb for each <Contents> of a ListBucketResult (full S3 key, Size,
+ * LastModified), in document order, and sets *truncated and *next_token (malloc'd,
+ * NULL when absent). Returns 0 when done, 1 when cb returned non-zero (the rest is
+ * skipped), -1 if the body is malformed or memory ran out.
+ */
+int s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *arg, bool *truncated, char **next_token);
+
+/*
+ * The CompleteMultipartUpload body listing parts 1..nparts with their ETags.
+ * malloc'd (free()), length in *len; NULL when out of memory.
+ */
+char *s3_xml_complete_body(char *const *etags, int nparts, size_t *len);
+
+#endif
