@@ -35,7 +35,11 @@ best_seconds() { # COMMAND...: best wall time over RUNS runs
 	echo "$best"
 }
 
-seal_tb() { "$TB" put --tenant bench --engine postgres --level 1 --workers "$WORKERS" < "$1"; }
+# Each seal replaces the previous output, as the pipelines' "> file" does, inside the timing.
+seal_tb() {
+	rm -rf "$W/store/bench/postgres"
+	"$TB" put --tenant bench --engine postgres --level 1 --workers "$WORKERS" < "$1"
+}
 seal_age() { zstd -1 -q -c < "$1" | age -r "$AGE_RECIPIENT" > "$W/out.age"; }
 seal_ossl() { zstd -1 -q -c < "$1" | openssl enc -aes-256-ctr -pbkdf2 -pass "file:$W/openssl.pass" > "$W/out.ossl"; }
 open_tb() { "$TB" cat "$(cat "$W/obj")" > /dev/null; }
@@ -48,7 +52,7 @@ run_case() { # PIN INPUT
 	local pin=$1 input=$2 tb age ossl
 	local -a cmd=()
 	[ "$pin" = "1 core" ] && cmd=(taskset -c 0)
-	tb=$(best_seconds "${cmd[@]}" bash -c "$(declare -f seal_tb); TB='$TB' WORKERS=$WORKERS seal_tb '$W/$input'")
+	tb=$(best_seconds "${cmd[@]}" bash -c "$(declare -f seal_tb); W='$W' TB='$TB' WORKERS=$WORKERS seal_tb '$W/$input'")
 	"$TB" ls bench | head -1 | awk '{print $5}' > "$W/obj"
 	age=$(best_seconds "${cmd[@]}" bash -c "$(declare -f seal_age); W='$W' AGE_RECIPIENT='$AGE_RECIPIENT' seal_age '$W/$input'")
 	ossl=$(best_seconds "${cmd[@]}" bash -c "$(declare -f seal_ossl); W='$W' seal_ossl '$W/$input'")
