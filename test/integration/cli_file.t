@@ -3,7 +3,7 @@
 # validation errors, wrong keys and tampered objects, and no secret in any output.
 . "$(dirname "$0")/../lib/tap.sh"
 
-D=$(scratch_dir)
+scratch_dir
 export TENANT_BACKUP_STORAGE="file://$D/store"
 export TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 

@@ -3,7 +3,7 @@
 # peak RSS under 64 MB (measured by /usr/bin/time -v), and the bytes survive.
 . "$(dirname "$0")/../lib/tap.sh"
 
-D=$(scratch_dir)
+scratch_dir
 export TENANT_BACKUP_STORAGE="file://$D/store"
 export TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 "$TB" keygen --out "$D/master.key" 2>/dev/null

@@ -5,7 +5,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/s3.sh"
 
-D=$(scratch_dir)
+scratch_dir
 s3_start "$D" 39000
 export TENANT_BACKUP_STORAGE="s3://$TB_S3_BUCKET/backups"
 export TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"

@@ -6,7 +6,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/s3.sh"
 
-D=$(scratch_dir)
+scratch_dir
 s3_start "$D" 39200
 PROXY_PORT=39210
 : > "$D/schedule"

@@ -54,6 +54,11 @@ TAP_CLEANUP=""
 on_exit() { TAP_CLEANUP="$*; $TAP_CLEANUP"; }
 tap_exit() { eval "$TAP_CLEANUP"; }
 trap tap_exit EXIT
-scratch_dir() { d=$(mktemp -d /tmp/tenant-backup-test.XXXXXX) && on_exit "rm -rf '$d'" && echo "$d"; }
+# Sets D to a fresh scratch directory, removed at exit. Call it in the script's own
+# shell, not in $(...), or the cleanup would be registered in a subshell.
+scratch_dir() {
+	D=$(mktemp -d /tmp/tenant-backup-test.XXXXXX) || exit 1
+	on_exit "rm -rf '$D'"
+}
 
 TB=${TB_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/build/bin}/tenant-backup
