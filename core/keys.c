@@ -260,6 +260,95 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 	return 0;
 }
 
+#define KEYS_SECRET_PREFIX "tbs1"
+#define KEYS_SECRET_MAX 4096
+
+char *
+keys_secret_seal(const master_key *master, const char *context, const char *secret, tb_error *err)
+{
+	size_t len = strlen(secret);
+	uint8_t nonce[CRYPTO_NONCE_LEN];
+	uint8_t *sealed;
+	char *hex, *out = NULL;
+	crypto_gcm *gcm;
+
+	if (len > KEYS_SECRET_MAX)
+	{
+		tb_error_set(err, TB_ERR_INVALID, "%s is longer than %d bytes", context, KEYS_SECRET_MAX);
+		return NULL;
+	}
+	if (crypto_random(nonce, sizeof(nonce), err) != 0 || (gcm = crypto_gcm_new(master->key, err)) == NULL)
+		return NULL;
+	sealed = malloc(len + CRYPTO_TAG_LEN);
+	hex = malloc(2 * (len + CRYPTO_TAG_LEN) + 1);
+	if (sealed == NULL || hex == NULL)
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	else if (crypto_gcm_seal(gcm, nonce, context, strlen(context), secret, len, sealed, sealed + len, err) == 0)
+	{
+		char nonce_hex[2 * CRYPTO_NONCE_LEN + 1];
+
+		crypto_hex_encode(nonce, sizeof(nonce), nonce_hex);
+		crypto_hex_encode(sealed, len + CRYPTO_TAG_LEN, hex);
+		if (asprintf(&out, "%s:%s:%s:%s", KEYS_SECRET_PREFIX, master->id, nonce_hex, hex) < 0)
+		{
+			out = NULL;
+			tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		}
+	}
+	crypto_gcm_free(gcm);
+	free(sealed);
+	free(hex);
+	return out;
+}
+
+int
+keys_secret_open(const master_key *master, const char *context, const char *sealed, char **secret, tb_error *err)
+{
+	char prefix[8], master_id[KEYS_ID_LEN + 1], nonce_hex[2 * CRYPTO_NONCE_LEN + 1];
+	uint8_t nonce[CRYPTO_NONCE_LEN];
+	const char *body;
+	size_t body_len, len;
+	uint8_t *bytes;
+	crypto_gcm *gcm;
+	int ok;
+
+	if (sscanf(sealed, "%4[^:]:%16[0-9a-f]:%24[0-9a-f]:", prefix, master_id, nonce_hex) != 3 ||
+		strcmp(prefix, KEYS_SECRET_PREFIX) != 0 || crypto_hex_decode(nonce_hex, nonce, sizeof(nonce)) != 0 ||
+		(body = strrchr(sealed, ':')) == NULL)
+		return tb_error_set(err, TB_ERR_CORRUPT, "sealed %s is malformed", context);
+	if (strcmp(master_id, master->id) != 0)
+		return tb_error_set(err, TB_ERR_KEY, "%s was sealed with master key %s, but the master key given is %s",
+							context, master_id, master->id);
+	body++;
+	body_len = strlen(body);
+	if (body_len % 2 != 0 || body_len / 2 < CRYPTO_TAG_LEN || body_len / 2 > KEYS_SECRET_MAX + CRYPTO_TAG_LEN)
+		return tb_error_set(err, TB_ERR_CORRUPT, "sealed %s is malformed", context);
+	len = body_len / 2 - CRYPTO_TAG_LEN;
+	bytes = malloc(body_len / 2);
+	*secret = malloc(len + 1);
+	if (bytes == NULL || *secret == NULL || crypto_hex_decode(body, bytes, body_len / 2) != 0 ||
+		(gcm = crypto_gcm_new(master->key, err)) == NULL)
+	{
+		free(bytes);
+		free(*secret);
+		*secret = NULL;
+		return tb_error_set(err, TB_ERR_CORRUPT, "sealed %s is malformed", context);
+	}
+	ok = crypto_gcm_open(gcm, nonce, context, strlen(context), bytes, len, *secret, bytes + len, err);
+	crypto_gcm_free(gcm);
+	free(bytes);
+	if (ok != 1)
+	{
+		crypto_wipe(*secret, len);
+		free(*secret);
+		*secret = NULL;
+		return ok < 0 ? -1 : tb_error_set(err, TB_ERR_KEY, "sealed %s does not open with master key %s", context,
+										  master->id);
+	}
+	(*secret)[len] = '\0';
+	return 0;
+}
+
 void
 keys_master_wipe(master_key *key)
 {

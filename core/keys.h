@@ -53,6 +53,16 @@ char *keys_tenant_wrap(const master_key *master, const tenant_key *key, tb_error
 int keys_tenant_unwrap(const master_key *master, const char *json, const char *tenant, const char *key_id,
 					   tenant_key *out, tb_error *err);
 
+/*
+ * Seals a small secret (a database password) with the master key, bound to context
+ * (e.g. "source password"): "tbs1:<master key id>:<nonce hex>:<sealed hex>". Caller frees.
+ */
+char *keys_secret_seal(const master_key *master, const char *context, const char *secret, tb_error *err);
+
+/* Opens a keys_secret_seal() result; *secret is malloc'd, the caller wipes and frees it. */
+int keys_secret_open(const master_key *master, const char *context, const char *sealed, char **secret,
+					 tb_error *err);
+
 void keys_master_wipe(master_key *key);
 void keys_tenant_wipe(tenant_key *key);
 

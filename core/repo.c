@@ -48,7 +48,8 @@ repo_key_doc_key(const char *tenant, const char *key_id, char *out, size_t size)
 }
 
 int
-repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out, tb_error *err)
+repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out,
+					   char **wrapped_doc, tb_error *err)
 {
 	char key[256];
 	char *doc;
@@ -64,12 +65,16 @@ repo_tenant_key_create(storage *st, const master_key *master, const char *tenant
 	}
 	repo_key_doc_key(tenant, out->id, key, sizeof(key));
 	rc = storage_put(st, key, doc, strlen(doc), err);
-	free(doc);
 	if (rc != 0)
 	{
+		free(doc);
 		keys_tenant_wipe(out);
 		return tb_error_prefix(err, "unable to store new key of tenant '%s'", tenant);
 	}
+	if (wrapped_doc != NULL)
+		*wrapped_doc = doc;
+	else
+		free(doc);
 	return 0;
 }
 
@@ -141,7 +146,7 @@ repo_tenant_key_current(storage *st, const master_key *master, const char *tenan
 	if (!create)
 		return tb_error_set(err, TB_ERR_NOT_FOUND, "tenant '%s' has no key in storage %s", tenant,
 							storage_describe(st));
-	return repo_tenant_key_create(st, master, tenant, out, err);
+	return repo_tenant_key_create(st, master, tenant, out, NULL, err);
 }
 
 int

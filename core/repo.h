@@ -27,9 +27,12 @@ typedef struct repo_put_options
 typedef struct repo_put repo_put;
 typedef struct repo_reader repo_reader;
 
-/* Creates a tenant key and stores it wrapped by the master key. */
+/*
+ * Creates a tenant key and stores it wrapped by the master key. With wrapped_doc, the
+ * stored document is also returned there (the caller frees it).
+ */
 int repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out,
-						   tb_error *err);
+						   char **wrapped_doc, tb_error *err);
 
 /* Loads and unwraps key_id of tenant from storage. */
 int repo_tenant_key_load(storage *st, const master_key *master, const char *tenant, const char *key_id,

@@ -150,6 +150,35 @@ test_key_ids_sort_by_age(void **state)
 	assert_int_equal(err.code, TB_ERR_INVALID);
 }
 
+static void
+test_secret_seal_open(void **state)
+{
+	master_key master, other;
+	tb_error err = {0};
+	char *sealed, *back = NULL;
+
+	(void) state;
+	assert_int_equal(keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master,
+										  &err),
+					 0);
+	assert_int_equal(keys_master_from_hex("ff112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &other,
+										  &err),
+					 0);
+	sealed = keys_secret_seal(&master, "source password", "s3cr3t p@ss", &err);
+	assert_non_null(sealed);
+	assert_null(strstr(sealed, "s3cr3t"));
+	assert_int_equal(keys_secret_open(&master, "source password", sealed, &back, &err), 0);
+	assert_string_equal(back, "s3cr3t p@ss");
+	free(back);
+	assert_int_equal(keys_secret_open(&other, "source password", sealed, &back, &err), -1);
+	assert_int_equal(err.code, TB_ERR_KEY);
+	assert_int_equal(keys_secret_open(&master, "another context", sealed, &back, &err), -1);
+	assert_int_equal(err.code, TB_ERR_KEY);
+	sealed[strlen(sealed) - 1] ^= 1;
+	assert_int_equal(keys_secret_open(&master, "source password", sealed, &back, &err), -1);
+	free(sealed);
+}
+
 static int
 setup(void **state)
 {
@@ -176,6 +205,7 @@ main(void)
 		cmocka_unit_test(test_tenant_wrap_unwrap),
 		cmocka_unit_test(test_tenant_doc_swapped),
 		cmocka_unit_test(test_key_ids_sort_by_age),
+		cmocka_unit_test(test_secret_seal_open),
 	};
 
 	return cmocka_run_group_tests_name("keys", tests, setup, teardown);
