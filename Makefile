@@ -23,9 +23,20 @@ CORE_LIB := $(BUILD)/libtbcore.a
 CLI_BIN := $(BUILD)/bin/tenant-backup
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
-.PHONY: all deps test test-unit test-asan test-integration demo bench format clean
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGXS_ARGS := -C extension PG_CONFIG=$(PG_CONFIG) with_llvm=no
 
-all: $(CLI_BIN)
+.PHONY: all deps extension install test test-unit test-asan test-integration demo bench format clean
+
+all: $(CLI_BIN) extension
+
+# The PostgreSQL extension (PGXS), linked with core/.
+extension: $(CORE_LIB)
+	@$(MAKE) --no-print-directory $(PGXS_ARGS)
+
+# Installs the extension where pg_config says (umask 022 keeps it readable by postgres).
+install: extension
+	umask 022 && $(MAKE) --no-print-directory $(PGXS_ARGS) install
 
 deps:
 	@sh scripts/install-deps.sh
@@ -60,12 +71,12 @@ test-asan: deps
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		prove -e '' $(UNIT_BIN:$(BUILD)/%=build-asan/%)
 
-test-integration: deps all
+test-integration: deps all install
 	TB_BIN=$(CURDIR)/$(BUILD)/bin prove test/integration/*.t
 
 # All tests, each suite once, with one prove summary at the end.
 test: deps
-	@$(MAKE) --no-print-directory unit-bins all
+	@$(MAKE) --no-print-directory unit-bins all install
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
@@ -78,9 +89,11 @@ bench: deps all
 	@sh bench/seal-open.sh $(CURDIR)/$(BUILD)/bin
 
 format:
-	clang-format -i $(CORE_SRC) $(wildcard core/*.h core/storage/*.h) $(CLI_SRC) $(wildcard cli/*.h) $(UNIT_SRC)
+	clang-format -i $(CORE_SRC) $(wildcard core/*.h core/storage/*.h) $(CLI_SRC) $(wildcard cli/*.h) $(UNIT_SRC) \
+		$(wildcard extension/*.c extension/*.h)
 
 clean:
 	rm -rf build build-asan
+	@$(MAKE) --no-print-directory $(PGXS_ARGS) clean
 
 -include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

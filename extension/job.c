@@ -1,0 +1,141 @@
+/*
+ * A job worker: runs one claimed job (a PostgreSQL tenant's backup or restore) and
+ * records how it ended. Whatever happens, the job ends succeeded, queued again for
+ * another attempt, or failed; its backup is complete only if the object was stored.
+ */
+#include "tenant_backup.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "job.h"
+
+static char *
+tb_copy_value(HeapTuple tuple, TupleDesc desc, int column)
+{
+	char *value = SPI_getvalue(tuple, desc, column);
+
+	return value ? MemoryContextStrdup(TopMemoryContext, value) : NULL;
+}
+
+/* Loads the job and its source; false if it is no longer ours to run. */
+static bool
+tb_job_load(int64 job_id, tb_job *job)
+{
+	Datum arg = Int64GetDatum(job_id);
+	Oid type = INT8OID;
+	bool found;
+
+	memset(job, 0, sizeof(*job));
+	job->id = job_id;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_execute_with_args("SELECT j.kind, j.tenant, j.engine, j.source_id, s.locator, s.sealed_password,"
+						  "       j.backup_id, j.restore_target, j.attempts, j.max_attempts"
+						  " FROM tenant_backup.jobs j JOIN tenant_backup.sources s ON s.id = j.source_id"
+						  " WHERE j.id = $1 AND j.state = 'running'",
+						  1, &type, &arg, NULL, false, 1);
+	found = SPI_processed == 1;
+	if (found)
+	{
+		HeapTuple t = SPI_tuptable->vals[0];
+		TupleDesc d = SPI_tuptable->tupdesc;
+		char *backup_id = SPI_getvalue(t, d, 7);
+
+		strlcpy(job->kind, SPI_getvalue(t, d, 1), sizeof(job->kind));
+		strlcpy(job->tenant, SPI_getvalue(t, d, 2), sizeof(job->tenant));
+		strlcpy(job->engine, SPI_getvalue(t, d, 3), sizeof(job->engine));
+		job->source_id = pg_strtoint64(SPI_getvalue(t, d, 4));
+		job->locator = tb_copy_value(t, d, 5);
+		job->sealed_password = tb_copy_value(t, d, 6);
+		job->backup_id = backup_id ? pg_strtoint64(backup_id) : 0;
+		job->restore_target = tb_copy_value(t, d, 8);
+		job->attempts = pg_strtoint32(SPI_getvalue(t, d, 9));
+		job->max_attempts = pg_strtoint32(SPI_getvalue(t, d, 10));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return found;
+}
+
+/* Records the outcome: error NULL means success. Only while the lease is still ours. */
+static void
+tb_job_finish(tb_job *job, const char *error)
+{
+	char id[32];
+	const char *args[3] = {id, error, job->lease_owner};
+
+	snprintf(id, sizeof(id), INT64_FORMAT, job->id);
+	tb_sql("WITH j AS ("
+		   "  UPDATE tenant_backup.jobs SET"
+		   "    state = CASE WHEN $2 IS NULL THEN 'succeeded' WHEN attempts < max_attempts THEN 'queued'"
+		   "                 ELSE 'failed' END,"
+		   "    finished = CASE WHEN $2 IS NOT NULL AND attempts < max_attempts THEN NULL ELSE now() END,"
+		   "    error = $2, lease_owner = NULL, lease_expires = NULL"
+		   "  WHERE id = $1::bigint AND lease_owner = $3 RETURNING id)"
+		   " UPDATE tenant_backup.backups SET status = 'failed', finished = now(), error = $2"
+		   " WHERE job_id IN (SELECT id FROM j) AND status = 'running' AND $2 IS NOT NULL",
+		   3, args);
+}
+
+void
+tenant_backup_job_main(Datum arg)
+{
+	int64 job_id = DatumGetInt64(arg);
+	MemoryContext job_context;
+	char *error = NULL;
+	tb_job job;
+	char id[32];
+	const char *args[2] = {id, job.lease_owner};
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tb_database, NULL, 0);
+	job_context = AllocSetContextCreate(TopMemoryContext, "tenant_backup job", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(job_context);
+
+	if (!tb_job_load(job_id, &job))
+		proc_exit(0);
+	snprintf(job.lease_owner, sizeof(job.lease_owner), "pg:" INT64_FORMAT ":%d",
+			 (int64) timestamptz_to_time_t(PgStartTime), MyProcPid);
+	snprintf(id, sizeof(id), INT64_FORMAT, job_id);
+	if (tb_sql("UPDATE tenant_backup.jobs SET lease_owner = $2 WHERE id = $1::bigint AND state = 'running'"
+			   " RETURNING id",
+			   2, args) == NULL)
+		proc_exit(0);
+	pgstat_report_appname(psprintf("tenant_backup %s of %s", job.kind, job.tenant));
+
+	PG_TRY();
+	{
+		error = strcmp(job.kind, "backup") == 0 ? tb_pg_backup(&job) : tb_pg_restore(&job);
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(job_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		error = edata->detail ? psprintf("%s (%s)", edata->message, edata->detail) : edata->message;
+	}
+	PG_END_TRY();
+
+	if (error != NULL)
+		ereport(LOG, (errmsg("tenant_backup: %s of tenant \"%s\" (job " INT64_FORMAT ", attempt %d of %d) failed: %s",
+							 job.kind, job.tenant, job.id, job.attempts, job.max_attempts, error)));
+	tb_job_finish(&job, error);
+	proc_exit(0);
+}

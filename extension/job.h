@@ -1,0 +1,42 @@
+/*
+ * A claimed job as a job worker sees it, and the catalog updates a job worker makes,
+ * each in its own short transaction so nothing is held open during a dump.
+ */
+#ifndef TENANT_BACKUP_JOB_H
+#define TENANT_BACKUP_JOB_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+typedef struct tb_job
+{
+	int64 id;
+	char kind[8];
+	char tenant[64];
+	char engine[16];
+	int64 source_id;
+	char *locator;
+	char *sealed_password; /* NULL when the locator needs none */
+	int64 backup_id;	   /* restore: the backup to restore */
+	char *restore_target;  /* restore: NULL for in place */
+	int attempts;
+	int max_attempts;
+	char lease_owner[64];
+	int64 bytes_done;
+	TimestampTz last_report;
+} tb_job;
+
+/*
+ * Runs sql with text arguments in a transaction of its own and returns the first
+ * column of the first row (palloc'd in the caller's context), or NULL.
+ */
+char *tb_sql(const char *sql, int nargs, const char *const *args);
+
+/*
+ * Records bytes done and renews the lease, at most every few seconds. Returns false
+ * when the lease is lost (the job was given to someone else): stop at once.
+ */
+bool tb_job_progress(tb_job *job, int64 bytes, bool force);
+
+#endif

@@ -1,0 +1,188 @@
+/*
+ * The launcher: one background worker per cluster that wakes every naptime, puts
+ * the jobs of dead workers back in the queue, queues the backups of due tenants,
+ * and starts a job worker per queued PostgreSQL job up to tenant_backup.max_workers.
+ * It decides; job workers do the work.
+ */
+#include "tenant_backup.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "job.h"
+
+#define TB_MAX_HANDLES 64
+
+static BackgroundWorkerHandle *tb_workers[TB_MAX_HANDLES];
+
+/* Names this postmaster's lifetime: a job leased under another one is certainly dead. */
+static char *
+tb_lease_prefix(void)
+{
+	return psprintf("pg:" INT64_FORMAT ":", (int64) timestamptz_to_time_t(PgStartTime));
+}
+
+/*
+ * Jobs whose lease expired, or that were leased by a job worker of an earlier
+ * postmaster (a crash restart), go back to the queue or fail after max_attempts;
+ * their backups are marked failed, never complete.
+ */
+static void
+tb_launcher_reclaim(void)
+{
+	char *prefix = tb_lease_prefix();
+	const char *args[1] = {prefix};
+
+	tb_sql("WITH lost AS ("
+		   "  UPDATE tenant_backup.jobs SET"
+		   "    state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
+		   "    finished = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,"
+		   "    error = format('attempt %s stopped: its worker died or stopped answering', attempts),"
+		   "    lease_owner = NULL, lease_expires = NULL"
+		   "  WHERE state = 'running' AND (lease_expires < now()"
+		   "    OR (lease_owner LIKE 'pg:%' AND lease_owner NOT LIKE $1 || '%'))"
+		   "  RETURNING id)"
+		   " UPDATE tenant_backup.backups SET status = 'failed', finished = now(),"
+		   "   error = 'interrupted: the worker died before the backup was stored'"
+		   " WHERE status = 'running' AND job_id IN (SELECT id FROM lost)",
+		   1, args);
+	pfree(prefix);
+}
+
+/* Queues a backup of every database of each due tenant, once, and moves next_due on. */
+static void
+tb_launcher_schedule(void)
+{
+	const char *args[1] = {tb_default_schedule};
+
+	tb_sql("WITH due AS ("
+		   "  UPDATE tenant_backup.tenants t"
+		   "  SET next_due = tenant_backup._next_due(t.name, coalesce(t.schedule, $1::interval), now())"
+		   "  FROM (SELECT name, next_due AS was FROM tenant_backup.tenants"
+		   "        WHERE next_due IS NULL OR next_due <= now() FOR UPDATE SKIP LOCKED) d"
+		   "  WHERE t.name = d.name RETURNING t.name, d.was)"
+		   " INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine)"
+		   " SELECT 'backup', s.tenant, s.id, s.engine FROM due JOIN tenant_backup.sources s ON s.tenant = due.name"
+		   " WHERE due.was IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j"
+		   "   WHERE j.source_id = s.id AND j.kind = 'backup' AND j.state IN ('queued', 'running'))",
+		   1, args);
+}
+
+static int
+tb_launcher_running(void)
+{
+	int running = 0;
+
+	for (int i = 0; i < TB_MAX_HANDLES; i++)
+	{
+		pid_t pid;
+
+		if (tb_workers[i] == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(tb_workers[i], &pid) == BGWH_STOPPED)
+		{
+			pfree(tb_workers[i]);
+			tb_workers[i] = NULL;
+			continue;
+		}
+		running++;
+	}
+	return running;
+}
+
+static bool
+tb_launcher_start_job(int64 job_id)
+{
+	BackgroundWorker worker;
+	int slot = -1;
+
+	for (int i = 0; i < TB_MAX_HANDLES && slot < 0; i++)
+		if (tb_workers[i] == NULL)
+			slot = i;
+	if (slot < 0)
+		return false;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tenant_backup");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tenant_backup_job_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "tenant_backup job " INT64_FORMAT, job_id);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "tenant_backup job");
+	worker.bgw_main_arg = Int64GetDatum(job_id);
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, &tb_workers[slot]);
+}
+
+/* Claims queued PostgreSQL jobs and starts a worker for each, up to max_workers. */
+static void
+tb_launcher_dispatch(void)
+{
+	char *owner = psprintf("%slauncher", tb_lease_prefix());
+	char lease[16];
+	const char *args[2] = {owner, lease};
+
+	snprintf(lease, sizeof(lease), "%d", tb_lease_seconds);
+	while (tb_launcher_running() < Min(tb_max_workers, TB_MAX_HANDLES))
+	{
+		char *id = tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
+						  " started = now(), lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"
+						  " WHERE id = (SELECT id FROM tenant_backup.jobs WHERE state = 'queued' AND engine = 'postgres'"
+						  "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+						  " RETURNING id",
+						  2, args);
+		int64 job_id;
+
+		if (id == NULL)
+			break;
+		job_id = pg_strtoint64(id);
+		if (!tb_launcher_start_job(job_id))
+		{
+			const char *back[1] = {id};
+
+			ereport(WARNING, (errmsg("tenant_backup: no background worker slot for job %s; it stays queued", id),
+							  errhint("Raise max_worker_processes.")));
+			tb_sql("UPDATE tenant_backup.jobs SET state = 'queued', attempts = attempts - 1, lease_owner = NULL,"
+				   " lease_expires = NULL WHERE id = $1::bigint",
+				   1, back);
+			break;
+		}
+	}
+	pfree(owner);
+}
+
+void
+tenant_backup_launcher_main(Datum arg)
+{
+	(void) arg;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tb_database, NULL, 0);
+	pgstat_report_appname("tenant_backup launcher");
+	ereport(LOG, (errmsg("tenant_backup launcher started in database \"%s\"", tb_database)));
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (tb_sql("SELECT 1 FROM pg_extension WHERE extname = 'tenant_backup'", 0, NULL) != NULL)
+		{
+			tb_launcher_reclaim();
+			tb_launcher_schedule();
+			tb_launcher_dispatch();
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, tb_naptime_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,506 @@
+/*
+ * PostgreSQL tenants: a backup is pg_dump's custom format streamed through core/
+ * into storage; a restore loads a backup with pg_restore into a fresh database and,
+ * in place, swaps it with the live one only once it loaded completely.
+ * No secret reaches a command line: passwords go through a 0600 PGPASSFILE.
+ */
+#include "tenant_backup.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "common/string.h"
+#include "lib/stringinfo.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "utils/builtins.h"
+
+#include "job.h"
+#include "repo.h"
+
+#define TB_PIPE_BUFFER (1024 * 1024)
+#define TB_SWAP_WAIT_SECONDS 30
+
+/* A conninfo locator (key=value or URI) names another server; otherwise it is a database here. */
+static bool
+tb_is_conninfo(const char *locator)
+{
+	return strchr(locator, '=') != NULL || strncmp(locator, "postgres://", 11) == 0 ||
+		   strncmp(locator, "postgresql://", 13) == 0;
+}
+
+/* locator with its database replaced by dbname (NULL: as it is), as a conninfo string. */
+static char *
+tb_source_conninfo(const tb_job *job, const char *dbname)
+{
+	PQconninfoOption *opts;
+	char *parse_error = NULL;
+	StringInfoData buf;
+
+	if (!tb_is_conninfo(job->locator))
+		return tb_local_conninfo(dbname ? dbname : job->locator);
+	opts = PQconninfoParse(job->locator, &parse_error);
+	if (opts == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid conninfo for tenant \"%s\": %s", job->tenant, parse_error ? parse_error : "")));
+	initStringInfo(&buf);
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+	{
+		const char *value = strcmp(o->keyword, "dbname") == 0 && dbname ? dbname : o->val;
+
+		if (value == NULL || strcmp(o->keyword, "password") == 0)
+			continue;
+		appendStringInfo(&buf, "%s='", o->keyword);
+		for (const char *c = value; *c; c++)
+		{
+			if (*c == '\'' || *c == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *c);
+		}
+		appendStringInfoString(&buf, "' ");
+	}
+	PQconninfoFree(opts);
+	return buf.data;
+}
+
+/* The database a job's locator names. */
+static pg_noinline char *
+tb_source_dbname(const tb_job *job)
+{
+	PQconninfoOption *opts;
+	char *dbname = NULL;
+
+	if (!tb_is_conninfo(job->locator))
+		return pstrdup(job->locator);
+	opts = PQconninfoParse(job->locator, NULL);
+	for (PQconninfoOption *o = opts; opts && o->keyword; o++)
+		if (strcmp(o->keyword, "dbname") == 0 && o->val)
+			dbname = pstrdup(o->val);
+	if (opts)
+		PQconninfoFree(opts);
+	if (dbname == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("the conninfo of tenant \"%s\" names no database", job->tenant)));
+	return dbname;
+}
+
+/*
+ * Writes the source's password, if it has one, to a 0600 password file for libpq and
+ * the PostgreSQL tools, and points PGPASSFILE at it. Returns its path, or NULL.
+ */
+static char *
+tb_passfile_create(const tb_job *job)
+{
+	master_key master;
+	tb_error err = {0};
+	char *password = NULL;
+	char *path;
+	int fd, rc;
+
+	if (job->sealed_password == NULL)
+	{
+		unsetenv("PGPASSFILE");
+		return NULL;
+	}
+	tb_master_key(&master);
+	rc = keys_secret_open(&master, "source password", job->sealed_password, &password, &err);
+	keys_master_wipe(&master);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not open the password of tenant \"%s\"", job->tenant));
+	(void) MakePGDirectory(PG_TEMP_FILES_DIR);
+	path = psprintf("%s/%s/tenant_backup_pgpass_XXXXXX", DataDir, PG_TEMP_FILES_DIR);
+	fd = mkstemp(path);
+	if (fd >= 0)
+	{
+		StringInfoData line;
+
+		initStringInfo(&line);
+		appendStringInfoString(&line, "*:*:*:*:");
+		for (const char *c = password; *c; c++)
+		{
+			if (*c == ':' || *c == '\\')
+				appendStringInfoChar(&line, '\\');
+			appendStringInfoChar(&line, *c);
+		}
+		appendStringInfoChar(&line, '\n');
+		rc = write(fd, line.data, line.len) == line.len ? 0 : -1;
+		explicit_bzero(line.data, line.len);
+		close(fd);
+	}
+	explicit_bzero(password, strlen(password));
+	free(password);
+	if (fd < 0 || rc != 0)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not write a password file for tenant \"%s\": %m",
+														  job->tenant)));
+	setenv("PGPASSFILE", path, 1);
+	return path;
+}
+
+static void
+tb_passfile_remove(char *path)
+{
+	if (path != NULL)
+		unlink(path);
+	unsetenv("PGPASSFILE");
+}
+
+/* 'value' quoted for /bin/sh. */
+static char *
+tb_shell_quote(const char *value)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '\'');
+	for (const char *c = value; *c; c++)
+	{
+		if (*c == '\'')
+			appendStringInfoString(&buf, "'\\''");
+		else
+			appendStringInfoChar(&buf, *c);
+	}
+	appendStringInfoChar(&buf, '\'');
+	return buf.data;
+}
+
+/*
+ * popen for the job worker's tools. Not OpenPipeStream: its handles belong to the
+ * current transaction and are closed when it ends, while the worker streams across
+ * many short catalog transactions. SIGPIPE is restored for the child, as
+ * OpenPipeStream does.
+ */
+static FILE *
+tb_pipe_open(const char *command, const char *mode)
+{
+	FILE *pipe;
+
+	fflush(NULL);
+	pqsignal(SIGPIPE, SIG_DFL);
+	pipe = popen(command, mode);
+	pqsignal(SIGPIPE, SIG_IGN);
+	return pipe;
+}
+
+static char *
+tb_tool_command(const char *tool, const char *options, const char *conninfo)
+{
+	return psprintf("exec %s %s --dbname=%s", tb_shell_quote(psprintf("%s/%s", tb_pg_bin_dir(), tool)), options,
+					tb_shell_quote(conninfo));
+}
+
+static char *
+tb_exit_reason(const char *tool, int status)
+{
+	return psprintf("%s %s (its messages are in the server log)", tool,
+					status < 0 ? "could not be run" : wait_result_to_str(status));
+}
+
+/* Loads the tenant's active key from the catalog, unwrapped with the master key. */
+static void
+tb_active_tenant_key(const char *tenant, tenant_key *out)
+{
+	const char *args[1] = {tenant};
+	char *doc = tb_sql("SELECT wrapped::text FROM tenant_backup.keys WHERE tenant = $1 AND state = 'active'"
+					   " ORDER BY created DESC, key_id DESC LIMIT 1",
+					   1, args);
+	master_key master;
+	tb_error err = {0};
+	int rc;
+
+	if (doc == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("tenant \"%s\" has no active key", tenant)));
+	tb_master_key(&master);
+	rc = keys_tenant_unwrap(&master, doc, tenant, NULL, out, &err);
+	keys_master_wipe(&master);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not unwrap the key of tenant \"%s\"", tenant));
+}
+
+/*
+ * Streams pg_dump's output into put, counting it in job->bytes_done; returns NULL or
+ * why it failed. put is left for the caller.
+ */
+static char *
+tb_pg_dump_into(tb_job *job, FILE *dump, repo_put *put)
+{
+	char *buf = palloc(TB_PIPE_BUFFER);
+	tb_error err = {0};
+	size_t n;
+
+	while ((n = fread(buf, 1, TB_PIPE_BUFFER, dump)) > 0)
+	{
+		if (repo_put_write(put, buf, n, &err) != 0)
+			return psprintf("could not store the backup: %s", err.msg);
+		job->bytes_done += n;
+		if (!tb_job_progress(job, job->bytes_done, false))
+			return pstrdup("the job's lease was lost to another worker");
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (ferror(dump))
+		return psprintf("could not read pg_dump's output: %m");
+	return NULL;
+}
+
+char *
+tb_pg_backup(tb_job *job)
+{
+	repo_put_options options = {.stream = {.workers = 0}};
+	char id[32], job_id[32], source_id[32], sizes[2][32];
+	tenant_key key;
+	tb_error err = {0};
+	storage *st;
+	repo_put *put;
+	manifest m;
+	char *backup_id, *passfile, *failure = NULL;
+	FILE *dump;
+	int status;
+
+	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
+	snprintf(source_id, sizeof(source_id), INT64_FORMAT, job->source_id);
+	{
+		const char *args[3] = {job->tenant, source_id, job_id};
+
+		backup_id = tb_sql("INSERT INTO tenant_backup.backups (tenant, engine, source_id, job_id, status)"
+						   " VALUES ($1, 'postgres', $2::bigint, $3::bigint, 'running') RETURNING id",
+						   3, args);
+	}
+	tb_active_tenant_key(job->tenant, &key);
+	st = tb_storage();
+	put = repo_put_begin(st, &key, "postgres", &options, &err);
+	keys_tenant_wipe(&key);
+	if (put == NULL)
+	{
+		storage_close(st);
+		tb_raise(&err, psprintf("could not start the backup of tenant \"%s\"", job->tenant));
+	}
+
+	passfile = tb_passfile_create(job);
+	dump = tb_pipe_open(tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password",
+										tb_source_conninfo(job, NULL)),
+						"r");
+	if (dump == NULL)
+		failure = psprintf("could not run pg_dump: %m");
+	else
+	{
+		PG_TRY();
+		{
+			failure = tb_pg_dump_into(job, dump, put);
+		}
+		PG_CATCH();
+		{
+			pclose(dump);
+			tb_passfile_remove(passfile);
+			repo_put_abort(put);
+			storage_close(st);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		status = pclose(dump);
+		if (failure == NULL && status != 0)
+			failure = tb_exit_reason("pg_dump", status);
+	}
+	tb_passfile_remove(passfile);
+	if (failure != NULL)
+	{
+		repo_put_abort(put);
+		storage_close(st);
+		return failure;
+	}
+	if (repo_put_commit(put, &m, &err) != 0)
+	{
+		storage_close(st);
+		return psprintf("could not store the backup: %s", err.msg);
+	}
+	storage_close(st);
+
+	snprintf(id, sizeof(id), "%s", backup_id);
+	snprintf(sizes[0], sizeof(sizes[0]), UINT64_FORMAT, (uint64) m.plain_bytes);
+	snprintf(sizes[1], sizeof(sizes[1]), UINT64_FORMAT, (uint64) m.stored_bytes);
+	{
+		const char *args[7] = {id, sizes[0], sizes[1], m.sha256, m.object, m.key_id, job_id};
+
+		tb_sql("WITH b AS (UPDATE tenant_backup.backups SET status = 'complete', finished = now(),"
+			   "   bytes_in = $2::bigint, bytes_stored = $3::bigint, sha256 = $4, object_key = $5, key_id = $6"
+			   "   WHERE id = $1::bigint RETURNING tenant, id)"
+			   " UPDATE tenant_backup.jobs SET backup_id = $1::bigint WHERE id = $7::bigint",
+			   7, args);
+	}
+	tb_job_progress(job, job->bytes_done, true);
+	ereport(LOG, (errmsg("tenant_backup: backup %s of tenant \"%s\" (postgres) stored as %s: %s bytes, %s stored", id,
+						 job->tenant, m.object, sizes[0], sizes[1])));
+	return NULL;
+}
+
+/* Runs one admin statement; returns NULL or the server's message. */
+static char *
+tb_admin_exec(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	char *failure = NULL;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		failure = psprintf("%s", pchomp(PQerrorMessage(conn)));
+	PQclear(res);
+	return failure;
+}
+
+/* The first column of the first row of sql, or NULL. */
+static char *
+tb_admin_value(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	char *value = NULL;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+		value = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return value;
+}
+
+/* Streams the authenticated plaintext of reader into pg_restore; NULL or why it failed. */
+static char *
+tb_pg_restore_from(tb_job *job, repo_reader *reader, FILE *restore)
+{
+	char *buf = palloc(TB_PIPE_BUFFER);
+	tb_error err = {0};
+	uint64 bytes = 0;
+	ssize_t n;
+
+	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
+	{
+		if (fwrite(buf, 1, n, restore) != (size_t) n)
+			return psprintf("could not feed pg_restore: %m");
+		bytes += n;
+		if (!tb_job_progress(job, (int64) bytes, false))
+			return pstrdup("the job's lease was lost to another worker");
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (n < 0)
+		return psprintf("the backup failed authentication, nothing live was changed: %s", err.msg);
+	return NULL;
+}
+
+/* Renames fresh over live: connections to live are ended just for the swap; live is kept as old. */
+static char *
+tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old)
+{
+	const char *qlive = quote_identifier(live), *qfresh = quote_identifier(fresh), *qold = quote_identifier(old);
+	char *failure;
+	int waited = 0;
+
+	failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS false", qlive));
+	while (failure == NULL)
+	{
+		char *left = tb_admin_value(conn, psprintf("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+												   "WHERE datname = %s AND pid <> pg_backend_pid()",
+												   quote_literal_cstr(live)));
+
+		if (left != NULL && strcmp(left, "0") == 0)
+			break;
+		if (++waited > TB_SWAP_WAIT_SECONDS * 10)
+			failure = psprintf("sessions of database \"%s\" did not end", live);
+		pg_usleep(100 * 1000L);
+	}
+	if (failure == NULL)
+		failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s RENAME TO %s", qlive, qold));
+	if (failure == NULL && (failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s RENAME TO %s", qfresh, qlive))))
+		tb_admin_exec(conn, psprintf("ALTER DATABASE %s RENAME TO %s", qold, qlive));
+	tb_admin_exec(conn, psprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS true", failure ? qlive : qold));
+	return failure;
+}
+
+char *
+tb_pg_restore(tb_job *job)
+{
+	char backup_id[32];
+	const char *args[1] = {backup_id};
+	char *object, *live, *fresh, *failure = NULL, *passfile;
+	master_key master;
+	tb_error err = {0};
+	repo_reader *reader;
+	storage *st;
+	PGconn *admin;
+	FILE *restore;
+	int status;
+
+	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
+	object = tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1,
+					args);
+	if (object == NULL)
+		return psprintf("backup %s is not a complete backup", backup_id);
+	live = tb_source_dbname(job);
+	fresh = job->restore_target ? pstrdup(job->restore_target)
+								: psprintf("%.40s_tb_new_" INT64_FORMAT, live, job->id);
+
+	/* The header authenticates before anything is created. */
+	tb_master_key(&master);
+	st = tb_storage();
+	reader = repo_reader_open(st, &master, object, NULL, &err);
+	keys_master_wipe(&master);
+	if (reader == NULL)
+	{
+		storage_close(st);
+		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
+	}
+
+	passfile = tb_passfile_create(job);
+	admin = PQconnectdb(tb_source_conninfo(job, "postgres"));
+	if (PQstatus(admin) != CONNECTION_OK)
+		failure = psprintf("could not connect to the server of database \"%s\": %s", live,
+						   pchomp(PQerrorMessage(admin)));
+	else if (tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
+											quote_literal_cstr(fresh))) != NULL)
+		failure = psprintf("database \"%s\" already exists", fresh);
+	else
+	{
+		char *owner = tb_admin_value(admin, psprintf("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+													 quote_literal_cstr(live)));
+
+		failure = tb_admin_exec(admin, psprintf("CREATE DATABASE %s TEMPLATE template0%s%s", quote_identifier(fresh),
+												owner ? " OWNER " : "", owner ? quote_identifier(owner) : ""));
+	}
+	if (failure == NULL)
+	{
+		restore = tb_pipe_open(tb_tool_command("pg_restore", "--exit-on-error --no-password",
+											   tb_source_conninfo(job, fresh)),
+							   "w");
+		if (restore == NULL)
+			failure = psprintf("could not run pg_restore: %m");
+		else
+		{
+			PG_TRY();
+			{
+				failure = tb_pg_restore_from(job, reader, restore);
+			}
+			PG_CATCH();
+			{
+				pclose(restore);
+				tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
+				PQfinish(admin);
+				tb_passfile_remove(passfile);
+				repo_reader_close(reader);
+				storage_close(st);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			status = pclose(restore);
+			if (failure == NULL && status != 0)
+				failure = tb_exit_reason("pg_restore", status);
+		}
+		if (failure != NULL)
+			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
+	}
+	repo_reader_close(reader);
+	storage_close(st);
+	if (failure == NULL && job->restore_target == NULL)
+		failure = tb_pg_swap(admin, live, fresh, psprintf("%.40s_tb_old_" INT64_FORMAT, live, job->id));
+	PQfinish(admin);
+	tb_passfile_remove(passfile);
+	if (failure == NULL)
+		ereport(LOG, (errmsg("tenant_backup: restored backup %s of tenant \"%s\" into \"%s\"%s", backup_id,
+							 job->tenant, job->restore_target ? fresh : live,
+							 job->restore_target ? "" : " (the previous database is kept as *_tb_old_*)")));
+	return failure;
+}

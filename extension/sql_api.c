@@ -1,0 +1,200 @@
+/*
+ * SQL-callable C functions: tenant key creation, secret sealing, and running a
+ * request to completion for wait => true.
+ */
+#include "tenant_backup.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/tuplestore.h"
+
+#include "repo.h"
+#include "request.h"
+
+PG_FUNCTION_INFO_V1(tenant_backup_key_create);
+PG_FUNCTION_INFO_V1(tenant_backup_seal_secret);
+PG_FUNCTION_INFO_V1(tenant_backup_run_request);
+
+#define TB_WAIT_POLL_MS 200
+
+Datum
+tenant_backup_key_create(PG_FUNCTION_ARGS)
+{
+	char *tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	master_key master;
+	tenant_key key;
+	tb_error err = {0};
+	char *doc = NULL;
+	storage *st;
+	Datum result;
+	int rc;
+
+	tb_master_key(&master);
+	st = tb_storage();
+	rc = repo_tenant_key_create(st, &master, tenant, &key, &doc, &err);
+	keys_master_wipe(&master);
+	keys_tenant_wipe(&key);
+	storage_close(st);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not create the key of tenant \"%s\"", tenant));
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(pstrdup(doc)));
+	free(doc);
+	PG_RETURN_DATUM(result);
+}
+
+Datum
+tenant_backup_seal_secret(PG_FUNCTION_ARGS)
+{
+	char *context = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *secret = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	master_key master;
+	tb_error err = {0};
+	char *sealed;
+	text *result;
+
+	tb_master_key(&master);
+	sealed = keys_secret_seal(&master, context, secret, &err);
+	keys_master_wipe(&master);
+	explicit_bzero(secret, strlen(secret));
+	if (sealed == NULL)
+		tb_raise(&err, psprintf("could not seal the %s", context));
+	result = cstring_to_text(sealed);
+	free(sealed);
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * Runs the request worker, which queues the jobs in its own committed transaction,
+ * and waits for it to exit. Raises its error, if it had one.
+ */
+static void
+tb_queue_request(const tb_request *req)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	BgwHandleStatus status;
+	dsm_segment *seg = dsm_create(sizeof(tb_request), 0);
+	tb_request *shared = dsm_segment_address(seg);
+	pid_t pid;
+
+	memcpy(shared, req, sizeof(*req));
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tenant_backup");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tenant_backup_request_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "tenant_backup request of %s", req->tenant);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "tenant_backup request");
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						errmsg("could not start a tenant_backup worker for tenant \"%s\"", req->tenant),
+						errhint("Raise max_worker_processes.")));
+	status = WaitForBackgroundWorkerStartup(handle, &pid);
+	if (status == BGWH_STARTED)
+		status = WaitForBackgroundWorkerShutdown(handle);
+	if (status == BGWH_POSTMASTER_DIED)
+		ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN), errmsg("postmaster exited")));
+	if (shared->error[0] != '\0')
+	{
+		char *message = pstrdup(shared->error);
+
+		dsm_detach(seg);
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("%s", message)));
+	}
+	dsm_detach(seg);
+}
+
+Datum
+tenant_backup_run_request(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	tb_request req = {0};
+	uint8 token[8];
+	bool done = false;
+	char *failure = NULL;
+	Oid argtypes[1] = {TEXTOID};
+
+	if (IsTransactionBlock())
+		ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+						errmsg("wait => true cannot be used inside a transaction block"),
+						errdetail("The work runs in background workers, which only see committed changes."),
+						errhint("Call it outside BEGIN/COMMIT, or use wait => false: the jobs then run once the "
+								"transaction commits, and tenant_backup.status shows them.")));
+	if (XactIsoLevel != XACT_READ_COMMITTED)
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						errmsg("wait => true needs the READ COMMITTED isolation level")));
+	tb_require_worker();
+
+	strlcpy(req.kind, text_to_cstring(PG_GETARG_TEXT_PP(0)), sizeof(req.kind));
+	strlcpy(req.tenant, text_to_cstring(PG_GETARG_TEXT_PP(1)), sizeof(req.tenant));
+	if (!PG_ARGISNULL(2))
+		strlcpy(req.engine, text_to_cstring(PG_GETARG_TEXT_PP(2)), sizeof(req.engine));
+	req.backup_id = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
+	if (!PG_ARGISNULL(4))
+		strlcpy(req.target, text_to_cstring(PG_GETARG_TEXT_PP(4)), sizeof(req.target));
+	if (!pg_strong_random(token, sizeof(token)))
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a request id")));
+	hex_encode((char *) token, sizeof(token), req.token);
+	req.database = MyDatabaseId;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	tb_queue_request(&req);
+
+	SPI_connect();
+	while (!done)
+	{
+		Datum arg = CStringGetTextDatum(req.token);
+		int rc = SPI_execute_with_args("SELECT id, state, error FROM tenant_backup.jobs WHERE request = $1 ORDER BY id",
+									   1, argtypes, &arg, NULL, false, 0);
+
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read the jobs of request %s", req.token);
+		if (SPI_processed == 0)
+			ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							errmsg("the %s of tenant \"%s\" could not be queued", req.kind, req.tenant),
+							errhint("The server log has the reason.")));
+		done = true;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool isnull;
+			char *state = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+			if (strcmp(state, "succeeded") != 0 && strcmp(state, "failed") != 0)
+				done = false;
+			else if (strcmp(state, "failed") == 0 && failure == NULL)
+				failure = psprintf("job %s: %s", SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+								   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+			if (done && i == SPI_processed - 1 && failure == NULL)
+				for (uint64 j = 0; j < SPI_processed; j++)
+				{
+					Datum id = SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull);
+
+					tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+				}
+		}
+		if (done)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, TB_WAIT_POLL_MS,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_finish();
+	if (failure != NULL)
+		ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+						errmsg("%s of tenant \"%s\" failed", req.kind, req.tenant), errdetail("%s", failure),
+						errhint("tenant_backup.status and tenant_backup.tenant_backups() show every attempt.")));
+	return (Datum) 0;
+}

@@ -1,0 +1,229 @@
+/*
+ * tenant_backup extension: module load, settings, and the bridge from core/ errors,
+ * keys and storage to PostgreSQL's idioms.
+ */
+#include "tenant_backup.h"
+
+#include <sys/stat.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/postmaster.h"
+#include "storage/fd.h"
+#include "utils/guc.h"
+
+#include "job.h"
+
+PG_MODULE_MAGIC;
+
+char *tb_database = NULL;
+char *tb_storage_url = NULL;
+char *tb_master_key_file = NULL;
+char *tb_master_key_command = NULL;
+int tb_max_workers = 2;
+int tb_naptime_ms = 1000;
+char *tb_default_schedule = NULL;
+char *tb_bin_dir = NULL;
+int tb_lease_seconds = 60;
+bool tb_preloaded = false;
+
+void _PG_init(void);
+
+static bool
+tb_check_interval(char **newval, void **extra, GucSource source)
+{
+	(void) extra;
+	(void) source;
+	if (*newval == NULL || **newval == '\0')
+	{
+		GUC_check_errdetail("tenant_backup.default_schedule must be an interval such as '1 day'.");
+		return false;
+	}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	BackgroundWorker worker;
+
+	DefineCustomStringVariable("tenant_backup.database", "Database where the tenant_backup worker runs.",
+							   "The database holding CREATE EXTENSION tenant_backup.", &tb_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.storage", "Where backups are stored: file:///dir or s3://bucket/prefix.",
+							   "S3 credentials come from the AWS_* environment variables of the server.",
+							   &tb_storage_url, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.master_key_file", "File holding the master key (64 hex digits, mode 0600).",
+							   NULL, &tb_master_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.master_key_command",
+							   "Command that prints the master key (used when master_key_file is empty).", NULL,
+							   &tb_master_key_command, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.max_workers", "Backups and restores that run at once.", NULL,
+							&tb_max_workers, 2, 1, 64, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.naptime", "How often the launcher looks for due and queued work.", NULL,
+							&tb_naptime_ms, 1000, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.default_schedule", "Backup interval of tenants without a schedule.",
+							   NULL, &tb_default_schedule, "1 day", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.bin_dir", "Directory of pg_dump and pg_restore (empty: this server's).",
+							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
+							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("tenant_backup");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	tb_preloaded = true;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tenant_backup");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tenant_backup_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "tenant_backup launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "tenant_backup launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+void
+tb_require_worker(void)
+{
+	if (!tb_preloaded && !process_shared_preload_libraries_done)
+		return;
+	if (!tb_preloaded)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("tenant_backup is not in shared_preload_libraries"),
+						errdetail("Backups and restores run in tenant_backup's background workers."),
+						errhint("Add tenant_backup to shared_preload_libraries and restart the server.")));
+}
+
+static int
+tb_sqlstate(tb_errcode code)
+{
+	switch (code)
+	{
+		case TB_ERR_INVALID:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case TB_ERR_NOT_FOUND:
+			return ERRCODE_UNDEFINED_OBJECT;
+		case TB_ERR_EXISTS:
+			return ERRCODE_DUPLICATE_OBJECT;
+		case TB_ERR_CORRUPT:
+			return ERRCODE_DATA_CORRUPTED;
+		case TB_ERR_KEY:
+			return ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		case TB_ERR_NOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		case TB_ERR_IO:
+		case TB_ERR_STORAGE:
+		case TB_ERR_STORAGE_AUTH:
+			return ERRCODE_IO_ERROR;
+		default:
+			return ERRCODE_INTERNAL_ERROR;
+	}
+}
+
+void
+tb_raise(const tb_error *err, const char *context)
+{
+	ereport(ERROR, (errcode(tb_sqlstate(err->code)), errmsg("%s: %s", context, err->msg),
+					err->code == TB_ERR_KEY ? errhint("Check tenant_backup.master_key_file.") : 0,
+					err->code == TB_ERR_STORAGE_AUTH ? errhint("Check the server's AWS_* credentials.") : 0));
+}
+
+/* Runs tenant_backup.master_key_command and reads the key it prints. */
+static void
+tb_master_key_from_command(master_key *out)
+{
+	char buf[256];
+	size_t n;
+	FILE *pipe = OpenPipeStream(tb_master_key_command, PG_BINARY_R);
+	tb_error err = {0};
+	int rc;
+
+	if (pipe == NULL)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not run tenant_backup.master_key_command: %m")));
+	n = fread(buf, 1, sizeof(buf) - 1, pipe);
+	buf[n] = '\0';
+	rc = ClosePipeStream(pipe);
+	if (rc != 0)
+	{
+		explicit_bzero(buf, sizeof(buf));
+		ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+						errmsg("tenant_backup.master_key_command failed with status %d", rc)));
+	}
+	rc = keys_master_from_hex(buf, out, &err);
+	explicit_bzero(buf, sizeof(buf));
+	if (rc != 0)
+		tb_raise(&err, "tenant_backup.master_key_command printed no valid key");
+}
+
+void
+tb_master_key(master_key *out)
+{
+	tb_error err = {0};
+
+	if (tb_master_key_file && tb_master_key_file[0])
+	{
+		if (keys_master_load(tb_master_key_file, out, &err) != 0)
+			tb_raise(&err, "could not load the master key");
+		return;
+	}
+	if (tb_master_key_command && tb_master_key_command[0])
+	{
+		tb_master_key_from_command(out);
+		return;
+	}
+	ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("no master key configured"),
+					errhint("Set tenant_backup.master_key_file (a 0600 file made by 'tenant-backup keygen') or "
+							"tenant_backup.master_key_command.")));
+}
+
+storage *
+tb_storage(void)
+{
+	tb_error err = {0};
+	storage *st;
+
+	if (tb_storage_url == NULL || tb_storage_url[0] == '\0')
+		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("tenant_backup.storage is not set"),
+						errhint("Set it to file:///some/dir or s3://bucket/prefix and reload.")));
+	st = storage_open(tb_storage_url, &err);
+	if (st == NULL)
+		tb_raise(&err, "could not open tenant_backup.storage");
+	return st;
+}
+
+const char *
+tb_pg_bin_dir(void)
+{
+	static char dir[MAXPGPATH];
+
+	if (tb_bin_dir && tb_bin_dir[0])
+		return tb_bin_dir;
+	strlcpy(dir, my_exec_path, sizeof(dir));
+	get_parent_directory(dir);
+	return dir;
+}
+
+char *
+tb_local_conninfo(const char *dbname)
+{
+	char *socket_dirs = pstrdup(Unix_socket_directories ? Unix_socket_directories : "");
+	char *comma = strchr(socket_dirs, ',');
+	StringInfoData buf;
+
+	if (comma)
+		*comma = '\0';
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "host='%s' port=%d user='%s' dbname='", socket_dirs[0] ? socket_dirs : "127.0.0.1",
+					 PostPortNumber, tb_sql("SELECT rolname FROM pg_authid WHERE oid = 10", 0, NULL));
+	for (const char *c = dbname; *c; c++)
+	{
+		if (*c == '\'' || *c == '\\')
+			appendStringInfoChar(&buf, '\\');
+		appendStringInfoChar(&buf, *c);
+	}
+	appendStringInfoChar(&buf, '\'');
+	return buf.data;
+}

@@ -1,0 +1,57 @@
+/*
+ * What the extension's files share: settings, the bridge to core/ (master key,
+ * storage, errors), and the entry points of its background workers.
+ */
+#ifndef TENANT_BACKUP_EXT_H
+#define TENANT_BACKUP_EXT_H
+
+#include "postgres.h"
+
+#include "error.h"
+#include "keys.h"
+#include "storage/storage.h"
+
+/* settings (tenant_backup.*) */
+extern char *tb_database;
+extern char *tb_storage_url;
+extern char *tb_master_key_file;
+extern char *tb_master_key_command;
+extern int tb_max_workers;
+extern int tb_naptime_ms;
+extern char *tb_default_schedule;
+extern char *tb_bin_dir;
+extern int tb_lease_seconds;
+extern bool tb_preloaded;
+
+/* Raises a core error as an ereport(ERROR) with an errcode matching its kind. */
+void tb_raise(const tb_error *err, const char *context) pg_attribute_noreturn();
+
+/* Loads the master key from tenant_backup.master_key_file or _command; ERROR if neither works. */
+void tb_master_key(master_key *out);
+
+/* Opens tenant_backup.storage; ERROR if unset or invalid. The caller closes it. */
+storage *tb_storage(void);
+
+/* Where pg_dump and pg_restore live: tenant_backup.bin_dir or this server's own bindir. */
+const char *tb_pg_bin_dir(void);
+
+/*
+ * A conninfo for this cluster's database dbname over its first Unix socket, as the
+ * bootstrap superuser. For workers, outside a transaction (it runs one to look up the role).
+ */
+char *tb_local_conninfo(const char *dbname);
+
+/* Refuses to go on without the background worker (not in shared_preload_libraries). */
+void tb_require_worker(void);
+
+/* background worker entry points */
+PGDLLEXPORT void tenant_backup_launcher_main(Datum arg);
+PGDLLEXPORT void tenant_backup_job_main(Datum arg);
+PGDLLEXPORT void tenant_backup_request_main(Datum arg);
+
+/* the PostgreSQL engine: one claimed job each, in a job worker */
+struct tb_job;
+char *tb_pg_backup(struct tb_job *job);
+char *tb_pg_restore(struct tb_job *job);
+
+#endif

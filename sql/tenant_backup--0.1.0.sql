@@ -1,0 +1,450 @@
+-- tenant_backup 0.1.0: catalog and SQL API of per-tenant encrypted backups.
+-- The API functions are the only way in: they are SECURITY DEFINER with a pinned
+-- search_path, executable by tenant_backup_operator; the tables are not writable
+-- by anyone else.
+
+\echo Use "CREATE EXTENSION tenant_backup" to load this file. \quit
+
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenant_backup_operator') THEN
+		CREATE ROLE tenant_backup_operator NOLOGIN;
+	END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------- catalog
+
+CREATE TABLE tenant_backup.tenants (
+	name text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+	tier text NOT NULL DEFAULT 'shared' CHECK (tier IN ('shared', 'dedicated')),
+	schedule interval CHECK (schedule > interval '0'),
+	next_due timestamptz,
+	created timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE tenant_backup.tenants IS
+	'One row per tenant. schedule NULL means tenant_backup.default_schedule; next_due is when the worker next backs it up.';
+
+CREATE TABLE tenant_backup.keys (
+	tenant text NOT NULL REFERENCES tenant_backup.tenants ON DELETE CASCADE,
+	key_id text NOT NULL CHECK (key_id ~ '^[0-9a-f]{16}$'),
+	state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retired', 'destroyed')),
+	wrapped jsonb NOT NULL,
+	created timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (tenant, key_id)
+);
+COMMENT ON TABLE tenant_backup.keys IS
+	'Tenant keys, only ever stored wrapped by the master key (also in storage as <tenant>/keys/<key id>.json).';
+
+CREATE TABLE tenant_backup.sources (
+	id bigserial PRIMARY KEY,
+	tenant text NOT NULL REFERENCES tenant_backup.tenants ON DELETE CASCADE,
+	engine text NOT NULL CHECK (engine IN ('postgres', 'mysql', 'mongodb', 'redis')),
+	locator text NOT NULL,
+	sealed_password text,
+	options jsonb NOT NULL DEFAULT '{}',
+	created timestamptz NOT NULL DEFAULT now(),
+	UNIQUE (tenant, engine, locator)
+);
+COMMENT ON TABLE tenant_backup.sources IS
+	'The tenant''s databases. locator never holds a password: it is sealed with the master key in sealed_password.';
+
+CREATE TABLE tenant_backup.jobs (
+	id bigserial PRIMARY KEY,
+	kind text NOT NULL CHECK (kind IN ('backup', 'restore')),
+	tenant text NOT NULL REFERENCES tenant_backup.tenants ON DELETE CASCADE,
+	source_id bigint NOT NULL REFERENCES tenant_backup.sources ON DELETE CASCADE,
+	engine text NOT NULL,
+	state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+	backup_id bigint,
+	restore_target text,
+	request text,
+	attempts int NOT NULL DEFAULT 0,
+	max_attempts int NOT NULL DEFAULT 3,
+	lease_owner text,
+	lease_expires timestamptz,
+	bytes_done bigint NOT NULL DEFAULT 0,
+	error text,
+	created timestamptz NOT NULL DEFAULT now(),
+	started timestamptz,
+	finished timestamptz
+);
+CREATE INDEX jobs_queued ON tenant_backup.jobs (engine, id) WHERE state = 'queued';
+CREATE INDEX jobs_request ON tenant_backup.jobs (request) WHERE request IS NOT NULL;
+COMMENT ON TABLE tenant_backup.jobs IS
+	'Work queue. A worker or agent holds a job by its lease; an expired lease puts the job back (up to max_attempts).';
+
+CREATE TABLE tenant_backup.backups (
+	id bigserial PRIMARY KEY,
+	tenant text NOT NULL REFERENCES tenant_backup.tenants ON DELETE CASCADE,
+	engine text NOT NULL,
+	source_id bigint REFERENCES tenant_backup.sources ON DELETE SET NULL,
+	job_id bigint,
+	status text NOT NULL CHECK (status IN ('running', 'complete', 'failed')),
+	started timestamptz NOT NULL DEFAULT now(),
+	finished timestamptz,
+	bytes_in bigint,
+	bytes_stored bigint,
+	sha256 text,
+	object_key text,
+	key_id text,
+	error text,
+	CHECK (status <> 'complete' OR (object_key IS NOT NULL AND sha256 IS NOT NULL AND finished IS NOT NULL))
+);
+CREATE INDEX backups_tenant ON tenant_backup.backups (tenant, engine, started DESC);
+COMMENT ON TABLE tenant_backup.backups IS
+	'One row per backup object. complete only once the object and its manifest are stored.';
+
+CREATE TABLE tenant_backup.audit (
+	id bigserial PRIMARY KEY,
+	at timestamptz NOT NULL DEFAULT now(),
+	actor text NOT NULL DEFAULT session_user,
+	action text NOT NULL,
+	tenant text,
+	detail jsonb NOT NULL DEFAULT '{}',
+	prev_hash text,
+	hash text NOT NULL
+);
+COMMENT ON TABLE tenant_backup.audit IS
+	'Append-only audit trail; each row''s hash covers the previous row''s hash, so edits and deletions show.';
+
+REVOKE ALL ON ALL TABLES IN SCHEMA tenant_backup FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA tenant_backup FROM PUBLIC;
+GRANT USAGE ON SCHEMA tenant_backup TO tenant_backup_operator;
+
+-- ---------------------------------------------------------------- internals
+
+-- Appends an audit row chained to the previous one.
+CREATE FUNCTION tenant_backup._audit(p_action text, p_tenant text, p_detail jsonb)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	prev text;
+	now_ts timestamptz := clock_timestamp();
+BEGIN
+	LOCK TABLE tenant_backup.audit IN SHARE ROW EXCLUSIVE MODE;
+	SELECT hash INTO prev FROM tenant_backup.audit ORDER BY id DESC LIMIT 1;
+	INSERT INTO tenant_backup.audit (at, action, tenant, detail, prev_hash, hash)
+	VALUES (now_ts, p_action, p_tenant, p_detail, prev,
+			encode(sha256(convert_to(coalesce(prev, '') || '|' || now_ts::text || '|' || session_user || '|' ||
+									 p_action || '|' || coalesce(p_tenant, '') || '|' || p_detail::text, 'UTF8')),
+				   'hex'));
+END
+$$;
+
+CREATE FUNCTION tenant_backup._tenant_check(p_tenant text)
+RETURNS tenant_backup.tenants LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants;
+BEGIN
+	SELECT * INTO t FROM tenant_backup.tenants WHERE name = p_tenant;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'tenant "%" does not exist', p_tenant
+			USING ERRCODE = 'undefined_object', HINT = 'Create it with tenant_backup.tenant_create().';
+	END IF;
+	RETURN t;
+END
+$$;
+
+CREATE FUNCTION tenant_backup._engine_check(p_engine text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_engine IS NOT NULL AND p_engine NOT IN ('postgres', 'mysql', 'mongodb', 'redis') THEN
+		RAISE EXCEPTION 'unknown engine "%"', p_engine
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use postgres, mysql, mongodb or redis.';
+	END IF;
+END
+$$;
+
+-- When a tenant is next due: the schedule's period, offset by a hash of the name so
+-- that many tenants on the same schedule do not all start at once.
+CREATE FUNCTION tenant_backup._next_due(p_tenant text, p_every interval, p_after timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT to_timestamp(
+		(floor((extract(epoch FROM p_after) - offs) / period) + 1) * period + offs)
+	FROM (SELECT greatest(extract(epoch FROM p_every), 1) AS period) p,
+		 LATERAL (SELECT (abs(hashtext(p_tenant)::bigint) % (period * 1000)::bigint) / 1000.0 AS offs) o
+$$;
+
+-- Queues the jobs of one request; used directly (wait => false) and by the request
+-- worker (wait => true), which commits them in its own transaction.
+CREATE FUNCTION tenant_backup._enqueue(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+									   p_target text, p_request text)
+RETURNS SETOF bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	src record;
+	b tenant_backup.backups;
+	job bigint;
+BEGIN
+	PERFORM tenant_backup._tenant_check(p_tenant);
+	PERFORM tenant_backup._engine_check(p_engine);
+	IF p_kind = 'backup' THEN
+		FOR src IN SELECT * FROM tenant_backup.sources
+				   WHERE tenant = p_tenant AND (p_engine IS NULL OR engine = p_engine) ORDER BY id
+		LOOP
+			INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine, request)
+			VALUES ('backup', p_tenant, src.id, src.engine, p_request) RETURNING id INTO job;
+			RETURN NEXT job;
+		END LOOP;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'tenant "%" has no % database to back up', p_tenant, coalesce(p_engine, '')
+				USING ERRCODE = 'no_data_found', HINT = 'Add one with tenant_backup.tenant_add_database().';
+		END IF;
+	ELSE
+		IF p_backup_id IS NOT NULL THEN
+			SELECT * INTO b FROM tenant_backup.backups WHERE id = p_backup_id AND tenant = p_tenant;
+			IF NOT FOUND THEN
+				RAISE EXCEPTION 'backup % of tenant "%" does not exist', p_backup_id, p_tenant
+					USING ERRCODE = 'undefined_object';
+			END IF;
+			IF b.status <> 'complete' THEN
+				RAISE EXCEPTION 'backup % of tenant "%" is %, not complete', p_backup_id, p_tenant, b.status
+					USING ERRCODE = 'object_not_in_prerequisite_state';
+			END IF;
+		ELSE
+			SELECT * INTO b FROM tenant_backup.backups
+			WHERE tenant = p_tenant AND status = 'complete' AND (p_engine IS NULL OR engine = p_engine)
+			ORDER BY finished DESC, id DESC LIMIT 1;
+			IF NOT FOUND THEN
+				RAISE EXCEPTION 'tenant "%" has no complete % backup to restore', p_tenant, coalesce(p_engine, '')
+					USING ERRCODE = 'no_data_found';
+			END IF;
+		END IF;
+		IF b.source_id IS NULL THEN
+			RAISE EXCEPTION 'backup % of tenant "%" belongs to a database that was removed', b.id, p_tenant
+				USING ERRCODE = 'object_not_in_prerequisite_state';
+		END IF;
+		INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine, backup_id, restore_target, request,
+										max_attempts)
+		VALUES ('restore', p_tenant, b.source_id, b.engine, b.id, p_target, p_request, 1) RETURNING id INTO job;
+		RETURN NEXT job;
+	END IF;
+	PERFORM tenant_backup._audit(p_kind || ' requested', p_tenant,
+								 jsonb_build_object('engine', p_engine, 'backup_id', b.id, 'target', p_target));
+	NOTIFY tenant_backup_jobs;
+END
+$$;
+
+-- ---------------------------------------------------------------- C parts
+
+CREATE FUNCTION tenant_backup._key_create(p_tenant text)
+RETURNS jsonb LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_key_create';
+COMMENT ON FUNCTION tenant_backup._key_create(text) IS
+	'Creates a tenant key, stores it wrapped by the master key in storage, returns the wrapped document.';
+
+CREATE FUNCTION tenant_backup._seal_secret(p_context text, p_secret text)
+RETURNS text LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_seal_secret';
+
+CREATE FUNCTION tenant_backup._run_request(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+										   p_target text)
+RETURNS SETOF bigint LANGUAGE c CALLED ON NULL INPUT
+AS 'MODULE_PATHNAME', 'tenant_backup_run_request';
+COMMENT ON FUNCTION tenant_backup._run_request(text, text, text, bigint, text) IS
+	'Queues a request''s jobs in a worker''s own transaction and waits until they have all finished.';
+
+-- ---------------------------------------------------------------- API
+
+CREATE FUNCTION tenant_backup.tenant_create(name text, tier text DEFAULT 'shared')
+RETURNS tenant_backup.tenants LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants;
+	doc jsonb;
+BEGIN
+	IF name IS NULL OR name !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid tenant name "%"', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use 1 to 63 lower-case letters, digits, "_" and "-", starting with a letter or digit.';
+	END IF;
+	IF tier IS NULL OR tier NOT IN ('shared', 'dedicated') THEN
+		RAISE EXCEPTION 'invalid tier "%" for tenant "%"', tier, name
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use shared or dedicated.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM tenant_backup.tenants WHERE tenants.name = tenant_create.name) THEN
+		RAISE EXCEPTION 'tenant "%" already exists', name USING ERRCODE = 'duplicate_object';
+	END IF;
+	INSERT INTO tenant_backup.tenants (name, tier) VALUES (name, tier) RETURNING * INTO t;
+	doc := tenant_backup._key_create(name);
+	INSERT INTO tenant_backup.keys (tenant, key_id, wrapped) VALUES (name, doc->>'key_id', doc);
+	PERFORM tenant_backup._audit('tenant created', name, jsonb_build_object('tier', tier, 'key_id', doc->>'key_id'));
+	RETURN t;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_create(text, text) IS
+	'Creates a tenant and its key (wrapped by the master key, also written to storage). tier: shared or dedicated.';
+
+CREATE FUNCTION tenant_backup.tenant_add_database(tenant text, engine text, locator text,
+												  options jsonb DEFAULT '{}')
+RETURNS tenant_backup.sources LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s tenant_backup.sources;
+	clean text := locator;
+	password text;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._engine_check(engine);
+	IF engine IS NULL OR locator IS NULL OR locator = '' THEN
+		RAISE EXCEPTION 'engine and locator are required' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- A password never stays in the locator: URI user:password@ or conninfo password=.
+	IF clean ~ '^[a-z]+://[^/@:]*:[^/@]*@' THEN
+		password := substring(clean FROM '^[a-z]+://[^/@:]*:([^/@]*)@');
+		clean := regexp_replace(clean, '^([a-z]+://[^/@:]*):[^/@]*@', '\1@');
+	ELSIF clean ~ '(^|\s)password\s*=' THEN
+		password := substring(clean FROM '(?:^|\s)password\s*=\s*(''(?:[^''\\]|\\.)*''|\S+)');
+		password := regexp_replace(regexp_replace(password, '^''(.*)''$', '\1'), '\\(.)', '\1', 'g');
+		clean := btrim(regexp_replace(clean, '(^|\s)password\s*=\s*(''(?:[^''\\]|\\.)*''|\S+)', ' ', 'g'));
+	END IF;
+	IF engine = 'postgres' AND clean !~ '=' AND clean !~ '^postgres(ql)?://' THEN
+		IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = clean) THEN
+			RAISE EXCEPTION 'database "%" does not exist on this cluster', clean
+				USING ERRCODE = 'undefined_database',
+					  HINT = 'Give the name of a database on this cluster, or a conninfo for another one.';
+		END IF;
+		IF clean = current_database() THEN
+			RAISE EXCEPTION 'the control database "%" cannot be a tenant database', clean
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END IF;
+	INSERT INTO tenant_backup.sources (tenant, engine, locator, sealed_password, options)
+	VALUES (tenant, engine, clean,
+			CASE WHEN password IS NOT NULL THEN tenant_backup._seal_secret('source password', password) END,
+			options)
+	RETURNING * INTO s;
+	PERFORM tenant_backup._audit('database added', tenant,
+								 jsonb_build_object('engine', engine, 'locator', clean, 'source_id', s.id));
+	RETURN s;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_add_database(text, text, text, jsonb) IS
+	'Adds a database of the tenant. postgres: a database on this cluster or a conninfo; other engines: a URI for the agents. A password in the locator is sealed with the master key, never stored in clear.';
+
+CREATE FUNCTION tenant_backup.tenant_backup(tenant text, engine text DEFAULT NULL, wait boolean DEFAULT false)
+RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._engine_check(engine);
+	IF wait THEN
+		RETURN QUERY SELECT tenant_backup._run_request('backup', tenant, engine, NULL, NULL);
+	ELSE
+		RETURN QUERY SELECT tenant_backup._enqueue('backup', tenant, engine, NULL, NULL, NULL);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_backup(text, text, boolean) IS
+	'Backs up every database of the tenant (or of one engine); returns the job ids. wait => false (default) queues the jobs with the calling transaction, so they run after it commits. wait => true returns once every job finished and raises the first failure; it cannot run inside a transaction block.';
+
+CREATE FUNCTION tenant_backup.tenant_restore(tenant text, engine text DEFAULT NULL, backup_id bigint DEFAULT NULL,
+											 target text DEFAULT NULL, wait boolean DEFAULT true)
+RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._engine_check(engine);
+	IF target IS NOT NULL AND (target = '' OR length(target) > 63) THEN
+		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF wait THEN
+		RETURN QUERY SELECT tenant_backup._run_request('restore', tenant, engine, backup_id, target);
+	ELSE
+		RETURN QUERY SELECT tenant_backup._enqueue('restore', tenant, engine, backup_id, target, NULL);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean) IS
+	'Restores the latest complete backup (or backup_id). In place: loaded into a fresh database beside the live one, swapped only after it loaded completely; the old one is kept as <name>_tb_old_<job>. With target: restored into that new database, the live one untouched.';
+
+CREATE FUNCTION tenant_backup.tenant_backups(tenant text)
+RETURNS TABLE (id bigint, engine text, status text, started timestamptz, finished timestamptz, bytes_in bigint,
+			   bytes_stored bigint, sha256 text, object_key text, key_id text, error text)
+LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	RETURN QUERY
+		SELECT b.id, b.engine, b.status, b.started, b.finished, b.bytes_in, b.bytes_stored, b.sha256,
+			   b.object_key, b.key_id, b.error
+		FROM tenant_backup.backups b WHERE b.tenant = tenant_backups.tenant
+		ORDER BY b.started DESC, b.id DESC;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_backups(text) IS 'The tenant''s backups, newest first.';
+
+CREATE FUNCTION tenant_backup.tenant_set_schedule(tenant text, every interval)
+RETURNS tenant_backup.tenants LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	IF every IS NOT NULL AND every < interval '1 second' THEN
+		RAISE EXCEPTION 'schedule interval % is too short', every
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use at least 1 second; NULL means the default.';
+	END IF;
+	UPDATE tenant_backup.tenants SET schedule = every,
+		next_due = tenant_backup._next_due(tenants.name,
+			coalesce(every, current_setting('tenant_backup.default_schedule')::interval), now())
+	WHERE name = tenant RETURNING * INTO t;
+	PERFORM tenant_backup._audit('schedule set', tenant, jsonb_build_object('every', every));
+	RETURN t;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_set_schedule(text, interval) IS
+	'Backs the tenant up every interval (NULL: tenant_backup.default_schedule), starting at an offset derived from its name.';
+
+CREATE VIEW tenant_backup.status AS
+SELECT t.name AS tenant,
+	   s.engine,
+	   s.id AS source_id,
+	   s.locator,
+	   last_ok.finished AS last_success,
+	   now() - last_ok.finished AS age,
+	   t.next_due,
+	   last_err.error AS last_error,
+	   running.id AS running_job,
+	   running.kind AS running_kind,
+	   running.bytes_done AS running_bytes
+FROM tenant_backup.tenants t
+JOIN tenant_backup.sources s ON s.tenant = t.name
+LEFT JOIN LATERAL (SELECT b.finished FROM tenant_backup.backups b
+				   WHERE b.source_id = s.id AND b.status = 'complete'
+				   ORDER BY b.finished DESC LIMIT 1) last_ok ON true
+LEFT JOIN LATERAL (SELECT j.error FROM tenant_backup.jobs j
+				   WHERE j.source_id = s.id AND j.state = 'failed'
+				   AND j.finished > coalesce(last_ok.finished, '-infinity')
+				   ORDER BY j.finished DESC LIMIT 1) last_err ON true
+LEFT JOIN LATERAL (SELECT j.id, j.kind, j.bytes_done FROM tenant_backup.jobs j
+				   WHERE j.source_id = s.id AND j.state = 'running' ORDER BY j.id LIMIT 1) running ON true;
+COMMENT ON VIEW tenant_backup.status IS
+	'Per tenant database: last successful backup and its age, next due, last error since then, running job and bytes done.';
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenant_backup FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	tenant_backup.tenant_create(text, text),
+	tenant_backup.tenant_add_database(text, text, text, jsonb),
+	tenant_backup.tenant_backup(text, text, boolean),
+	tenant_backup.tenant_restore(text, text, bigint, text, boolean),
+	tenant_backup.tenant_backups(text),
+	tenant_backup.tenant_set_schedule(text, interval)
+TO tenant_backup_operator;
+GRANT SELECT ON tenant_backup.status TO tenant_backup_operator;
