@@ -13,7 +13,9 @@
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/fd.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 
 #include "job.h"
@@ -333,11 +335,49 @@ tb_pg_backup(tb_job *job)
 	return NULL;
 }
 
+/*
+ * Runs sql on an admin connection and returns its last result (the caller clears it).
+ * Asynchronous on purpose: DROP DATABASE on our own cluster waits for every backend,
+ * this worker included, to absorb a ProcSignalBarrier, so we must keep answering
+ * interrupts while we wait for it.
+ */
+static PGresult *
+tb_admin_run(PGconn *conn, const char *sql)
+{
+	PGresult *last = NULL;
+	PGresult *res;
+
+	if (!PQsendQuery(conn, sql))
+		return NULL;
+	for (;;)
+	{
+		while (PQisBusy(conn))
+		{
+			int rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
+									   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+			if ((rc & WL_SOCKET_READABLE) && !PQconsumeInput(conn))
+				break;
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		PQclear(last);
+		last = res;
+	}
+	return last;
+}
+
 /* Runs one admin statement; returns NULL or the server's message. */
 static char *
 tb_admin_exec(PGconn *conn, const char *sql)
 {
-	PGresult *res = PQexec(conn, sql);
+	PGresult *res = tb_admin_run(conn, sql);
 	char *failure = NULL;
 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
@@ -350,7 +390,7 @@ tb_admin_exec(PGconn *conn, const char *sql)
 static char *
 tb_admin_value(PGconn *conn, const char *sql)
 {
-	PGresult *res = PQexec(conn, sql);
+	PGresult *res = tb_admin_run(conn, sql);
 	char *value = NULL;
 
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
