@@ -82,8 +82,8 @@ test: deps
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
 		prove -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
 
-demo: deps all
-	@sh scripts/demo.sh $(CURDIR)/$(BUILD)/bin
+demo: deps all install
+	@bash scripts/demo.sh $(CURDIR)/$(BUILD)/bin
 
 bench: deps all
 	@sh bench/seal-open.sh $(CURDIR)/$(BUILD)/bin
