@@ -85,8 +85,9 @@ test: deps
 demo: deps all install
 	@bash scripts/demo.sh $(CURDIR)/$(BUILD)/bin
 
-bench: deps all
-	@sh bench/seal-open.sh $(CURDIR)/$(BUILD)/bin
+bench: deps all install
+	@bash bench/seal-open.sh $(CURDIR)/$(BUILD)/bin
+	@bash bench/pg-backup.sh $(CURDIR)/$(BUILD)/bin
 
 format:
 	clang-format -i $(CORE_SRC) $(wildcard core/*.h core/storage/*.h) $(CLI_SRC) $(wildcard cli/*.h) $(UNIT_SRC) \
