@@ -23,6 +23,14 @@
 PG_FUNCTION_INFO_V1(tenant_backup_key_create);
 PG_FUNCTION_INFO_V1(tenant_backup_seal_secret);
 PG_FUNCTION_INFO_V1(tenant_backup_run_request);
+PG_FUNCTION_INFO_V1(tenant_backup_require_worker);
+
+Datum
+tenant_backup_require_worker(PG_FUNCTION_ARGS)
+{
+	tb_require_worker();
+	PG_RETURN_VOID();
+}
 
 #define TB_WAIT_POLL_MS 200
 

@@ -48,9 +48,6 @@ _PG_init(void)
 {
 	BackgroundWorker worker;
 
-	DefineCustomStringVariable("tenant_backup.database", "Database where the tenant_backup worker runs.",
-							   "The database holding CREATE EXTENSION tenant_backup.", &tb_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.storage", "Where backups are stored: file:///dir or s3://bucket/prefix.",
 							   "S3 credentials come from the AWS_* environment variables of the server.",
 							   &tb_storage_url, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
@@ -69,10 +66,17 @@ _PG_init(void)
 							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	MarkGUCPrefixReserved("tenant_backup");
-
 	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("tenant_backup");
 		return;
+	}
+
+	/* Settings that only the postmaster may define, and the launcher. */
+	DefineCustomStringVariable("tenant_backup.database", "Database where the tenant_backup worker runs.",
+							   "The database holding CREATE EXTENSION tenant_backup.", &tb_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("tenant_backup");
 	tb_preloaded = true;
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -88,8 +92,6 @@ _PG_init(void)
 void
 tb_require_worker(void)
 {
-	if (!tb_preloaded && !process_shared_preload_libraries_done)
-		return;
 	if (!tb_preloaded)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("tenant_backup is not in shared_preload_libraries"),

@@ -244,6 +244,12 @@ CREATE FUNCTION tenant_backup._seal_secret(p_context text, p_secret text)
 RETURNS text LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'tenant_backup_seal_secret';
 
+CREATE FUNCTION tenant_backup._require_worker()
+RETURNS void LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_require_worker';
+COMMENT ON FUNCTION tenant_backup._require_worker() IS
+	'Raises an error unless tenant_backup is in shared_preload_libraries: queued work would never run.';
+
 CREATE FUNCTION tenant_backup._run_request(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
 										   p_target text)
 RETURNS SETOF bigint LANGUAGE c CALLED ON NULL INPUT
@@ -341,6 +347,7 @@ AS $$
 BEGIN
 	PERFORM tenant_backup._tenant_check(tenant);
 	PERFORM tenant_backup._engine_check(engine);
+	PERFORM tenant_backup._require_worker();
 	IF wait THEN
 		RETURN QUERY SELECT tenant_backup._run_request('backup', tenant, engine, NULL, NULL);
 	ELSE
@@ -362,6 +369,7 @@ BEGIN
 	IF target IS NOT NULL AND (target = '' OR length(target) > 63) THEN
 		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	PERFORM tenant_backup._require_worker();
 	IF wait THEN
 		RETURN QUERY SELECT tenant_backup._run_request('restore', tenant, engine, backup_id, target);
 	ELSE
@@ -403,7 +411,8 @@ BEGIN
 	END IF;
 	UPDATE tenant_backup.tenants SET schedule = every,
 		next_due = tenant_backup._next_due(tenants.name,
-			coalesce(every, current_setting('tenant_backup.default_schedule')::interval), now())
+			coalesce(every, coalesce(current_setting('tenant_backup.default_schedule', true), '1 day')::interval),
+			now())
 	WHERE name = tenant RETURNING * INTO t;
 	PERFORM tenant_backup._audit('schedule set', tenant, jsonb_build_object('every', every));
 	RETURN t;
