@@ -43,19 +43,23 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
 $(CORE_LIB): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo "  AR      $@"
+	@rm -f $@ && ar rcs $@ $^
 
 $(CLI_BIN): $(CLI_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(CORE_LIB) $(LIBS)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(CORE_LIB) $(LIBS)
 
 $(BUILD)/test/%: test/unit/%.c $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itest/unit -o $@ $< $(CORE_LIB) $(LIBS) -lcmocka
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS_ALL) -Itest/unit -o $@ $< $(CORE_LIB) $(LIBS) -lcmocka
 
 unit-bins: $(UNIT_BIN)
 

@@ -16,7 +16,10 @@
 /* getopt_long entries for --storage, --master-key and --help. */
 #define CLI_COMMON_OPTIONS                                                                                             \
 	{"storage", required_argument, NULL, CLI_OPT_STORAGE},                                                             \
-		{"master-key", required_argument, NULL, CLI_OPT_MASTER_KEY}, { "help", no_argument, NULL, 'h' }
+		{"master-key", required_argument, NULL, CLI_OPT_MASTER_KEY},                                                   \
+	{                                                                                                                  \
+		"help", no_argument, NULL, 'h'                                                                                 \
+	}
 
 typedef struct cli_context
 {

@@ -21,8 +21,8 @@ keygen_option(int opt, const char *arg, void *state)
 int
 cmd_keygen(int argc, char **argv)
 {
-	static const struct option options[] = {{"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-											{NULL, 0, NULL, 0}};
+	static const struct option options[] = {
+		{"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *out = NULL;
 	cli_context ctx;
 	tb_error err = {0};

@@ -10,16 +10,15 @@
 #include "names.h"
 #include "repo.h"
 
-static const char cat_usage[] =
-	"Usage: tenant-backup cat OBJECT [OPTIONS] > data\n"
-	"\n"
-	"Authenticates, decrypts and decompresses OBJECT (a key as printed by put and ls)\n"
-	"to standard output. Output is written as chunks authenticate; the exit status is 0\n"
-	"only if the whole object, its trailer and its manifest checked out, so consumers\n"
-	"must check it before trusting the data.\n"
-	"\n"
-	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+static const char cat_usage[] = "Usage: tenant-backup cat OBJECT [OPTIONS] > data\n"
+								"\n"
+								"Authenticates, decrypts and decompresses OBJECT (a key as printed by put and ls)\n"
+								"to standard output. Output is written as chunks authenticate; the exit status is 0\n"
+								"only if the whole object, its trailer and its manifest checked out, so consumers\n"
+								"must check it before trusting the data.\n"
+								"\n"
+								"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+								"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
 
 static const char verify_usage[] =
 	"Usage: tenant-backup verify OBJECT... | --tenant T [--engine E] [OPTIONS]\n"
@@ -103,9 +102,10 @@ cmd_cat(int argc, char **argv)
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
 	cli_progress_start(&progress, "cat");
-	rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO,
-						 &(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress, .readahead = true}, &stats,
-						 &err);
+	rc = repo_read_to_fd(
+		s.st, &s.master, argv[optind], STDOUT_FILENO,
+		&(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress, .readahead = true}, &stats,
+		&err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
 	return rc == 0 ? 0 : cli_fail("cat", &err);

@@ -15,8 +15,8 @@ cli_context_init(cli_context *ctx)
 }
 
 int
-cli_parse(const char *command, const char *usage, int argc, char **argv, const struct option *options,
-		  cli_context *ctx, cli_option_fn on_option, void *command_state)
+cli_parse(const char *command, const char *usage, int argc, char **argv, const struct option *options, cli_context *ctx,
+		  cli_option_fn on_option, void *command_state)
 {
 	int opt;
 

@@ -48,8 +48,7 @@ crypto_gcm_new(const uint8_t key[CRYPTO_KEY_LEN], tb_error *err)
 	}
 	gcm->enc = EVP_CIPHER_CTX_new();
 	gcm->dec = EVP_CIPHER_CTX_new();
-	if (gcm->enc == NULL || gcm->dec == NULL ||
-		EVP_EncryptInit_ex(gcm->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
+	if (gcm->enc == NULL || gcm->dec == NULL || EVP_EncryptInit_ex(gcm->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
 		EVP_DecryptInit_ex(gcm->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1)
 	{
 		crypto_openssl_error(err, "set up AES-256-GCM");
@@ -70,8 +69,8 @@ crypto_gcm_free(crypto_gcm *gcm)
 }
 
 int
-crypto_gcm_seal(crypto_gcm *gcm, const uint8_t nonce[CRYPTO_NONCE_LEN], const void *aad, size_t aad_len,
-				const void *in, size_t len, void *out, uint8_t tag[CRYPTO_TAG_LEN], tb_error *err)
+crypto_gcm_seal(crypto_gcm *gcm, const uint8_t nonce[CRYPTO_NONCE_LEN], const void *aad, size_t aad_len, const void *in,
+				size_t len, void *out, uint8_t tag[CRYPTO_TAG_LEN], tb_error *err)
 {
 	int outl;
 
@@ -85,8 +84,8 @@ crypto_gcm_seal(crypto_gcm *gcm, const uint8_t nonce[CRYPTO_NONCE_LEN], const vo
 }
 
 int
-crypto_gcm_open(crypto_gcm *gcm, const uint8_t nonce[CRYPTO_NONCE_LEN], const void *aad, size_t aad_len,
-				const void *in, size_t len, void *out, const uint8_t tag[CRYPTO_TAG_LEN], tb_error *err)
+crypto_gcm_open(crypto_gcm *gcm, const uint8_t nonce[CRYPTO_NONCE_LEN], const void *aad, size_t aad_len, const void *in,
+				size_t len, void *out, const uint8_t tag[CRYPTO_TAG_LEN], tb_error *err)
 {
 	int outl;
 

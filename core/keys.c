@@ -114,8 +114,8 @@ keys_master_load(const char *path, master_key *out, tb_error *err)
 	{
 		close(fd);
 		return tb_error_set(err, TB_ERR_INVALID,
-							"master key file '%s' is accessible by group or others (mode %04o): chmod 600 it",
-							path, (unsigned) (sb.st_mode & 07777));
+							"master key file '%s' is accessible by group or others (mode %04o): chmod 600 it", path,
+							(unsigned) (sb.st_mode & 07777));
 	}
 	n = read(fd, buf, KEYS_MASTER_FILE_MAX);
 	close(fd);
@@ -174,8 +174,7 @@ keys_tenant_wrap(const master_key *master, const tenant_key *key, tb_error *err)
 	if (gcm == NULL)
 		return NULL;
 	aad_len = keys_wrap_aad(key->tenant, key->id, aad, sizeof(aad));
-	if (crypto_gcm_seal(gcm, nonce, aad, aad_len, key->key, CRYPTO_KEY_LEN, sealed, sealed + CRYPTO_KEY_LEN, err) !=
-		0)
+	if (crypto_gcm_seal(gcm, nonce, aad, aad_len, key->key, CRYPTO_KEY_LEN, sealed, sealed + CRYPTO_KEY_LEN, err) != 0)
 	{
 		crypto_gcm_free(gcm);
 		return NULL;
@@ -196,11 +195,11 @@ keys_tenant_wrap(const master_key *master, const tenant_key *key, tb_error *err)
 }
 
 int
-keys_tenant_unwrap(const master_key *master, const char *json, const char *tenant, const char *key_id,
-				   tenant_key *out, tb_error *err)
+keys_tenant_unwrap(const master_key *master, const char *json, const char *tenant, const char *key_id, tenant_key *out,
+				   tb_error *err)
 {
-	const char *format = NULL, *doc_tenant = NULL, *doc_id = NULL, *master_id = NULL, *wrap = NULL,
-			   *nonce_hex = NULL, *sealed_hex = NULL;
+	const char *format = NULL, *doc_tenant = NULL, *doc_id = NULL, *master_id = NULL, *wrap = NULL, *nonce_hex = NULL,
+			   *sealed_hex = NULL;
 	uint8_t nonce[CRYPTO_NONCE_LEN];
 	uint8_t sealed[CRYPTO_KEY_LEN + CRYPTO_TAG_LEN];
 	int version = 0;
@@ -211,9 +210,10 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 	json_t *doc = json_loads(json, 0, &jerr);
 	int ok;
 
-	if (doc == NULL || json_unpack(doc, "{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s}", "format", &format, "version",
-								   &version, "tenant", &doc_tenant, "key_id", &doc_id, "master_key_id", &master_id,
-								   "wrap", &wrap, "nonce", &nonce_hex, "wrapped_key", &sealed_hex) != 0 ||
+	if (doc == NULL ||
+		json_unpack(doc, "{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s}", "format", &format, "version", &version, "tenant",
+					&doc_tenant, "key_id", &doc_id, "master_key_id", &master_id, "wrap", &wrap, "nonce", &nonce_hex,
+					"wrapped_key", &sealed_hex) != 0 ||
 		strcmp(format, KEYS_FORMAT) != 0 || version != 1 || strcmp(wrap, "aes-256-gcm") != 0 ||
 		strlen(doc_id) != KEYS_ID_LEN || crypto_hex_decode(nonce_hex, nonce, sizeof(nonce)) != 0 ||
 		crypto_hex_decode(sealed_hex, sealed, sizeof(sealed)) != 0)
@@ -232,8 +232,8 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 	if (strcmp(master_id, master->id) != 0)
 	{
 		tb_error_set(err, TB_ERR_KEY,
-					 "tenant key %s of tenant '%s' is wrapped by master key %s, but the master key given is %s",
-					 doc_id, tenant, master_id, master->id);
+					 "tenant key %s of tenant '%s' is wrapped by master key %s, but the master key given is %s", doc_id,
+					 tenant, master_id, master->id);
 		json_decref(doc);
 		return -1;
 	}
@@ -342,8 +342,9 @@ keys_secret_open(const master_key *master, const char *context, const char *seal
 		crypto_wipe(*secret, len);
 		free(*secret);
 		*secret = NULL;
-		return ok < 0 ? -1 : tb_error_set(err, TB_ERR_KEY, "sealed %s does not open with master key %s", context,
-										  master->id);
+		return ok < 0
+				   ? -1
+				   : tb_error_set(err, TB_ERR_KEY, "sealed %s does not open with master key %s", context, master->id);
 	}
 	(*secret)[len] = '\0';
 	return 0;

@@ -60,8 +60,7 @@ int keys_tenant_unwrap(const master_key *master, const char *json, const char *t
 char *keys_secret_seal(const master_key *master, const char *context, const char *secret, tb_error *err);
 
 /* Opens a keys_secret_seal() result; *secret is malloc'd, the caller wipes and frees it. */
-int keys_secret_open(const master_key *master, const char *context, const char *sealed, char **secret,
-					 tb_error *err);
+int keys_secret_open(const master_key *master, const char *context, const char *sealed, char **secret, tb_error *err);
 
 void keys_master_wipe(master_key *key);
 void keys_tenant_wipe(tenant_key *key);

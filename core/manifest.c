@@ -13,11 +13,10 @@ manifest_to_json(const manifest *m, tb_error *err)
 {
 	json_t *doc = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:i, s:s, s:s}",
 							"format", MANIFEST_FORMAT, "version", 1, "tenant", m->tenant, "engine", m->engine,
-							"backup_id", m->backup_id, "object", m->object, "key_id", m->key_id, "started",
-							m->started, "finished", m->finished, "plain_bytes", (json_int_t) m->plain_bytes,
-							"stored_bytes", (json_int_t) m->stored_bytes, "sha256", m->sha256, "chunks",
-							(json_int_t) m->chunks, "chunk_size", (int) m->chunk_size, "compression", "zstd",
-							"cipher", "aes-256-gcm");
+							"backup_id", m->backup_id, "object", m->object, "key_id", m->key_id, "started", m->started,
+							"finished", m->finished, "plain_bytes", (json_int_t) m->plain_bytes, "stored_bytes",
+							(json_int_t) m->stored_bytes, "sha256", m->sha256, "chunks", (json_int_t) m->chunks,
+							"chunk_size", (int) m->chunk_size, "compression", "zstd", "cipher", "aes-256-gcm");
 	char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 
 	json_decref(doc);

@@ -21,7 +21,7 @@ typedef struct manifest
 	char backup_id[STREAM_BACKUP_ID_MAX + 1];
 	char object[MANIFEST_OBJECT_MAX];
 	char key_id[KEYS_ID_LEN + 1];
-	char started[32];  /* ISO 8601 UTC, e.g. 2026-11-26T06:00:00Z */
+	char started[32]; /* ISO 8601 UTC, e.g. 2026-11-26T06:00:00Z */
 	char finished[32];
 	uint64_t plain_bytes;
 	uint64_t stored_bytes;

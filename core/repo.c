@@ -48,8 +48,8 @@ repo_key_doc_key(const char *tenant, const char *key_id, char *out, size_t size)
 }
 
 int
-repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out,
-					   char **wrapped_doc, tb_error *err)
+repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out, char **wrapped_doc,
+					   tb_error *err)
 {
 	char key[256];
 	char *doc;
@@ -168,8 +168,7 @@ repo_put_sink(void *ctx, const void *buf, size_t len, tb_error *err)
 }
 
 repo_put *
-repo_put_begin(storage *st, const tenant_key *key, const char *engine, const repo_put_options *options,
-			   tb_error *err)
+repo_put_begin(storage *st, const tenant_key *key, const char *engine, const repo_put_options *options, tb_error *err)
 {
 	repo_put *put;
 	stream_header hdr = {0};
@@ -229,8 +228,8 @@ repo_put_begin(storage *st, const tenant_key *key, const char *engine, const rep
 	strcpy(hdr.tenant, key->tenant);
 	strcpy(hdr.engine, engine);
 	strcpy(hdr.backup_id, put->m.backup_id);
-	put->writer = stream_writer_new(&hdr, key, options ? &options->stream : NULL, repo_put_sink, put->write,
-									put->m.object, err);
+	put->writer =
+		stream_writer_new(&hdr, key, options ? &options->stream : NULL, repo_put_sink, put->write, put->m.object, err);
 	if (put->writer == NULL)
 	{
 		storage_write_abort(put->write);
@@ -455,8 +454,7 @@ repo_write_all(int fd, const char *buf, size_t len, tb_error *err)
 
 /* When the object has a manifest, it must be this object's: an old object renamed over a newer one is not. */
 static int
-repo_check_manifest(storage *st, const char *object, const stream_header *hdr, const stream_stats *stats,
-					tb_error *err)
+repo_check_manifest(storage *st, const char *object, const stream_header *hdr, const stream_stats *stats, tb_error *err)
 {
 	char key[MANIFEST_OBJECT_MAX + 8];
 	char sha[2 * CRYPTO_SHA256_LEN + 1];
@@ -489,9 +487,8 @@ repo_check_manifest(storage *st, const char *object, const stream_header *hdr, c
 		return 0;
 	crypto_hex_encode(stats->stored_sha256, CRYPTO_SHA256_LEN, sha);
 	if (strcmp(m.sha256, sha) != 0)
-		return tb_error_set(err, TB_ERR_CORRUPT,
-							"object '%s' does not match its manifest: sha256 %s recorded, %s read", object, m.sha256,
-							sha);
+		return tb_error_set(err, TB_ERR_CORRUPT, "object '%s' does not match its manifest: sha256 %s recorded, %s read",
+							object, m.sha256, sha);
 	return 0;
 }
 

@@ -35,12 +35,12 @@ int repo_tenant_key_create(storage *st, const master_key *master, const char *te
 						   char **wrapped_doc, tb_error *err);
 
 /* Loads and unwraps key_id of tenant from storage. */
-int repo_tenant_key_load(storage *st, const master_key *master, const char *tenant, const char *key_id,
-						 tenant_key *out, tb_error *err);
+int repo_tenant_key_load(storage *st, const master_key *master, const char *tenant, const char *key_id, tenant_key *out,
+						 tb_error *err);
 
 /* The newest tenant key; with create, makes the first one if the tenant has none. */
-int repo_tenant_key_current(storage *st, const master_key *master, const char *tenant, bool create,
-							tenant_key *out, tb_error *err);
+int repo_tenant_key_current(storage *st, const master_key *master, const char *tenant, bool create, tenant_key *out,
+							tb_error *err);
 
 /*
  * A backup being written: begin, write any number of times, then commit (object, then
@@ -76,7 +76,7 @@ typedef struct repo_read_options
 	repo_progress_fn progress;
 	void *progress_ctx;
 	bool check_sha256; /* also hash the stored object and compare with its manifest */
-	bool readahead;	   /* decode the next chunks in a thread meanwhile */
+	bool readahead;    /* decode the next chunks in a thread meanwhile */
 } repo_read_options;
 
 /*
@@ -84,8 +84,8 @@ typedef struct repo_read_options
  * only). When a manifest exists, it must describe this object: same backup id, key id
  * and size (and SHA-256 with check_sha256).
  */
-int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd,
-					const repo_read_options *options, stream_stats *stats, tb_error *err);
+int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, const repo_read_options *options,
+					stream_stats *stats, tb_error *err);
 
 /* Manifest key for an object key (.tbk -> .json). */
 int repo_manifest_key(const char *object, char *out, size_t size, tb_error *err);

@@ -15,8 +15,9 @@
 #define STREAM_MAGIC "TBAKOBJ\x01"
 #define STREAM_MAGIC_LEN 8
 #define STREAM_CIPHER_AES256GCM 1
-#define STREAM_HEADER_MAX (STREAM_MAGIC_LEN + 4 * 256 + 2 + 4 + STREAM_NONCE_PREFIX_LEN + CRYPTO_NONCE_LEN + \
-						   CRYPTO_KEY_LEN + 2 * CRYPTO_TAG_LEN)
+#define STREAM_HEADER_MAX                                                                                              \
+	(STREAM_MAGIC_LEN + 4 * 256 + 2 + 4 + STREAM_NONCE_PREFIX_LEN + CRYPTO_NONCE_LEN + CRYPTO_KEY_LEN +                \
+	 2 * CRYPTO_TAG_LEN)
 #define STREAM_DATA_KEY_AAD_MAX STREAM_HEADER_MAX
 
 struct stream_writer
@@ -25,8 +26,8 @@ struct stream_writer
 	char *object_name;
 	stream_sink_fn sink;
 	void *sink_ctx;
-	stream_sealer sealer;	/* used inline when there is no pool */
-	stream_pool *pool;		/* NULL: seal inline */
+	stream_sealer sealer; /* used inline when there is no pool */
+	stream_pool *pool;    /* NULL: seal inline */
 	stream_chunk inline_chunk;
 	stream_chunk *current; /* the chunk being filled */
 	uint64_t index;
@@ -44,8 +45,8 @@ struct stream_reader
 	char *object_name;
 	stream_header hdr;
 	uint8_t header_bytes[STREAM_HEADER_MAX];
-	size_t header_len;		  /* through the wrapped data key */
-	size_t data_key_aad_len;  /* bytes before the data key nonce */
+	size_t header_len;       /* through the wrapped data key */
+	size_t data_key_aad_len; /* bytes before the data key nonce */
 	uint8_t header_tag[CRYPTO_TAG_LEN];
 	uint8_t nonce_prefix[STREAM_NONCE_PREFIX_LEN];
 	uint8_t header_digest[CRYPTO_SHA256_LEN];
@@ -131,11 +132,11 @@ stream_seal_chunk(stream_sealer *s, stream_chunk *c, tb_error *err)
 
 	if (c->plain_len > 0 && !(flags & STREAM_FLAG_TRAILER))
 	{
-		stored = ZSTD_compressCCtx(s->cctx, body, c->record_cap - STREAM_RECORD_HEADER_LEN - CRYPTO_TAG_LEN,
-								   c->plain, c->plain_len, s->level);
+		stored = ZSTD_compressCCtx(s->cctx, body, c->record_cap - STREAM_RECORD_HEADER_LEN - CRYPTO_TAG_LEN, c->plain,
+								   c->plain_len, s->level);
 		if (ZSTD_isError(stored))
-			return tb_error_set(err, TB_ERR_INTERNAL, "zstd failed on chunk %llu: %s",
-								(unsigned long long) c->index, ZSTD_getErrorName(stored));
+			return tb_error_set(err, TB_ERR_INTERNAL, "zstd failed on chunk %llu: %s", (unsigned long long) c->index,
+								ZSTD_getErrorName(stored));
 	}
 	/* Incompressible or tiny chunks are stored raw: same size, cheaper to open. */
 	if (c->plain_len == 0 || (flags & STREAM_FLAG_TRAILER) || stored >= c->plain_len)
@@ -158,8 +159,8 @@ stream_seal_chunk(stream_sealer *s, stream_chunk *c, tb_error *err)
 
 int
 stream_sealer_init(stream_sealer *s, const uint8_t data_key[CRYPTO_KEY_LEN],
-				   const uint8_t prefix[STREAM_NONCE_PREFIX_LEN], const uint8_t digest[CRYPTO_SHA256_LEN],
-				   int level, tb_error *err)
+				   const uint8_t prefix[STREAM_NONCE_PREFIX_LEN], const uint8_t digest[CRYPTO_SHA256_LEN], int level,
+				   tb_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->gcm = crypto_gcm_new(data_key, err);
@@ -250,8 +251,7 @@ stream_writer_emit_chunk(stream_writer *w, stream_chunk *c, tb_error *err)
 
 static int
 stream_writer_write_header(stream_writer *w, const tenant_key *key, uint8_t data_key[CRYPTO_KEY_LEN],
-						   uint8_t prefix[STREAM_NONCE_PREFIX_LEN], uint8_t digest[CRYPTO_SHA256_LEN],
-						   tb_error *err)
+						   uint8_t prefix[STREAM_NONCE_PREFIX_LEN], uint8_t digest[CRYPTO_SHA256_LEN], tb_error *err)
 {
 	uint8_t header[STREAM_HEADER_MAX];
 	uint8_t tag_nonce[CRYPTO_NONCE_LEN];
@@ -268,8 +268,8 @@ stream_writer_write_header(stream_writer *w, const tenant_key *key, uint8_t data
 	gcm = crypto_gcm_new(key->key, err);
 	if (gcm == NULL)
 		return -1;
-	rc = crypto_gcm_seal(gcm, header + len, header, aad_len, data_key, CRYPTO_KEY_LEN,
-						 header + len + CRYPTO_NONCE_LEN, header + len + CRYPTO_NONCE_LEN + CRYPTO_KEY_LEN, err);
+	rc = crypto_gcm_seal(gcm, header + len, header, aad_len, data_key, CRYPTO_KEY_LEN, header + len + CRYPTO_NONCE_LEN,
+						 header + len + CRYPTO_NONCE_LEN + CRYPTO_KEY_LEN, err);
 	crypto_gcm_free(gcm);
 	if (rc != 0)
 		return -1;
@@ -299,8 +299,8 @@ stream_writer_check_header(const stream_header *hdr, const tenant_key *key, tb_e
 		return tb_error_set(err, TB_ERR_INVALID, "tenant key %s of tenant '%s' cannot seal a backup of tenant '%s'",
 							key->id, key->tenant, hdr->tenant);
 	if (hdr->chunk_size < STREAM_CHUNK_MIN || hdr->chunk_size > STREAM_CHUNK_MAX)
-		return tb_error_set(err, TB_ERR_INVALID, "chunk size %u is outside %d..%d", hdr->chunk_size,
-							STREAM_CHUNK_MIN, STREAM_CHUNK_MAX);
+		return tb_error_set(err, TB_ERR_INVALID, "chunk size %u is outside %d..%d", hdr->chunk_size, STREAM_CHUNK_MIN,
+							STREAM_CHUNK_MAX);
 	return 0;
 }
 
@@ -341,10 +341,10 @@ stream_writer_new(const stream_header *hdr, const tenant_key *key, const stream_
 	if (rc == 0)
 	{
 		if (workers > 1)
-			rc = (w->pool = stream_pool_new(w, data_key, prefix, digest, level, workers, w->hdr.chunk_size,
-											err)) != NULL
-					 ? 0
-					 : -1;
+			rc =
+				(w->pool = stream_pool_new(w, data_key, prefix, digest, level, workers, w->hdr.chunk_size, err)) != NULL
+					? 0
+					: -1;
 		else if ((rc = stream_sealer_init(&w->sealer, data_key, prefix, digest, level, err)) == 0 &&
 				 stream_chunk_alloc(&w->inline_chunk, w->hdr.chunk_size) != 0)
 			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory for a %u-byte chunk", w->hdr.chunk_size);
@@ -633,8 +633,8 @@ stream_reader_unlock(stream_reader *r, const tenant_key *key, tb_error *err)
 	gcm = crypto_gcm_new(key->key, err);
 	if (gcm == NULL)
 		return -1;
-	ok = crypto_gcm_open(gcm, wrapped, r->header_bytes, r->data_key_aad_len, wrapped + CRYPTO_NONCE_LEN,
-						 CRYPTO_KEY_LEN, data_key, wrapped + CRYPTO_NONCE_LEN + CRYPTO_KEY_LEN, err);
+	ok = crypto_gcm_open(gcm, wrapped, r->header_bytes, r->data_key_aad_len, wrapped + CRYPTO_NONCE_LEN, CRYPTO_KEY_LEN,
+						 data_key, wrapped + CRYPTO_NONCE_LEN + CRYPTO_KEY_LEN, err);
 	crypto_gcm_free(gcm);
 	if (ok != 1)
 	{

@@ -50,7 +50,7 @@ typedef struct stream_stats
 	uint8_t plain_sha256[CRYPTO_SHA256_LEN];
 	uint64_t stored_bytes;
 	uint8_t stored_sha256[CRYPTO_SHA256_LEN]; /* of the object as stored: checkable without keys */
-	bool stored_sha256_known;				  /* readers compute it only when asked */
+	bool stored_sha256_known;                 /* readers compute it only when asked */
 	uint64_t chunks;
 	uint32_t chunk_size;
 } stream_stats;
@@ -58,8 +58,8 @@ typedef struct stream_stats
 typedef struct stream_writer_options
 {
 	uint32_t chunk_size; /* 0: STREAM_CHUNK_DEFAULT */
-	int level;			 /* zstd level; 0: STREAM_LEVEL_DEFAULT */
-	int workers;		 /* threads that compress and seal chunks; 0 or 1: inline */
+	int level;           /* zstd level; 0: STREAM_LEVEL_DEFAULT */
+	int workers;         /* threads that compress and seal chunks; 0 or 1: inline */
 } stream_writer_options;
 
 /* Where sealed bytes go; returns 0 or -1 with err set. */
@@ -76,9 +76,8 @@ typedef struct stream_reader stream_reader;
  * key wrapped by tenant_key; writes the header to the sink at once. object_name is
  * used in error messages only.
  */
-stream_writer *stream_writer_new(const stream_header *hdr, const tenant_key *key,
-								 const stream_writer_options *options, stream_sink_fn sink, void *sink_ctx,
-								 const char *object_name, tb_error *err);
+stream_writer *stream_writer_new(const stream_header *hdr, const tenant_key *key, const stream_writer_options *options,
+								 stream_sink_fn sink, void *sink_ctx, const char *object_name, tb_error *err);
 int stream_writer_write(stream_writer *w, const void *buf, size_t len, tb_error *err);
 
 /* Seals the last chunk and the trailer. After an error the object is unusable. */
@@ -88,7 +87,7 @@ void stream_writer_free(stream_writer *w);
 typedef struct stream_reader_options
 {
 	bool hash_stored; /* also SHA-256 the object as stored (to compare with a manifest) */
-	bool readahead;	  /* a thread authenticates and decompresses the next chunks meanwhile */
+	bool readahead;   /* a thread authenticates and decompresses the next chunks meanwhile */
 } stream_reader_options;
 
 /*

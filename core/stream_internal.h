@@ -65,7 +65,7 @@ int stream_writer_emit_chunk(stream_writer *w, stream_chunk *c, tb_error *err);
 /* One record as decoded by stream_reader_decode. */
 typedef struct stream_decoded
 {
-	size_t len;		 /* plaintext bytes of a data chunk */
+	size_t len;      /* plaintext bytes of a data chunk */
 	bool is_trailer; /* the trailer was authenticated and the object ended after it */
 	uint8_t trailer[STREAM_TRAILER_LEN];
 } stream_decoded;

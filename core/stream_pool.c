@@ -40,8 +40,8 @@ struct stream_pool
 	stream_writer *writer;
 	pthread_mutex_t lock;
 	pthread_cond_t work_ready; /* a slot was submitted, or stop */
-	pthread_cond_t sealed;	   /* a slot was sealed or failed, or stop */
-	pthread_cond_t freed;	   /* a slot was emitted, or the emitter failed */
+	pthread_cond_t sealed;     /* a slot was sealed or failed, or stop */
+	pthread_cond_t freed;      /* a slot was emitted, or the emitter failed */
 	stream_pool_worker *workers;
 	int nworkers;
 	pthread_t emitter;

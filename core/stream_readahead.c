@@ -27,7 +27,7 @@ struct stream_readahead
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
 	stream_readahead_slot slots[STREAM_READAHEAD_SLOTS];
-	int consumer_slot;	  /* the slot the caller holds, -1 before the first record */
+	int consumer_slot; /* the slot the caller holds, -1 before the first record */
 	int next_to_consume;
 	bool stop;
 };

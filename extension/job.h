@@ -18,7 +18,7 @@ typedef struct tb_job
 	int64 source_id;
 	char *locator;
 	char *sealed_password; /* NULL when the locator needs none */
-	int64 backup_id;	   /* restore: the backup to restore */
+	int64 backup_id;       /* restore: the backup to restore */
 	char *restore_target;  /* restore: NULL for in place */
 	int attempts;
 	int max_attempts;

@@ -131,12 +131,13 @@ tb_launcher_dispatch(void)
 	snprintf(lease, sizeof(lease), "%d", tb_lease_seconds);
 	while (tb_launcher_running() < Min(tb_max_workers, TB_MAX_HANDLES))
 	{
-		char *id = tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
-						  " started = now(), lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"
-						  " WHERE id = (SELECT id FROM tenant_backup.jobs WHERE state = 'queued' AND engine = 'postgres'"
-						  "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-						  " RETURNING id",
-						  2, args);
+		char *id =
+			tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
+				   " started = now(), lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"
+				   " WHERE id = (SELECT id FROM tenant_backup.jobs WHERE state = 'queued' AND engine = 'postgres'"
+				   "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+				   " RETURNING id",
+				   2, args);
 		int64 job_id;
 
 		if (id == NULL)

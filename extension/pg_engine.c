@@ -133,8 +133,8 @@ tb_passfile_create(const tb_job *job)
 	explicit_bzero(password, strlen(password));
 	free(password);
 	if (fd < 0 || rc != 0)
-		ereport(ERROR, (errcode_for_file_access(), errmsg("could not write a password file for tenant \"%s\": %m",
-														  job->tenant)));
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not write a password file for tenant \"%s\": %m", job->tenant)));
 	setenv("PGPASSFILE", path, 1);
 	return path;
 }
@@ -211,8 +211,8 @@ tb_active_tenant_key(const char *tenant, tenant_key *out)
 	int rc;
 
 	if (doc == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						errmsg("tenant \"%s\" has no active key", tenant)));
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("tenant \"%s\" has no active key", tenant)));
 	tb_master_key(&master);
 	rc = keys_tenant_unwrap(&master, doc, tenant, NULL, out, &err);
 	keys_master_wipe(&master);
@@ -279,9 +279,8 @@ tb_pg_backup(tb_job *job)
 	}
 
 	passfile = tb_passfile_create(job);
-	dump = tb_pipe_open(tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password",
-										tb_source_conninfo(job, NULL)),
-						"r");
+	dump = tb_pipe_open(
+		tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", tb_source_conninfo(job, NULL)), "r");
 	if (dump == NULL)
 		failure = psprintf("could not run pg_dump: %m");
 	else
@@ -353,8 +352,8 @@ tb_admin_run(PGconn *conn, const char *sql)
 	{
 		while (PQisBusy(conn))
 		{
-			int rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
-									   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+			int rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH, PQsocket(conn),
+									   -1L, PG_WAIT_EXTENSION);
 
 			if (rc & WL_LATCH_SET)
 			{
@@ -466,13 +465,12 @@ tb_pg_restore(tb_job *job)
 	int status;
 
 	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
-	object = tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1,
-					args);
+	object =
+		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
 	if (object == NULL)
 		return psprintf("backup %s is not a complete backup", backup_id);
 	live = tb_source_dbname(job);
-	fresh = job->restore_target ? pstrdup(job->restore_target)
-								: psprintf("%.40s_tb_new_" INT64_FORMAT, live, job->id);
+	fresh = job->restore_target ? pstrdup(job->restore_target) : psprintf("%.40s_tb_new_" INT64_FORMAT, live, job->id);
 
 	/* The header authenticates before anything is created. */
 	tb_master_key(&master);
@@ -488,24 +486,24 @@ tb_pg_restore(tb_job *job)
 	passfile = tb_passfile_create(job);
 	admin = PQconnectdb(tb_source_conninfo(job, "postgres"));
 	if (PQstatus(admin) != CONNECTION_OK)
-		failure = psprintf("could not connect to the server of database \"%s\": %s", live,
-						   pchomp(PQerrorMessage(admin)));
-	else if (tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
-											quote_literal_cstr(fresh))) != NULL)
+		failure =
+			psprintf("could not connect to the server of database \"%s\": %s", live, pchomp(PQerrorMessage(admin)));
+	else if (tb_admin_value(
+				 admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s", quote_literal_cstr(fresh))) != NULL)
 		failure = psprintf("database \"%s\" already exists", fresh);
 	else
 	{
-		char *owner = tb_admin_value(admin, psprintf("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
-													 quote_literal_cstr(live)));
+		char *owner =
+			tb_admin_value(admin, psprintf("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+										   quote_literal_cstr(live)));
 
 		failure = tb_admin_exec(admin, psprintf("CREATE DATABASE %s TEMPLATE template0%s%s", quote_identifier(fresh),
 												owner ? " OWNER " : "", owner ? quote_identifier(owner) : ""));
 	}
 	if (failure == NULL)
 	{
-		restore = tb_pipe_open(tb_tool_command("pg_restore", "--exit-on-error --no-password",
-											   tb_source_conninfo(job, fresh)),
-							   "w");
+		restore = tb_pipe_open(
+			tb_tool_command("pg_restore", "--exit-on-error --no-password", tb_source_conninfo(job, fresh)), "w");
 		if (restore == NULL)
 			failure = psprintf("could not run pg_restore: %m");
 		else
@@ -539,8 +537,8 @@ tb_pg_restore(tb_job *job)
 	PQfinish(admin);
 	tb_passfile_remove(passfile);
 	if (failure == NULL)
-		ereport(LOG, (errmsg("tenant_backup: restored backup %s of tenant \"%s\" into \"%s\"%s", backup_id,
-							 job->tenant, job->restore_target ? fresh : live,
+		ereport(LOG, (errmsg("tenant_backup: restored backup %s of tenant \"%s\" into \"%s\"%s", backup_id, job->tenant,
+							 job->restore_target ? fresh : live,
 							 job->restore_target ? "" : " (the previous database is kept as *_tb_old_*)")));
 	return failure;
 }

@@ -14,7 +14,7 @@ typedef struct tb_request
 	char engine[16]; /* "" for every engine */
 	int64 backup_id; /* 0 for the latest */
 	char target[64]; /* "" to restore in place */
-	char token[17];	 /* ties the queued jobs to the caller */
+	char token[17];  /* ties the queued jobs to the caller */
 	Oid database;
 	char error[1024];
 } tb_request;

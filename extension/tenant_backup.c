@@ -51,8 +51,9 @@ _PG_init(void)
 	DefineCustomStringVariable("tenant_backup.storage", "Where backups are stored: file:///dir or s3://bucket/prefix.",
 							   "S3 credentials come from the AWS_* environment variables of the server.",
 							   &tb_storage_url, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("tenant_backup.master_key_file", "File holding the master key (64 hex digits, mode 0600).",
-							   NULL, &tb_master_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.master_key_file",
+							   "File holding the master key (64 hex digits, mode 0600).", NULL, &tb_master_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.master_key_command",
 							   "Command that prints the master key (used when master_key_file is empty).", NULL,
 							   &tb_master_key_command, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
@@ -60,8 +61,8 @@ _PG_init(void)
 							&tb_max_workers, 2, 1, 64, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.naptime", "How often the launcher looks for due and queued work.", NULL,
 							&tb_naptime_ms, 1000, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomStringVariable("tenant_backup.default_schedule", "Backup interval of tenants without a schedule.",
-							   NULL, &tb_default_schedule, "1 day", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.default_schedule", "Backup interval of tenants without a schedule.", NULL,
+							   &tb_default_schedule, "1 day", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.bin_dir", "Directory of pg_dump and pg_restore (empty: this server's).",
 							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",

@@ -244,8 +244,7 @@ storage_file_write_commit(storage_write *base, tb_error *err)
 	w->fd = -1;
 	if (rename(w->tmp_path, w->path) != 0)
 	{
-		tb_error_set(err, TB_ERR_IO, "unable to rename '%s' to '%s': %s", w->tmp_path, w->path,
-					 strerror(errno));
+		tb_error_set(err, TB_ERR_IO, "unable to rename '%s' to '%s': %s", w->tmp_path, w->path, strerror(errno));
 		storage_file_write_abort(base);
 		return -1;
 	}

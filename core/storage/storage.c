@@ -23,8 +23,7 @@ storage_open(const char *url, tb_error *err)
 	colon = strstr(url, "://");
 	if (colon == NULL)
 	{
-		tb_error_set(err, TB_ERR_INVALID, "storage URL '%s' has no scheme: use file:///dir or s3://bucket/prefix",
-					 url);
+		tb_error_set(err, TB_ERR_INVALID, "storage URL '%s' has no scheme: use file:///dir or s3://bucket/prefix", url);
 		return NULL;
 	}
 	scheme_len = (size_t) (colon - url);
@@ -138,7 +137,7 @@ storage_delete(storage *st, const char *key, tb_error *err)
 {
 	if (storage_key_check(key, err) != 0)
 		return -1;
-	return st->driver->delete(st, key, err);
+	return st->driver->delete (st, key, err);
 }
 
 int
@@ -190,8 +189,7 @@ storage_get(storage *st, const char *key, size_t max, char **buf, size_t *len, t
 			{
 				free(data);
 				storage_read_close(r);
-				return tb_error_set(err, TB_ERR_CORRUPT, "object '%s' is larger than the %zu bytes expected",
-									key, max);
+				return tb_error_set(err, TB_ERR_CORRUPT, "object '%s' is larger than the %zu bytes expected", key, max);
 			}
 			cap = cap * 2 > max ? max : cap * 2;
 			bigger = realloc(data, cap + 1);

@@ -46,8 +46,7 @@ void storage_write_abort(storage_write *w);
  * Streaming read of length bytes from offset (length 0: to the end).
  * storage_read_next returns bytes read, 0 at the end, -1 on error.
  */
-storage_read *storage_read_open(storage *st, const char *key, uint64_t offset, uint64_t length,
-								tb_error *err);
+storage_read *storage_read_open(storage *st, const char *key, uint64_t offset, uint64_t length, tb_error *err);
 ssize_t storage_read_next(storage_read *r, void *buf, size_t len, tb_error *err);
 void storage_read_close(storage_read *r);
 
@@ -75,8 +74,7 @@ typedef struct storage_driver
 	int (*write_append)(storage_write *w, const void *buf, size_t len, tb_error *err);
 	int (*write_commit)(storage_write *w, tb_error *err);
 	void (*write_abort)(storage_write *w);
-	storage_read *(*read_open)(storage *st, const char *key, uint64_t offset, uint64_t length,
-							   tb_error *err);
+	storage_read *(*read_open)(storage *st, const char *key, uint64_t offset, uint64_t length, tb_error *err);
 	ssize_t (*read_next)(storage_read *r, void *buf, size_t len, tb_error *err);
 	void (*read_close)(storage_read *r);
 	int (*head)(storage *st, const char *key, storage_info *info, tb_error *err);

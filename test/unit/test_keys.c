@@ -86,12 +86,10 @@ test_tenant_wrap_unwrap(void **state)
 	char *doc;
 
 	(void) state;
-	assert_int_equal(keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master,
-										  &err),
-					 0);
-	assert_int_equal(keys_master_from_hex("ff112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &other,
-										  &err),
-					 0);
+	assert_int_equal(
+		keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master, &err), 0);
+	assert_int_equal(
+		keys_master_from_hex("ff112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &other, &err), 0);
 	assert_int_equal(keys_tenant_generate("acme", &key, &err), 0);
 	doc = keys_tenant_wrap(&master, &key, &err);
 	assert_non_null(doc);
@@ -122,9 +120,8 @@ test_tenant_doc_swapped(void **state)
 	char *doc, *p;
 
 	(void) state;
-	assert_int_equal(keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master,
-										  &err),
-					 0);
+	assert_int_equal(
+		keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master, &err), 0);
 	assert_int_equal(keys_tenant_generate("acme", &key, &err), 0);
 	doc = keys_tenant_wrap(&master, &key, &err);
 	p = strstr(doc, "\"acme\"");
@@ -158,12 +155,10 @@ test_secret_seal_open(void **state)
 	char *sealed, *back = NULL;
 
 	(void) state;
-	assert_int_equal(keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master,
-										  &err),
-					 0);
-	assert_int_equal(keys_master_from_hex("ff112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &other,
-										  &err),
-					 0);
+	assert_int_equal(
+		keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master, &err), 0);
+	assert_int_equal(
+		keys_master_from_hex("ff112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &other, &err), 0);
 	sealed = keys_secret_seal(&master, "source password", "s3cr3t p@ss", &err);
 	assert_non_null(sealed);
 	assert_null(strstr(sealed, "s3cr3t"));
@@ -200,12 +195,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_master_generate_and_load),
-		cmocka_unit_test(test_master_refuses_loose_modes_and_garbage),
-		cmocka_unit_test(test_tenant_wrap_unwrap),
-		cmocka_unit_test(test_tenant_doc_swapped),
-		cmocka_unit_test(test_key_ids_sort_by_age),
-		cmocka_unit_test(test_secret_seal_open),
+		cmocka_unit_test(test_master_generate_and_load), cmocka_unit_test(test_master_refuses_loose_modes_and_garbage),
+		cmocka_unit_test(test_tenant_wrap_unwrap),       cmocka_unit_test(test_tenant_doc_swapped),
+		cmocka_unit_test(test_key_ids_sort_by_age),      cmocka_unit_test(test_secret_seal_open),
 	};
 
 	return cmocka_run_group_tests_name("keys", tests, setup, teardown);

@@ -183,9 +183,8 @@ test_wrong_master_key(void **state)
 
 	(void) state;
 	put_bytes("initech", "redis", "tps reports", 11, &a);
-	assert_int_equal(keys_master_from_hex("abababababababababababababababababababababababababababababababab", &other,
-										  &err),
-					 0);
+	assert_int_equal(
+		keys_master_from_hex("abababababababababababababababababababababababababababababababab", &other, &err), 0);
 	assert_int_equal(repo_read_to_fd(st, &other, a.object, -1, NULL, &stats, &err), -1);
 	assert_int_equal(err.code, TB_ERR_KEY);
 	assert_non_null(strstr(err.msg, "is wrapped by master key"));
@@ -289,11 +288,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_put_list_read),		  cmocka_unit_test(test_object_moved_between_tenants),
-		cmocka_unit_test(test_manifest_mismatch),	  cmocka_unit_test(test_object_replaced_by_older_one),
-		cmocka_unit_test(test_wrong_master_key),
-		cmocka_unit_test(test_failed_put_leaves_nothing), cmocka_unit_test(test_storage_keys_checked),
-		cmocka_unit_test(test_storage_abort_and_ranges),
+		cmocka_unit_test(test_put_list_read),        cmocka_unit_test(test_object_moved_between_tenants),
+		cmocka_unit_test(test_manifest_mismatch),    cmocka_unit_test(test_object_replaced_by_older_one),
+		cmocka_unit_test(test_wrong_master_key),     cmocka_unit_test(test_failed_put_leaves_nothing),
+		cmocka_unit_test(test_storage_keys_checked), cmocka_unit_test(test_storage_abort_and_ranges),
 	};
 
 	return cmocka_run_group_tests_name("repo", tests, setup, teardown);

@@ -191,8 +191,8 @@ expect_failure(membuf *obj, tb_errcode code, const char *needle)
 
 	assert_int_equal(open_all(obj, &test_key, &plain, &err), -1);
 	if (err.code != code || strstr(err.msg, needle) == NULL)
-		fail_msg("expected %s containing '%s', got %s: %s", tb_errcode_name(code), needle,
-				 tb_errcode_name(err.code), err.msg);
+		fail_msg("expected %s containing '%s', got %s: %s", tb_errcode_name(code), needle, tb_errcode_name(err.code),
+				 err.msg);
 	membuf_free(&plain);
 }
 
@@ -285,11 +285,11 @@ test_truncation(void **state)
 
 	(void) state;
 	five_chunk_object(&obj, "b1", &l);
-	cuts[0] = 5;						  /* inside the magic */
-	cuts[1] = l.header_len - 3;			  /* inside the header */
-	cuts[2] = l.header_len;				  /* header only */
-	cuts[3] = l.starts[2] + 4;			  /* inside a record header */
-	cuts[4] = l.starts[3] + 50;			  /* inside a record */
+	cuts[0] = 5;                           /* inside the magic */
+	cuts[1] = l.header_len - 3;            /* inside the header */
+	cuts[2] = l.header_len;                /* header only */
+	cuts[3] = l.starts[2] + 4;             /* inside a record header */
+	cuts[4] = l.starts[3] + 50;            /* inside a record */
 	cuts[5] = l.starts[5] + l.lens[5] - 1; /* inside the trailer */
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++)
 	{
@@ -467,7 +467,10 @@ readahead_reads(void **state)
 
 /* Every test once reading inline and once with the read-ahead thread. */
 #define BOTH_WAYS(f)                                                                                                   \
-	{#f, f, inline_reads, NULL, NULL}, { #f " (read-ahead)", f, readahead_reads, NULL, NULL }
+	{#f, f, inline_reads, NULL, NULL},                                                                                 \
+	{                                                                                                                  \
+#f " (read-ahead)", f, readahead_reads, NULL, NULL                                                             \
+	}
 
 int
 main(void)
