@@ -107,14 +107,8 @@ tb_launcher_start_job(int64 job_id)
 			slot = i;
 	if (slot < 0)
 		return false;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tenant_backup");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tenant_backup_job_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "tenant_backup job " INT64_FORMAT, job_id);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "tenant_backup job");
+	tb_worker_describe(&worker, "tenant_backup_job_main", "tenant_backup job",
+					   psprintf("tenant_backup job " INT64_FORMAT, job_id));
 	worker.bgw_main_arg = Int64GetDatum(job_id);
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, &tb_workers[slot]);

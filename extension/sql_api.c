@@ -95,14 +95,8 @@ tb_queue_request(const tb_request *req)
 	pid_t pid;
 
 	memcpy(shared, req, sizeof(*req));
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tenant_backup");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tenant_backup_request_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "tenant_backup request of %s", req->tenant);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "tenant_backup request");
+	tb_worker_describe(&worker, "tenant_backup_request_main", "tenant_backup request",
+					   psprintf("tenant_backup request of %s", req->tenant));
 	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
 	worker.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))

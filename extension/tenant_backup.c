@@ -46,7 +46,7 @@ tb_check_interval(char **newval, void **extra, GucSource source)
 void
 _PG_init(void)
 {
-	BackgroundWorker worker;
+	BackgroundWorker launcher;
 
 	DefineCustomStringVariable("tenant_backup.storage", "Where backups are stored: file:///dir or s3://bucket/prefix.",
 							   "S3 credentials come from the AWS_* environment variables of the server.",
@@ -79,15 +79,22 @@ _PG_init(void)
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("tenant_backup");
 	tb_preloaded = true;
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tenant_backup");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tenant_backup_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "tenant_backup launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "tenant_backup launcher");
-	RegisterBackgroundWorker(&worker);
+	tb_worker_describe(&launcher, "tenant_backup_launcher_main", "tenant_backup launcher", "tenant_backup launcher");
+	launcher.bgw_restart_time = 5;
+	RegisterBackgroundWorker(&launcher);
+}
+
+void
+tb_worker_describe(BackgroundWorker *worker, const char *function, const char *type, const char *name)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker->bgw_library_name, "tenant_backup", BGW_MAXLEN);
+	strlcpy(worker->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker->bgw_type, type, BGW_MAXLEN);
+	strlcpy(worker->bgw_name, name, BGW_MAXLEN);
 }
 
 void

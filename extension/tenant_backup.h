@@ -44,6 +44,10 @@ char *tb_local_conninfo(const char *dbname);
 /* Refuses to go on without the background worker (not in shared_preload_libraries). */
 void tb_require_worker(void);
 
+/* Describes one of our background workers: connects to a database, never restarted. */
+struct BackgroundWorker;
+void tb_worker_describe(struct BackgroundWorker *worker, const char *function, const char *type, const char *name);
+
 /* background worker entry points */
 PGDLLEXPORT void tenant_backup_launcher_main(Datum arg);
 PGDLLEXPORT void tenant_backup_job_main(Datum arg);

@@ -257,6 +257,24 @@ AS 'MODULE_PATHNAME', 'tenant_backup_run_request';
 COMMENT ON FUNCTION tenant_backup._run_request(text, text, text, bigint, text) IS
 	'Queues a request''s jobs in a worker''s own transaction and waits until they have all finished.';
 
+-- Dispatches a request: queued with the caller's transaction, or run to completion.
+CREATE FUNCTION tenant_backup._request(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+									   p_target text, p_wait boolean)
+RETURNS SETOF bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(p_tenant);
+	PERFORM tenant_backup._engine_check(p_engine);
+	PERFORM tenant_backup._require_worker();
+	IF p_wait THEN
+		RETURN QUERY SELECT tenant_backup._run_request(p_kind, p_tenant, p_engine, p_backup_id, p_target);
+	ELSE
+		RETURN QUERY SELECT tenant_backup._enqueue(p_kind, p_tenant, p_engine, p_backup_id, p_target, NULL);
+	END IF;
+END
+$$;
+
 -- ---------------------------------------------------------------- API
 
 CREATE FUNCTION tenant_backup.tenant_create(name text, tier text DEFAULT 'shared')
@@ -345,14 +363,7 @@ RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM tenant_backup._tenant_check(tenant);
-	PERFORM tenant_backup._engine_check(engine);
-	PERFORM tenant_backup._require_worker();
-	IF wait THEN
-		RETURN QUERY SELECT tenant_backup._run_request('backup', tenant, engine, NULL, NULL);
-	ELSE
-		RETURN QUERY SELECT tenant_backup._enqueue('backup', tenant, engine, NULL, NULL, NULL);
-	END IF;
+	RETURN QUERY SELECT tenant_backup._request('backup', tenant, engine, NULL, NULL, wait);
 END
 $$;
 COMMENT ON FUNCTION tenant_backup.tenant_backup(text, text, boolean) IS
@@ -364,17 +375,10 @@ RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM tenant_backup._tenant_check(tenant);
-	PERFORM tenant_backup._engine_check(engine);
 	IF target IS NOT NULL AND (target = '' OR length(target) > 63) THEN
 		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	PERFORM tenant_backup._require_worker();
-	IF wait THEN
-		RETURN QUERY SELECT tenant_backup._run_request('restore', tenant, engine, backup_id, target);
-	ELSE
-		RETURN QUERY SELECT tenant_backup._enqueue('restore', tenant, engine, backup_id, target, NULL);
-	END IF;
+	RETURN QUERY SELECT tenant_backup._request('restore', tenant, engine, backup_id, target, wait);
 END
 $$;
 COMMENT ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean) IS

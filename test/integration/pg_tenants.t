@@ -104,12 +104,9 @@ is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'acme_tb_new_%
 
 # A schedule of a few seconds backs initech up by itself.
 psql_q "SELECT tenant_backup.tenant_set_schedule('initech', '2 seconds')" >/dev/null
-for _ in $(seq 60); do
-	n=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'initech' AND status = 'complete'")
-	[ "$n" -gt 0 ] && break
-	sleep 0.25
-done
-ok $((n == 0)) "a 2-second schedule produced a backup of initech by itself"
+wait_for 60 0.25 t psql_q "SELECT count(*) > 0 FROM tenant_backup.backups WHERE tenant = 'initech' AND status = 'complete'" \
+	>/dev/null
+ok $? "a 2-second schedule produced a backup of initech by itself"
 psql_q "SELECT tenant_backup.tenant_set_schedule('initech', NULL)" >/dev/null
 
 # A realistic schema round-trips exactly.
@@ -142,13 +139,10 @@ psql_q "SELECT tenant_backup.tenant_backup('umbrella')" >/dev/null
 wait_running
 ok $? "pg_dump of umbrella runs"
 unlike "$(ps -eo args)" "Sup3rS3cretPw" "no password on any command line while it runs"
+last_umbrella_job="SELECT state || ',' || attempts FROM tenant_backup.jobs WHERE tenant = 'umbrella' ORDER BY id DESC LIMIT 1"
 pkill -9 -f "pg_dump.*dbname='umbrella'"
-for _ in $(seq 150); do
-	st=$(psql_q "SELECT state || ',' || attempts FROM tenant_backup.jobs WHERE tenant = 'umbrella' ORDER BY id DESC LIMIT 1")
-	[ "$st" = "succeeded,2" ] && break
-	sleep 0.2
-done
-is "$st" "succeeded,2" "after kill -9 of pg_dump the job is retried and succeeds"
+is "$(wait_for 150 0.2 succeeded,2 psql_q "$last_umbrella_job")" "succeeded,2" \
+	"after kill -9 of pg_dump the job is retried and succeeds"
 is "$(psql_q "SELECT string_agg(status, ',' ORDER BY id) FROM tenant_backup.backups WHERE tenant = 'umbrella'")" \
 	"failed,complete" "the killed attempt's backup is failed, never complete"
 
@@ -156,12 +150,8 @@ psql_q "SELECT tenant_backup.tenant_backup('umbrella')" >/dev/null
 wait_running
 pkill -9 -f "tenant_backup job"
 ok $? "kill -9 of the job worker (the cluster restarts)"
-for _ in $(seq 200); do
-	st=$(psql_q "SELECT state || ',' || attempts FROM tenant_backup.jobs WHERE tenant = 'umbrella' ORDER BY id DESC LIMIT 1" 2>/dev/null)
-	[ "$st" = "succeeded,2" ] && break
-	sleep 0.2
-done
-is "$st" "succeeded,2" "after kill -9 of the worker the job is retried and succeeds"
+is "$(wait_for 200 0.2 succeeded,2 psql_q "$last_umbrella_job")" "succeeded,2" \
+	"after kill -9 of the worker the job is retried and succeeds"
 is "$(psql_q "SELECT string_agg(status, ',' ORDER BY id) FROM tenant_backup.backups WHERE tenant = 'umbrella'")" \
 	"failed,complete,failed,complete" "the interrupted attempt is failed, never complete"
 unlike "$(cat "$D/pg/server.log")" "Sup3rS3cretPw" "the password never reaches the server log"
@@ -169,11 +159,8 @@ unlike "$(psql_q "SELECT locator || coalesce(sealed_password, '') FROM tenant_ba
 	"nor the catalog in clear"
 
 # pg_cron fires on the minute.
-for _ in $(seq 75); do
-	n=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'globex' AND status = 'complete'")
-	[ "$n" -gt 0 ] && break
-	sleep 1
-done
-ok $((n == 0)) "SELECT cron.schedule(..., 'SELECT tenant_backup.tenant_backup(''globex'')') produced a backup"
+wait_for 75 1 t psql_q "SELECT count(*) > 0 FROM tenant_backup.backups WHERE tenant = 'globex' AND status = 'complete'" \
+	>/dev/null
+ok $? "SELECT cron.schedule(..., 'SELECT tenant_backup.tenant_backup(''globex'')') produced a backup"
 
 done_testing

@@ -39,6 +39,20 @@ unlike() { # GOT PATTERN NAME
 
 diag() { echo "# $*" >&2; }
 
+# Runs CMD... every INTERVAL seconds, at most TRIES times, until it prints EXPECTED;
+# prints what it printed last (for is/like), and fails if that never came.
+wait_for() { # TRIES INTERVAL EXPECTED CMD...
+	local tries=$1 interval=$2 expected=$3 got=""
+	shift 3
+	for _ in $(seq "$tries"); do
+		got=$("$@" 2>/dev/null)
+		[ "$got" = "$expected" ] && break
+		sleep "$interval"
+	done
+	echo "$got"
+	[ "$got" = "$expected" ]
+}
+
 skip_all() {
 	echo "1..0 # SKIP $*"
 	exit 0
