@@ -86,6 +86,13 @@ out=$("$TB" cat "$obj" 2>&1 >/dev/null)
 ok $((! $?)) "cat of a truncated object fails"
 like "$out" "truncated|missing" "truncation explained"
 
+# Progress: a line with bytes and rate on a terminal (script gives us one), none otherwise.
+head -c 40000000 /dev/zero > "$D/zeros"
+tty_out=$(script -qec "'$TB' put --tenant acme --engine redis < '$D/zeros' > /dev/null" /dev/null)
+like "$tty_out" "put: [0-9.]+ MiB, [0-9.]+ MiB/s" "a progress line on a terminal"
+quiet=$("$TB" put --tenant acme --engine redis < "$D/zeros" 2>&1 >/dev/null)
+is "$quiet" "" "quiet when standard error is not a terminal"
+
 all=$(cat "$D"/store/*/keys/*.json "$D"/store/*/*/*.json; "$TB" ls; "$TB" verify --tenant globex 2>&1)
 unlike "$all" "$SECRET" "master key never appears in storage or output"
 
