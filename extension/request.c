@@ -22,9 +22,9 @@ tenant_backup_request_main(Datum arg)
 {
 	dsm_segment *seg;
 	tb_request *req;
-	Oid types[6] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID};
-	Datum values[6];
-	char nulls[6] = "      ";
+	Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum values[7];
+	char nulls[7] = "       ";
 	MemoryContext caller;
 
 	pqsignal(SIGTERM, die);
@@ -45,6 +45,7 @@ tenant_backup_request_main(Datum arg)
 	values[4] = req->target[0] ? CStringGetTextDatum(req->target) : (Datum) 0;
 	nulls[4] = req->target[0] ? ' ' : 'n';
 	values[5] = CStringGetTextDatum(req->token);
+	values[6] = CStringGetTextDatum(req->actor);
 
 	caller = CurrentMemoryContext;
 	PG_TRY();
@@ -53,8 +54,8 @@ tenant_backup_request_main(Datum arg)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6)", 6, types, values, nulls, false,
-							  0);
+		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls,
+							  false, 0);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -66,7 +67,10 @@ tenant_backup_request_main(Datum arg)
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 
+		req->sqlerrcode = edata->sqlerrcode;
 		strlcpy(req->error, edata->message, sizeof(req->error));
+		if (edata->hint)
+			strlcpy(req->hint, edata->hint, sizeof(req->hint));
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 	}

@@ -15,8 +15,12 @@ typedef struct tb_request
 	int64 backup_id; /* 0 for the latest */
 	char target[64]; /* "" to restore in place */
 	char token[17];  /* ties the queued jobs to the caller */
+	char actor[NAMEDATALEN]; /* the caller's session user, for the audit trail */
 	Oid database;
+	/* set by the worker when it could not queue the jobs */
+	int sqlerrcode;
 	char error[1024];
+	char hint[512];
 } tb_request;
 
 #endif

@@ -110,10 +110,11 @@ tb_queue_request(const tb_request *req)
 		ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN), errmsg("postmaster exited")));
 	if (shared->error[0] != '\0')
 	{
-		char *message = pstrdup(shared->error);
+		tb_request failed = *shared;
 
 		dsm_detach(seg);
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("%s", message)));
+		ereport(ERROR, (errcode(failed.sqlerrcode), errmsg("%s", failed.error),
+						failed.hint[0] ? errhint("%s", failed.hint) : 0));
 	}
 	dsm_detach(seg);
 }
@@ -134,6 +135,17 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 						errdetail("The work runs in background workers, which only see committed changes."),
 						errhint("Call it outside BEGIN/COMMIT, or use wait => false: the jobs then run once the "
 								"transaction commits, and tenant_backup.status shows them.")));
+	if (IsSubTransaction())
+		ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+						errmsg("wait => true cannot be used inside a subtransaction"),
+						errdetail("An EXCEPTION block or a SAVEPOINT is a subtransaction."),
+						errhint("Call it in a statement of its own, or use wait => false.")));
+	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
+		ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+						errmsg("wait => true must not follow changes in the same transaction"),
+						errdetail("The background workers could not see those changes, and could wait for the "
+								  "locks they hold."),
+						errhint("Call it in a statement of its own, or use wait => false.")));
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						errmsg("wait => true needs the READ COMMITTED isolation level")));
@@ -150,6 +162,7 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a request id")));
 	hex_encode((char *) token, sizeof(token), req.token);
 	req.database = MyDatabaseId;
+	strlcpy(req.actor, GetUserNameFromId(GetSessionUserId(), false), sizeof(req.actor));
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	tb_queue_request(&req);

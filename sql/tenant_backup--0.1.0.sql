@@ -114,22 +114,35 @@ GRANT USAGE ON SCHEMA tenant_backup TO tenant_backup_operator;
 
 -- ---------------------------------------------------------------- internals
 
--- Appends an audit row chained to the previous one.
-CREATE FUNCTION tenant_backup._audit(p_action text, p_tenant text, p_detail jsonb)
+-- The hash of an audit row: over the previous row's hash and this row's content,
+-- with the time in a fixed UTC form so it verifies whatever the session's settings.
+CREATE FUNCTION tenant_backup._audit_hash(p_prev text, p_at timestamptz, p_actor text, p_action text,
+										  p_tenant text, p_detail jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT encode(sha256(convert_to(
+		coalesce(p_prev, '') || '|' || to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '|' ||
+		p_actor || '|' || p_action || '|' || coalesce(p_tenant, '') || '|' || p_detail::text, 'UTF8')), 'hex')
+$$;
+COMMENT ON FUNCTION tenant_backup._audit_hash(text, timestamptz, text, text, text, jsonb) IS
+	'Recomputes an audit row''s hash: SELECT hash = tenant_backup._audit_hash(prev_hash, at, actor, action, tenant, detail) FROM tenant_backup.audit.';
+
+-- Appends an audit row chained to the previous one. p_actor: who asked (default: the session user).
+CREATE FUNCTION tenant_backup._audit(p_action text, p_tenant text, p_detail jsonb, p_actor text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	prev text;
-	now_ts timestamptz := clock_timestamp();
+	now_ts timestamptz;
+	who text := coalesce(p_actor, session_user);
 BEGIN
 	LOCK TABLE tenant_backup.audit IN SHARE ROW EXCLUSIVE MODE;
+	now_ts := clock_timestamp();
 	SELECT hash INTO prev FROM tenant_backup.audit ORDER BY id DESC LIMIT 1;
-	INSERT INTO tenant_backup.audit (at, action, tenant, detail, prev_hash, hash)
-	VALUES (now_ts, p_action, p_tenant, p_detail, prev,
-			encode(sha256(convert_to(coalesce(prev, '') || '|' || now_ts::text || '|' || session_user || '|' ||
-									 p_action || '|' || coalesce(p_tenant, '') || '|' || p_detail::text, 'UTF8')),
-				   'hex'));
+	INSERT INTO tenant_backup.audit (at, actor, action, tenant, detail, prev_hash, hash)
+	VALUES (now_ts, who, p_action, p_tenant, p_detail, prev,
+			tenant_backup._audit_hash(prev, now_ts, who, p_action, p_tenant, p_detail));
 END
 $$;
 
@@ -174,7 +187,7 @@ $$;
 -- Queues the jobs of one request; used directly (wait => false) and by the request
 -- worker (wait => true), which commits them in its own transaction.
 CREATE FUNCTION tenant_backup._enqueue(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
-									   p_target text, p_request text)
+									   p_target text, p_request text, p_actor text DEFAULT NULL)
 RETURNS SETOF bigint LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -194,7 +207,7 @@ BEGIN
 			RETURN NEXT job;
 		END LOOP;
 		IF NOT FOUND THEN
-			RAISE EXCEPTION 'tenant "%" has no % database to back up', p_tenant, coalesce(p_engine, '')
+			RAISE EXCEPTION 'tenant "%" has no %database to back up', p_tenant, coalesce(p_engine || ' ', '')
 				USING ERRCODE = 'no_data_found', HINT = 'Add one with tenant_backup.tenant_add_database().';
 		END IF;
 	ELSE
@@ -213,7 +226,7 @@ BEGIN
 			WHERE tenant = p_tenant AND status = 'complete' AND (p_engine IS NULL OR engine = p_engine)
 			ORDER BY finished DESC, id DESC LIMIT 1;
 			IF NOT FOUND THEN
-				RAISE EXCEPTION 'tenant "%" has no complete % backup to restore', p_tenant, coalesce(p_engine, '')
+				RAISE EXCEPTION 'tenant "%" has no complete %backup to restore', p_tenant, coalesce(p_engine || ' ', '')
 					USING ERRCODE = 'no_data_found';
 			END IF;
 		END IF;
@@ -227,7 +240,7 @@ BEGIN
 		RETURN NEXT job;
 	END IF;
 	PERFORM tenant_backup._audit(p_kind || ' requested', p_tenant,
-								 jsonb_build_object('engine', p_engine, 'backup_id', b.id, 'target', p_target));
+								 jsonb_build_object('engine', p_engine, 'backup_id', b.id, 'target', p_target), p_actor);
 	NOTIFY tenant_backup_jobs;
 END
 $$;
@@ -294,10 +307,10 @@ BEGIN
 		RAISE EXCEPTION 'invalid tier "%" for tenant "%"', tier, name
 			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use shared or dedicated.';
 	END IF;
-	IF EXISTS (SELECT 1 FROM tenant_backup.tenants WHERE tenants.name = tenant_create.name) THEN
+	INSERT INTO tenant_backup.tenants (name, tier) VALUES (name, tier) ON CONFLICT DO NOTHING RETURNING * INTO t;
+	IF NOT FOUND THEN
 		RAISE EXCEPTION 'tenant "%" already exists', name USING ERRCODE = 'duplicate_object';
 	END IF;
-	INSERT INTO tenant_backup.tenants (name, tier) VALUES (name, tier) RETURNING * INTO t;
 	doc := tenant_backup._key_create(name);
 	INSERT INTO tenant_backup.keys (tenant, key_id, wrapped) VALUES (name, doc->>'key_id', doc);
 	PERFORM tenant_backup._audit('tenant created', name, jsonb_build_object('tier', tier, 'key_id', doc->>'key_id'));
@@ -325,11 +338,19 @@ BEGIN
 	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
 		RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	-- A password never stays in the locator: URI user:password@ or conninfo password=.
-	IF clean ~ '^[a-z]+://[^/@:]*:[^/@]*@' THEN
-		password := substring(clean FROM '^[a-z]+://[^/@:]*:([^/@]*)@');
-		clean := regexp_replace(clean, '^([a-z]+://[^/@:]*):[^/@]*@', '\1@');
-	ELSIF clean ~ '(^|\s)password\s*=' THEN
+	-- A password never stays in the locator: URI user:password@ (up to the last '@'),
+	-- a URI query's password=, or a conninfo's password=.
+	IF clean ~ '^[a-z][a-z0-9+.-]*://[^:@/?#]*:.*@' THEN
+		password := substring(clean FROM '^[a-z][a-z0-9+.-]*://[^:@/?#]*:(.*)@[^@]*$');
+		clean := regexp_replace(clean, '^([a-z][a-z0-9+.-]*://[^:@/?#]*):.*@([^@]*)$', '\1@\2');
+	END IF;
+	IF clean ~ '^[a-z][a-z0-9+.-]*://' AND clean ~ '[?&]password=' THEN
+		IF password IS NOT NULL THEN
+			RAISE EXCEPTION 'the locator of tenant "%" has two passwords', tenant USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		password := substring(clean FROM '[?&]password=([^&#]*)');
+		clean := regexp_replace(regexp_replace(clean, '([?&])password=[^&#]*&?', '\1'), '[?&]$', '');
+	ELSIF clean !~ '^[a-z][a-z0-9+.-]*://' AND clean ~ '(^|\s)password\s*=' THEN
 		password := substring(clean FROM '(?:^|\s)password\s*=\s*(''(?:[^''\\]|\\.)*''|\S+)');
 		password := regexp_replace(regexp_replace(password, '^''(.*)''$', '\1'), '\\(.)', '\1', 'g');
 		clean := btrim(regexp_replace(clean, '(^|\s)password\s*=\s*(''(?:[^''\\]|\\.)*''|\S+)', ' ', 'g'));
@@ -337,13 +358,26 @@ BEGIN
 	IF engine = 'postgres' AND clean !~ '=' AND clean !~ '^postgres(ql)?://' THEN
 		IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = clean) THEN
 			RAISE EXCEPTION 'database "%" does not exist on this cluster', clean
-				USING ERRCODE = 'undefined_database',
+				USING ERRCODE = 'invalid_catalog_name',
 					  HINT = 'Give the name of a database on this cluster, or a conninfo for another one.';
 		END IF;
-		IF clean = current_database() THEN
-			RAISE EXCEPTION 'the control database "%" cannot be a tenant database', clean
-				USING ERRCODE = 'invalid_parameter_value';
+		IF clean = current_database() OR clean IN ('template0', 'template1') THEN
+			RAISE EXCEPTION 'database "%" cannot be a tenant database', clean
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'The control database and the templates belong to no tenant.';
 		END IF;
+	ELSIF engine = 'postgres' AND password IS NULL
+		  AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+		-- As with dblink: without a password, pg_dump would connect with the server's own identity.
+		RAISE EXCEPTION 'a conninfo without a password can only be added by a superuser'
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'Include the password of the role to connect as; it is sealed with the master key.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM tenant_backup.sources existing
+			   WHERE existing.tenant = tenant_add_database.tenant AND existing.engine = tenant_add_database.engine
+			   AND existing.locator = clean) THEN
+		RAISE EXCEPTION 'tenant "%" already has % database "%"', tenant, engine, clean
+			USING ERRCODE = 'duplicate_object';
 	END IF;
 	INSERT INTO tenant_backup.sources (tenant, engine, locator, sealed_password, options)
 	VALUES (tenant, engine, clean,
@@ -375,7 +409,8 @@ RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF target IS NOT NULL AND (target = '' OR length(target) > 63) THEN
+	PERFORM tenant_backup._tenant_check(tenant);
+	IF target IS NOT NULL AND (target = '' OR octet_length(target) > 63) THEN
 		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	RETURN QUERY SELECT tenant_backup._request('restore', tenant, engine, backup_id, target, wait);

@@ -1,0 +1,82 @@
+-- pgTAP: the audit trail the API functions write. Checks that every call that
+-- changes something adds one row, that rows chain (prev_hash = the previous row's
+-- hash), that each hash recomputes from its row with tenant_backup._audit_hash(), and that an
+-- edit or a deletion shows. Rolled back.
+BEGIN;
+SELECT plan(15);
+
+-- Each audit row with whether its hash recomputes from its fields.
+CREATE TEMP VIEW audit_check AS
+SELECT id, hash = tenant_backup._audit_hash(prev_hash, at, actor, action, tenant, detail) AS verifies
+FROM tenant_backup.audit;
+
+-- Each audit row whose prev_hash is not the hash of the row before it.
+CREATE TEMP VIEW audit_breaks AS
+SELECT id FROM (SELECT id, prev_hash, lag(hash) OVER (ORDER BY id) AS previous FROM tenant_backup.audit) a
+WHERE prev_hash IS DISTINCT FROM previous;
+
+CREATE TEMP TABLE before AS
+SELECT (SELECT coalesce(max(id), 0) FROM tenant_backup.audit) AS last_id,
+	   (SELECT hash FROM tenant_backup.audit ORDER BY id DESC LIMIT 1) AS last_hash;
+
+DO $$
+BEGIN
+	PERFORM tenant_backup.tenant_create('audit-t');
+	PERFORM tenant_backup.tenant_add_database('audit-t', 'postgres', 'tenant_db_a');
+	PERFORM tenant_backup.tenant_set_schedule('audit-t', '6 hours');
+	PERFORM tenant_backup.tenant_backup('audit-t');
+	PERFORM * FROM tenant_backup.tenant_backups('audit-t');
+END
+$$;
+
+SELECT results_eq($$SELECT action FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before) ORDER BY id$$,
+	ARRAY['tenant created', 'database added', 'schedule set', 'backup requested'],
+	'each changing call adds one audit row, in order; reading adds none');
+SELECT is_empty($$SELECT * FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before)
+				  AND (tenant IS DISTINCT FROM 'audit-t' OR actor <> session_user)$$,
+	'the rows name the tenant and the session user');
+SELECT ok((SELECT bool_and(at >= now() AND at <= clock_timestamp())
+		   FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before)),
+	'the rows carry the time of the call');
+SELECT throws_ok($$SELECT tenant_backup.tenant_create('audit-t')$$, '42710', NULL,
+	'a duplicate tenant_create is refused');
+SELECT throws_ok($$SELECT tenant_backup.tenant_set_schedule('audit-t', '1 millisecond')$$, '22023', NULL,
+	'a too-short schedule is refused');
+SELECT is((SELECT count(*) FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before)), 4::bigint,
+	'refused calls add no audit row');
+
+SELECT is((SELECT prev_hash FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before) ORDER BY id LIMIT 1),
+	(SELECT last_hash FROM before),
+	'the first new row chains to the row that was last before');
+SELECT is_empty($$SELECT * FROM audit_breaks$$,
+	'every row''s prev_hash is the previous row''s hash');
+SELECT is_empty($$SELECT hash FROM tenant_backup.audit WHERE hash !~ '^[0-9a-f]{64}$'$$,
+	'hashes are SHA-256 hex');
+SELECT is((SELECT count(DISTINCT hash) FROM tenant_backup.audit), (SELECT count(*) FROM tenant_backup.audit),
+	'hashes are unique');
+SELECT ok((SELECT bool_and(verifies) FROM audit_check WHERE id > (SELECT last_id FROM before)),
+	'each new row''s hash recomputes from its fields');
+
+-- The hash covers the time in a fixed UTC form, not in the writer's TimeZone.
+SET LOCAL TimeZone = 'Asia/Tokyo';
+DO $$ BEGIN PERFORM tenant_backup.tenant_set_schedule('audit-t', '2 hours'); END $$;
+SET LOCAL TimeZone = 'UTC';
+SELECT ok((SELECT verifies FROM audit_check ORDER BY id DESC LIMIT 1),
+	'a row written by a session in another TimeZone verifies too');
+
+UPDATE tenant_backup.audit SET detail = '{"tier": "dedicated"}'
+WHERE id = (SELECT min(id) FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before));
+SELECT ok(NOT (SELECT verifies FROM audit_check WHERE id = (SELECT min(id) FROM tenant_backup.audit
+															 WHERE id > (SELECT last_id FROM before))),
+	'an edited row no longer verifies');
+SELECT is_empty($$SELECT * FROM audit_breaks$$,
+	'an edit alone leaves the chain links in place');
+CREATE TEMP TABLE deleted AS
+SELECT id FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before) ORDER BY id OFFSET 1 LIMIT 1;
+DELETE FROM tenant_backup.audit WHERE id = (SELECT id FROM deleted);
+SELECT results_eq($$SELECT id FROM audit_breaks$$,
+	$$SELECT min(id) FROM tenant_backup.audit WHERE id > (SELECT id FROM deleted)$$,
+	'a deleted row breaks the chain at the row after it');
+
+SELECT * FROM finish();
+ROLLBACK;
