@@ -207,7 +207,7 @@ memory_mb=$(mib "${PEAK[backup_worker_hwm]}")
 echo
 echo "database bench (pgbench scale $SCALE): pg_database_size $DB_BYTES bytes;" \
 	"pg_dump -Fc -Z0 output $DUMP_BYTES bytes (backup bytes_in $BYTES_IN);" \
-	"stored object $BYTES_STORED bytes (zstd level 3); zstd -1 | age file $AGE_BYTES bytes"
+	"stored object $BYTES_STORED bytes (zstd level $(psql_q "SHOW tenant_backup.compression_level")); zstd -1 | age file $AGE_BYTES bytes"
 echo
 echo "| operation | command | best of $RUNS (s) | MB/s | tenant_backup time ÷ this |"
 echo "|---|---|---:|---:|---:|"

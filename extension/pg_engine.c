@@ -248,7 +248,7 @@ tb_pg_dump_into(tb_job *job, FILE *dump, repo_put *put)
 char *
 tb_pg_backup(tb_job *job)
 {
-	repo_put_options options = {.stream = {.workers = 0}};
+	repo_put_options options = {.stream = {.workers = 0, .level = tb_compression_level}};
 	char id[32], job_id[32], source_id[32], sizes[2][32];
 	tenant_key key;
 	tb_error err = {0};
@@ -285,6 +285,8 @@ tb_pg_backup(tb_job *job)
 		failure = psprintf("could not run pg_dump: %m");
 	else
 	{
+		/* Best effort: a pipe as large as a chunk lets pg_dump run on while we seal one. */
+		(void) fcntl(fileno(dump), F_SETPIPE_SZ, TB_PIPE_BUFFER);
 		PG_TRY();
 		{
 			failure = tb_pg_dump_into(job, dump, put);

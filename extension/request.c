@@ -1,9 +1,12 @@
 /*
  * The request worker of wait => true: queues a request's jobs in a transaction of
  * its own, so that they are committed while the caller's transaction still runs,
- * and hands any error back through the request's DSM segment.
+ * wakes the launcher so that they start at once, and hands any error back through
+ * the request's DSM segment.
  */
 #include "tenant_backup.h"
+
+#include <signal.h>
 
 #include "access/xact.h"
 #include "executor/spi.h"
@@ -13,6 +16,7 @@
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "request.h"
@@ -26,6 +30,7 @@ tenant_backup_request_main(Datum arg)
 	Datum values[7];
 	char nulls[7] = "       ";
 	MemoryContext caller;
+	char *volatile launcher = NULL;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -56,9 +61,17 @@ tenant_backup_request_main(Datum arg)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls,
 							  false, 0);
+		if (SPI_execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup launcher'", true, 1) ==
+				SPI_OK_SELECT &&
+			SPI_processed == 1)
+			launcher = MemoryContextStrdup(TopMemoryContext,
+										   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		/* SIGUSR1 sets a background worker's latch: the launcher looks at the queue now, not after naptime. */
+		if (launcher != NULL)
+			(void) kill(pg_strtoint32(launcher), SIGUSR1);
 	}
 	PG_CATCH();
 	{

@@ -32,7 +32,7 @@ tenant_backup_require_worker(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-#define TB_WAIT_POLL_MS 200
+#define TB_WAIT_POLL_MS 50
 
 Datum
 tenant_backup_key_create(PG_FUNCTION_ARGS)

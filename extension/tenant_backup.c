@@ -26,6 +26,7 @@ int tb_naptime_ms = 1000;
 char *tb_default_schedule = NULL;
 char *tb_bin_dir = NULL;
 int tb_lease_seconds = 60;
+int tb_compression_level = 1;
 bool tb_preloaded = false;
 
 void _PG_init(void);
@@ -65,6 +66,9 @@ _PG_init(void)
 							   &tb_default_schedule, "1 day", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.bin_dir", "Directory of pg_dump and pg_restore (empty: this server's).",
 							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.compression_level",
+							"zstd level of backups (1: fastest; dumps compress well even so).", NULL,
+							&tb_compression_level, 1, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)

@@ -21,6 +21,7 @@ extern int tb_naptime_ms;
 extern char *tb_default_schedule;
 extern char *tb_bin_dir;
 extern int tb_lease_seconds;
+extern int tb_compression_level;
 extern bool tb_preloaded;
 
 /* Raises a core error as an ereport(ERROR) with an errcode matching its kind. */
