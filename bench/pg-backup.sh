@@ -2,7 +2,7 @@
 # PostgreSQL tenant backup and restore through the extension against plain pg_dump /
 # pg_restore and the obvious encrypted pipeline, on the same database in the same run.
 #
-# Starts a throwaway PostgreSQL 15 cluster (test/lib/pg.sh, port 54481, fsync off as
+# Starts a throwaway PostgreSQL 15 cluster (test/lib/pg.sh, port 25481, fsync off as
 # pg.sh sets it) with tenant_backup preloaded on file storage; the cluster, the storage
 # and every output file live on tmpfs (/dev/shm) when there is one, so no side pays
 # for a disk. Creates a pgbench database (pgbench -i -s SCALE, default 70, about 1 GB)
@@ -33,7 +33,7 @@ set -euo pipefail
 BIN=$(cd "$1" && pwd)
 SCALE=${2:-70}
 RUNS=${3:-3}
-PORT=54481
+PORT=25481
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 . "$HERE/test/lib/tap.sh"
 . "$HERE/test/lib/pg.sh"

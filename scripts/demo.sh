@@ -21,8 +21,8 @@ chown postgres "$D/storage"
 "$BIN/tenant-backup" keygen --out "$D/master.key" 2>/dev/null
 chown postgres "$D/master.key"
 
-step "a throwaway PostgreSQL 15 cluster with tenant_backup preloaded (port 54499)"
-pg_start "$D/pg" 54499 "tenant_backup.storage = 'file://$D/storage'
+step "a throwaway PostgreSQL 15 cluster with tenant_backup preloaded (port 25499)"
+pg_start "$D/pg" 25499 "tenant_backup.storage = 'file://$D/storage'
 tenant_backup.master_key_file = '$D/master.key'
 tenant_backup.naptime = 200"
 psql_q "CREATE EXTENSION tenant_backup"

@@ -10,12 +10,12 @@
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 
 scratch_dir
-PORT=54421
+PORT=25421
 if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
 	. "$HERE/lib/s3.sh"
-	s3_start "$D" 39600
+	s3_start "$D" 21600
 	STORAGE="s3://$TB_S3_BUCKET/pg"
-	PORT=54422
+	PORT=25422
 else
 	mkdir -p "$D/store"
 	chown postgres "$D/store"

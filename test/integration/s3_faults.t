@@ -7,13 +7,17 @@
 . "$(dirname "$0")/../lib/s3.sh"
 
 scratch_dir
-s3_start "$D" 39200
-PROXY_PORT=39210
+s3_start "$D" 21200
+PROXY_PORT=21210
 : > "$D/schedule"
 /usr/bin/python3 "$(dirname "$0")/../lib/faultproxy.py" $PROXY_PORT "${AWS_ENDPOINT_URL##*:}" "$D/schedule" \
 	"$D/proxy.log" 2>"$D/proxy.err" &
 on_exit "kill $!"
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PROXY_PORT/" && break; sleep 0.1; done
+curl -s -o /dev/null "http://127.0.0.1:$PROXY_PORT/" || {
+	echo "Bail out! the fault proxy did not start: $(cat "$D/proxy.err")"
+	exit 1
+}
 
 export TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 "$TB" keygen --out "$D/master.key" 2>/dev/null

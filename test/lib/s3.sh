@@ -1,6 +1,8 @@
 # Shared by the S3 integration scripts (after tap.sh): start a private S3 server
 # under the test's scratch dir, stop it at exit, and a clean aws CLI.
 # Usage: s3_start DIR PORT   (exports AWS_* from the server's env file)
+# Listening ports stay below 32768, out of the kernel's ephemeral range, where an
+# outgoing connection could already hold them.
 S3SERVER="$(dirname "$0")/../lib/s3server.sh"
 
 s3_start() {
