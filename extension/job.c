@@ -70,24 +70,15 @@ tb_job_load(int64 job_id, tb_job *job)
 	return found;
 }
 
-/* Records the outcome: error NULL means success. Only while the lease is still ours. */
+/* Records the outcome (error NULL: success) through _job_finish, only while the lease is ours. */
 static void
 tb_job_finish(tb_job *job, const char *error)
 {
 	char id[32];
-	const char *args[3] = {id, error, job->lease_owner};
+	const char *args[4] = {id, job->lease_owner, error, error ? NULL : job->result};
 
 	snprintf(id, sizeof(id), INT64_FORMAT, job->id);
-	tb_sql("WITH j AS ("
-		   "  UPDATE tenant_backup.jobs SET"
-		   "    state = CASE WHEN $2 IS NULL THEN 'succeeded' WHEN attempts < max_attempts THEN 'queued'"
-		   "                 ELSE 'failed' END,"
-		   "    finished = CASE WHEN $2 IS NOT NULL AND attempts < max_attempts THEN NULL ELSE now() END,"
-		   "    error = $2, lease_owner = NULL, lease_expires = NULL"
-		   "  WHERE id = $1::bigint AND lease_owner = $3 RETURNING id)"
-		   " UPDATE tenant_backup.backups SET status = 'failed', finished = now(), error = $2"
-		   " WHERE job_id IN (SELECT id FROM j) AND status = 'running' AND $2 IS NOT NULL",
-		   3, args);
+	tb_sql("SELECT tenant_backup._job_finish($1::bigint, $2, $3, $4::jsonb)", 4, args);
 }
 
 void

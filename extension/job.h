@@ -25,6 +25,7 @@ typedef struct tb_job
 	char lease_owner[64];
 	int64 bytes_done;
 	TimestampTz last_report;
+	char *result; /* a stored backup: JSON with object, bytes_in, bytes_stored, sha256, key_id */
 } tb_job;
 
 /*

@@ -67,10 +67,12 @@ tb_launcher_schedule(void)
 		   "  FROM (SELECT name, next_due AS was FROM tenant_backup.tenants"
 		   "        WHERE next_due IS NULL OR next_due <= now() FOR UPDATE SKIP LOCKED) d"
 		   "  WHERE t.name = d.name RETURNING t.name, d.was)"
-		   " INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine)"
-		   " SELECT 'backup', s.tenant, s.id, s.engine FROM due JOIN tenant_backup.sources s ON s.tenant = due.name"
-		   " WHERE due.was IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j"
-		   "   WHERE j.source_id = s.id AND j.kind = 'backup' AND j.state IN ('queued', 'running'))",
+		   ", queued AS (INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine)"
+		   "  SELECT 'backup', s.tenant, s.id, s.engine FROM due JOIN tenant_backup.sources s ON s.tenant = due.name"
+		   "  WHERE due.was IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j"
+		   "    WHERE j.source_id = s.id AND j.kind = 'backup' AND j.state IN ('queued', 'running'))"
+		   "  RETURNING engine)"
+		   " SELECT pg_notify('tenant_backup_jobs', engine) FROM (SELECT DISTINCT engine FROM queued) e",
 		   1, args);
 }
 

@@ -249,7 +249,7 @@ char *
 tb_pg_backup(tb_job *job)
 {
 	repo_put_options options = {.stream = {.workers = 0, .level = tb_compression_level}};
-	char id[32], job_id[32], source_id[32], sizes[2][32];
+	char job_id[32], source_id[32];
 	tenant_key key;
 	tb_error err = {0};
 	storage *st;
@@ -318,21 +318,13 @@ tb_pg_backup(tb_job *job)
 	}
 	storage_close(st);
 
-	snprintf(id, sizeof(id), "%s", backup_id);
-	snprintf(sizes[0], sizeof(sizes[0]), UINT64_FORMAT, (uint64) m.plain_bytes);
-	snprintf(sizes[1], sizeof(sizes[1]), UINT64_FORMAT, (uint64) m.stored_bytes);
-	{
-		const char *args[7] = {id, sizes[0], sizes[1], m.sha256, m.object, m.key_id, job_id};
-
-		tb_sql("WITH b AS (UPDATE tenant_backup.backups SET status = 'complete', finished = now(),"
-			   "   bytes_in = $2::bigint, bytes_stored = $3::bigint, sha256 = $4, object_key = $5, key_id = $6"
-			   "   WHERE id = $1::bigint RETURNING tenant, id)"
-			   " UPDATE tenant_backup.jobs SET backup_id = $1::bigint WHERE id = $7::bigint",
-			   7, args);
-	}
+	job->result = psprintf("{\"object\": \"%s\", \"bytes_in\": " UINT64_FORMAT ", \"bytes_stored\": " UINT64_FORMAT
+						   ", \"sha256\": \"%s\", \"key_id\": \"%s\"}",
+						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id);
 	tb_job_progress(job, job->bytes_done, true);
-	ereport(LOG, (errmsg("tenant_backup: backup %s of tenant \"%s\" (postgres) stored as %s: %s bytes, %s stored", id,
-						 job->tenant, m.object, sizes[0], sizes[1])));
+	ereport(LOG, (errmsg("tenant_backup: backup %s of tenant \"%s\" (postgres) stored as %s: " UINT64_FORMAT
+						 " bytes, " UINT64_FORMAT " stored",
+						 backup_id, job->tenant, m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes)));
 	return NULL;
 }
 

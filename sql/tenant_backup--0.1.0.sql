@@ -10,6 +10,9 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenant_backup_operator') THEN
 		CREATE ROLE tenant_backup_operator NOLOGIN;
 	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenant_backup_agent') THEN
+		CREATE ROLE tenant_backup_agent NOLOGIN;
+	END IF;
 END
 $$;
 
@@ -108,9 +111,22 @@ CREATE TABLE tenant_backup.audit (
 COMMENT ON TABLE tenant_backup.audit IS
 	'Append-only audit trail; each row''s hash covers the previous row''s hash, so edits and deletions show.';
 
+CREATE TABLE tenant_backup.agent_registry (
+	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$'),
+	host text,
+	engines text[] NOT NULL,
+	version text,
+	started timestamptz NOT NULL DEFAULT now(),
+	last_seen timestamptz NOT NULL DEFAULT now(),
+	jobs_done bigint NOT NULL DEFAULT 0,
+	jobs_failed bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE tenant_backup.agent_registry IS
+	'Agents that have said hello, and when they were last heard from. Read it through tenant_backup.agents.';
+
 REVOKE ALL ON ALL TABLES IN SCHEMA tenant_backup FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA tenant_backup FROM PUBLIC;
-GRANT USAGE ON SCHEMA tenant_backup TO tenant_backup_operator;
+GRANT USAGE ON SCHEMA tenant_backup TO tenant_backup_operator, tenant_backup_agent;
 
 -- ---------------------------------------------------------------- internals
 
@@ -241,7 +257,49 @@ BEGIN
 	END IF;
 	PERFORM tenant_backup._audit(p_kind || ' requested', p_tenant,
 								 jsonb_build_object('engine', p_engine, 'backup_id', b.id, 'target', p_target), p_actor);
-	NOTIFY tenant_backup_jobs;
+	PERFORM pg_notify('tenant_backup_jobs', coalesce(p_engine, ''));
+END
+$$;
+
+-- Ends an attempt of a job, only while p_lease still holds it (a late worker or agent
+-- never overwrites a newer attempt). p_error NULL: success; a backup then becomes
+-- complete with p_result (object, bytes_in, bytes_stored, sha256, key_id). A failure
+-- queues the job again until max_attempts. Returns whether the lease was still held.
+CREATE FUNCTION tenant_backup._job_finish(p_job bigint, p_lease text, p_error text, p_result jsonb DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	done_backup bigint;
+BEGIN
+	IF p_error IS NULL AND p_result IS NOT NULL THEN
+		UPDATE tenant_backup.backups SET status = 'complete', finished = now(),
+			bytes_in = (p_result->>'bytes_in')::bigint, bytes_stored = (p_result->>'bytes_stored')::bigint,
+			sha256 = p_result->>'sha256', object_key = p_result->>'object', key_id = p_result->>'key_id'
+		WHERE job_id = p_job AND status = 'running'
+		  AND EXISTS (SELECT 1 FROM tenant_backup.jobs WHERE id = p_job AND lease_owner = p_lease AND state = 'running')
+		RETURNING id INTO done_backup;
+	END IF;
+	UPDATE tenant_backup.jobs SET
+		state = CASE WHEN p_error IS NULL THEN 'succeeded' WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+		finished = CASE WHEN p_error IS NOT NULL AND attempts < max_attempts THEN NULL ELSE now() END,
+		error = p_error, lease_owner = NULL, lease_expires = NULL,
+		backup_id = coalesce(done_backup, backup_id)
+	WHERE id = p_job AND lease_owner = p_lease AND state = 'running'
+	RETURNING * INTO j;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	IF p_error IS NOT NULL THEN
+		UPDATE tenant_backup.backups SET status = 'failed', finished = now(), error = p_error
+		WHERE job_id = p_job AND status = 'running';
+	END IF;
+	PERFORM tenant_backup._audit(j.kind || CASE WHEN p_error IS NULL THEN ' succeeded' ELSE ' failed' END, j.tenant,
+								 jsonb_build_object('job', j.id, 'engine', j.engine, 'attempt', j.attempts,
+													'backup_id', j.backup_id, 'error', p_error),
+								 'tenant_backup worker');
+	RETURN true;
 END
 $$;
 
@@ -486,6 +544,153 @@ LEFT JOIN LATERAL (SELECT j.id, j.kind, j.bytes_done FROM tenant_backup.jobs j
 COMMENT ON VIEW tenant_backup.status IS
 	'Per tenant database: last successful backup and its age, next due, last error since then, running job and bytes done.';
 
+-- ---------------------------------------------------------------- agents
+
+CREATE FUNCTION tenant_backup._agent_check(p_agent text, p_engine text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+	IF p_agent IS NULL OR p_agent !~ '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid agent name "%"', p_agent
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use letters, digits and _ . @ -, at most 63.';
+	END IF;
+	IF p_engine IS NULL OR p_engine NOT IN ('mysql', 'mongodb', 'redis') THEN
+		RAISE EXCEPTION 'agents take mysql, mongodb or redis jobs, not "%"', p_engine
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'PostgreSQL jobs run in the extension''s own background workers.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION tenant_backup.agent_hello(agent text, engines text[], host text DEFAULT NULL, version text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e text;
+BEGIN
+	FOREACH e IN ARRAY coalesce(engines, '{}') LOOP
+		PERFORM tenant_backup._agent_check(agent, e);
+	END LOOP;
+	INSERT INTO tenant_backup.agent_registry AS r (name, host, engines, version)
+	VALUES (agent, host, engines, version)
+	ON CONFLICT (name) DO UPDATE SET host = excluded.host, engines = excluded.engines, version = excluded.version,
+		last_seen = now(), started = CASE WHEN r.host IS DISTINCT FROM excluded.host THEN now() ELSE r.started END;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_hello(text, text[], text, text) IS
+	'An agent announces itself (at start and as a heartbeat while idle): name, engines, host, version.';
+
+CREATE FUNCTION tenant_backup.agent_claim(agent text, engine text, lease_seconds int DEFAULT 60)
+RETURNS TABLE (job_id bigint, lease text, kind text, tenant text, locator text, sealed_password text,
+			   options jsonb, key_doc jsonb, backup_id bigint, object_key text, restore_target text, attempt int)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	s tenant_backup.sources;
+	token text;
+	bid bigint;
+	obj text;
+BEGIN
+	PERFORM tenant_backup._agent_check(agent, engine);
+	IF lease_seconds IS NULL OR lease_seconds < 5 OR lease_seconds > 86400 THEN
+		RAISE EXCEPTION 'lease_seconds must be 5 to 86400' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	UPDATE tenant_backup.agent_registry SET last_seen = now() WHERE name = agent;
+	token := format('agent:%s:%s', agent, md5(random()::text || clock_timestamp()::text || pg_backend_pid()));
+	UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(), lease_owner = token,
+		lease_expires = now() + make_interval(secs => lease_seconds), error = NULL, bytes_done = 0
+	WHERE id = (SELECT q.id FROM tenant_backup.jobs q WHERE q.state = 'queued' AND q.engine = agent_claim.engine
+				ORDER BY q.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+	RETURNING * INTO j;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	SELECT * INTO s FROM tenant_backup.sources WHERE id = j.source_id;
+	IF j.kind = 'backup' THEN
+		INSERT INTO tenant_backup.backups (tenant, engine, source_id, job_id, status)
+		VALUES (j.tenant, j.engine, j.source_id, j.id, 'running') RETURNING id INTO bid;
+	ELSE
+		bid := j.backup_id;
+		SELECT b.object_key INTO obj FROM tenant_backup.backups b WHERE b.id = bid;
+	END IF;
+	RETURN QUERY SELECT j.id, token, j.kind, j.tenant, s.locator, s.sealed_password, s.options,
+		(SELECT k.wrapped FROM tenant_backup.keys k WHERE k.tenant = j.tenant AND k.state = 'active'
+		 ORDER BY k.created DESC, k.key_id DESC LIMIT 1),
+		bid, obj, j.restore_target, j.attempts;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_claim(text, text, int) IS
+	'Claims the oldest queued job of an engine (FOR UPDATE SKIP LOCKED) under a lease token unique to this attempt; no row when there is none. Returns what the job needs, with the tenant key and password only in wrapped or sealed form.';
+
+CREATE FUNCTION tenant_backup.agent_renew(job_id bigint, lease text, bytes_done bigint DEFAULT NULL,
+										  lease_seconds int DEFAULT 60)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE tenant_backup.agent_registry SET last_seen = now() WHERE name = split_part(lease, ':', 2);
+	UPDATE tenant_backup.jobs j SET lease_expires = now() + make_interval(secs => greatest(lease_seconds, 5)),
+		bytes_done = coalesce(agent_renew.bytes_done, j.bytes_done)
+	WHERE j.id = agent_renew.job_id AND j.lease_owner = lease AND j.state = 'running';
+	RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_renew(bigint, text, bigint, int) IS
+	'Renews the lease and records progress; false means the lease was lost (the job was given to another attempt): stop at once.';
+
+CREATE FUNCTION tenant_backup.agent_report(job_id bigint, lease text, error text DEFAULT NULL, result jsonb DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	held boolean;
+BEGIN
+	IF error IS NULL AND result IS NULL AND
+	   (SELECT kind FROM tenant_backup.jobs j WHERE j.id = agent_report.job_id) = 'backup' THEN
+		RAISE EXCEPTION 'a successful backup report needs its result (object, bytes_in, bytes_stored, sha256, key_id)'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	held := tenant_backup._job_finish(job_id, lease, error, result);
+	IF held THEN
+		UPDATE tenant_backup.agent_registry SET last_seen = now(),
+			jobs_done = jobs_done + (error IS NULL)::int, jobs_failed = jobs_failed + (error IS NOT NULL)::int
+		WHERE name = split_part(lease, ':', 2);
+	END IF;
+	RETURN held;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_report(bigint, text, text, jsonb) IS
+	'Ends the attempt: error NULL is success (a backup needs result: object, bytes_in, bytes_stored, sha256, key_id); an error queues the job again until max_attempts. False if the lease was lost: nothing was recorded.';
+
+CREATE FUNCTION tenant_backup.agent_release(job_id bigint, lease text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE tenant_backup.jobs j SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_expires = NULL
+	WHERE j.id = agent_release.job_id AND j.lease_owner = lease AND j.state = 'running';
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	UPDATE tenant_backup.backups b SET status = 'failed', finished = now(), error = 'released: the agent stopped'
+	WHERE b.job_id = agent_release.job_id AND b.status = 'running';
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_release(bigint, text) IS
+	'Gives a job back untried (an agent shutting down): it is queued again and the attempt does not count.';
+
+CREATE VIEW tenant_backup.agents AS
+SELECT r.name, r.host, r.engines, r.version, r.started, r.last_seen, now() - r.last_seen AS silent_for,
+	   (SELECT count(*) FROM tenant_backup.jobs j WHERE j.state = 'running'
+		AND j.lease_owner LIKE 'agent:' || r.name || ':%') AS running_jobs,
+	   r.jobs_done, r.jobs_failed
+FROM tenant_backup.agent_registry r;
+COMMENT ON VIEW tenant_backup.agents IS 'Agents, their last heartbeat, running jobs and totals.';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenant_backup FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	tenant_backup.tenant_create(text, text),
@@ -496,3 +701,11 @@ GRANT EXECUTE ON FUNCTION
 	tenant_backup.tenant_set_schedule(text, interval)
 TO tenant_backup_operator;
 GRANT SELECT ON tenant_backup.status TO tenant_backup_operator;
+GRANT SELECT ON tenant_backup.agents TO tenant_backup_operator, tenant_backup_agent;
+GRANT EXECUTE ON FUNCTION
+	tenant_backup.agent_hello(text, text[], text, text),
+	tenant_backup.agent_claim(text, text, int),
+	tenant_backup.agent_renew(bigint, text, bigint, int),
+	tenant_backup.agent_report(bigint, text, text, jsonb),
+	tenant_backup.agent_release(bigint, text)
+TO tenant_backup_agent;
