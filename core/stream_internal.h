@@ -5,6 +5,7 @@
 #ifndef TB_STREAM_INTERNAL_H
 #define TB_STREAM_INTERNAL_H
 
+#include <pthread.h>
 #include <zstd.h>
 
 #include "stream.h"
@@ -61,6 +62,12 @@ int stream_chunk_alloc(stream_chunk *c, uint32_t chunk_size);
 void stream_chunk_release(stream_chunk *c);
 
 int stream_writer_emit_chunk(stream_writer *w, stream_chunk *c, tb_error *err);
+
+/*
+ * Starts one of the library's threads with every signal blocked, so that the host's
+ * signal handlers (a PostgreSQL backend's, say) only ever run on its own threads.
+ */
+int stream_thread_start(pthread_t *thread, void *(*run)(void *), void *arg);
 
 /* One record as decoded by stream_reader_decode. */
 typedef struct stream_decoded

@@ -5,6 +5,7 @@
  * ring of slots is the only shared state, guarded by one mutex.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,19 @@ struct stream_pool
 	bool failed; /* sealing or the sink failed; err says why */
 	tb_error err;
 };
+
+int
+stream_thread_start(pthread_t *thread, void *(*run)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(thread, NULL, run, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
 
 static void *
 stream_pool_work(void *arg)
@@ -170,11 +184,11 @@ stream_pool_new(stream_writer *w, const uint8_t data_key[CRYPTO_KEY_LEN], const 
 		worker->pool = p;
 		if (stream_sealer_init(&worker->sealer, data_key, prefix, digest, level, err) != 0)
 			goto fail;
-		if (pthread_create(&worker->thread, NULL, stream_pool_work, worker) != 0)
+		if (stream_thread_start(&worker->thread, stream_pool_work, worker) != 0)
 			goto nothread;
 		worker->started = true;
 	}
-	if (pthread_create(&p->emitter, NULL, stream_pool_emit, p) != 0)
+	if (stream_thread_start(&p->emitter, stream_pool_emit, p) != 0)
 		goto nothread;
 	p->emitter_started = true;
 	return p;

@@ -89,7 +89,7 @@ stream_readahead_start(stream_reader *r, tb_error *err)
 		}
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->changed, NULL);
-	if (pthread_create(&ra->thread, NULL, stream_readahead_run, ra) != 0)
+	if (stream_thread_start(&ra->thread, stream_readahead_run, ra) != 0)
 	{
 		tb_error_set(err, TB_ERR_INTERNAL, "unable to start the read-ahead thread");
 		for (int i = 0; i < STREAM_READAHEAD_SLOTS; i++)

@@ -248,7 +248,12 @@ tb_pg_dump_into(tb_job *job, FILE *dump, repo_put *put)
 char *
 tb_pg_backup(tb_job *job)
 {
-	repo_put_options options = {.stream = {.workers = 0, .level = tb_compression_level}};
+	/*
+	 * Two sealing threads overlap compression and encryption with pg_dump. They are
+	 * safe in a backend: they never call into PostgreSQL, and core starts them with
+	 * every signal blocked, so the backend's handlers run on its own thread only.
+	 */
+	repo_put_options options = {.stream = {.workers = 2, .level = tb_compression_level}};
 	char job_id[32], source_id[32];
 	tenant_key key;
 	tb_error err = {0};

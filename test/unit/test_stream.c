@@ -1,6 +1,10 @@
 /* Unit tests of the backup object format: round trips and every kind of tampering. */
 #include "unit.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include "keys.h"
 #include "stream.h"
 
@@ -423,6 +427,54 @@ test_sink_failure(void **state)
 	free(data);
 }
 
+/* Every thread a writer starts has all signals blocked: the host's handlers stay on its threads. */
+static void
+test_threads_block_signals(void **state)
+{
+	stream_header hdr = {.chunk_size = CHUNK};
+	stream_writer_options options = {.workers = 2};
+	membuf out = {0};
+	tb_error err = {0};
+	stream_writer *w;
+	DIR *tasks;
+	struct dirent *de;
+	int threads = 0, blocked = 0;
+
+	(void) state;
+	strcpy(hdr.tenant, "acme");
+	strcpy(hdr.engine, "postgres");
+	strcpy(hdr.backup_id, "sig");
+	w = stream_writer_new(&hdr, &test_key, &options, membuf_sink, &out, "acme/sig.tbk", &err);
+	assert_non_null(w);
+	tasks = opendir("/proc/self/task");
+	assert_non_null(tasks);
+	while ((de = readdir(tasks)) != NULL)
+	{
+		char path[300], line[256];
+		FILE *f;
+
+		if (de->d_name[0] == '.' || atoi(de->d_name) == (int) getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		f = fopen(path, "r");
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f))
+			if (strncmp(line, "SigBlk:", 7) == 0)
+			{
+				threads++;
+				/* 64 signals blocked but SIGKILL and SIGSTOP, which cannot be: fffffffe7ffbfeff or more */
+				if (strtoull(line + 7, NULL, 16) >= 0xfffffffe7ffbfeffULL)
+					blocked++;
+			}
+		fclose(f);
+	}
+	closedir(tasks);
+	assert_int_equal(threads, 3); /* two sealers and the emitter */
+	assert_int_equal(blocked, threads);
+	stream_writer_free(w);
+	membuf_free(&out);
+}
+
 /* An error left in err by an earlier call that later succeeded must not fail the next one. */
 static void
 test_stale_error_is_not_a_failure(void **state)
@@ -489,6 +541,7 @@ main(void)
 		BOTH_WAYS(test_stale_error_is_not_a_failure),
 		cmocka_unit_test(test_workers_same_layout),
 		cmocka_unit_test(test_sink_failure),
+		cmocka_unit_test(test_threads_block_signals),
 	};
 
 	make_keys();
