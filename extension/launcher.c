@@ -13,6 +13,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "job.h"
@@ -102,6 +103,8 @@ static bool
 tb_launcher_start_job(int64 job_id)
 {
 	BackgroundWorker worker;
+	MemoryContext old;
+	bool started;
 	int slot = -1;
 
 	for (int i = 0; i < TB_MAX_HANDLES && slot < 0; i++)
@@ -113,7 +116,11 @@ tb_launcher_start_job(int64 job_id)
 					   psprintf("tenant_backup job " INT64_FORMAT, job_id));
 	worker.bgw_main_arg = Int64GetDatum(job_id);
 	worker.bgw_notify_pid = MyProcPid;
-	return RegisterDynamicBackgroundWorker(&worker, &tb_workers[slot]);
+	/* The handle outlives the round: it is checked on later rounds. */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	started = RegisterDynamicBackgroundWorker(&worker, &tb_workers[slot]);
+	MemoryContextSwitchTo(old);
+	return started;
 }
 
 /* Claims queued PostgreSQL jobs and starts a worker for each, up to max_workers. */
@@ -157,6 +164,8 @@ tb_launcher_dispatch(void)
 void
 tenant_backup_launcher_main(Datum arg)
 {
+	MemoryContext round;
+
 	(void) arg;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -164,9 +173,13 @@ tenant_backup_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(tb_database, NULL, 0);
 	pgstat_report_appname("tenant_backup launcher");
 	ereport(LOG, (errmsg("tenant_backup launcher started in database \"%s\"", tb_database)));
+	/* Everything a round allocates goes here and is freed with the next round: it runs forever. */
+	round = AllocSetContextCreate(TopMemoryContext, "tenant_backup launcher round", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
+		MemoryContextReset(round);
+		MemoryContextSwitchTo(round);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

@@ -5,6 +5,7 @@
 #include "tenant_backup.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -15,6 +16,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
 #include "repo.h"
@@ -127,6 +129,8 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 	uint8 token[8];
 	bool done = false;
 	char *failure = NULL;
+	MemoryContext outer;
+	MemoryContext poll;
 	Oid argtypes[1] = {TEXTOID};
 
 	if (IsTransactionBlock())
@@ -150,6 +154,11 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						errmsg("wait => true needs the READ COMMITTED isolation level")));
 	tb_require_worker();
+	if (strcmp(get_database_name(MyDatabaseId), tb_database) != 0)
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						errmsg("wait => true only works in database \"%s\", where tenant_backup's worker runs",
+							   tb_database),
+						errhint("Connect to \"%s\" (tenant_backup.database).", tb_database)));
 
 	strlcpy(req.kind, text_to_cstring(PG_GETARG_TEXT_PP(0)), sizeof(req.kind));
 	strlcpy(req.tenant, text_to_cstring(PG_GETARG_TEXT_PP(1)), sizeof(req.tenant));
@@ -167,13 +176,22 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	tb_queue_request(&req);
 
+	/*
+	 * Poll the jobs in a context reset every round (a long wait must not grow), and
+	 * keep the failure in the caller's context: SPI_finish frees SPI's memory.
+	 */
+	outer = CurrentMemoryContext;
+	poll = AllocSetContextCreate(outer, "tenant_backup wait", ALLOCSET_SMALL_SIZES);
 	SPI_connect();
 	while (!done)
 	{
-		Datum arg = CStringGetTextDatum(req.token);
-		int rc = SPI_execute_with_args("SELECT id, state, error FROM tenant_backup.jobs WHERE request = $1 ORDER BY id",
-									   1, argtypes, &arg, NULL, false, 0);
+		Datum arg;
+		int rc;
 
+		MemoryContextSwitchTo(poll);
+		arg = CStringGetTextDatum(req.token);
+		rc = SPI_execute_with_args("SELECT id, state, error FROM tenant_backup.jobs WHERE request = $1 ORDER BY id", 1,
+								   argtypes, &arg, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the jobs of request %s", req.token);
 		if (SPI_processed == 0)
@@ -183,22 +201,30 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 		done = true;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			bool isnull;
-			char *state = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			HeapTuple tuple = SPI_tuptable->vals[i];
+			TupleDesc desc = SPI_tuptable->tupdesc;
+			char *state = SPI_getvalue(tuple, desc, 2);
 
 			if (strcmp(state, "succeeded") != 0 && strcmp(state, "failed") != 0)
 				done = false;
 			else if (strcmp(state, "failed") == 0 && failure == NULL)
-				failure = psprintf("job %s: %s", SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
-								   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
-			if (done && i == SPI_processed - 1 && failure == NULL)
-				for (uint64 j = 0; j < SPI_processed; j++)
-				{
-					Datum id = SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull);
+			{
+				char *id = SPI_getvalue(tuple, desc, 1);
+				char *error = SPI_getvalue(tuple, desc, 3);
 
-					tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
-				}
+				failure = MemoryContextStrdup(outer, psprintf("job %s: %s", id, error ? error : "(no message)"));
+			}
 		}
+		if (done && failure == NULL)
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				bool isnull;
+				Datum id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+			}
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextReset(poll);
 		if (done)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, TB_WAIT_POLL_MS, PG_WAIT_EXTENSION);
@@ -206,6 +232,7 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_finish();
+	MemoryContextDelete(poll);
 	if (failure != NULL)
 		ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 						errmsg("%s of tenant \"%s\" failed", req.kind, req.tenant), errdetail("%s", failure),
