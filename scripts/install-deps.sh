@@ -7,7 +7,8 @@ PACKAGES="build-essential pkg-config clang-format
 libssl-dev libzstd-dev libcurl4-openssl-dev libjansson-dev libxml2-dev libcmocka-dev
 python3-swift awscli curl zstd age openssl hyperfine time perl
 postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libpq-dev
-libtap-parser-sourcehandler-pgtap-perl"
+libtap-parser-sourcehandler-pgtap-perl
+mariadb-server mariadb-client libmariadb-dev"
 
 missing=""
 for p in $PACKAGES; do
