@@ -12,6 +12,7 @@
 #include "common/string.h"
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
@@ -64,6 +65,13 @@ tb_source_conninfo(const tb_job *job, const char *dbname)
 	}
 	PQconninfoFree(opts);
 	return buf.data;
+}
+
+/* Bytes of name that fit with a "_tb_new_<job>" suffix in 63, not splitting a character. */
+static int
+tb_clip(const char *name)
+{
+	return pg_mbcliplen(name, strlen(name), 40);
 }
 
 /* The database a job's locator names. */
@@ -397,6 +405,40 @@ tb_admin_value(PGconn *conn, const char *sql)
 	return value;
 }
 
+/*
+ * Creates fresh like live: same owner, encoding, collation, ctype and connection
+ * limit, closed to PUBLIC while it loads (the live one's grants follow at the swap).
+ * A target with no live database to copy is created with the defaults.
+ */
+static char *
+tb_pg_create_like(PGconn *conn, const char *live, const char *fresh)
+{
+	char *like = tb_admin_value(
+		conn, psprintf("SELECT format(' OWNER %%I ENCODING %%L LC_COLLATE %%L LC_CTYPE %%L CONNECTION LIMIT %%s',"
+					   " pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, datconnlimit)"
+					   " FROM pg_database WHERE datname = %s",
+					   quote_literal_cstr(live)));
+	char *failure = tb_admin_exec(
+		conn, psprintf("CREATE DATABASE %s TEMPLATE template0%s", quote_identifier(fresh), like ? like : ""));
+
+	if (failure == NULL)
+		failure = tb_admin_exec(conn, psprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", quote_identifier(fresh)));
+	return failure;
+}
+
+/* The live database's grants (and PUBLIC's), as statements for another database. */
+static char *
+tb_pg_grants_of(PGconn *conn, const char *live, const char *onto)
+{
+	return tb_admin_value(
+		conn, psprintf("SELECT coalesce(string_agg(format('GRANT %%s ON DATABASE %%I TO %%s', a.privilege_type, %s,"
+					   "   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END), '; '),"
+					   "   '') || ';'"
+					   " FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a"
+					   " WHERE d.datname = %s",
+					   quote_literal_cstr(onto), quote_literal_cstr(live)));
+}
+
 /* Streams the authenticated plaintext of reader into pg_restore; NULL or why it failed. */
 static char *
 tb_pg_restore_from(tb_job *job, repo_reader *reader, FILE *restore)
@@ -428,6 +470,18 @@ tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old)
 	char *failure;
 	int waited = 0;
 
+	char *grants = tb_pg_grants_of(conn, live, fresh);
+
+	/* Who may connect comes over from the live database before anyone can. */
+	failure = grants ? tb_admin_exec(conn, grants) : psprintf("could not read the grants of database \"%s\"", live);
+	if (failure != NULL)
+		return failure;
+
+	/*
+	 * From here on a cancel or a shutdown must not stop us half-way: the live database
+	 * would be left refusing connections, or renamed away.
+	 */
+	HOLD_INTERRUPTS();
 	failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS false", qlive));
 	while (failure == NULL)
 	{
@@ -446,6 +500,7 @@ tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old)
 	if (failure == NULL && (failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s RENAME TO %s", qfresh, qlive))))
 		tb_admin_exec(conn, psprintf("ALTER DATABASE %s RENAME TO %s", qold, qlive));
 	tb_admin_exec(conn, psprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS true", failure ? qlive : qold));
+	RESUME_INTERRUPTS();
 	return failure;
 }
 
@@ -469,7 +524,7 @@ tb_pg_restore(tb_job *job)
 	if (object == NULL)
 		return psprintf("backup %s is not a complete backup", backup_id);
 	live = tb_source_dbname(job);
-	fresh = job->restore_target ? pstrdup(job->restore_target) : psprintf("%.40s_tb_new_" INT64_FORMAT, live, job->id);
+	fresh = job->restore_target ? pstrdup(job->restore_target) : psprintf("%.*s_tb_new_" INT64_FORMAT, tb_clip(live), live, job->id);
 
 	/* The header authenticates before anything is created. */
 	tb_master_key(&master);
@@ -491,18 +546,22 @@ tb_pg_restore(tb_job *job)
 				 admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s", quote_literal_cstr(fresh))) != NULL)
 		failure = psprintf("database \"%s\" already exists", fresh);
 	else
-	{
-		char *owner =
-			tb_admin_value(admin, psprintf("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
-										   quote_literal_cstr(live)));
-
-		failure = tb_admin_exec(admin, psprintf("CREATE DATABASE %s TEMPLATE template0%s%s", quote_identifier(fresh),
-												owner ? " OWNER " : "", owner ? quote_identifier(owner) : ""));
-	}
+		failure = tb_pg_create_like(admin, live, fresh);
 	if (failure == NULL)
 	{
-		restore = tb_pipe_open(
-			tb_tool_command("pg_restore", "--exit-on-error --no-password", tb_source_conninfo(job, fresh)), "w");
+		/*
+		 * pg_restore acts as the database's owner (--role), not as a superuser: a
+		 * tenant's own functions (CHECK constraints, defaults) run during the load and
+		 * must not run with more rights than the tenant has.
+		 */
+		char *role = tb_admin_value(
+			admin, psprintf("SELECT CASE WHEN r.rolsuper THEN '' ELSE r.rolname END FROM pg_database d"
+							" JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
+							quote_literal_cstr(fresh)));
+		char *options = role && role[0] ? psprintf("--exit-on-error --no-password --role=%s", tb_shell_quote(role))
+										 : "--exit-on-error --no-password";
+
+		restore = tb_pipe_open(tb_tool_command("pg_restore", options, tb_source_conninfo(job, fresh)), "w");
 		if (restore == NULL)
 			failure = psprintf("could not run pg_restore: %m");
 		else
@@ -531,8 +590,14 @@ tb_pg_restore(tb_job *job)
 	}
 	repo_reader_close(reader);
 	storage_close(st);
+	/* A restore already given up on (its lease taken back) must not replace anything. */
+	if (failure == NULL && !tb_job_progress(job, job->bytes_done, true))
+	{
+		failure = pstrdup("the job's lease was lost before the swap; nothing live was changed");
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
+	}
 	if (failure == NULL && job->restore_target == NULL)
-		failure = tb_pg_swap(admin, live, fresh, psprintf("%.40s_tb_old_" INT64_FORMAT, live, job->id));
+		failure = tb_pg_swap(admin, live, fresh, psprintf("%.*s_tb_old_" INT64_FORMAT, tb_clip(live), live, job->id));
 	PQfinish(admin);
 	tb_passfile_remove(passfile);
 	if (failure == NULL)

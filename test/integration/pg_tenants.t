@@ -109,6 +109,40 @@ wait_for 60 0.25 t psql_q "SELECT count(*) > 0 FROM tenant_backup.backups WHERE 
 ok $? "a 2-second schedule produced a backup of initech by itself"
 psql_q "SELECT tenant_backup.tenant_set_schedule('initech', NULL)" >/dev/null
 
+# A tenant's own code runs during a restore with the tenant's rights, not a superuser's.
+psql_q "CREATE ROLE tenant_owner LOGIN" "CREATE DATABASE evil OWNER tenant_owner"
+PGUSER=tenant_owner PGDATABASE=evil psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE FUNCTION grab(int) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+	BEGIN
+		ALTER ROLE tenant_owner SUPERUSER;
+	EXCEPTION WHEN OTHERS THEN NULL;
+	END;
+	RETURN true;
+END $f$;
+CREATE TABLE t (x int CHECK (grab(x)));
+INSERT INTO t VALUES (1);
+SQL
+psql_q "SELECT tenant_backup.tenant_create('evil')" "SELECT tenant_backup.tenant_add_database('evil', 'postgres', 'evil')" \
+	"SELECT tenant_backup.tenant_backup('evil', wait => true)" >/dev/null
+psql_q "SELECT tenant_backup.tenant_restore('evil', target => 'evil_drill')" >/dev/null
+ok $? "restore of a database owned by a plain role"
+is "$(psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'tenant_owner'")" f \
+	"its functions ran with its own rights during the restore (no superuser gained)"
+is "$(psql_q "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'evil_drill'")" tenant_owner \
+	"the restored database keeps its owner"
+
+# In place, the database keeps who may connect to it and its properties.
+psql_q "REVOKE CONNECT ON DATABASE acme FROM PUBLIC" "GRANT CONNECT ON DATABASE acme TO tenant_owner" \
+	"ALTER DATABASE acme CONNECTION LIMIT 7"
+acl_before=$(psql_q "SELECT datacl::text || ' ' || datconnlimit FROM pg_database WHERE datname = 'acme'")
+good=$(psql_q "SELECT min(id) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', backup_id => $good)" 2>&1)
+ok $? "restore in place again (the first backup: the latest was tampered with)"
+[ -n "$out" ] && diag "$out"
+is "$(psql_q "SELECT datacl::text || ' ' || datconnlimit FROM pg_database WHERE datname = 'acme'")" "$acl_before" \
+	"acme keeps its grants (PUBLIC still may not connect) and its connection limit"
+
 # A realistic schema round-trips exactly.
 psql_q "CREATE DATABASE hooli"
 in_db hooli -f "$HERE/fixtures/realistic_schema.sql" >/dev/null 2>&1 || PGDATABASE=hooli psql -X -q -v ON_ERROR_STOP=1 \
