@@ -16,6 +16,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 
@@ -95,63 +96,84 @@ tb_source_dbname(const tb_job *job)
 	return dbname;
 }
 
+/* The password file of this process, if there is one: removed at exit, FATAL included. */
+static char tb_passfile_path[MAXPGPATH];
+
+static void
+tb_passfile_cleanup(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	if (tb_passfile_path[0] != '\0')
+		unlink(tb_passfile_path);
+	tb_passfile_path[0] = '\0';
+}
+
 /*
  * Writes the source's password, if it has one, to a 0600 password file for libpq and
- * the PostgreSQL tools, and points PGPASSFILE at it. Returns its path, or NULL.
+ * the PostgreSQL tools, and points PGPASSFILE at it. The file lives among
+ * PostgreSQL's temporary files (removed at restart) and is removed when the job ends
+ * or the process exits, whatever the way. Call it after anything else that can fail.
  */
-static char *
+static void
 tb_passfile_create(const tb_job *job)
 {
+	static bool cleanup_registered = false;
 	master_key master;
 	tb_error err = {0};
 	char *password = NULL;
-	char *path;
+	StringInfoData line;
 	int fd, rc;
 
+	unsetenv("PGPASSFILE");
 	if (job->sealed_password == NULL)
+		return;
+	if (!cleanup_registered)
 	{
-		unsetenv("PGPASSFILE");
-		return NULL;
+		on_proc_exit(tb_passfile_cleanup, (Datum) 0);
+		cleanup_registered = true;
 	}
 	tb_master_key(&master);
 	rc = keys_secret_open(&master, "source password", job->sealed_password, &password, &err);
 	keys_master_wipe(&master);
 	if (rc != 0)
 		tb_raise(&err, psprintf("could not open the password of tenant \"%s\"", job->tenant));
-	(void) MakePGDirectory(PG_TEMP_FILES_DIR);
-	path = psprintf("%s/%s/tenant_backup_pgpass_XXXXXX", DataDir, PG_TEMP_FILES_DIR);
-	fd = mkstemp(path);
-	if (fd >= 0)
+	initStringInfo(&line);
+	appendStringInfoString(&line, "*:*:*:*:");
+	for (const char *c = password; *c; c++)
 	{
-		StringInfoData line;
-
-		initStringInfo(&line);
-		appendStringInfoString(&line, "*:*:*:*:");
-		for (const char *c = password; *c; c++)
-		{
-			if (*c == ':' || *c == '\\')
-				appendStringInfoChar(&line, '\\');
-			appendStringInfoChar(&line, *c);
-		}
-		appendStringInfoChar(&line, '\n');
-		rc = write(fd, line.data, line.len) == line.len ? 0 : -1;
-		explicit_bzero(line.data, line.len);
-		close(fd);
+		if (*c == ':' || *c == '\\')
+			appendStringInfoChar(&line, '\\');
+		appendStringInfoChar(&line, *c);
 	}
+	appendStringInfoChar(&line, '\n');
 	explicit_bzero(password, strlen(password));
 	free(password);
-	if (fd < 0 || rc != 0)
+
+	(void) MakePGDirectory("base/" PG_TEMP_FILES_DIR);
+	snprintf(tb_passfile_path, sizeof(tb_passfile_path), "%s/base/%s/%s_tenant_backup_XXXXXX", DataDir,
+			 PG_TEMP_FILES_DIR, PG_TEMP_FILE_PREFIX);
+	fd = mkstemp(tb_passfile_path);
+	rc = fd >= 0 && write(fd, line.data, line.len) == line.len ? 0 : -1;
+	explicit_bzero(line.data, line.len);
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0)
+	{
+		int saved = errno;
+
+		tb_passfile_cleanup(0, (Datum) 0);
+		errno = saved;
 		ereport(ERROR, (errcode_for_file_access(),
 						errmsg("could not write a password file for tenant \"%s\": %m", job->tenant)));
-	setenv("PGPASSFILE", path, 1);
-	return path;
+	}
+	setenv("PGPASSFILE", tb_passfile_path, 1);
 }
 
 static void
-tb_passfile_remove(char *path)
+tb_passfile_remove(void)
 {
-	if (path != NULL)
-		unlink(path);
+	tb_passfile_cleanup(0, (Datum) 0);
 	unsetenv("PGPASSFILE");
 }
 
@@ -268,7 +290,7 @@ tb_pg_backup(tb_job *job)
 	storage *st;
 	repo_put *put;
 	manifest m;
-	char *backup_id, *passfile, *failure = NULL;
+	char *backup_id, *command, *failure = NULL;
 	FILE *dump;
 	int status;
 
@@ -291,9 +313,9 @@ tb_pg_backup(tb_job *job)
 		tb_raise(&err, psprintf("could not start the backup of tenant \"%s\"", job->tenant));
 	}
 
-	passfile = tb_passfile_create(job);
-	dump = tb_pipe_open(
-		tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", tb_source_conninfo(job, NULL)), "r");
+	command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", tb_source_conninfo(job, NULL));
+	tb_passfile_create(job);
+	dump = tb_pipe_open(command, "r");
 	if (dump == NULL)
 		failure = psprintf("could not run pg_dump: %m");
 	else
@@ -307,7 +329,7 @@ tb_pg_backup(tb_job *job)
 		PG_CATCH();
 		{
 			pclose(dump);
-			tb_passfile_remove(passfile);
+			tb_passfile_remove();
 			repo_put_abort(put);
 			storage_close(st);
 			PG_RE_THROW();
@@ -317,7 +339,7 @@ tb_pg_backup(tb_job *job)
 		if (failure == NULL && status != 0)
 			failure = tb_exit_reason("pg_dump", status);
 	}
-	tb_passfile_remove(passfile);
+	tb_passfile_remove();
 	if (failure != NULL)
 	{
 		repo_put_abort(put);
@@ -509,7 +531,7 @@ tb_pg_restore(tb_job *job)
 {
 	char backup_id[32];
 	const char *args[1] = {backup_id};
-	char *object, *live, *fresh, *failure = NULL, *passfile;
+	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL;
 	master_key master;
 	tb_error err = {0};
 	repo_reader *reader;
@@ -537,8 +559,10 @@ tb_pg_restore(tb_job *job)
 		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
 	}
 
-	passfile = tb_passfile_create(job);
-	admin = PQconnectdb(tb_source_conninfo(job, "postgres"));
+	admin_conninfo = tb_source_conninfo(job, "postgres");
+	fresh_conninfo = tb_source_conninfo(job, fresh);
+	tb_passfile_create(job);
+	admin = PQconnectdb(admin_conninfo);
 	if (PQstatus(admin) != CONNECTION_OK)
 		failure =
 			psprintf("could not connect to the server of database \"%s\": %s", live, pchomp(PQerrorMessage(admin)));
@@ -561,7 +585,7 @@ tb_pg_restore(tb_job *job)
 		char *options = role && role[0] ? psprintf("--exit-on-error --no-password --role=%s", tb_shell_quote(role))
 										 : "--exit-on-error --no-password";
 
-		restore = tb_pipe_open(tb_tool_command("pg_restore", options, tb_source_conninfo(job, fresh)), "w");
+		restore = tb_pipe_open(tb_tool_command("pg_restore", options, fresh_conninfo), "w");
 		if (restore == NULL)
 			failure = psprintf("could not run pg_restore: %m");
 		else
@@ -575,7 +599,7 @@ tb_pg_restore(tb_job *job)
 				pclose(restore);
 				tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
 				PQfinish(admin);
-				tb_passfile_remove(passfile);
+				tb_passfile_remove();
 				repo_reader_close(reader);
 				storage_close(st);
 				PG_RE_THROW();
@@ -599,7 +623,7 @@ tb_pg_restore(tb_job *job)
 	if (failure == NULL && job->restore_target == NULL)
 		failure = tb_pg_swap(admin, live, fresh, psprintf("%.*s_tb_old_" INT64_FORMAT, tb_clip(live), live, job->id));
 	PQfinish(admin);
-	tb_passfile_remove(passfile);
+	tb_passfile_remove();
 	if (failure == NULL)
 		ereport(LOG, (errmsg("tenant_backup: restored backup %s of tenant \"%s\" into \"%s\"%s", backup_id, job->tenant,
 							 job->restore_target ? fresh : live,

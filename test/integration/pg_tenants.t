@@ -188,6 +188,16 @@ is "$(wait_for 200 0.2 succeeded,2 psql_q "$last_umbrella_job")" "succeeded,2" \
 	"after kill -9 of the worker the job is retried and succeeds"
 is "$(psql_q "SELECT string_agg(status, ',' ORDER BY id) FROM tenant_backup.backups WHERE tenant = 'umbrella'")" \
 	"failed,complete,failed,complete" "the interrupted attempt is failed, never complete"
+# A source whose conninfo is wrong fails each attempt after its password was opened:
+# no password file may stay behind.
+psql_q "SELECT tenant_backup.tenant_create('leaky')" \
+	"SELECT tenant_backup.tenant_add_database('leaky', 'postgres', 'host=127.0.0.1 dbnmae=x password=LeakCheckPw9')" \
+	>/dev/null
+out=$(psql_q "SELECT tenant_backup.tenant_backup('leaky', wait => true)" 2>&1)
+like "$out" 'invalid conninfo' "a broken conninfo fails the backup with a clear error"
+is "$(find "$D/pg/data" -name '*tenant_backup*' | wc -l)" 0 "no password file is left behind"
+grep -rqs "LeakCheckPw9" "$D/pg/data/base" "$D/pg/data/pgsql_tmp" 2>/dev/null
+ok $((! $?)) "nor the password anywhere in the data directory's files"
 unlike "$(cat "$D/pg/server.log")" "Sup3rS3cretPw" "the password never reaches the server log"
 unlike "$(psql_q "SELECT locator || coalesce(sealed_password, '') FROM tenant_backup.sources")" "Sup3rS3cretPw" \
 	"nor the catalog in clear"
