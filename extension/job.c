@@ -89,7 +89,8 @@ tenant_backup_job_main(Datum arg)
 	char *error = NULL;
 	tb_job job;
 	char id[32];
-	const char *args[2] = {id, job.lease_owner};
+	char claim[BGW_EXTRALEN];
+	const char *args[3] = {id, job.lease_owner, claim};
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -102,9 +103,11 @@ tenant_backup_job_main(Datum arg)
 	snprintf(job.lease_owner, sizeof(job.lease_owner), "pg:" INT64_FORMAT ":%d",
 			 (int64) timestamptz_to_time_t(PgStartTime), MyProcPid);
 	snprintf(id, sizeof(id), INT64_FORMAT, job_id);
+	/* Only the attempt we were started for: a late start must not take over a newer one. */
+	strlcpy(claim, MyBgworkerEntry->bgw_extra, sizeof(claim));
 	if (tb_sql("UPDATE tenant_backup.jobs SET lease_owner = $2 WHERE id = $1::bigint AND state = 'running'"
-			   " RETURNING id",
-			   2, args) == NULL)
+			   " AND lease_owner = $3 RETURNING id",
+			   3, args) == NULL)
 		proc_exit(0);
 	pgstat_report_appname(psprintf("tenant_backup %s of %s", job.kind, job.tenant));
 

@@ -99,8 +99,9 @@ tb_launcher_running(void)
 	return running;
 }
 
+/* Starts a job worker for job_id, handing it the claim token it may take the lease over from. */
 static bool
-tb_launcher_start_job(int64 job_id)
+tb_launcher_start_job(int64 job_id, const char *claim)
 {
 	BackgroundWorker worker;
 	MemoryContext old;
@@ -115,6 +116,7 @@ tb_launcher_start_job(int64 job_id)
 	tb_worker_describe(&worker, "tenant_backup_job_main", "tenant_backup job",
 					   psprintf("tenant_backup job " INT64_FORMAT, job_id));
 	worker.bgw_main_arg = Int64GetDatum(job_id);
+	strlcpy(worker.bgw_extra, claim, BGW_EXTRALEN);
 	worker.bgw_notify_pid = MyProcPid;
 	/* The handle outlives the round: it is checked on later rounds. */
 	old = MemoryContextSwitchTo(TopMemoryContext);
@@ -127,7 +129,7 @@ tb_launcher_start_job(int64 job_id)
 static void
 tb_launcher_dispatch(void)
 {
-	char *owner = psprintf("%slauncher", tb_lease_prefix());
+	char *owner = psprintf("%sclaim:", tb_lease_prefix());
 	char lease[16];
 	const char *args[2] = {owner, lease};
 
@@ -136,17 +138,21 @@ tb_launcher_dispatch(void)
 	{
 		char *id =
 			tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
-				   " started = now(), lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"
+				   " started = now(), lease_owner = $1 || id || ':' || (attempts + 1),"
+				   " lease_expires = now() + make_interval(secs => $2::int)"
 				   " WHERE id = (SELECT id FROM tenant_backup.jobs WHERE state = 'queued' AND engine = 'postgres'"
 				   "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-				   " RETURNING id",
+				   " RETURNING id || ' ' || lease_owner",
 				   2, args);
+		char *claim;
 		int64 job_id;
 
 		if (id == NULL)
 			break;
+		claim = strchr(id, ' ');
+		*claim++ = '\0';
 		job_id = pg_strtoint64(id);
-		if (!tb_launcher_start_job(job_id))
+		if (!tb_launcher_start_job(job_id, claim))
 		{
 			const char *back[1] = {id};
 

@@ -382,6 +382,7 @@ CREATE FUNCTION tenant_backup.tenant_add_database(tenant text, engine text, loca
 												  options jsonb DEFAULT '{}')
 RETURNS tenant_backup.sources LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic  -- a refused call's statement holds the password
 AS $$
 DECLARE
 	s tenant_backup.sources;

@@ -198,6 +198,8 @@ like "$out" 'invalid conninfo' "a broken conninfo fails the backup with a clear 
 is "$(find "$D/pg/data" -name '*tenant_backup*' | wc -l)" 0 "no password file is left behind"
 grep -rqs "LeakCheckPw9" "$D/pg/data/base" "$D/pg/data/pgsql_tmp" 2>/dev/null
 ok $((! $?)) "nor the password anywhere in the data directory's files"
+psql_q "SELECT tenant_backup.tenant_add_database('umbrella', 'oracle', 'host=x password=LogLeakPw7')" >/dev/null 2>&1
+unlike "$(cat "$D/pg/server.log")" "LogLeakPw7" "a refused tenant_add_database call is not logged with its password"
 unlike "$(cat "$D/pg/server.log")" "Sup3rS3cretPw" "the password never reaches the server log"
 unlike "$(psql_q "SELECT locator || coalesce(sealed_password, '') FROM tenant_backup.sources")" "Sup3rS3cretPw" \
 	"nor the catalog in clear"
