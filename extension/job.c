@@ -42,7 +42,7 @@ tb_job_load(int64 job_id, tb_job *job)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_execute_with_args("SELECT j.kind, j.tenant, j.engine, j.source_id, s.locator, s.sealed_password,"
-						  "       j.backup_id, j.restore_target, j.attempts, j.max_attempts"
+						  "       j.backup_id, j.restore_target, j.attempts, j.max_attempts, NOT s.added_by_superuser"
 						  " FROM tenant_backup.jobs j JOIN tenant_backup.sources s ON s.id = j.source_id"
 						  " WHERE j.id = $1 AND j.state = 'running'",
 						  1, &type, &arg, NULL, false, 1);
@@ -63,6 +63,7 @@ tb_job_load(int64 job_id, tb_job *job)
 		job->restore_target = tb_copy_value(t, d, 8);
 		job->attempts = pg_strtoint32(SPI_getvalue(t, d, 9));
 		job->max_attempts = pg_strtoint32(SPI_getvalue(t, d, 10));
+		job->must_use_password = strcmp(SPI_getvalue(t, d, 11), "t") == 0;
 	}
 	SPI_finish();
 	PopActiveSnapshot();

@@ -177,6 +177,31 @@ tb_passfile_remove(void)
 	unsetenv("PGPASSFILE");
 }
 
+/*
+ * For a conninfo source added by a non-superuser, the server must ask for the
+ * password: with trust or peer authentication the tools would act with this
+ * server's own identity (dblink's rule). NULL, or why not. Call after the password
+ * file is in place.
+ */
+static char *
+tb_check_password_used(const tb_job *job, const char *conninfo)
+{
+	PGconn *conn;
+	char *failure = NULL;
+
+	if (!job->must_use_password || !tb_is_conninfo(job->locator))
+		return NULL;
+	conn = PQconnectdb(conninfo);
+	if (PQstatus(conn) != CONNECTION_OK)
+		failure = psprintf("could not connect for tenant \"%s\": %s", job->tenant, pchomp(PQerrorMessage(conn)));
+	else if (!PQconnectionUsedPassword(conn))
+		failure = psprintf("the server of tenant \"%s\" did not ask for the password: a database added by a "
+						   "non-superuser must authenticate with its password",
+						   job->tenant);
+	PQfinish(conn);
+	return failure;
+}
+
 /* 'value' quoted for /bin/sh. */
 static char *
 tb_shell_quote(const char *value)
@@ -290,7 +315,7 @@ tb_pg_backup(tb_job *job)
 	storage *st;
 	repo_put *put;
 	manifest m;
-	char *backup_id, *command, *failure = NULL;
+	char *backup_id, *conninfo, *command, *failure = NULL;
 	FILE *dump;
 	int status;
 
@@ -313,12 +338,13 @@ tb_pg_backup(tb_job *job)
 		tb_raise(&err, psprintf("could not start the backup of tenant \"%s\"", job->tenant));
 	}
 
-	command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", tb_source_conninfo(job, NULL));
+	conninfo = tb_source_conninfo(job, NULL);
+	command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo);
 	tb_passfile_create(job);
-	dump = tb_pipe_open(command, "r");
-	if (dump == NULL)
+	failure = tb_check_password_used(job, conninfo);
+	if (failure == NULL && (dump = tb_pipe_open(command, "r")) == NULL)
 		failure = psprintf("could not run pg_dump: %m");
-	else
+	else if (failure == NULL)
 	{
 		/* Best effort: a pipe as large as a chunk lets pg_dump run on while we seal one. */
 		(void) fcntl(fileno(dump), F_SETPIPE_SZ, TB_PIPE_BUFFER);
@@ -562,14 +588,16 @@ tb_pg_restore(tb_job *job)
 	admin_conninfo = tb_source_conninfo(job, "postgres");
 	fresh_conninfo = tb_source_conninfo(job, fresh);
 	tb_passfile_create(job);
+	failure = tb_check_password_used(job, admin_conninfo);
 	admin = PQconnectdb(admin_conninfo);
-	if (PQstatus(admin) != CONNECTION_OK)
+	if (failure == NULL && PQstatus(admin) != CONNECTION_OK)
 		failure =
 			psprintf("could not connect to the server of database \"%s\": %s", live, pchomp(PQerrorMessage(admin)));
-	else if (tb_admin_value(
-				 admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s", quote_literal_cstr(fresh))) != NULL)
+	else if (failure == NULL &&
+			 tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
+											quote_literal_cstr(fresh))) != NULL)
 		failure = psprintf("database \"%s\" already exists", fresh);
-	else
+	else if (failure == NULL)
 		failure = tb_pg_create_like(admin, live, fresh);
 	if (failure == NULL)
 	{

@@ -46,6 +46,7 @@ CREATE TABLE tenant_backup.sources (
 	locator text NOT NULL,
 	sealed_password text,
 	options jsonb NOT NULL DEFAULT '{}',
+	added_by_superuser boolean NOT NULL DEFAULT false,
 	created timestamptz NOT NULL DEFAULT now(),
 	UNIQUE (tenant, engine, locator)
 );
@@ -438,10 +439,10 @@ BEGIN
 		RAISE EXCEPTION 'tenant "%" already has % database "%"', tenant, engine, clean
 			USING ERRCODE = 'duplicate_object';
 	END IF;
-	INSERT INTO tenant_backup.sources (tenant, engine, locator, sealed_password, options)
+	INSERT INTO tenant_backup.sources (tenant, engine, locator, sealed_password, options, added_by_superuser)
 	VALUES (tenant, engine, clean,
 			CASE WHEN password IS NOT NULL THEN tenant_backup._seal_secret('source password', password) END,
-			options)
+			options, (SELECT rolsuper FROM pg_roles WHERE rolname = session_user))
 	RETURNING * INTO s;
 	PERFORM tenant_backup._audit('database added', tenant,
 								 jsonb_build_object('engine', engine, 'locator', clean, 'source_id', s.id));

@@ -198,6 +198,18 @@ like "$out" 'invalid conninfo' "a broken conninfo fails the backup with a clear 
 is "$(find "$D/pg/data" -name '*tenant_backup*' | wc -l)" 0 "no password file is left behind"
 grep -rqs "LeakCheckPw9" "$D/pg/data/base" "$D/pg/data/pgsql_tmp" 2>/dev/null
 ok $((! $?)) "nor the password anywhere in the data directory's files"
+# An operator's conninfo with a password the server never asks for (trust here) is not
+# used: pg_dump would act with this server's own identity (dblink's rule).
+psql_q "CREATE ROLE tb_operator LOGIN" "GRANT tenant_backup_operator TO tb_operator" \
+	"SELECT tenant_backup.tenant_create('sneaky')" >/dev/null
+PGUSER=tb_operator psql_q "SELECT tenant_backup.tenant_add_database('sneaky', 'postgres',
+	'host=127.0.0.1 port=$PORT dbname=globex user=postgres password=notused')" >/dev/null
+ok $? "an operator can add a conninfo with a password"
+out=$(PGUSER=tb_operator psql_q "SELECT tenant_backup.tenant_backup('sneaky', wait => true)" 2>&1)
+like "$out" "did not ask for the password" "but its backup is refused when the server does not ask for it"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'sneaky' AND status = 'complete'")" 0 \
+	"and nothing of globex was dumped for it"
+
 psql_q "SELECT tenant_backup.tenant_add_database('umbrella', 'oracle', 'host=x password=LogLeakPw7')" >/dev/null 2>&1
 unlike "$(cat "$D/pg/server.log")" "LogLeakPw7" "a refused tenant_add_database call is not logged with its password"
 unlike "$(cat "$D/pg/server.log")" "Sup3rS3cretPw" "the password never reaches the server log"
