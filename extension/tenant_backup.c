@@ -11,6 +11,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/postmaster.h"
 #include "storage/fd.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 
 #include "job.h"
@@ -31,14 +32,24 @@ bool tb_preloaded = false;
 
 void _PG_init(void);
 
+/* default_schedule must be a positive interval: checked here, without throwing, not by the launcher later. */
 static bool
 tb_check_interval(char **newval, void **extra, GucSource source)
 {
+	char workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char *field[MAXDATEFIELDS];
+	int ftype[MAXDATEFIELDS];
+	int nf, dtype;
+	struct pg_itm_in itm;
+
 	(void) extra;
 	(void) source;
-	if (*newval == NULL || **newval == '\0')
+	if (*newval == NULL || ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+		DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm) != 0 || dtype != DTK_DELTA ||
+		itm.tm_usec < 0 || itm.tm_mday < 0 || itm.tm_mon < 0 || itm.tm_year < 0 ||
+		itm.tm_usec + itm.tm_mday + itm.tm_mon + itm.tm_year == 0)
 	{
-		GUC_check_errdetail("tenant_backup.default_schedule must be an interval such as '1 day'.");
+		GUC_check_errdetail("tenant_backup.default_schedule must be a positive interval such as '1 day' or '6 hours'.");
 		return false;
 	}
 	return true;

@@ -102,6 +102,12 @@ like "$out" "failed authentication, nothing live was changed" "with a clear erro
 is "$(canaries acme)" "acme canary,live marker,before tampered restore" "the live database is unchanged"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'acme_tb_new_%'")" 0 "no half-restored database is left"
 
+# A typo in the default schedule is refused when set, not discovered by the launcher later.
+out=$(psql_q "ALTER SYSTEM SET tenant_backup.default_schedule = '1 dya'" 2>&1)
+like "$out" "must be a positive interval" "a malformed tenant_backup.default_schedule is refused"
+psql_q "ALTER SYSTEM SET tenant_backup.default_schedule = '12 hours'" "ALTER SYSTEM RESET tenant_backup.default_schedule"
+ok $? "a valid one is taken"
+
 # A schedule of a few seconds backs initech up by itself.
 psql_q "SELECT tenant_backup.tenant_set_schedule('initech', '2 seconds')" >/dev/null
 wait_for 60 0.25 t psql_q "SELECT count(*) > 0 FROM tenant_backup.backups WHERE tenant = 'initech' AND status = 'complete'" \
