@@ -20,6 +20,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 
+#include "child.h"
 #include "job.h"
 #include "repo.h"
 
@@ -221,24 +222,6 @@ tb_shell_quote(const char *value)
 	return buf.data;
 }
 
-/*
- * popen for the job worker's tools. Not OpenPipeStream: its handles belong to the
- * current transaction and are closed when it ends, while the worker streams across
- * many short catalog transactions. SIGPIPE is restored for the child, as
- * OpenPipeStream does.
- */
-static FILE *
-tb_pipe_open(const char *command, const char *mode)
-{
-	FILE *pipe;
-
-	fflush(NULL);
-	pqsignal(SIGPIPE, SIG_DFL);
-	pipe = popen(command, mode);
-	pqsignal(SIGPIPE, SIG_IGN);
-	return pipe;
-}
-
 static char *
 tb_tool_command(const char *tool, const char *options, const char *conninfo)
 {
@@ -280,13 +263,13 @@ tb_active_tenant_key(const char *tenant, tenant_key *out)
  * why it failed. put is left for the caller.
  */
 static char *
-tb_pg_dump_into(tb_job *job, FILE *dump, repo_put *put)
+tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put)
 {
 	char *buf = palloc(TB_PIPE_BUFFER);
 	tb_error err = {0};
-	size_t n;
+	ssize_t n;
 
-	while ((n = fread(buf, 1, TB_PIPE_BUFFER, dump)) > 0)
+	while ((n = tb_child_read(dump, job, buf, TB_PIPE_BUFFER)) > 0)
 	{
 		if (repo_put_write(put, buf, n, &err) != 0)
 			return psprintf("could not store the backup: %s", err.msg);
@@ -295,8 +278,9 @@ tb_pg_dump_into(tb_job *job, FILE *dump, repo_put *put)
 			return pstrdup("the job's lease was lost to another worker");
 		CHECK_FOR_INTERRUPTS();
 	}
-	if (ferror(dump))
-		return psprintf("could not read pg_dump's output: %m");
+	if (n < 0)
+		return dump->lease_lost ? pstrdup("the job's lease was lost to another worker")
+								: psprintf("could not read pg_dump's output: %m");
 	return NULL;
 }
 
@@ -316,7 +300,7 @@ tb_pg_backup(tb_job *job)
 	repo_put *put;
 	manifest m;
 	char *backup_id, *conninfo, *command, *failure = NULL;
-	FILE *dump;
+	tb_child dump;
 	int status;
 
 	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
@@ -342,28 +326,31 @@ tb_pg_backup(tb_job *job)
 	command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo);
 	tb_passfile_create(job);
 	failure = tb_check_password_used(job, conninfo);
-	if (failure == NULL && (dump = tb_pipe_open(command, "r")) == NULL)
+	if (failure == NULL && !tb_child_start(&dump, command, true))
 		failure = psprintf("could not run pg_dump: %m");
 	else if (failure == NULL)
 	{
 		/* Best effort: a pipe as large as a chunk lets pg_dump run on while we seal one. */
-		(void) fcntl(fileno(dump), F_SETPIPE_SZ, TB_PIPE_BUFFER);
+		(void) fcntl(dump.fd, F_SETPIPE_SZ, TB_PIPE_BUFFER);
 		PG_TRY();
 		{
-			failure = tb_pg_dump_into(job, dump, put);
+			failure = tb_pg_dump_into(job, &dump, put);
 		}
 		PG_CATCH();
 		{
-			pclose(dump);
+			tb_child_kill(&dump);
 			tb_passfile_remove();
 			repo_put_abort(put);
 			storage_close(st);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		status = pclose(dump);
-		if (failure == NULL && status != 0)
+		if (failure != NULL)
+			tb_child_kill(&dump);
+		else if ((status = tb_child_finish(&dump, job)) != 0)
 			failure = tb_exit_reason("pg_dump", status);
+		else if (dump.lease_lost)
+			failure = pstrdup("the job's lease was lost to another worker");
 	}
 	tb_passfile_remove();
 	if (failure != NULL)
@@ -489,20 +476,18 @@ tb_pg_grants_of(PGconn *conn, const char *live, const char *onto)
 
 /* Streams the authenticated plaintext of reader into pg_restore; NULL or why it failed. */
 static char *
-tb_pg_restore_from(tb_job *job, repo_reader *reader, FILE *restore)
+tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore)
 {
 	char *buf = palloc(TB_PIPE_BUFFER);
 	tb_error err = {0};
-	uint64 bytes = 0;
 	ssize_t n;
 
 	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
 	{
-		if (fwrite(buf, 1, n, restore) != (size_t) n)
-			return psprintf("could not feed pg_restore: %m");
-		bytes += n;
-		if (!tb_job_progress(job, (int64) bytes, false))
-			return pstrdup("the job's lease was lost to another worker");
+		if (tb_child_write(restore, job, buf, n) != 0)
+			return restore->lease_lost ? pstrdup("the job's lease was lost to another worker")
+									   : psprintf("could not feed pg_restore: %m");
+		job->bytes_done += n;
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n < 0)
@@ -563,7 +548,7 @@ tb_pg_restore(tb_job *job)
 	repo_reader *reader;
 	storage *st;
 	PGconn *admin;
-	FILE *restore;
+	tb_child restore;
 	int status;
 
 	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
@@ -613,19 +598,18 @@ tb_pg_restore(tb_job *job)
 		char *options = role && role[0] ? psprintf("--exit-on-error --no-password --role=%s", tb_shell_quote(role))
 										 : "--exit-on-error --no-password";
 
-		restore = tb_pipe_open(tb_tool_command("pg_restore", options, fresh_conninfo), "w");
-		if (restore == NULL)
+		if (!tb_child_start(&restore, tb_tool_command("pg_restore", options, fresh_conninfo), false))
 			failure = psprintf("could not run pg_restore: %m");
 		else
 		{
 			PG_TRY();
 			{
-				failure = tb_pg_restore_from(job, reader, restore);
+				failure = tb_pg_restore_from(job, reader, &restore);
 			}
 			PG_CATCH();
 			{
-				pclose(restore);
-				tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
+				tb_child_kill(&restore);
+				tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 				PQfinish(admin);
 				tb_passfile_remove();
 				repo_reader_close(reader);
@@ -633,12 +617,15 @@ tb_pg_restore(tb_job *job)
 				PG_RE_THROW();
 			}
 			PG_END_TRY();
-			status = pclose(restore);
-			if (failure == NULL && status != 0)
+			if (failure != NULL)
+				tb_child_kill(&restore);
+			else if ((status = tb_child_finish(&restore, job)) != 0)
 				failure = tb_exit_reason("pg_restore", status);
+			else if (restore.lease_lost)
+				failure = pstrdup("the job's lease was lost to another worker");
 		}
 		if (failure != NULL)
-			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
+			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}
 	repo_reader_close(reader);
 	storage_close(st);
@@ -646,7 +633,7 @@ tb_pg_restore(tb_job *job)
 	if (failure == NULL && !tb_job_progress(job, job->bytes_done, true))
 	{
 		failure = pstrdup("the job's lease was lost before the swap; nothing live was changed");
-		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s", quote_identifier(fresh)));
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}
 	if (failure == NULL && job->restore_target == NULL)
 		failure = tb_pg_swap(admin, live, fresh, psprintf("%.*s_tb_old_" INT64_FORMAT, tb_clip(live), live, job->id));

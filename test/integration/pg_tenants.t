@@ -26,8 +26,11 @@ chown postgres "$D/master.key"
 export TENANT_BACKUP_STORAGE="$STORAGE" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 
 # synchronous_commit on: the kill -9 tests restart the cluster, which must not lose commits.
+# A default schedule that never comes due: only the backups a test asks for happen
+# (a daily one would start each tenant at a time of day derived from its name).
 pg_start "$D/pg" $PORT "tenant_backup.storage = '$STORAGE'
 tenant_backup.master_key_file = '$D/master.key'
+tenant_backup.default_schedule = '100 years'
 tenant_backup.naptime = 200
 tenant_backup.lease_timeout = 5
 synchronous_commit = on
@@ -96,11 +99,27 @@ else
 	printf '\x42' | dd of="$D/store/$tampered" bs=1 seek=$((size - 100)) conv=notrunc status=none
 fi
 in_db acme "INSERT INTO canary VALUES (4, 'before tampered restore')"
-out=$(psql_q "SELECT tenant_backup.tenant_restore('acme')" 2>&1)
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', backup_id => (SELECT id FROM tenant_backup.backups
+	WHERE object_key = '$tampered'))" 2>&1)
 ok $((! $?)) "restoring a tampered backup fails"
 like "$out" "failed authentication, nothing live was changed" "with a clear error"
 is "$(canaries acme)" "acme canary,live marker,before tampered restore" "the live database is unchanged"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'acme_tb_new_%'")" 0 "no half-restored database is left"
+
+# A pg_dump that waits longer than the lease (here on a lock held for 8 s, the lease is
+# 5 s) keeps its job: the worker renews the lease while it waits.
+psql_q "CREATE DATABASE waity"
+in_db waity "CREATE TABLE t (x int)"
+psql_q "SELECT tenant_backup.tenant_create('waity')" "SELECT tenant_backup.tenant_add_database('waity', 'postgres', 'waity')" \
+	>/dev/null
+PGDATABASE=waity psql -X -q -c "BEGIN" -c "LOCK TABLE t IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(8)" -c "COMMIT" \
+	>/dev/null &
+sleep 0.5
+psql_q "SELECT tenant_backup.tenant_backup('waity', wait => true)" >/dev/null
+ok $? "a backup that waits 8 s on a lock succeeds"
+is "$(psql_q "SELECT state || ',' || attempts FROM tenant_backup.jobs WHERE tenant = 'waity'")" "succeeded,1" \
+	"in one attempt: its lease was kept while pg_dump waited"
+wait
 
 # A typo in the default schedule is refused when set, not discovered by the launcher later.
 out=$(psql_q "ALTER SYSTEM SET tenant_backup.default_schedule = '1 dya'" 2>&1)

@@ -1,0 +1,36 @@
+/*
+ * A tool (pg_dump, pg_restore) run as our own child process, with every wait done on
+ * the latch: the job's lease is renewed, interrupts are served and postmaster death
+ * is noticed while the tool works, even when it sends or takes no data for minutes
+ * (a lock wait, an index build).
+ */
+#ifndef TENANT_BACKUP_CHILD_H
+#define TENANT_BACKUP_CHILD_H
+
+#include "postgres.h"
+
+#include "job.h"
+
+typedef struct tb_child
+{
+	pid_t pid;
+	int fd; /* our end of the pipe: the tool's stdout (reading) or stdin (writing) */
+	bool lease_lost;
+} tb_child;
+
+/* Starts command with /bin/sh; false (errno set) if it could not be started. */
+bool tb_child_start(tb_child *child, const char *command, bool reading);
+
+/* Bytes read, 0 at the end, -1 on error or a lost lease (child->lease_lost). */
+ssize_t tb_child_read(tb_child *child, tb_job *job, void *buf, size_t len);
+
+/* 0, or -1 on error (the tool went away) or a lost lease. */
+int tb_child_write(tb_child *child, tb_job *job, const void *buf, size_t len);
+
+/* Closes our end and waits for the tool to exit: its wait status, or -1. */
+int tb_child_finish(tb_child *child, tb_job *job);
+
+/* For error paths: closes our end, ends the tool and reaps it. */
+void tb_child_kill(tb_child *child);
+
+#endif
