@@ -569,6 +569,14 @@ tb_pg_restore(tb_job *job)
 		storage_close(st);
 		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
 	}
+	if (strcmp(repo_reader_header(reader)->tenant, job->tenant) != 0)
+	{
+		failure = psprintf("backup %s holds tenant \"%s\", not \"%s\"; nothing live was changed", backup_id,
+						   repo_reader_header(reader)->tenant, job->tenant);
+		repo_reader_close(reader);
+		storage_close(st);
+		return failure;
+	}
 
 	admin_conninfo = tb_source_conninfo(job, "postgres");
 	fresh_conninfo = tb_source_conninfo(job, fresh);

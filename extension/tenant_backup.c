@@ -13,6 +13,7 @@
 #include "storage/fd.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "job.h"
 
@@ -231,24 +232,35 @@ tb_pg_bin_dir(void)
 	return dir;
 }
 
+/* Appends key='value' to a conninfo, quoting the value as libpq wants. */
+static void
+tb_conninfo_append(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfo(buf, "%s%s='", buf->len > 0 ? " " : "", key);
+	for (const char *c = value; *c; c++)
+	{
+		if (*c == '\'' || *c == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *c);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
 char *
 tb_local_conninfo(const char *dbname)
 {
+	List *dirs = NIL;
 	char *socket_dirs = pstrdup(Unix_socket_directories ? Unix_socket_directories : "");
-	char *comma = strchr(socket_dirs, ',');
 	StringInfoData buf;
 
-	if (comma)
-		*comma = '\0';
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "host='%s' port=%d user='%s' dbname='", socket_dirs[0] ? socket_dirs : "127.0.0.1",
-					 PostPortNumber, tb_sql("SELECT rolname FROM pg_authid WHERE oid = 10", 0, NULL));
-	for (const char *c = dbname; *c; c++)
-	{
-		if (*c == '\'' || *c == '\\')
-			appendStringInfoChar(&buf, '\\');
-		appendStringInfoChar(&buf, *c);
-	}
-	appendStringInfoChar(&buf, '\'');
+	/* The first socket directory, parsed as the server parses the setting. */
+	if (SplitDirectoriesString(socket_dirs, ',', &dirs) && dirs != NIL)
+		tb_conninfo_append(&buf, "host", (char *) linitial(dirs));
+	else
+		tb_conninfo_append(&buf, "host", "127.0.0.1");
+	appendStringInfo(&buf, " port=%d", PostPortNumber);
+	tb_conninfo_append(&buf, "user", tb_sql("SELECT rolname FROM pg_authid WHERE oid = 10", 0, NULL));
+	tb_conninfo_append(&buf, "dbname", dbname);
 	return buf.data;
 }
