@@ -8,6 +8,7 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "libpq-fe.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -26,6 +27,59 @@ PG_FUNCTION_INFO_V1(tenant_backup_key_create);
 PG_FUNCTION_INFO_V1(tenant_backup_seal_secret);
 PG_FUNCTION_INFO_V1(tenant_backup_run_request);
 PG_FUNCTION_INFO_V1(tenant_backup_require_worker);
+PG_FUNCTION_INFO_V1(tenant_backup_split_conninfo);
+
+/*
+ * Splits a PostgreSQL conninfo or URI with libpq's own parser (the one the tools
+ * will use, percent-decoding and all) into the conninfo without its password, in
+ * key='value' form, and the password. The messages never quote the input.
+ */
+Datum
+tenant_backup_split_conninfo(PG_FUNCTION_ARGS)
+{
+	char *locator = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PQconninfoOption *opts = PQconninfoParse(locator, NULL);
+	StringInfoData clean;
+	char *password = NULL;
+	TupleDesc desc;
+	Datum values[2];
+	bool nulls[2] = {false, true};
+
+	explicit_bzero(locator, strlen(locator));
+	if (opts == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("the locator is not a valid PostgreSQL conninfo or URI"),
+						errhint("Use key=value pairs or a postgresql:// URI, as libpq takes them.")));
+	initStringInfo(&clean);
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+	{
+		if (o->val == NULL)
+			continue;
+		if (strcmp(o->keyword, "password") == 0)
+		{
+			password = pstrdup(o->val);
+			continue;
+		}
+		appendStringInfo(&clean, "%s%s='", clean.len ? " " : "", o->keyword);
+		for (const char *c = o->val; *c; c++)
+		{
+			if (*c == '\'' || *c == '\\')
+				appendStringInfoChar(&clean, '\\');
+			appendStringInfoChar(&clean, *c);
+		}
+		appendStringInfoChar(&clean, '\'');
+	}
+	PQconninfoFree(opts);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = CStringGetTextDatum(clean.data);
+	if (password != NULL)
+	{
+		values[1] = CStringGetTextDatum(password);
+		nulls[1] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
 
 Datum
 tenant_backup_require_worker(PG_FUNCTION_ARGS)

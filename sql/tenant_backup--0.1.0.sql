@@ -322,6 +322,12 @@ AS 'MODULE_PATHNAME', 'tenant_backup_require_worker';
 COMMENT ON FUNCTION tenant_backup._require_worker() IS
 	'Raises an error unless tenant_backup is in shared_preload_libraries: queued work would never run.';
 
+CREATE FUNCTION tenant_backup._split_conninfo(p_locator text, OUT locator text, OUT password text)
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_split_conninfo';
+COMMENT ON FUNCTION tenant_backup._split_conninfo(text) IS
+	'Splits a PostgreSQL conninfo or URI with libpq''s parser into the conninfo without its password, and the password.';
+
 CREATE FUNCTION tenant_backup._run_request(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
 										   p_target text)
 RETURNS SETOF bigint LANGUAGE c CALLED ON NULL INPUT
@@ -398,9 +404,12 @@ BEGIN
 	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
 		RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	-- A password never stays in the locator: URI user:password@ (up to the last '@'),
-	-- a URI query's password=, or a conninfo's password=.
-	IF clean ~ '^[a-z][a-z0-9+.-]*://[^:@/?#]*:.*@' THEN
+	-- A password never stays in the locator. PostgreSQL conninfos and URIs are split by
+	-- libpq's own parser; other URIs lose user:password@ (up to the last '@') and a
+	-- query's password=.
+	IF engine = 'postgres' AND (clean ~ '=' OR clean ~ '^postgres(ql)?://') THEN
+		SELECT c.locator, c.password INTO clean, password FROM tenant_backup._split_conninfo(clean) c;
+	ELSIF clean ~ '^[a-z][a-z0-9+.-]*://[^:@/?#]*:.*@' THEN
 		password := substring(clean FROM '^[a-z][a-z0-9+.-]*://[^:@/?#]*:(.*)@[^@]*$');
 		clean := regexp_replace(clean, '^([a-z][a-z0-9+.-]*://[^:@/?#]*):.*@([^@]*)$', '\1@\2');
 	END IF;
