@@ -213,13 +213,16 @@ is "$(wait_for 200 0.2 succeeded,2 psql_q "$last_umbrella_job")" "succeeded,2" \
 	"after kill -9 of the worker the job is retried and succeeds"
 is "$(psql_q "SELECT string_agg(status, ',' ORDER BY id) FROM tenant_backup.backups WHERE tenant = 'umbrella'")" \
 	"failed,complete,failed,complete" "the interrupted attempt is failed, never complete"
-# A source whose conninfo is wrong fails each attempt after its password was opened:
+# A malformed conninfo is refused when added, without echoing it.
+out=$(psql_q "SELECT tenant_backup.tenant_create('leaky')" \
+	"SELECT tenant_backup.tenant_add_database('leaky', 'postgres', 'host=127.0.0.1 dbnmae=x password=LeakCheckPw9')" 2>&1)
+like "$out" "not a valid PostgreSQL conninfo" "a malformed conninfo is refused when it is added"
+# A source that cannot be reached fails each attempt after its password was opened:
 # no password file may stay behind.
-psql_q "SELECT tenant_backup.tenant_create('leaky')" \
-	"SELECT tenant_backup.tenant_add_database('leaky', 'postgres', 'host=127.0.0.1 dbnmae=x password=LeakCheckPw9')" \
-	>/dev/null
+psql_q "SELECT tenant_backup.tenant_add_database('leaky', 'postgres',
+	'host=127.0.0.1 port=1 dbname=x user=postgres password=LeakCheckPw9')" >/dev/null
 out=$(psql_q "SELECT tenant_backup.tenant_backup('leaky', wait => true)" 2>&1)
-like "$out" 'invalid conninfo' "a broken conninfo fails the backup with a clear error"
+like "$out" 'pg_dump child process exited with exit code 1' "an unreachable source fails the backup with a clear error"
 is "$(find "$D/pg/data" -name '*tenant_backup*' | wc -l)" 0 "no password file is left behind"
 grep -rqs "LeakCheckPw9" "$D/pg/data/base" "$D/pg/data/pgsql_tmp" 2>/dev/null
 ok $((! $?)) "nor the password anywhere in the data directory's files"
