@@ -73,7 +73,7 @@ like "$out" "is wrapped by master key [0-9a-f]{16}, but the master key given is 
 
 cp "$D/store/$obj" "$D/pristine"
 size=$(stat -c %s "$D/store/$obj")
-printf '\x55' | dd of="$D/store/$obj" bs=1 seek=$((size / 2)) conv=notrunc status=none
+flip_byte "$D/store/$obj" $((size / 2))
 out=$("$TB" cat "$obj" 2>&1 >/dev/null)
 ok $((! $?)) "cat of a bit-flipped object fails"
 like "$out" "object '$obj' is corrupt: chunk [0-9]+ fails authentication" "error names the object and the chunk"

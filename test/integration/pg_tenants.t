@@ -92,11 +92,11 @@ tampered=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = '
 if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
 	aws_s3 s3 cp "s3://$TB_S3_BUCKET/pg/$tampered" "$D/t.tbk" --only-show-errors
 	size=$(stat -c %s "$D/t.tbk")
-	printf '\x42' | dd of="$D/t.tbk" bs=1 seek=$((size - 100)) conv=notrunc status=none
+	flip_byte "$D/t.tbk" $((size - 100))
 	aws_s3 s3 cp "$D/t.tbk" "s3://$TB_S3_BUCKET/pg/$tampered" --only-show-errors
 else
 	size=$(stat -c %s "$D/store/$tampered")
-	printf '\x42' | dd of="$D/store/$tampered" bs=1 seek=$((size - 100)) conv=notrunc status=none
+	flip_byte "$D/store/$tampered" $((size - 100))
 fi
 in_db acme "INSERT INTO canary VALUES (4, 'before tampered restore')"
 out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', backup_id => (SELECT id FROM tenant_backup.backups

@@ -39,6 +39,12 @@ unlike() { # GOT PATTERN NAME
 
 diag() { echo "# $*" >&2; }
 
+# Flips one bit of the byte at OFFSET in FILE: always a change, whatever the byte was.
+flip_byte() { # FILE OFFSET
+	perl -e 'open(my $f, "+<", $ARGV[0]) or die; seek($f, $ARGV[1], 0); read($f, my $b, 1);
+		seek($f, $ARGV[1], 0); print $f chr(ord($b) ^ 1); close($f)' "$1" "$2"
+}
+
 # Runs CMD... every INTERVAL seconds, at most TRIES times, until it prints EXPECTED;
 # prints what it printed last (for is/like), and fails if that never came.
 wait_for() { # TRIES INTERVAL EXPECTED CMD...
