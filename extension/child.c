@@ -13,6 +13,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/memutils.h"
 
 #include "child.h"
 
@@ -53,17 +54,21 @@ tb_child_start(tb_child *child, const char *command, bool reading)
 	child->fd = reading ? fds[0] : fds[1];
 	close(reading ? fds[1] : fds[0]);
 	fcntl(child->fd, F_SETFL, fcntl(child->fd, F_GETFL) | O_NONBLOCK);
+	child->events = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(child->events, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(child->events, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(child->events, reading ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE, child->fd, NULL, NULL);
 	return true;
 }
 
-/* Waits for fd (or a timeout), serving interrupts and keeping the lease; false if it was lost. */
+/* Waits for the pipe (or a timeout), serving interrupts and keeping the lease; false if it was lost. */
 static bool
-tb_child_wait(tb_child *child, tb_job *job, int events)
+tb_child_wait(tb_child *child, tb_job *job)
 {
-	int rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | events, child->fd,
-							   TB_CHILD_WAIT_MS, PG_WAIT_EXTENSION);
+	WaitEvent event;
 
-	if (rc & WL_LATCH_SET)
+	if (WaitEventSetWait(child->events, TB_CHILD_WAIT_MS, &event, 1, PG_WAIT_EXTENSION) > 0 &&
+		(event.events & WL_LATCH_SET))
 		ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 	if (!tb_job_progress(job, job->bytes_done, false))
@@ -82,7 +87,7 @@ tb_child_read(tb_child *child, tb_job *job, void *buf, size_t len)
 			return n;
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			return -1;
-		if (!tb_child_wait(child, job, WL_SOCKET_READABLE))
+		if (!tb_child_wait(child, job))
 			return -1;
 	}
 }
@@ -104,10 +109,22 @@ tb_child_write(tb_child *child, tb_job *job, const void *buf, size_t len)
 		}
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			return -1;
-		if (!tb_child_wait(child, job, WL_SOCKET_WRITEABLE))
+		if (!tb_child_wait(child, job))
 			return -1;
 	}
 	return 0;
+}
+
+/* Our end of the pipe and its wait set go; the tool sees EOF (or EPIPE). */
+static void
+tb_child_close(tb_child *child)
+{
+	if (child->events != NULL)
+		FreeWaitEventSet(child->events);
+	child->events = NULL;
+	if (child->fd >= 0)
+		close(child->fd);
+	child->fd = -1;
 }
 
 int
@@ -115,9 +132,7 @@ tb_child_finish(tb_child *child, tb_job *job)
 {
 	int status;
 
-	if (child->fd >= 0)
-		close(child->fd);
-	child->fd = -1;
+	tb_child_close(child);
 	for (;;)
 	{
 		pid_t rc = waitpid(child->pid, &status, WNOHANG);
@@ -140,9 +155,7 @@ tb_child_kill(tb_child *child)
 {
 	int status;
 
-	if (child->fd >= 0)
-		close(child->fd);
-	child->fd = -1;
+	tb_child_close(child);
 	if (child->pid > 0)
 	{
 		kill(child->pid, SIGTERM);
