@@ -26,6 +26,7 @@
 
 #define TB_PIPE_BUFFER (1024 * 1024)
 #define TB_SWAP_WAIT_SECONDS 30
+#define TB_LEASE_LOST "the job's lease was lost to another worker"
 
 /* A conninfo locator (key=value or URI) names another server; otherwise it is a database here. */
 static bool
@@ -236,6 +237,26 @@ tb_exit_reason(const char *tool, int status)
 					status < 0 ? "could not be run" : wait_result_to_str(status));
 }
 
+/*
+ * Ends a tool's run: after a failure of ours it is killed and that failure stands;
+ * otherwise we wait for it (keeping the lease) and its exit status or a lost lease
+ * becomes the failure. NULL when all went well.
+ */
+static char *
+tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure)
+{
+	int status;
+
+	if (failure != NULL)
+	{
+		tb_child_kill(child);
+		return failure;
+	}
+	if ((status = tb_child_finish(child, job)) != 0)
+		return tb_exit_reason(tool, status);
+	return child->lease_lost ? pstrdup(TB_LEASE_LOST) : NULL;
+}
+
 /* Loads the tenant's active key from the catalog, unwrapped with the master key. */
 static void
 tb_active_tenant_key(const char *tenant, tenant_key *out)
@@ -275,11 +296,11 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put)
 			return psprintf("could not store the backup: %s", err.msg);
 		job->bytes_done += n;
 		if (!tb_job_progress(job, job->bytes_done, false))
-			return pstrdup("the job's lease was lost to another worker");
+			return pstrdup(TB_LEASE_LOST);
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n < 0)
-		return dump->lease_lost ? pstrdup("the job's lease was lost to another worker")
+		return dump->lease_lost ? pstrdup(TB_LEASE_LOST)
 								: psprintf("could not read pg_dump's output: %m");
 	return NULL;
 }
@@ -301,7 +322,6 @@ tb_pg_backup(tb_job *job)
 	manifest m;
 	char *backup_id, *conninfo, *command, *failure = NULL;
 	tb_child dump;
-	int status;
 
 	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
 	snprintf(source_id, sizeof(source_id), INT64_FORMAT, job->source_id);
@@ -345,12 +365,7 @@ tb_pg_backup(tb_job *job)
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		if (failure != NULL)
-			tb_child_kill(&dump);
-		else if ((status = tb_child_finish(&dump, job)) != 0)
-			failure = tb_exit_reason("pg_dump", status);
-		else if (dump.lease_lost)
-			failure = pstrdup("the job's lease was lost to another worker");
+		failure = tb_tool_end(&dump, job, "pg_dump", failure);
 	}
 	tb_passfile_remove();
 	if (failure != NULL)
@@ -485,7 +500,7 @@ tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore)
 	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
 	{
 		if (tb_child_write(restore, job, buf, n) != 0)
-			return restore->lease_lost ? pstrdup("the job's lease was lost to another worker")
+			return restore->lease_lost ? pstrdup(TB_LEASE_LOST)
 									   : psprintf("could not feed pg_restore: %m");
 		job->bytes_done += n;
 		CHECK_FOR_INTERRUPTS();
@@ -549,7 +564,6 @@ tb_pg_restore(tb_job *job)
 	storage *st;
 	PGconn *admin;
 	tb_child restore;
-	int status;
 
 	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
 	object =
@@ -625,12 +639,7 @@ tb_pg_restore(tb_job *job)
 				PG_RE_THROW();
 			}
 			PG_END_TRY();
-			if (failure != NULL)
-				tb_child_kill(&restore);
-			else if ((status = tb_child_finish(&restore, job)) != 0)
-				failure = tb_exit_reason("pg_restore", status);
-			else if (restore.lease_lost)
-				failure = pstrdup("the job's lease was lost to another worker");
+			failure = tb_tool_end(&restore, job, "pg_restore", failure);
 		}
 		if (failure != NULL)
 			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
