@@ -16,6 +16,8 @@ BUILD ?= build
 CORE_SRC := $(wildcard core/*.c core/storage/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
+AGENT_COMMON_SRC := $(wildcard agents/common/*.c)
+MYSQL_AGENT_SRC := $(wildcard agents/mysql/*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -23,12 +25,21 @@ CORE_LIB := $(BUILD)/libtbcore.a
 CLI_BIN := $(BUILD)/bin/tenant-backup
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
+# Agents: the shared job loop (libpq) and one program per engine.
+AGENT_CFLAGS := -Iagents/common $(shell pkg-config --cflags libpq libmariadb 2>/dev/null)
+AGENT_COMMON_OBJ := $(AGENT_COMMON_SRC:%.c=$(BUILD)/%.o)
+AGENT_LIB := $(BUILD)/libtbagent.a
+MYSQL_AGENT_OBJ := $(MYSQL_AGENT_SRC:%.c=$(BUILD)/%.o)
+MYSQL_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-mysql
+AGENT_LIBS := $(shell pkg-config --libs libpq 2>/dev/null)
+PREFIX ?= /usr/local
+
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS_ARGS := -C extension PG_CONFIG=$(PG_CONFIG) with_llvm=no
 
-.PHONY: all deps extension install test test-unit test-asan test-integration demo bench format clean
+.PHONY: all deps extension install install-bin unit-bins test test-unit test-asan test-integration demo bench format clean
 
-all: $(CLI_BIN) extension
+all: $(CLI_BIN) $(MYSQL_AGENT_BIN) extension
 
 # The PostgreSQL extension (PGXS), linked with core/.
 extension: $(CORE_LIB)
@@ -38,6 +49,11 @@ extension: $(CORE_LIB)
 install: extension
 	umask 022 && $(MAKE) --no-print-directory $(PGXS_ARGS) install
 
+# The command and the agents, for hosts that run them.
+install-bin: $(CLI_BIN) $(MYSQL_AGENT_BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $^ $(DESTDIR)$(PREFIX)/bin/
+
 deps:
 	@sh scripts/install-deps.sh
 
@@ -45,6 +61,22 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	@$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(BUILD)/agents/%.o: agents/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(AGENT_LIB): $(AGENT_COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  AR      $@"
+	@rm -f $@ && ar rcs $@ $^
+
+$(MYSQL_AGENT_BIN): $(MYSQL_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $(MYSQL_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) \
+		$(shell pkg-config --libs libmariadb 2>/dev/null) $(LIBS)
 
 $(CORE_LIB): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -56,10 +88,10 @@ $(CLI_BIN): $(CLI_OBJ) $(CORE_LIB)
 	@echo "  LINK    $@"
 	@$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(CORE_LIB) $(LIBS)
 
-$(BUILD)/test/%: test/unit/%.c $(CORE_LIB)
+$(BUILD)/test/%: test/unit/%.c $(AGENT_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS_ALL) -Itest/unit -o $@ $< $(CORE_LIB) $(LIBS) -lcmocka
+	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -Itest/unit -o $@ $< $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) $(LIBS) -lcmocka
 
 unit-bins: $(UNIT_BIN)
 
@@ -71,7 +103,7 @@ test-unit: deps
 	CMOCKA_MESSAGE_OUTPUT=TAP prove -e '' $(UNIT_BIN)
 
 test-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		prove -e '' $(UNIT_BIN:$(BUILD)/%=build-asan/%)
 
@@ -81,7 +113,7 @@ test-integration: deps all install
 # All tests, each suite once, with one prove summary at the end.
 test: deps
 	@$(MAKE) --no-print-directory unit-bins all install
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
 		prove -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
@@ -95,10 +127,10 @@ bench: deps all install
 
 format:
 	clang-format -i $(CORE_SRC) $(wildcard core/*.h core/storage/*.h) $(CLI_SRC) $(wildcard cli/*.h) $(UNIT_SRC) \
-		$(wildcard extension/*.c extension/*.h)
+		$(wildcard extension/*.c extension/*.h agents/*/*.c agents/*/*.h)
 
 clean:
 	rm -rf build build-asan
 	@$(MAKE) --no-print-directory $(PGXS_ARGS) clean
 
--include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(AGENT_COMMON_OBJ:.o=.d) $(MYSQL_AGENT_OBJ:.o=.d)

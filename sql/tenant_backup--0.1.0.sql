@@ -540,7 +540,9 @@ SELECT t.name AS tenant,
 	   last_err.error AS last_error,
 	   running.id AS running_job,
 	   running.kind AS running_kind,
-	   running.bytes_done AS running_bytes
+	   running.bytes_done AS running_bytes,
+	   CASE WHEN running.lease_owner LIKE 'agent:%' THEN split_part(running.lease_owner, ':', 2)
+			WHEN running.lease_owner IS NOT NULL THEN 'background worker' END AS running_on
 FROM tenant_backup.tenants t
 JOIN tenant_backup.sources s ON s.tenant = t.name
 LEFT JOIN LATERAL (SELECT b.finished FROM tenant_backup.backups b
@@ -550,10 +552,10 @@ LEFT JOIN LATERAL (SELECT j.error FROM tenant_backup.jobs j
 				   WHERE j.source_id = s.id AND j.state = 'failed'
 				   AND j.finished > coalesce(last_ok.finished, '-infinity')
 				   ORDER BY j.finished DESC LIMIT 1) last_err ON true
-LEFT JOIN LATERAL (SELECT j.id, j.kind, j.bytes_done FROM tenant_backup.jobs j
+LEFT JOIN LATERAL (SELECT j.id, j.kind, j.bytes_done, j.lease_owner FROM tenant_backup.jobs j
 				   WHERE j.source_id = s.id AND j.state = 'running' ORDER BY j.id LIMIT 1) running ON true;
 COMMENT ON VIEW tenant_backup.status IS
-	'Per tenant database: last successful backup and its age, next due, last error since then, running job and bytes done.';
+	'Per tenant database: last successful backup and its age, next due, last error since then, running job, bytes done and who runs it (an agent''s name or the background worker).';
 
 -- ---------------------------------------------------------------- agents
 
@@ -665,6 +667,13 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	held := tenant_backup._job_finish(job_id, lease, error, result);
+	-- A report sent again after its answer was lost (the connection dropped): the job
+	-- already names this very object as complete, so it was this report that landed.
+	IF NOT held AND error IS NULL AND result ? 'object' THEN
+		RETURN EXISTS (SELECT 1 FROM tenant_backup.backups b
+					   WHERE b.job_id = agent_report.job_id AND b.status = 'complete'
+					   AND b.object_key = result->>'object');
+	END IF;
 	IF held THEN
 		UPDATE tenant_backup.agent_registry SET last_seen = now(),
 			jobs_done = jobs_done + (error IS NULL)::int, jobs_failed = jobs_failed + (error IS NOT NULL)::int
@@ -674,7 +683,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup.agent_report(bigint, text, text, jsonb) IS
-	'Ends the attempt: error NULL is success (a backup needs result: object, bytes_in, bytes_stored, sha256, key_id); an error queues the job again until max_attempts. False if the lease was lost: nothing was recorded.';
+	'Ends the attempt: error NULL is success (a backup needs result: object, bytes_in, bytes_stored, sha256, key_id); an error queues the job again until max_attempts. False if the lease was lost: nothing was recorded. Sending the same successful report again answers true.';
 
 CREATE FUNCTION tenant_backup.agent_release(job_id bigint, lease text)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER

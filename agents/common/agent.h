@@ -1,0 +1,130 @@
+/*
+ * The job loop every agent shares. The extension's catalog is the queue: an agent
+ * claims one job of its engine under a lease, keeps the lease while it works, and
+ * reports through the extension's agent_* functions. An engine supplies only its
+ * backup and restore; the queue, the lease, storage, keys and logging live here.
+ */
+#ifndef TB_AGENT_H
+#define TB_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+#include "keys.h"
+#include "repo.h"
+#include "storage/storage.h"
+
+typedef struct agent_config agent_config;
+typedef struct agent agent;
+
+/* Why a job must stop before it is done. */
+typedef enum agent_stop
+{
+	AGENT_GO = 0,
+	AGENT_STOP_SIGNAL,     /* SIGTERM or SIGINT: give the job back */
+	AGENT_STOP_LEASE_LOST, /* another attempt owns the job now: report nothing */
+} agent_stop;
+
+typedef struct agent_job
+{
+	int64_t id;
+	char *lease;
+	char *kind; /* "backup" or "restore" */
+	char *tenant;
+	const char *engine;
+	char *locator;
+	char *password; /* opened from the catalog's sealed form, percent-decoded; NULL if none */
+	char *options;  /* the source's options, a JSON object */
+	int64_t backup_id;
+	char *object_key;     /* restore: the backup to restore */
+	char *restore_target; /* restore: another database, NULL for in place */
+	int attempt;
+	tenant_key key; /* backup: the tenant's active key */
+	storage *storage;
+	const master_key *master;
+	const agent_config *config;
+	int workers; /* compression threads for a backup */
+	int level;   /* zstd level for a backup */
+	uint64_t bytes_done;
+	agent_stop stop;
+	agent *owner;
+} agent_job;
+
+typedef struct agent_engine
+{
+	const char *engine;      /* "mysql" */
+	const char *program;     /* "tenant-backup-agent-mysql" */
+	const char *config_help; /* the engine's own configuration keys, for --help */
+	/* Streams the tenant's database into put (agent_job_tick at least once a second). */
+	int (*backup)(agent_job *job, repo_put *put, tb_error *err);
+	/* Restores job->object_key; nothing live may change before the whole backup authenticated. */
+	int (*restore)(agent_job *job, tb_error *err);
+} agent_engine;
+
+/* Parses the command line and configuration, then runs the loop; returns the exit status. */
+int agent_main(const agent_engine *engine, int argc, char **argv);
+
+/*
+ * Keeps the job's lease (renewed when due, with bytes_done as progress) and notices a
+ * stop; call it at least once a second while working. Returns -1 with err set when the
+ * job must stop (job->stop says why).
+ */
+int agent_job_tick(agent_job *job, tb_error *err);
+
+/* A repo_progress_fn that records bytes into job->bytes_done (ctx is the job). */
+void agent_job_progress(void *ctx, uint64_t bytes);
+
+/* A configuration value: the file's, overridden by TENANT_BACKUP_<KEY> in the environment. */
+const char *agent_config_get(const agent_config *config, const char *key);
+
+/* One line on stderr with the time and the program's name. */
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * A tool run for a job: argv[0] looked up in PATH, stdin and/or stdout piped to us,
+ * stderr kept (its end) for error messages, every other descriptor closed but the
+ * ones in keep_fds. Waits on its pipes tick the job's lease.
+ */
+typedef struct agent_child agent_child;
+
+#define AGENT_CHILD_STDIN 1
+#define AGENT_CHILD_STDOUT 2
+
+agent_child *agent_child_start(const char *const *argv, int pipes, const int *keep_fds, int nkeep, tb_error *err);
+/* Bytes read from the tool's stdout, 0 at its end, -1 with err set. */
+ssize_t agent_child_read(agent_child *c, agent_job *job, void *buf, size_t len, tb_error *err);
+int agent_child_write(agent_child *c, agent_job *job, const void *buf, size_t len, tb_error *err);
+/* Closes its stdin, waits for it to exit; an error names the tool, its status and stderr. */
+int agent_child_finish(agent_child *c, agent_job *job, tb_error *err);
+/* Kills it if still running, waits and frees. NULL is ignored. */
+void agent_child_kill(agent_child *c);
+
+/*
+ * An option file passed to a tool as /dev/fd/N: its contents written into a pipe, so a
+ * secret in it never touches a disk or argv. Returns the read end (close it after the
+ * tool started), -1 with err set.
+ */
+int agent_secret_pipe(const char *contents, tb_error *err);
+
+/* A URI: scheme://[user[:password]@]host[:port][/path][?query]; parts percent-decoded. */
+typedef struct agent_uri
+{
+	char *scheme;
+	char *user;
+	char *password;
+	char *host;
+	int port;   /* 0: not given */
+	char *path; /* without its leading '/', NULL if none */
+	char *query;
+} agent_uri;
+
+int agent_uri_parse(const char *text, agent_uri *out, tb_error *err);
+/* A query parameter, percent-decoded (caller frees), or NULL. */
+char *agent_uri_param(const agent_uri *uri, const char *name);
+void agent_uri_free(agent_uri *uri);
+/* Decodes %XX escapes of len bytes of in; caller frees *out. */
+int agent_uri_decode(const char *in, size_t len, char **out, tb_error *err);
+
+#endif

@@ -1,0 +1,70 @@
+/* What the pieces of agents/common share among themselves; engines use agent.h only. */
+#ifndef TB_AGENT_INTERNAL_H
+#define TB_AGENT_INTERNAL_H
+
+#include <libpq-fe.h>
+
+#include "agent.h"
+
+struct agent_config
+{
+	const char *engine;
+	char *file; /* where the values below came from, NULL if none */
+	char *control;
+	char *storage;
+	char *master_key_file;
+	char *name;
+	int lease_seconds;
+	int poll_seconds;
+	int workers;
+	int level;
+	bool once;
+	int nentries; /* the file's key = value lines, kept for agent_config_get */
+	char **keys;
+	char **values;
+};
+
+struct agent
+{
+	const agent_engine *engine;
+	agent_config *config;
+	master_key master;
+	storage *storage;
+	char host[256];
+	PGconn *conn;
+	double reconnect_at; /* monotonic seconds */
+	double backoff;
+	int signal_fd; /* SIGTERM/SIGINT, blocked and read from here */
+	bool stopping;
+	double renew_at;
+	int jobs_failed;
+};
+
+/* Reads argv, the file and the environment; returns 0, 1 after an error, -1 after --help. */
+int agent_config_load(agent_config *config, const agent_engine *engine, int argc, char **argv);
+void agent_config_free(agent_config *config);
+
+double agent_now(void);
+/* True once SIGTERM or SIGINT arrived. */
+bool agent_signalled(agent *a);
+
+/*
+ * The control plane. Each call connects first if needed (no sooner than the backoff
+ * allows) and returns -1 with err set when the database cannot be reached, or refused.
+ */
+int control_connect(agent *a, tb_error *err);
+void control_disconnect(agent *a);
+int control_hello(agent *a, tb_error *err);
+/*
+ * 1 with job filled, 0 when the queue has no job of this engine, -2 when a job was
+ * claimed but cannot run (err says why: report it as the job's failure).
+ */
+int control_claim(agent *a, agent_job *job, tb_error *err);
+/* 1 while the lease holds, 0 once lost. */
+int control_renew(agent *a, agent_job *job, tb_error *err);
+int control_report(agent *a, agent_job *job, const char *error, const char *result_json, tb_error *err);
+int control_release(agent *a, agent_job *job, tb_error *err);
+/* Waits up to seconds for a notification of this engine's jobs or a signal; 1 if notified. */
+int control_wait(agent *a, double seconds);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * A MySQL/MariaDB tenant's backup: the server's own dump tool in one consistent
+ * transaction (--single-transaction: a snapshot, no global lock) with tables, views,
+ * routines, triggers and events, streamed as it comes into the repository. The
+ * plaintext is an SQL script for the database it is loaded into; its first statement
+ * gives that database the dumped one's character set and collation.
+ */
+#include "mysql_agent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DUMP_BUFFER (1024 * 1024)
+
+/* The dumped database's defaults, which the dump tool leaves out without --databases. */
+static int
+dump_preamble(const mysql_source *src, const agent_job *job, char *out, size_t size, tb_error *err)
+{
+	MYSQL *conn = mysql_source_connect(src, job, err);
+	char *charset = NULL, *collation = NULL;
+	int found;
+
+	if (conn == NULL)
+		return -1;
+	found = my_database_defaults(conn, src->database, &charset, &collation, err);
+	mysql_close(conn);
+	if (found == 0)
+		return tb_error_set(err, TB_ERR_NOT_FOUND, "it does not exist on %s:%d", src->host ? src->host : "localhost",
+							src->port);
+	if (found < 0)
+		return -1;
+	snprintf(out, size,
+			 "-- tenant_backup: the dumped database's defaults, given to the database this is loaded into\n"
+			 "ALTER DATABASE CHARACTER SET %s COLLATE %s;\n",
+			 charset, collation);
+	free(charset);
+	free(collation);
+	return 0;
+}
+
+int
+mysql_backup(agent_job *job, repo_put *put, tb_error *err)
+{
+	mysql_source src;
+	char preamble[512], defaults[64];
+	const char *argv[16];
+	agent_child *child = NULL;
+	char *buf = NULL;
+	int fd = -1, rc = -1, n = 0;
+
+	if (mysql_source_from_job(job, &src, err) != 0)
+		return -1;
+	if (dump_preamble(&src, job, preamble, sizeof(preamble), err) != 0 ||
+		repo_put_write(put, preamble, strlen(preamble), err) != 0 || (fd = mysql_option_pipe(&src, err)) < 0)
+		goto done;
+	snprintf(defaults, sizeof(defaults), "--defaults-extra-file=/dev/fd/%d", fd);
+	argv[n++] = src.dump_command;
+	argv[n++] = defaults;
+	argv[n++] = "--single-transaction";
+	argv[n++] = "--routines";
+	argv[n++] = "--triggers";
+	argv[n++] = "--events";
+	argv[n++] = "--hex-blob";
+	argv[n++] = "--no-tablespaces";
+	argv[n++] = "--default-character-set=utf8mb4";
+	argv[n++] = "--skip-dump-date";
+	argv[n++] = "--";
+	argv[n++] = src.database;
+	argv[n] = NULL;
+	child = agent_child_start(argv, AGENT_CHILD_STDOUT, &fd, 1, err);
+	close(fd);
+	if (child == NULL || (buf = malloc(DUMP_BUFFER)) == NULL)
+		goto done;
+	for (;;)
+	{
+		ssize_t got = agent_child_read(child, job, buf, DUMP_BUFFER, err);
+
+		if (got < 0 || (got > 0 && repo_put_write(put, buf, (size_t) got, err) != 0))
+			goto done;
+		if (got == 0)
+			break;
+	}
+	rc = agent_child_finish(child, job, err);
+done:
+	if (rc != 0 && job->stop == AGENT_GO)
+		tb_error_prefix(err, "dump of database \"%s\" of tenant \"%s\"", src.database, job->tenant);
+	agent_child_kill(child);
+	free(buf);
+	mysql_source_free(&src);
+	return rc;
+}

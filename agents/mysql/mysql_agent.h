@@ -1,0 +1,52 @@
+/* The pieces of tenant-backup-agent-mysql: where a tenant's database is, and how to reach it. */
+#ifndef TB_MYSQL_AGENT_H
+#define TB_MYSQL_AGENT_H
+
+#include <mysql.h>
+
+#include "agent.h"
+
+/* A tenant's database: from the job's locator, its sealed password and the agent's configuration. */
+typedef struct mysql_source
+{
+	char *host;
+	int port;
+	char *socket;
+	char *user;
+	char *password;
+	char *database;
+	const char *dump_command;   /* mariadb-dump or mysqldump */
+	const char *client_command; /* mariadb or mysql */
+} mysql_source;
+
+int mysql_source_from_job(const agent_job *job, mysql_source *src, tb_error *err);
+void mysql_source_free(mysql_source *src);
+
+/* The [client] option file for the server's tools, as a pipe (see agent_secret_pipe). */
+int mysql_option_pipe(const mysql_source *src, tb_error *err);
+
+/* A C API connection in utf8mb4, to no database. */
+MYSQL *mysql_source_connect(const mysql_source *src, const agent_job *job, tb_error *err);
+
+/* Runs one statement built from fmt; an error names the statement's purpose (what). */
+int my_exec(MYSQL *conn, const char *what, tb_error *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* `name` with backticks doubled; caller frees. */
+char *my_ident(const char *name);
+/* 'text' escaped for conn; caller frees. */
+char *my_literal(MYSQL *conn, const char *text);
+
+/* 1 when db exists, with its default character set and collation; 0 when not; -1 on error. */
+int my_database_defaults(MYSQL *conn, const char *db, char **charset, char **collation, tb_error *err);
+
+/*
+ * Makes `live` hold what `fresh` holds: its tables move in (one RENAME TABLE), the
+ * previous ones to `old`, with their triggers, views, routines and events each going
+ * with them. Nothing is dropped: the previous contents stay in `old`.
+ */
+int my_swap(MYSQL *conn, const char *live, const char *fresh, const char *old, tb_error *err);
+
+int mysql_backup(agent_job *job, repo_put *put, tb_error *err);
+int mysql_restore(agent_job *job, tb_error *err);
+
+#endif

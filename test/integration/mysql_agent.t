@@ -1,0 +1,149 @@
+#!/bin/bash
+# MariaDB tenants through the extension and tenant-backup-agent-mysql, on a real MariaDB:
+# backup lands at <tenant>/mysql/ and decrypts to a dump of only its tenant; restore in
+# place (the previous database kept, other tenants untouched) and to a target; the
+# realistic schema round-trips (my_compare.sh); a tampered object fails before anything
+# changes; no password on a command line, in the log or in the catalog; configuration
+# errors are clear.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/pg.sh"
+. "$(dirname "$0")/../lib/mariadb.sh"
+. "$(dirname "$0")/../lib/mysql_tenants.sh"
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+TB_BIN=$(dirname "$TB")
+
+scratch_dir
+mysql_tenants_setup 25441 23441
+
+"$TB_BIN/tenant-backup-agent-mysql" --help | grep -q -- "--once"
+ok $? "--help describes the options"
+
+# --- backup with --once
+psql_q "SELECT tenant_backup.tenant_backup('acme', 'mysql')" >/dev/null
+agent_once once1
+ok $? "an agent run with --once does the queued job and exits 0"
+row=$(psql_q "SELECT status, bytes_in > 0, length(sha256), object_key FROM tenant_backup.tenant_backups('acme')")
+like "$row" '^complete\|t\|64\|acme/mysql/.*\.tbk$' "the backup is complete, with size, sha256 and an object under acme/mysql/"
+obj=${row##*|}
+"$TB" cat "$obj" >"$D/acme.sql"
+ok $? "tenant-backup cat decrypts it"
+grep -q "acme canary" "$D/acme.sql"
+ok $? "the dump holds acme's canary"
+grep -qE "globex canary|initech canary" "$D/acme.sql"
+ok $((! $?)) "and no other tenant's"
+for what in 'CREATE TABLE `canary`' 'VIEW `canary_view`' 'TRIGGER canary_touch' 'PROCEDURE `canary_count`'; do
+	grep -qF "$what" "$D/acme.sql"
+	ok $? "the dump has $what"
+done
+like "$(grep -c 'acme' "$D/once1.log")" '^[1-9]' "the agent logs one line for the job"
+like "$(grep 'succeeded' "$D/once1.log")" 'backup of tenant "acme" \(mysql, job [0-9]+, backup [0-9]+, attempt 1\) succeeded: .* in, .* stored, [0-9.]+ s' \
+	"the line names tenant, engine, job, backup, bytes and time"
+
+# --- a running agent, woken by NOTIFY (it would otherwise look only every 60 s)
+agent_start daemon --poll-seconds 60
+wait_for 50 0.1 1 psql_q "SELECT count(*) FROM tenant_backup.agents WHERE name = 'daemon' AND silent_for < '10 s'" >/dev/null
+ok $? "the agent says hello: tenant_backup.agents lists it with a recent heartbeat"
+start=$SECONDS
+job=$(psql_q "SELECT tenant_backup.tenant_backup('globex', 'mysql', wait => true)")
+ok $? "tenant_backup('globex', 'mysql', wait => true) returns once the agent reported"
+[ $((SECONDS - start)) -lt 20 ]
+ok $? "the agent was woken by the notification, not by its 60 s poll"
+is "$(psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $job")" succeeded "the job succeeded"
+is "$(psql_q "SELECT last_success IS NOT NULL FROM tenant_backup.status WHERE tenant = 'globex' AND engine = 'mysql'")" t \
+	"tenant_backup.status shows the agent's backup"
+is "$(psql_q "SELECT jobs_done FROM tenant_backup.agents WHERE name = 'daemon'")" 1 "the agents view counts the job"
+
+# --- restore in place
+my_db acme "UPDATE canary SET v = 'acme changed'" "INSERT INTO canary (id, v) VALUES (2, 'acme after backup')" \
+	"DROP VIEW canary_view" "DROP PROCEDURE canary_count"
+my_db globex "UPDATE canary SET v = 'globex after backup'"
+restore=$(psql_q "SELECT tenant_backup.tenant_restore('acme', 'mysql', wait => true)")
+ok $? "tenant_restore('acme', 'mysql', wait => true) in place"
+is "$(my_canaries acme)" "acme canary" "acme is back as it was at the backup"
+is "$(my_db acme "SELECT touched FROM canary WHERE id = 1")" 0 "with its rows exactly (the trigger did not fire on load)"
+is "$(my_db acme "SELECT loud FROM canary_view")" "ACME CANARY" "its view is back"
+is "$(my_db acme "CALL canary_count(@n)" "SELECT @n")" 1 "its procedure is back"
+my_db acme "UPDATE canary SET v = 'after restore' WHERE id = 1"
+is "$(my_db acme "SELECT touched FROM canary WHERE id = 1")" 1 "its trigger is back and fires"
+is "$(my_canaries globex)" "globex after backup" "globex's later change survives"
+old="acme_tb_old_$restore"
+is "$(my_canaries "$old")" "acme changed,acme after backup" "the replaced contents are kept as $old"
+is "$(my_q "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'acme\\_tb\\_new\\_%'")" 0 \
+	"no scratch database is left"
+
+# --- restore to a target
+my_db acme "INSERT INTO canary (id, v) VALUES (3, 'live marker')"
+psql_q "SELECT tenant_backup.tenant_restore('acme', 'mysql', target => 'acme_copy', wait => true)" >/dev/null
+ok $? "tenant_restore to target acme_copy"
+is "$(my_canaries acme_copy)" "acme canary" "the target holds the backup"
+is "$(my_canaries acme)" "after restore,live marker" "the live database is untouched"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', 'mysql', target => 'acme_copy', wait => true)" 2>&1)
+ok $(($? == 0)) "a target that exists is refused"
+like "$out" 'already exists' "the error says it exists"
+
+# --- the realistic schema round-trips, in place and to a target
+my_q "CREATE DATABASE umbrella"
+my_client umbrella <"$HERE/fixtures/mariadb_schema.sql"
+ok $? "the realistic schema loads into umbrella"
+psql_q "SELECT tenant_backup.tenant_create('umbrella')" \
+	"SELECT tenant_backup.tenant_add_database('umbrella', 'mysql', 'mysql://tbagent:$MY_PASSWORD_URI@127.0.0.1:23441/umbrella')" >/dev/null
+psql_q "SELECT tenant_backup.tenant_backup('umbrella', wait => true)" >/dev/null
+ok $? "umbrella backs up"
+psql_q "SELECT tenant_backup.tenant_restore('umbrella', 'mysql', target => 'umbrella_copy', wait => true)" >/dev/null
+ok $? "and restores to umbrella_copy"
+# The fidelity of the server's own dump tool: FLOAT goes through its 6-digit text form.
+my_q "CREATE DATABASE umbrella_ref"
+mariadb-dump --no-defaults --socket="$MARIADB_SOCKET" -uroot --single-transaction --routines --triggers --events \
+	--hex-blob umbrella | my_client umbrella_ref
+"$HERE/lib/my_compare.sh" umbrella_ref umbrella_copy
+ok $? "umbrella_copy holds exactly what mariadb-dump | mariadb gives (definitions, counters, rows)"
+is "$("$HERE/lib/my_compare.sh" umbrella umbrella_copy 2>&1 | grep '^  ' | cut -d: -f1)" "  table type_edge_cases" \
+	"and differs from umbrella only where FLOAT needs more than 6 digits (a documented limit)"
+my_db umbrella "DELETE FROM order_items WHERE order_id % 2 = 0" "DROP VIEW IF EXISTS active_products" \
+	"DROP TRIGGER IF EXISTS orders_audit_status" "CREATE TABLE stray (id INT)"
+restore=$(psql_q "SELECT tenant_backup.tenant_restore('umbrella', 'mysql', wait => true)")
+ok $? "umbrella restores in place after changes"
+"$HERE/lib/my_compare.sh" umbrella umbrella_copy
+ok $? "umbrella is again what was backed up (definitions, counters, rows)"
+is "$(my_q "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'umbrella_tb_old_$restore' AND TABLE_NAME = 'stray'")" 1 \
+	"the previous contents, with the stray table, are in umbrella_tb_old_$restore"
+
+# --- a tampered object fails before anything changes
+my_db acme "INSERT INTO canary (id, v) VALUES (4, 'before tamper')"
+before=$(my_canaries acme)
+obj_file="$D/store/$obj"
+size=$(stat -c %s "$obj_file")
+cp "$obj_file" "$D/pristine"
+flip_byte "$obj_file" $((size / 2))
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', 'mysql', backup_id => (SELECT id FROM tenant_backup.backups WHERE object_key = '$obj'), wait => true)" 2>&1)
+ok $(($? == 0)) "restoring the tampered object fails"
+like "$out" 'authenticat|corrupt|tamper' "the error says the backup failed authentication"
+is "$(my_canaries acme)" "$before" "acme is untouched"
+is "$(my_q "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'acme\\_tb\\_new\\_%'")" 0 \
+	"the partly loaded scratch database was dropped"
+cp "$D/pristine" "$obj_file"
+
+# --- secrets
+grep -rqF "$MY_PASSWORD" "$D"/dump-argv "$D"/*.log
+ok $((! $?)) "the MariaDB password is in no tool's argv and no agent log"
+grep -qF -- "--defaults-extra-file=/dev/fd/" "$D/dump-argv"
+ok $? "the dump tool got its credentials from an option file through a pipe"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.sources WHERE locator LIKE '%s3cr%' OR sealed_password NOT LIKE 'tbs1:%'")" 0 \
+	"the catalog keeps the locator without the password, which is sealed"
+grep -qF "$MY_PASSWORD" "$D/pg/server.log"
+ok $((! $?)) "nor is it in the control plane's log"
+
+# --- configuration errors
+printf 'storage = %s\nmysql_password = x\n' "$STORAGE" >"$D/loose.conf"
+chmod 644 "$D/loose.conf"
+out=$("$TB_BIN/tenant-backup-agent-mysql" --config "$D/loose.conf" --once 2>&1)
+ok $(($? == 0)) "a configuration file with a password readable by others is refused"
+like "$out" 'readable by others' "the error says why"
+printf 'bogus_key = 1\n' >"$D/bad.conf"
+out=$("$TB_BIN/tenant-backup-agent-mysql" --config "$D/bad.conf" --once 2>&1)
+like "$out" 'bad.conf:1: unknown key "bogus_key"' "an unknown key is named with its file and line"
+out=$(TENANT_BACKUP_CONTROL="host=127.0.0.1 port=1 dbname=postgres user=agent" "$TB_BIN/tenant-backup-agent-mysql" --once 2>&1)
+ok $(($? == 0)) "--once with an unreachable control plane exits non-zero"
+like "$out" 'control plane unreachable' "and says so"
+
+done_testing
