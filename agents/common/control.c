@@ -42,6 +42,14 @@ control_disconnect(agent *a)
 	a->conn = NULL;
 }
 
+/* The server's notices (e.g. why it closes the connection) go to the agent's log. */
+static void
+control_notice(void *arg, const char *message)
+{
+	(void) arg;
+	agent_log("control plane: %.*s", (int) strcspn(message, "\n"), message);
+}
+
 int
 control_connect(agent *a, tb_error *err)
 {
@@ -67,6 +75,7 @@ control_connect(agent *a, tb_error *err)
 	a->conn = PQconnectdbParams(keys, values, 1);
 	if (a->conn == NULL || PQstatus(a->conn) != CONNECTION_OK)
 		return control_lost(a, "connecting", err);
+	PQsetNoticeProcessor(a->conn, control_notice, NULL);
 	res = PQexec(a->conn, "LISTEN tenant_backup_jobs");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 	{

@@ -11,6 +11,11 @@
 . "$(dirname "$0")/../lib/mysql_tenants.sh"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TB_BIN=$(dirname "$TB")
+# The agent built with AddressSanitizer/UBSan when there is one (make test builds it).
+if [ -x "${TB_ASAN_BIN:-}/tenant-backup-agent-mysql" ]; then
+	AGENT_BIN=$TB_ASAN_BIN/tenant-backup-agent-mysql
+	export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+fi
 
 scratch_dir
 mysql_tenants_setup 25441 23441
@@ -132,6 +137,9 @@ is "$(psql_q "SELECT count(*) FROM tenant_backup.sources WHERE locator LIKE '%s3
 	"the catalog keeps the locator without the password, which is sealed"
 grep -qF "$MY_PASSWORD" "$D/pg/server.log"
 ok $((! $?)) "nor is it in the control plane's log"
+
+grep -q 'ERROR: \(Address\|Leak\)Sanitizer\|runtime error' "$D"/*.log
+ok $((! $?)) "no sanitizer report in the agents' logs"
 
 # --- configuration errors
 printf 'storage = %s\nmysql_password = x\n' "$STORAGE" >"$D/loose.conf"

@@ -4,7 +4,7 @@
 # databases hold a canary row, a view, a procedure and a trigger.
 #
 #   mysql_tenants_setup PG_PORT MY_PORT
-#   agent_start NAME [OPTIONS...]   runs tenant-backup-agent-mysql in the background (log
+#   agent_start NAME [OPTIONS...]   runs $AGENT_BIN (default: tenant-backup-agent-mysql beside $TB) in the background (log
 #                                   $D/NAME.log, PID in AGENT_PID), stopped at exit
 #   agent_stop PID                  SIGTERM, and waits for it to exit
 #   agent_once NAME [OPTIONS...]    runs it with --once in the foreground, log $D/NAME.log
@@ -16,6 +16,7 @@
 # busy that long after the dump.
 
 MY_PASSWORD='s3cr:t@p%w"d'
+AGENT_BIN=${AGENT_BIN:-$(dirname "$TB")/tenant-backup-agent-mysql}
 MY_PASSWORD_URI='s3cr%3At%40p%25w%22d'
 
 mysql_tenants_setup() { # PG_PORT MY_PORT
@@ -62,7 +63,7 @@ EOF
 agent_start() { # NAME [OPTIONS...]
 	local name=$1
 	shift
-	"$TB_BIN/tenant-backup-agent-mysql" --name "$name" "$@" >>"$D/$name.log" 2>&1 &
+	"$AGENT_BIN" --name "$name" "$@" >>"$D/$name.log" 2>&1 &
 	AGENT_PID=$!
 	on_exit "agent_stop $AGENT_PID"
 }
@@ -70,7 +71,7 @@ agent_start() { # NAME [OPTIONS...]
 agent_once() { # NAME [OPTIONS...]
 	local name=$1
 	shift
-	"$TB_BIN/tenant-backup-agent-mysql" --name "$name" --once "$@" >>"$D/$name.log" 2>&1
+	"$AGENT_BIN" --name "$name" --once "$@" >>"$D/$name.log" 2>&1
 }
 
 my_canaries() { # DB
