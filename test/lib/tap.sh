@@ -73,7 +73,8 @@ done_testing() {
 TAP_CLEANUP=""
 on_exit() { TAP_CLEANUP="$*; $TAP_CLEANUP"; }
 tap_exit() { eval "$TAP_CLEANUP"; }
-trap tap_exit EXIT
+# Cleanup runs to the end even in a script with set -e (one failing step must not skip the rest).
+trap 'set +e; tap_exit' EXIT
 # Sets D to a fresh scratch directory, removed at exit. Call it in the script's own
 # shell, not in $(...), or the cleanup would be registered in a subshell.
 scratch_dir() {
