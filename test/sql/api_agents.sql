@@ -4,7 +4,7 @@
 -- completes the backup, failure queues the job again until max_attempts; release
 -- gives a job back untried; the agents view; who may call what. Rolled back.
 BEGIN;
-SELECT plan(40);
+SELECT plan(45);
 
 DO $$
 BEGIN
@@ -44,6 +44,10 @@ SELECT is((SELECT status FROM tenant_backup.backups WHERE id = (SELECT backup_id
 SELECT is((SELECT count(*) FROM tenant_backup.agent_claim('a2', 'mysql')), 0::bigint,
 	'another agent does not get the same job');
 SELECT is((SELECT running_jobs FROM tenant_backup.agents WHERE name = 'a1'), 1::bigint, 'the view counts it');
+SELECT is((SELECT running_on FROM tenant_backup.status WHERE running_job = (SELECT job_id FROM c1)), 'a1',
+	'tenant_backup.status names the agent running the job');
+SELECT is((SELECT running_bytes FROM tenant_backup.status WHERE running_job = (SELECT job_id FROM c1)), 0::bigint,
+	'with its bytes done so far');
 
 -- ------------------------------------------------------------ renew and lost leases
 
@@ -75,6 +79,15 @@ SELECT is((SELECT state || ',' || backup_id FROM tenant_backup.jobs WHERE id = (
 SELECT ok(NOT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), 'late error'),
 	'a second report of a finished attempt: false');
 SELECT is((SELECT jobs_done FROM tenant_backup.agents WHERE name = 'a1'), 1::bigint, 'the agent''s count went up');
+SELECT ok(tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
+	jsonb_build_object('object', 'agent-t/mysql/2026-11-26T000000Z-abc.tbk', 'bytes_in', 1000, 'bytes_stored', 100,
+					   'sha256', repeat('a', 64), 'key_id', (SELECT key_doc->>'key_id' FROM c1))),
+	'the same successful report sent again (its answer lost): true, so the agent keeps its object');
+SELECT is((SELECT jobs_done FROM tenant_backup.agents WHERE name = 'a1'), 1::bigint, 'and it is not counted twice');
+SELECT ok(NOT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
+	jsonb_build_object('object', 'agent-t/mysql/2026-11-26T000000Z-other.tbk', 'bytes_in', 1, 'bytes_stored', 1,
+					   'sha256', repeat('b', 64), 'key_id', 'k')),
+	'a success naming another object: false, so that object is deleted');
 
 -- ------------------------------------------------------------ failure, retries, release
 
