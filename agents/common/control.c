@@ -20,15 +20,11 @@ static int
 control_lost(agent *a, const char *what, tb_error *err)
 {
 	const char *why = a->conn ? PQerrorMessage(a->conn) : "";
-	size_t len = strcspn(why, "\n");
 
-	tb_error_set(err, TB_ERR_IO, "control plane unreachable (%s): %.*s", what, (int) len, *why ? why : "no connection");
-	if (a->conn)
-	{
-		agent_log("lost the control plane while %s; reconnecting", what);
-		PQfinish(a->conn);
-		a->conn = NULL;
-	}
+	tb_error_set(err, TB_ERR_IO, "control plane unreachable (%s): %.*s", what, (int) strcspn(why, "\n"),
+				 *why ? why : "no connection");
+	agent_log("%s; retrying in %.0f s", err->msg, a->backoff);
+	control_disconnect(a);
 	a->reconnect_at = agent_now() + a->backoff;
 	a->backoff = a->backoff * 2 > CONTROL_BACKOFF_MAX ? CONTROL_BACKOFF_MAX : a->backoff * 2;
 	return -1;
@@ -268,7 +264,7 @@ control_wait(agent *a, double seconds)
 
 	if (a->conn)
 		pfd[1].fd = PQsocket(a->conn);
-	if (poll(pfd, 2, (int) (seconds * 1000)) < 0 && errno != EINTR)
+	if (poll(pfd, 2, seconds > 0 ? (int) (seconds * 1000) : 0) < 0 && errno != EINTR)
 		return 0;
 	if (a->conn && pfd[1].revents)
 	{

@@ -359,7 +359,6 @@ agent_main(const agent_engine *engine, int argc, char **argv)
 		{
 			if (config.once)
 			{
-				agent_log("%s", err.msg);
 				rc = 1;
 				break;
 			}
