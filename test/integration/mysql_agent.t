@@ -1,5 +1,6 @@
 #!/bin/bash
-# MariaDB tenants through the extension and tenant-backup-agent-mysql, on a real MariaDB:
+# MariaDB tenants through the extension and tenant-backup-agent-mysql, on a real MariaDB
+# (file storage, or S3 with TB_TEST_STORAGE=s3):
 # backup lands at <tenant>/mysql/ and decrypts to a dump of only its tenant; restore in
 # place (the previous database kept, other tenants untouched) and to a target; the
 # realistic schema round-trips (my_compare.sh); a tampered object fails before anything
@@ -18,7 +19,12 @@ if [ -x "${TB_ASAN_BIN:-}/tenant-backup-agent-mysql" ]; then
 fi
 
 scratch_dir
-mysql_tenants_setup 25441 23441
+if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
+	S3_PORT=21441
+	mysql_tenants_setup 25443 23443
+else
+	mysql_tenants_setup 25441 23441
+fi
 
 "$TB_BIN/tenant-backup-agent-mysql" --help | grep -q -- "--once"
 ok $? "--help describes the options"
@@ -91,7 +97,7 @@ my_q "CREATE DATABASE umbrella"
 my_client umbrella <"$HERE/fixtures/mariadb_schema.sql"
 ok $? "the realistic schema loads into umbrella"
 psql_q "SELECT tenant_backup.tenant_create('umbrella')" \
-	"SELECT tenant_backup.tenant_add_database('umbrella', 'mysql', 'mysql://tbagent:$MY_PASSWORD_URI@127.0.0.1:23441/umbrella')" >/dev/null
+	"SELECT tenant_backup.tenant_add_database('umbrella', 'mysql', 'mysql://tbagent:$MY_PASSWORD_URI@127.0.0.1:$MARIADB_PORT/umbrella')" >/dev/null
 psql_q "SELECT tenant_backup.tenant_backup('umbrella', wait => true)" >/dev/null
 ok $? "umbrella backs up"
 psql_q "SELECT tenant_backup.tenant_restore('umbrella', 'mysql', target => 'umbrella_copy', wait => true)" >/dev/null
@@ -116,17 +122,17 @@ is "$(my_q "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 
 # --- a tampered object fails before anything changes
 my_db acme "INSERT INTO canary (id, v) VALUES (4, 'before tamper')"
 before=$(my_canaries acme)
-obj_file="$D/store/$obj"
-size=$(stat -c %s "$obj_file")
-cp "$obj_file" "$D/pristine"
-flip_byte "$obj_file" $((size / 2))
+object_get "$obj" "$D/pristine"
+cp "$D/pristine" "$D/tampered"
+flip_byte "$D/tampered" $(($(stat -c %s "$D/tampered") / 2))
+object_put "$D/tampered" "$obj"
 out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', 'mysql', backup_id => (SELECT id FROM tenant_backup.backups WHERE object_key = '$obj'), wait => true)" 2>&1)
 ok $(($? == 0)) "restoring the tampered object fails"
 like "$out" 'authenticat|corrupt|tamper' "the error says the backup failed authentication"
 is "$(my_canaries acme)" "$before" "acme is untouched"
 is "$(my_q "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'acme\\_tb\\_new\\_%'")" 0 \
 	"the partly loaded scratch database was dropped"
-cp "$D/pristine" "$obj_file"
+object_put "$D/pristine" "$obj"
 
 # --- secrets
 grep -rqF "$MY_PASSWORD" "$D"/dump-argv "$D"/*.log

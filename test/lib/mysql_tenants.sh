@@ -3,7 +3,8 @@
 # storage, a master key, a login role for agents, and three tenants whose MariaDB
 # databases hold a canary row, a view, a procedure and a trigger.
 #
-#   mysql_tenants_setup PG_PORT MY_PORT
+#   mysql_tenants_setup PG_PORT MY_PORT   (with TB_TEST_STORAGE=s3: S3 on $S3_PORT)
+#   object_get KEY FILE / object_put FILE KEY   a stored object, on file storage or S3
 #   agent_start NAME [OPTIONS...]   runs $AGENT_BIN (default: tenant-backup-agent-mysql beside $TB) in the background (log
 #                                   $D/NAME.log, PID in AGENT_PID), stopped at exit
 #   agent_stop PID                  SIGTERM, and waits for it to exit
@@ -21,9 +22,15 @@ MY_PASSWORD_URI='s3cr%3At%40p%25w%22d'
 
 mysql_tenants_setup() { # PG_PORT MY_PORT
 	local pg_port=$1 my_port=$2 t
-	mkdir -p "$D/store"
-	chown postgres "$D/store"
-	STORAGE="file://$D/store"
+	if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
+		. "$(dirname "${BASH_SOURCE[0]}")/s3.sh"
+		s3_start "$D" "$S3_PORT"
+		STORAGE="s3://$TB_S3_BUCKET/my"
+	else
+		mkdir -p "$D/store"
+		chown postgres "$D/store"
+		STORAGE="file://$D/store"
+	fi
 	"$TB" keygen --out "$D/master.key" 2>/dev/null
 	chown postgres "$D/master.key"
 	export TENANT_BACKUP_STORAGE="$STORAGE" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
@@ -81,4 +88,20 @@ my_canaries() { # DB
 # SIGTERM, as an operator stops it; quietly (bash reports jobs ended by a signal).
 agent_stop() { # PID
 	{ kill -TERM "$1" && wait "$1"; } 2>/dev/null
+}
+
+object_get() { # KEY FILE
+	if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
+		aws_s3 s3 cp "s3://$TB_S3_BUCKET/my/$1" "$2" --only-show-errors
+	else
+		cp "$D/store/$1" "$2"
+	fi
+}
+
+object_put() { # FILE KEY
+	if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
+		aws_s3 s3 cp "$1" "s3://$TB_S3_BUCKET/my/$2" --only-show-errors
+	else
+		cp "$1" "$D/store/$2"
+	fi
 }
