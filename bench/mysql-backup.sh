@@ -230,7 +230,7 @@ timed() { # KEY CMD...: the wall time of CMD, which must succeed
 	shift
 	b0=$(busy)
 	now; t0=$NOW
-	"$@" || pg_bail "$W/mydumper.log" "$key failed"
+	"$@" || pg_bail "$([ "${key#mydumper}" != "$key" ] && echo "$W/mydumper.log" || echo /dev/null)" "$key failed"
 	t=$(elapsed "$t0")
 	record "$key" "$t" "$(cpu_since "$b0")"
 }
