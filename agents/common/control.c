@@ -111,6 +111,20 @@ control_call(agent *a, const char *what, const char *sql, int nparams, const cha
 	return NULL;
 }
 
+/* A function of the protocol that answers whether the lease still held: 1, 0, or -1 with err. */
+static int
+control_call_held(agent *a, const char *what, const char *sql, int nparams, const char *const *params, tb_error *err)
+{
+	PGresult *res = control_call(a, what, sql, nparams, params, err);
+	int held;
+
+	if (res == NULL)
+		return -1;
+	held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return held;
+}
+
 int
 control_hello(agent *a, tb_error *err)
 {
@@ -206,18 +220,12 @@ control_renew(agent *a, agent_job *job, tb_error *err)
 {
 	char id[24], bytes[24], lease[16];
 	const char *params[4] = {id, job->lease, bytes, lease};
-	PGresult *res;
-	int held;
 
 	snprintf(id, sizeof(id), "%lld", (long long) job->id);
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long) job->bytes_done);
 	snprintf(lease, sizeof(lease), "%d", a->config->lease_seconds);
-	res = control_call(a, "renewing a lease", "SELECT tenant_backup.agent_renew($1, $2, $3, $4::int)", 4, params, err);
-	if (res == NULL)
-		return -1;
-	held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	return held;
+	return control_call_held(a, "renewing a lease", "SELECT tenant_backup.agent_renew($1, $2, $3, $4::int)", 4, params,
+							 err);
 }
 
 int
@@ -225,17 +233,10 @@ control_report(agent *a, agent_job *job, const char *error, const char *result_j
 {
 	char id[24];
 	const char *params[4] = {id, job->lease, error, result_json};
-	PGresult *res;
-	int held;
 
 	snprintf(id, sizeof(id), "%lld", (long long) job->id);
-	res =
-		control_call(a, "reporting a job", "SELECT tenant_backup.agent_report($1, $2, $3, $4::jsonb)", 4, params, err);
-	if (res == NULL)
-		return -1;
-	held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	return held;
+	return control_call_held(a, "reporting a job", "SELECT tenant_backup.agent_report($1, $2, $3, $4::jsonb)", 4,
+							 params, err);
 }
 
 int
@@ -243,16 +244,9 @@ control_release(agent *a, agent_job *job, tb_error *err)
 {
 	char id[24];
 	const char *params[2] = {id, job->lease};
-	PGresult *res;
-	int held;
 
 	snprintf(id, sizeof(id), "%lld", (long long) job->id);
-	res = control_call(a, "releasing a job", "SELECT tenant_backup.agent_release($1, $2)", 2, params, err);
-	if (res == NULL)
-		return -1;
-	held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	return held;
+	return control_call_held(a, "releasing a job", "SELECT tenant_backup.agent_release($1, $2)", 2, params, err);
 }
 
 int
