@@ -47,6 +47,7 @@ MY_PORT=23482
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 . "$HERE/test/lib/tap.sh"
 . "$HERE/test/lib/pg.sh"
+. "$HERE/bench/lib.sh"
 . "$HERE/test/lib/mariadb.sh"
 AGENT=$BIN/tenant-backup-agent-mysql
 
@@ -183,20 +184,10 @@ done
 
 # ---------------------------------------------------------------- timing
 
-NOW=0
-now() { NOW=${EPOCHREALTIME/,/.}; }
-elapsed() { # START: seconds since START
-	local t=${EPOCHREALTIME/,/.}
-	awk -v a="$1" -v b="$t" 'BEGIN { printf "%.3f", b - a }'
-}
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }'; }
 # Busy jiffies of the whole machine (user nice system irq softirq steal).
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 cpu_since() { # BUSY_BEFORE: CPU seconds the machine was busy since
 	awk -v a="$1" -v b="$(busy)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }'
-}
-job_seconds() { # JOB_ID: started -> finished as recorded by the catalog
-	psql_q "SELECT round(extract(epoch FROM finished - started)::numeric, 3) FROM tenant_backup.jobs WHERE id = $1"
 }
 
 declare -A BEST=() CPU=()
@@ -264,22 +255,6 @@ AGE_BYTES=$(stat -c %s "$W/pipeline.age")
 
 # ---------------------------------------------------------------- memory
 
-declare -A PEAK=()
-peak() { # KEY VALUE_KB
-	[ -n "$2" ] && [ "$2" -gt "${PEAK[$1]:-0}" ] && PEAK[$1]=$2
-	return 0
-}
-sample() { # KEY PID: VmHWM, RssAnon, RssFile of PID
-	local k v rest
-	[ -r "/proc/$2/status" ] || return 0
-	while read -r k v rest; do
-		case $k in
-			VmHWM:) peak "$1_hwm" "$v" ;;
-			RssAnon:) peak "$1_anon" "$v" ;;
-			RssFile:) peak "$1_file" "$v" ;;
-		esac
-	done <"/proc/$2/status" 2>/dev/null || true
-}
 echo "memory: one more agent run, sampled"
 job=$(psql_q "SELECT tenant_backup.tenant_backup('bench', 'mysql')")
 "$AGENT" --control "$CONTROL" --storage "file://$W/store" --master-key "$W/master.key" --name bench --once \

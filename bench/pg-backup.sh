@@ -37,6 +37,7 @@ PORT=25481
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 . "$HERE/test/lib/tap.sh"
 . "$HERE/test/lib/pg.sh"
+. "$HERE/bench/lib.sh"
 
 [ -e "$("$PG_BIN/pg_config" --pkglibdir)/tenant_backup.so" ] ||
 	pg_bail /dev/null "tenant_backup is not installed into PostgreSQL 15 (make install)"
@@ -79,16 +80,6 @@ psql_q "CHECKPOINT"
 
 # ---------------------------------------------------------------- timing
 
-NOW=0
-now() { NOW=${EPOCHREALTIME/,/.}; }
-elapsed() { # START: seconds since START
-	local t=${EPOCHREALTIME/,/.}
-	awk -v a="$1" -v b="$t" 'BEGIN { printf "%.3f", b - a }'
-}
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }'; }
-job_seconds() { # JOB_ID: started -> finished as recorded by the extension
-	psql_q "SELECT round(extract(epoch FROM finished - started)::numeric, 3) FROM tenant_backup.jobs WHERE id = $1"
-}
 
 declare -A BEST=()
 LINE=""
@@ -152,22 +143,6 @@ AGE_BYTES=$(stat -c %s "$W/pipeline.age")
 
 # ---------------------------------------------------------------- memory
 
-declare -A PEAK=()
-peak() { # KEY VALUE_KB
-	[ -n "$2" ] && [ "$2" -gt "${PEAK[$1]:-0}" ] && PEAK[$1]=$2
-	return 0
-}
-sample() { # KEY PID: VmHWM, RssAnon, RssShmem of PID
-	local k v rest
-	[ -r "/proc/$2/status" ] || return 0
-	while read -r k v rest; do
-		case $k in
-			VmHWM:) peak "$1_hwm" "$v" ;;
-			RssAnon:) peak "$1_anon" "$v" ;;
-			RssShmem:) peak "$1_shmem" "$v" ;;
-		esac
-	done <"/proc/$2/status" 2>/dev/null || true
-}
 # Samples the job worker of this cluster and its child TOOL while SQL runs.
 measure() { # PREFIX TOOL SQL
 	local prefix=$1 tool=$2 caller worker="" child="" samples=0
