@@ -300,8 +300,7 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put)
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n < 0)
-		return dump->lease_lost ? pstrdup(TB_LEASE_LOST)
-								: psprintf("could not read pg_dump's output: %m");
+		return dump->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not read pg_dump's output: %m");
 	return NULL;
 }
 
@@ -481,12 +480,13 @@ static char *
 tb_pg_grants_of(PGconn *conn, const char *live, const char *onto)
 {
 	return tb_admin_value(
-		conn, psprintf("SELECT coalesce(string_agg(format('GRANT %%s ON DATABASE %%I TO %%s', a.privilege_type, %s,"
-					   "   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END), '; '),"
-					   "   '') || ';'"
-					   " FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a"
-					   " WHERE d.datname = %s",
-					   quote_literal_cstr(onto), quote_literal_cstr(live)));
+		conn,
+		psprintf("SELECT coalesce(string_agg(format('GRANT %%s ON DATABASE %%I TO %%s', a.privilege_type, %s,"
+				 "   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END), '; '),"
+				 "   '') || ';'"
+				 " FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a"
+				 " WHERE d.datname = %s",
+				 quote_literal_cstr(onto), quote_literal_cstr(live)));
 }
 
 /* Streams the authenticated plaintext of reader into pg_restore; NULL or why it failed. */
@@ -500,8 +500,7 @@ tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore)
 	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
 	{
 		if (tb_child_write(restore, job, buf, n) != 0)
-			return restore->lease_lost ? pstrdup(TB_LEASE_LOST)
-									   : psprintf("could not feed pg_restore: %m");
+			return restore->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not feed pg_restore: %m");
 		job->bytes_done += n;
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -571,7 +570,8 @@ tb_pg_restore(tb_job *job)
 	if (object == NULL)
 		return psprintf("backup %s is not a complete backup", backup_id);
 	live = tb_source_dbname(job);
-	fresh = job->restore_target ? pstrdup(job->restore_target) : psprintf("%.*s_tb_new_" INT64_FORMAT, tb_clip(live), live, job->id);
+	fresh = job->restore_target ? pstrdup(job->restore_target)
+								: psprintf("%.*s_tb_new_" INT64_FORMAT, tb_clip(live), live, job->id);
 
 	/* The header authenticates before anything is created. */
 	tb_master_key(&master);
@@ -600,9 +600,8 @@ tb_pg_restore(tb_job *job)
 	if (failure == NULL && PQstatus(admin) != CONNECTION_OK)
 		failure =
 			psprintf("could not connect to the server of database \"%s\": %s", live, pchomp(PQerrorMessage(admin)));
-	else if (failure == NULL &&
-			 tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
-											quote_literal_cstr(fresh))) != NULL)
+	else if (failure == NULL && tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
+															   quote_literal_cstr(fresh))) != NULL)
 		failure = psprintf("database \"%s\" already exists", fresh);
 	else if (failure == NULL)
 		failure = tb_pg_create_like(admin, live, fresh);
@@ -613,12 +612,12 @@ tb_pg_restore(tb_job *job)
 		 * tenant's own functions (CHECK constraints, defaults) run during the load and
 		 * must not run with more rights than the tenant has.
 		 */
-		char *role = tb_admin_value(
-			admin, psprintf("SELECT CASE WHEN r.rolsuper THEN '' ELSE r.rolname END FROM pg_database d"
-							" JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
-							quote_literal_cstr(fresh)));
+		char *role =
+			tb_admin_value(admin, psprintf("SELECT CASE WHEN r.rolsuper THEN '' ELSE r.rolname END FROM pg_database d"
+										   " JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
+										   quote_literal_cstr(fresh)));
 		char *options = role && role[0] ? psprintf("--exit-on-error --no-password --role=%s", tb_shell_quote(role))
-										 : "--exit-on-error --no-password";
+										: "--exit-on-error --no-password";
 
 		if (!tb_child_start(&restore, tb_tool_command("pg_restore", options, fresh_conninfo), false))
 			failure = psprintf("could not run pg_restore: %m");
