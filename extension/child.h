@@ -16,7 +16,7 @@ struct WaitEventSet;
 typedef struct tb_child
 {
 	pid_t pid;
-	int fd; /* our end of the pipe: the tool's stdout (reading) or stdin (writing) */
+	int fd;                      /* our end of the pipe: the tool's stdout (reading) or stdin (writing) */
 	struct WaitEventSet *events; /* latch, postmaster death and fd: built once, waited on often */
 	bool lease_lost;
 } tb_child;

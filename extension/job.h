@@ -17,9 +17,9 @@ typedef struct tb_job
 	char engine[16];
 	int64 source_id;
 	char *locator;
-	char *sealed_password; /* NULL when the locator needs none */
-	int64 backup_id;       /* restore: the backup to restore */
-	char *restore_target;  /* restore: NULL for in place */
+	char *sealed_password;  /* NULL when the locator needs none */
+	int64 backup_id;        /* restore: the backup to restore */
+	char *restore_target;   /* restore: NULL for in place */
 	bool must_use_password; /* added by a non-superuser: its server must ask for the password */
 	int attempts;
 	int max_attempts;

@@ -64,8 +64,8 @@ tenant_backup_request_main(Datum arg)
 		if (SPI_execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup launcher'", true, 1) ==
 				SPI_OK_SELECT &&
 			SPI_processed == 1)
-			launcher = MemoryContextStrdup(TopMemoryContext,
-										   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+			launcher =
+				MemoryContextStrdup(TopMemoryContext, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();

@@ -194,10 +194,10 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 						errhint("Call it outside BEGIN/COMMIT, or use wait => false: the jobs then run once the "
 								"transaction commits, and tenant_backup.status shows them.")));
 	if (IsSubTransaction())
-		ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-						errmsg("wait => true cannot be used inside a subtransaction"),
-						errdetail("An EXCEPTION block or a SAVEPOINT is a subtransaction."),
-						errhint("Call it in a statement of its own, or use wait => false.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION), errmsg("wait => true cannot be used inside a subtransaction"),
+				 errdetail("An EXCEPTION block or a SAVEPOINT is a subtransaction."),
+				 errhint("Call it in a statement of its own, or use wait => false.")));
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 						errmsg("wait => true must not follow changes in the same transaction"),
@@ -209,10 +209,10 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 						errmsg("wait => true needs the READ COMMITTED isolation level")));
 	tb_require_worker();
 	if (strcmp(get_database_name(MyDatabaseId), tb_database) != 0)
-		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						errmsg("wait => true only works in database \"%s\", where tenant_backup's worker runs",
-							   tb_database),
-						errhint("Connect to \"%s\" (tenant_backup.database).", tb_database)));
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("wait => true only works in database \"%s\", where tenant_backup's worker runs", tb_database),
+				 errhint("Connect to \"%s\" (tenant_backup.database).", tb_database)));
 
 	strlcpy(req.kind, text_to_cstring(PG_GETARG_TEXT_PP(0)), sizeof(req.kind));
 	strlcpy(req.tenant, text_to_cstring(PG_GETARG_TEXT_PP(1)), sizeof(req.tenant));

@@ -18,9 +18,8 @@ test_uri_parts(void **state)
 	char *v;
 
 	(void) state;
-	assert_int_equal(agent_uri_parse("mysql://bob:p%40ss:w@rd@db.example:3307/acme%2Dprod?socket=%2Ftmp%2Fs&x=1", &uri,
-									 &err),
-					 0);
+	assert_int_equal(
+		agent_uri_parse("mysql://bob:p%40ss:w@rd@db.example:3307/acme%2Dprod?socket=%2Ftmp%2Fs&x=1", &uri, &err), 0);
 	assert_string_equal(uri.scheme, "mysql");
 	assert_string_equal(uri.user, "bob");
 	/* A password ends at the last '@' of the authority and is percent-decoded. */
