@@ -9,14 +9,12 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/mariadb.sh"
+. "$(dirname "$0")/../lib/agents.sh"
 . "$(dirname "$0")/../lib/mysql_tenants.sh"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TB_BIN=$(dirname "$TB")
 # The agent built with AddressSanitizer/UBSan when there is one (make test builds it).
-if [ -x "${TB_ASAN_BIN:-}/tenant-backup-agent-mysql" ]; then
-	AGENT_BIN=$TB_ASAN_BIN/tenant-backup-agent-mysql
-	export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
-fi
+agent_use tenant-backup-agent-mysql
 
 scratch_dir
 if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then

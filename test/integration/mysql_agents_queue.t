@@ -7,6 +7,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/mariadb.sh"
+. "$(dirname "$0")/../lib/agents.sh"
 . "$(dirname "$0")/../lib/mysql_tenants.sh"
 TB_BIN=$(dirname "$TB")
 
