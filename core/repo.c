@@ -492,19 +492,29 @@ repo_check_manifest(storage *st, const char *object, const stream_header *hdr, c
 	return 0;
 }
 
-int
-repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, const repo_read_options *options,
-				stream_stats *stats, tb_error *err)
+/* Where repo_read_plain puts the plaintext: a descriptor, a storage write, or nowhere. */
+typedef struct repo_sink
 {
-	repo_progress_fn progress = options ? options->progress : NULL;
-	void *progress_ctx = options ? options->progress_ctx : NULL;
-	stream_reader_options stream_options = {.hash_stored = options && options->check_sha256,
-											.readahead = options && options->readahead};
-	repo_reader *r = repo_reader_open(st, master, object, &stream_options, err);
+	int fd;
+	storage_write *w;
+} repo_sink;
+
+/* Authenticates all of object, handing its plaintext to sink; 0 once object and manifest checked out. */
+static int
+repo_read_plain(storage *st, const master_key *master, const char *object, const repo_sink *sink,
+				const repo_read_options *options, stream_stats *stats, tb_error *err)
+{
+	repo_read_options none = {0};
+	stream_reader_options stream_options;
+	repo_reader *r;
 	char *buf = malloc(REPO_IO_BUFFER);
 	uint64_t total = 0, last_progress = 0;
 	int rc = -1;
 
+	if (options == NULL)
+		options = &none;
+	stream_options = (stream_reader_options){.hash_stored = options->check_sha256, .readahead = options->readahead};
+	r = repo_reader_open(st, master, object, &stream_options, err);
 	if (r == NULL || buf == NULL)
 	{
 		if (r != NULL)
@@ -515,27 +525,76 @@ repo_read_to_fd(storage *st, const master_key *master, const char *object, int f
 	{
 		ssize_t n = repo_reader_read(r, buf, REPO_IO_BUFFER, err);
 
-		if (n < 0)
+		if (n < 0 || (options->keep_going && options->keep_going(options->progress_ctx, err) != 0))
 			goto done;
 		if (n == 0)
 			break;
-		if (fd >= 0 && repo_write_all(fd, buf, (size_t) n, err) != 0)
+		if (sink->fd >= 0 && repo_write_all(sink->fd, buf, (size_t) n, err) != 0)
+			goto done;
+		if (sink->w && storage_write_append(sink->w, buf, (size_t) n, err) != 0)
 			goto done;
 		total += (uint64_t) n;
-		if (progress && total - last_progress >= REPO_PROGRESS_EVERY)
+		if (options->progress && total - last_progress >= REPO_PROGRESS_EVERY)
 		{
-			progress(progress_ctx, total);
+			options->progress(options->progress_ctx, total);
 			last_progress = total;
 		}
 	}
 	repo_reader_stats(r, stats);
 	rc = repo_check_manifest(st, object, repo_reader_header(r), stats, err);
-	if (rc == 0 && progress)
-		progress(progress_ctx, total);
+	if (rc == 0 && options->progress)
+		options->progress(options->progress_ctx, total);
 
 done:
 	free(buf);
 	repo_reader_close(r);
+	return rc;
+}
+
+int
+repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, const repo_read_options *options,
+				stream_stats *stats, tb_error *err)
+{
+	return repo_read_plain(st, master, object, &(repo_sink){.fd = fd}, options, stats, err);
+}
+
+int
+repo_read_to_file(storage *st, const master_key *master, const char *object, const char *dir, const char *name,
+				  const repo_read_options *options, stream_stats *stats, tb_error *err)
+{
+	char *url = NULL;
+	storage *out;
+	storage_info info;
+	tb_error missing = {0};
+	repo_sink sink = {.fd = -1};
+	int rc = -1;
+
+	if (dir[0] != '/')
+		return tb_error_set(err, TB_ERR_INVALID, "directory '%s' is not an absolute path", dir);
+	if (asprintf(&url, "file://%s", dir) < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	out = storage_open(url, err);
+	free(url);
+	if (out == NULL)
+		return -1;
+	if (storage_head(out, name, &info, &missing) == 0 || missing.code != TB_ERR_NOT_FOUND)
+	{
+		if (missing.code == TB_OK)
+			tb_error_set(err, TB_ERR_EXISTS, "'%s/%s' already exists: move it away or restore into another directory",
+						 dir, name);
+		else
+			*err = missing;
+		goto done;
+	}
+	if ((sink.w = storage_write_open(out, name, err)) == NULL)
+		goto done;
+	rc = repo_read_plain(st, master, object, &sink, options, stats, err);
+	if (rc == 0)
+		rc = storage_write_commit(sink.w, err);
+	else
+		storage_write_abort(sink.w);
+done:
+	storage_close(out);
 	return rc;
 }
 

@@ -77,6 +77,8 @@ typedef struct repo_read_options
 	void *progress_ctx;
 	bool check_sha256; /* also hash the stored object and compare with its manifest */
 	bool readahead;    /* decode the next chunks in a thread meanwhile */
+	/* Called with progress_ctx after each read; non-zero (err set) stops the read. */
+	int (*keep_going)(void *ctx, tb_error *err);
 } repo_read_options;
 
 /*
@@ -86,6 +88,13 @@ typedef struct repo_read_options
  */
 int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, const repo_read_options *options,
 					stream_stats *stats, tb_error *err);
+
+/*
+ * As repo_read_to_fd, into the file name in directory dir (an absolute path), which
+ * must not exist yet: the file appears, fsynced, only once everything checked out.
+ */
+int repo_read_to_file(storage *st, const master_key *master, const char *object, const char *dir, const char *name,
+					  const repo_read_options *options, stream_stats *stats, tb_error *err);
 
 /* Manifest key for an object key (.tbk -> .json). */
 int repo_manifest_key(const char *object, char *out, size_t size, tb_error *err);
