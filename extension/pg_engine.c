@@ -569,6 +569,8 @@ tb_pg_restore(tb_job *job)
 		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
 	if (object == NULL)
 		return psprintf("backup %s is not a complete backup", backup_id);
+	if (job->restore_target && strlen(job->restore_target) >= NAMEDATALEN)
+		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
 	live = tb_source_dbname(job);
 	fresh = job->restore_target ? pstrdup(job->restore_target)
 								: psprintf("%.*s_tb_new_" INT64_FORMAT, tb_clip(live), live, job->id);

@@ -11,10 +11,10 @@ typedef struct tb_request
 {
 	char kind[8]; /* backup or restore */
 	char tenant[64];
-	char engine[16]; /* "" for every engine */
-	int64 backup_id; /* 0 for the latest */
-	char target[64]; /* "" to restore in place */
-	char token[17];  /* ties the queued jobs to the caller */
+	char engine[16];         /* "" for every engine */
+	int64 backup_id;         /* 0 for the latest */
+	char target[1024];       /* "" to restore in place */
+	char token[17];          /* ties the queued jobs to the caller */
 	char actor[NAMEDATALEN]; /* the caller's session user, for the audit trail */
 	Oid database;
 	/* set by the worker when it could not queue the jobs */

@@ -385,6 +385,53 @@ $$;
 COMMENT ON FUNCTION tenant_backup.tenant_create(text, text) IS
 	'Creates a tenant and its key (wrapped by the master key, also written to storage). tier: shared or dedicated.';
 
+-- Where a Redis source's keys are: server (host:port), database number ('*' for a
+-- dedicated tenant's whole server) and key prefix ('' for the whole database).
+CREATE FUNCTION tenant_backup._redis_keyspace(p_tenant text, p_locator text, p_options jsonb,
+											  OUT server text, OUT db text, OUT prefix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT substring(p_locator FROM '^[a-z]+://(?:[^@/]*@)?([^/?]*)'),
+		   CASE WHEN (SELECT t.tier FROM tenant_backup.tenants t WHERE t.name = p_tenant) = 'dedicated' THEN '*'
+				ELSE coalesce(nullif(substring(p_locator FROM '^[a-z]+://[^/]*/([0-9]+)'), ''), '0') END,
+		   coalesce(p_options->>'key_prefix', '')
+$$;
+
+-- Two tenants whose Redis keys could overlap would back up (and restore over) each
+-- other's keys: a prefix that begins another (acme / acme2), a prefix inside a database
+-- another tenant owns whole, or anything on a dedicated tenant's server.
+CREATE FUNCTION tenant_backup._redis_overlap_check(p_tenant text, p_locator text, p_options jsonb)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	mine record;
+	other record;
+BEGIN
+	IF p_locator !~ '^redis://' THEN
+		RAISE EXCEPTION 'the locator of tenant "%" is not a redis:// URI', p_tenant USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'redis://[user@]host:port/db, with options {"key_prefix": "acme:"} for a prefix on a shared database.';
+	END IF;
+	IF p_options ? 'key_prefix' AND (jsonb_typeof(p_options->'key_prefix') <> 'string' OR p_options->>'key_prefix' = '') THEN
+		RAISE EXCEPTION 'key_prefix of tenant "%" must be a non-empty string', p_tenant
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO mine FROM tenant_backup._redis_keyspace(p_tenant, p_locator, p_options);
+	SELECT s.tenant, k.db, k.prefix INTO other
+	FROM tenant_backup.sources s, LATERAL tenant_backup._redis_keyspace(s.tenant, s.locator, s.options) k
+	WHERE s.engine = 'redis' AND k.server = mine.server AND (k.db = mine.db OR '*' IN (k.db, mine.db))
+	  AND (starts_with(k.prefix, mine.prefix) OR starts_with(mine.prefix, k.prefix))
+	LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'the Redis keys of tenant "%" would overlap those of tenant "%" on % (database %, prefix "%")',
+			p_tenant, other.tenant, mine.server, other.db, other.prefix
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Give each tenant its own database number, or key prefixes of which none begins another.';
+	END IF;
+END
+$$;
+
 CREATE FUNCTION tenant_backup.tenant_add_database(tenant text, engine text, locator text,
 												  options jsonb DEFAULT '{}')
 RETURNS tenant_backup.sources LANGUAGE plpgsql SECURITY DEFINER
@@ -448,6 +495,9 @@ BEGIN
 		RAISE EXCEPTION 'tenant "%" already has % database "%"', tenant, engine, clean
 			USING ERRCODE = 'duplicate_object';
 	END IF;
+	IF engine = 'redis' THEN
+		PERFORM tenant_backup._redis_overlap_check(tenant, clean, options);
+	END IF;
 	INSERT INTO tenant_backup.sources (tenant, engine, locator, sealed_password, options, added_by_superuser)
 	VALUES (tenant, engine, clean,
 			CASE WHEN password IS NOT NULL THEN tenant_backup._seal_secret('source password', password) END,
@@ -479,7 +529,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM tenant_backup._tenant_check(tenant);
-	IF target IS NOT NULL AND (target = '' OR octet_length(target) > 63) THEN
+	-- A database name unless the engine says otherwise (redis: a number, a key prefix or
+	-- the directory for an RDB snapshot, each checked by the agent).
+	IF target IS NOT NULL AND (target = '' OR octet_length(target) > CASE WHEN engine = 'redis' THEN 1023 ELSE 63 END) THEN
 		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	RETURN QUERY SELECT tenant_backup._request('restore', tenant, engine, backup_id, target, wait);
@@ -596,7 +648,8 @@ COMMENT ON FUNCTION tenant_backup.agent_hello(text, text[], text, text) IS
 
 CREATE FUNCTION tenant_backup.agent_claim(agent text, engine text, lease_seconds int DEFAULT 60)
 RETURNS TABLE (job_id bigint, lease text, kind text, tenant text, locator text, sealed_password text,
-			   options jsonb, key_doc jsonb, backup_id bigint, object_key text, restore_target text, attempt int)
+			   options jsonb, key_doc jsonb, backup_id bigint, object_key text, restore_target text, attempt int,
+			   tier text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -632,7 +685,7 @@ BEGIN
 	RETURN QUERY SELECT j.id, token, j.kind, j.tenant, s.locator, s.sealed_password, s.options,
 		(SELECT k.wrapped FROM tenant_backup.keys k WHERE k.tenant = j.tenant AND k.state = 'active'
 		 ORDER BY k.created DESC, k.key_id DESC LIMIT 1),
-		bid, obj, j.restore_target, j.attempts;
+		bid, obj, j.restore_target, j.attempts, (SELECT t.tier FROM tenant_backup.tenants t WHERE t.name = j.tenant);
 END
 $$;
 COMMENT ON FUNCTION tenant_backup.agent_claim(text, text, int) IS

@@ -41,6 +41,7 @@ typedef struct agent_job
 	char *object_key;     /* restore: the backup to restore */
 	char *restore_target; /* restore: another database, NULL for in place */
 	int attempt;
+	bool dedicated; /* the tenant's tier: the whole server is the tenant's */
 	tenant_key key; /* backup: the tenant's active key */
 	storage *storage;
 	const master_key *master;

@@ -173,7 +173,7 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 	snprintf(lease, sizeof(lease), "%d", a->config->lease_seconds);
 	res = control_call(a, "claiming a job",
 					   "SELECT job_id, lease, kind, tenant, locator, sealed_password, options, key_doc, backup_id,"
-					   " object_key, restore_target, attempt FROM tenant_backup.agent_claim($1, $2, $3::int)",
+					   " object_key, restore_target, attempt, tier FROM tenant_backup.agent_claim($1, $2, $3::int)",
 					   3, params, err);
 	if (res == NULL)
 		return -1;
@@ -194,6 +194,7 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 	job->object_key = field(res, 9);
 	job->restore_target = field(res, 10);
 	job->attempt = atoi(PQgetvalue(res, 0, 11));
+	job->dedicated = strcmp(PQgetvalue(res, 0, 12), "dedicated") == 0;
 	PQclear(res);
 	job->engine = a->engine->engine;
 	/* What the job needs but cannot get is the job's failure, reported as such. */

@@ -4,7 +4,7 @@
 -- completes the backup, failure queues the job again until max_attempts; release
 -- gives a job back untried; the agents view; who may call what. Rolled back.
 BEGIN;
-SELECT plan(45);
+SELECT plan(53);
 
 DO $$
 BEGIN
@@ -36,6 +36,7 @@ SELECT is((SELECT count(*) FROM c1), 1::bigint, 'a claim takes one job');
 SELECT is((SELECT kind || ',' || tenant || ',' || locator || ',' || attempt FROM c1),
 	'backup,agent-t,mysql://app@db.example/agent,1', 'with its kind, tenant, locator (no password) and attempt');
 SELECT alike((SELECT sealed_password FROM c1), 'tbs1:%', 'the password only in sealed form');
+SELECT is((SELECT tier FROM c1), 'shared', 'and the tenant''s tier');
 SELECT is((SELECT key_doc->>'tenant' FROM c1), 'agent-t', 'and the tenant key only wrapped');
 SELECT alike((SELECT lease FROM c1), 'agent:a1:%', 'under a lease token naming the agent');
 SELECT is((SELECT state FROM tenant_backup.jobs WHERE id = (SELECT job_id FROM c1)), 'running', 'the job is running');
@@ -88,6 +89,28 @@ SELECT ok(NOT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease 
 	jsonb_build_object('object', 'agent-t/mysql/2026-11-26T000000Z-other.tbk', 'bytes_in', 1, 'bytes_stored', 1,
 					   'sha256', repeat('b', 64), 'key_id', 'k')),
 	'a success naming another object: false, so that object is deleted');
+
+-- ------------------------------------------------------------ Redis keyspaces and targets
+
+SELECT tenant_backup.tenant_create('redis-a');
+SELECT tenant_backup.tenant_create('redis-d', tier => 'dedicated');
+SELECT lives_ok($$SELECT tenant_backup.tenant_add_database('redis-a', 'redis', 'redis://cache.example:6379/0',
+	'{"key_prefix": "a:"}')$$, 'a Redis tenant by key prefix');
+SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('redis-d', 'redis', 'redis://u:pw@cache.example:6379')$$,
+	'42710', 'the Redis keys of tenant "redis-d" would overlap those of tenant "redis-a" on cache.example:6379 (database 0, prefix "a:")',
+	'a dedicated tenant on a server that holds another tenant''s keys is refused');
+SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('redis-a', 'redis', 'redis://cache.example:6379/1',
+	'{"key_prefix": ""}')$$, '22023', 'key_prefix of tenant "redis-a" must be a non-empty string',
+	'an empty key_prefix is refused');
+SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('redis-a', 'redis', 'cache.example:6379/0')$$,
+	'22023', 'the locator of tenant "redis-a" is not a redis:// URI', 'a Redis locator must be a redis:// URI');
+SELECT lives_ok($$SELECT tenant_backup.tenant_add_database('redis-d', 'redis', 'redis://cache9.example:6379')$$,
+	'a dedicated tenant on its own server');
+SELECT throws_ok(format('SELECT tenant_backup.tenant_restore(%L, %L, target => %L, wait => false)', 'redis-d', 'redis',
+	'/' || repeat('d', 1023)), '22023', NULL, 'a Redis target longer than 1023 bytes is refused');
+SELECT throws_ok(format('SELECT tenant_backup.tenant_restore(%L, %L, target => %L, wait => false)', 'redis-d', 'redis',
+	'/var/lib/redis-restore/' || repeat('d', 100)), 'P0002', NULL,
+	'a Redis target (an RDB directory) may be longer than a database name');
 
 -- ------------------------------------------------------------ failure, retries, release
 
