@@ -64,5 +64,6 @@ int cmd_put(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_restore_rdb(int argc, char **argv);
 
 #endif

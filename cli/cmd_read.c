@@ -1,6 +1,6 @@
 /*
- * tenant-backup cat and verify: both authenticate every chunk and the trailer; cat
- * also writes the plaintext to standard output.
+ * tenant-backup cat, verify and restore-rdb: all authenticate every chunk and the
+ * trailer; cat also writes the plaintext to standard output, restore-rdb to a file.
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +29,18 @@ static const char verify_usage[] =
 	"\n"
 	"  --tenant T          verify every backup of tenant T\n"
 	"  --engine E          with --tenant: only backups of engine E\n"
+	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+
+static const char restore_rdb_usage[] =
+	"Usage: tenant-backup restore-rdb OBJECT --dir DIR [OPTIONS]\n"
+	"\n"
+	"Writes the Redis RDB snapshot OBJECT (a redis backup of a dedicated tenant) as\n"
+	"DIR/dump.rdb. The file appears only once the whole object authenticated, and never\n"
+	"replaces an existing dump.rdb. Start redis-server with --dir DIR (and the default\n"
+	"--dbfilename dump.rdb) to load it.\n"
+	"\n"
+	"  --dir DIR           directory to write dump.rdb into (an absolute path)\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
 
@@ -62,10 +74,12 @@ typedef struct read_args
 {
 	const char *tenant;
 	const char *engine;
+	const char *dir;
 } read_args;
 
 static const struct option read_options[] = {{"tenant", required_argument, NULL, 't'},
 											 {"engine", required_argument, NULL, 'e'},
+											 {"dir", required_argument, NULL, 'd'},
 											 CLI_COMMON_OPTIONS,
 											 {NULL, 0, NULL, 0}};
 
@@ -80,6 +94,70 @@ verify_option(int opt, const char *arg, void *state)
 		args->engine = arg;
 	else
 		return cli_usage_error("verify", "invalid option");
+	return 0;
+}
+
+static int
+restore_rdb_option(int opt, const char *arg, void *state)
+{
+	if (opt != 'd')
+		return cli_usage_error("restore-rdb", "invalid option");
+	((read_args *) state)->dir = arg;
+	return 0;
+}
+
+/* The object's plaintext must begin as an RDB snapshot does, before any file is made. */
+static int
+check_rdb(read_session *s, const char *object, tb_error *err)
+{
+	repo_reader *r = repo_reader_open(s->st, &s->master, object, NULL, err);
+	char magic[5];
+	size_t have = 0;
+	ssize_t got = 1;
+
+	if (r == NULL)
+		return -1;
+	while (have < sizeof(magic) && (got = repo_reader_read(r, magic + have, sizeof(magic) - have, err)) > 0)
+		have += (size_t) got;
+	repo_reader_close(r);
+	if (got < 0)
+		return -1;
+	if (have < sizeof(magic) || memcmp(magic, "REDIS", 5) != 0)
+		return tb_error_set(err, TB_ERR_INVALID,
+							"%s is not an RDB snapshot (only a dedicated Redis tenant's backup is)", object);
+	return 0;
+}
+
+int
+cmd_restore_rdb(int argc, char **argv)
+{
+	read_args args = {0};
+	cli_context ctx;
+	read_session s;
+	cli_progress progress;
+	stream_stats stats;
+	tb_error err = {0};
+	int rc = cli_parse("restore-rdb", restore_rdb_usage, argc, argv, read_options, &ctx, restore_rdb_option, &args);
+
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
+	if (argc - optind != 1 || args.dir == NULL)
+		return cli_usage_error("restore-rdb", "one OBJECT and --dir DIR are required");
+	if (read_session_open(&s, &ctx) != 0)
+		return 2;
+	cli_progress_start(&progress, "restore-rdb");
+	rc = check_rdb(&s, argv[optind], &err);
+	if (rc == 0)
+		rc = repo_read_to_file(
+			s.st, &s.master, argv[optind], args.dir, "dump.rdb",
+			&(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress, .readahead = true}, &stats,
+			&err);
+	cli_progress_end(&progress);
+	read_session_close(&s);
+	if (rc != 0)
+		return cli_fail("restore-rdb", &err);
+	fprintf(stderr, "tenant-backup restore-rdb: wrote %s/dump.rdb (%llu bytes); load it with redis-server --dir %s\n",
+			args.dir, (unsigned long long) stats.plain_bytes, args.dir);
 	return 0;
 }
 

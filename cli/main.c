@@ -17,6 +17,7 @@ static const cli_command cli_commands[] = {
 	{"ls", cmd_ls, "list backups, newest first"},
 	{"cat", cmd_cat, "authenticate and decrypt a backup to standard output"},
 	{"verify", cmd_verify, "authenticate backups without writing their data"},
+	{"restore-rdb", cmd_restore_rdb, "write a Redis RDB snapshot backup as DIR/dump.rdb"},
 };
 
 static void
@@ -24,7 +25,7 @@ cli_main_usage(FILE *out)
 {
 	fprintf(out, "Usage: tenant-backup COMMAND [OPTIONS]\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
-		fprintf(out, "  %-8s %s\n", cli_commands[i].name, cli_commands[i].summary);
+		fprintf(out, "  %-11s %s\n", cli_commands[i].name, cli_commands[i].summary);
 	fprintf(out, "\nCommon options:\n"
 				 "  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 				 "  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n"
