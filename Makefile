@@ -18,6 +18,7 @@ CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 AGENT_COMMON_SRC := $(wildcard agents/common/*.c)
 MYSQL_AGENT_SRC := $(wildcard agents/mysql/*.c)
+REDIS_AGENT_SRC := $(wildcard agents/redis/*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -26,11 +27,15 @@ CLI_BIN := $(BUILD)/bin/tenant-backup
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 # Agents: the shared job loop (libpq) and one program per engine.
-AGENT_CFLAGS := -Iagents/common $(shell pkg-config --cflags libpq libmariadb 2>/dev/null)
+AGENT_CFLAGS := -Iagents/common $(shell pkg-config --cflags libpq libmariadb hiredis 2>/dev/null)
 AGENT_COMMON_OBJ := $(AGENT_COMMON_SRC:%.c=$(BUILD)/%.o)
 AGENT_LIB := $(BUILD)/libtbagent.a
 MYSQL_AGENT_OBJ := $(MYSQL_AGENT_SRC:%.c=$(BUILD)/%.o)
 MYSQL_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-mysql
+REDIS_AGENT_OBJ := $(REDIS_AGENT_SRC:%.c=$(BUILD)/%.o)
+REDIS_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-redis
+AGENT_BINS := $(MYSQL_AGENT_BIN) $(REDIS_AGENT_BIN)
+ASAN_BINS := build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql build-asan/bin/tenant-backup-agent-redis
 AGENT_LIBS := $(shell pkg-config --libs libpq 2>/dev/null)
 PREFIX ?= /usr/local
 
@@ -39,7 +44,7 @@ PGXS_ARGS := -C extension PG_CONFIG=$(PG_CONFIG) with_llvm=no
 
 .PHONY: all deps extension install install-bin unit-bins test test-unit test-asan test-integration demo bench format clean
 
-all: $(CLI_BIN) $(MYSQL_AGENT_BIN) extension
+all: $(CLI_BIN) $(AGENT_BINS) extension
 
 # The PostgreSQL extension (PGXS), linked with core/.
 extension: $(CORE_LIB)
@@ -50,7 +55,7 @@ install: extension
 	umask 022 && $(MAKE) --no-print-directory $(PGXS_ARGS) install
 
 # The command and the agents, for hosts that run them.
-install-bin: $(CLI_BIN) $(MYSQL_AGENT_BIN)
+install-bin: $(CLI_BIN) $(AGENT_BINS)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $^ $(DESTDIR)$(PREFIX)/bin/
 
@@ -78,6 +83,12 @@ $(MYSQL_AGENT_BIN): $(MYSQL_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB)
 	@$(CC) $(CFLAGS_ALL) -o $@ $(MYSQL_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) \
 		$(shell pkg-config --libs libmariadb 2>/dev/null) $(LIBS)
 
+$(REDIS_AGENT_BIN): $(REDIS_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $(REDIS_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) \
+		$(shell pkg-config --libs hiredis 2>/dev/null) $(LIBS)
+
 $(CORE_LIB): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  AR      $@"
@@ -103,7 +114,7 @@ test-unit: deps
 	CMOCKA_MESSAGE_OUTPUT=TAP prove -e '' $(UNIT_BIN)
 
 test-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins $(ASAN_BINS)
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		prove -e '' $(UNIT_BIN:$(BUILD)/%=build-asan/%)
 
@@ -113,7 +124,7 @@ test-integration: deps all install
 # All tests, each suite once, with one prove summary at the end.
 test: deps
 	@$(MAKE) --no-print-directory unit-bins all install
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins $(ASAN_BINS)
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
 		prove -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
@@ -134,4 +145,4 @@ clean:
 	rm -rf build build-asan
 	@$(MAKE) --no-print-directory $(PGXS_ARGS) clean
 
--include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(AGENT_COMMON_OBJ:.o=.d) $(MYSQL_AGENT_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(AGENT_COMMON_OBJ:.o=.d) $(MYSQL_AGENT_OBJ:.o=.d) $(REDIS_AGENT_OBJ:.o=.d)

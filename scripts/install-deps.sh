@@ -8,7 +8,8 @@ libssl-dev libzstd-dev libcurl4-openssl-dev libjansson-dev libxml2-dev libcmocka
 python3-swift awscli curl zstd age openssl hyperfine time perl
 postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libpq-dev
 libtap-parser-sourcehandler-pgtap-perl
-mariadb-server mariadb-client libmariadb-dev default-libmysqlclient-dev mydumper"
+mariadb-server mariadb-client libmariadb-dev default-libmysqlclient-dev mydumper
+redis-server redis-tools libhiredis-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,0 +1,351 @@
+/*
+ * A logical restore. Every key of the backup is first RESTOREd (pipelined, with the
+ * TTL it has left; a key whose time ran out while stored stays gone) under a staging
+ * name inside the destination's own namespace, <prefix>tenant-backup:restore:<job>:<key>.
+ * Only once the whole backup authenticated and loaded does live change: keys of the
+ * tenant that the backup does not hold are removed, then each staged key is RENAMEd
+ * over its live name. A failure before that removes the staged keys and nothing else.
+ * With a target (another database number, or another prefix), the keys go there; the
+ * target must hold no keys yet.
+ */
+#include "redis_agent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RESTORE_BATCH_COMMANDS 1000
+#define RESTORE_BATCH_BYTES (8 * 1024 * 1024)
+
+typedef struct keys_restore
+{
+	agent_job *job;
+	const char *prefix; /* the destination's */
+	size_t prefix_len;
+	char *staging; /* prefix + mark + job + ':' */
+	size_t staging_len;
+	char *name; /* a key name being built */
+	size_t name_size;
+	size_t pending, pending_bytes;
+	uint64_t restored, expired, removed, moved, existing;
+} keys_restore;
+
+/* kr->name = head + tail[skip..]: a staged or live name. */
+static int
+build_name(keys_restore *kr, const char *head, size_t head_len, const char *tail, size_t tail_len, tb_error *err)
+{
+	if (head_len + tail_len > kr->name_size)
+	{
+		char *grown = realloc(kr->name, head_len + tail_len);
+
+		if (grown == NULL)
+			return tb_error_set(err, TB_ERR_NOMEM, "out of memory for a key name");
+		kr->name = grown;
+		kr->name_size = head_len + tail_len;
+	}
+	memcpy(kr->name, head, head_len);
+	memcpy(kr->name + head_len, tail, tail_len);
+	return 0;
+}
+
+/* Reads the replies of the pipelined commands; any error fails the restore. */
+static int
+flush_pending(redisContext *c, keys_restore *kr, const char *what, tb_error *err)
+{
+	int rc = 0;
+
+	for (; kr->pending > 0; kr->pending--)
+	{
+		redisReply *reply = NULL;
+
+		if (redisGetReply(c, (void **) &reply) != REDIS_OK)
+			return redis_reply_error(c, NULL, what, err);
+		if (rc == 0 && redis_reply_error(c, reply, what, err) != 0)
+			rc = -1;
+		freeReplyObject(reply);
+	}
+	kr->pending_bytes = 0;
+	return rc;
+}
+
+static int
+stage_key(redisContext *c, keys_restore *kr, const redis_record *rec, tb_error *err)
+{
+	int64_t ttl = 0;
+	char ttl_text[24];
+
+	if (rec->expires_ms != 0 && (ttl = rec->expires_ms - redis_now_ms()) <= 0)
+	{
+		kr->expired++;
+		return 0;
+	}
+	if (build_name(kr, kr->staging, kr->staging_len, rec->name, rec->name_len, err) != 0)
+		return -1;
+	snprintf(ttl_text, sizeof(ttl_text), "%lld", (long long) ttl);
+	redisAppendCommandArgv(c, 5, (const char *[]){"RESTORE", kr->name, ttl_text, rec->value, "REPLACE"},
+						   (const size_t[]){7, kr->staging_len + rec->name_len, strlen(ttl_text), rec->value_len, 7});
+	kr->restored++;
+	kr->pending++;
+	kr->pending_bytes += rec->value_len + rec->name_len;
+	if (kr->pending >= RESTORE_BATCH_COMMANDS || kr->pending_bytes >= RESTORE_BATCH_BYTES)
+		return flush_pending(c, kr, "RESTORE", err);
+	return 0;
+}
+
+/* Loads every record under its staging name; 0 only when the whole backup authenticated. */
+static int
+stage_backup(redisContext *c, keys_restore *kr, repo_reader *reader, tb_error *err)
+{
+	redis_record_reader *rr = redis_record_reader_open(reader, err);
+	redis_record rec;
+	uint64_t keys = 0;
+	bool ended = false;
+	int got, rc = -1;
+
+	if (rr == NULL)
+		return -1;
+	if ((got = redis_record_next(rr, &rec, err)) <= 0 || rec.type != 'S')
+	{
+		if (got == 0 || (got > 0 && rec.type != 'S'))
+			tb_error_set(err, TB_ERR_CORRUPT, "the backup does not begin with its source record");
+		goto done;
+	}
+	while ((got = redis_record_next(rr, &rec, err)) > 0)
+	{
+		if (ended || rec.type == 'S')
+		{
+			tb_error_set(err, TB_ERR_CORRUPT, "the backup has a record after its end");
+			goto done;
+		}
+		if (rec.type == 'E')
+		{
+			if (rec.keys != keys)
+			{
+				tb_error_set(err, TB_ERR_CORRUPT, "the backup holds %llu keys, its end record says %llu",
+							 (unsigned long long) keys, (unsigned long long) rec.keys);
+				goto done;
+			}
+			ended = true;
+			continue;
+		}
+		keys++;
+		if (stage_key(c, kr, &rec, err) != 0 || agent_job_tick(kr->job, err) != 0)
+			goto done;
+		kr->job->bytes_done += rec.value_len;
+	}
+	if (got < 0 || flush_pending(c, kr, "RESTORE", err) != 0)
+		goto done;
+	if (!ended)
+	{
+		tb_error_set(err, TB_ERR_CORRUPT, "the backup ends without its end record");
+		goto done;
+	}
+	rc = 0;
+done:
+	redis_record_reader_close(rr);
+	return rc;
+}
+
+/* One command per key of a SCAN batch, pipelined: UNLINK of staged keys. */
+static int
+unlink_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
+{
+	keys_restore *kr = arg;
+
+	for (size_t i = 0; i < n; i++)
+		redisAppendCommand(c, "UNLINK %b", keys[i]->str, (size_t) keys[i]->len);
+	kr->pending = n;
+	return flush_pending(c, kr, "UNLINK", err);
+}
+
+/* Live keys the backup does not hold go: EXISTS of each one's staged name, then UNLINK. */
+static int
+remove_extra_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
+{
+	keys_restore *kr = arg;
+	size_t i, asked = 0;
+	int rc = 0;
+	char *gone = calloc(n, 1);
+
+	if (gone == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	for (i = 0; i < n; i++)
+	{
+		const redisReply *key = keys[i];
+
+		if ((size_t) key->len < kr->prefix_len || memcmp(key->str, kr->prefix, kr->prefix_len) != 0 ||
+			redis_is_staging_key(key->str, key->len, kr->prefix_len))
+			continue;
+		if (build_name(kr, kr->staging, kr->staging_len, key->str + kr->prefix_len, key->len - kr->prefix_len, err) !=
+			0)
+		{
+			rc = -1;
+			break;
+		}
+		redisAppendCommand(c, "EXISTS %b", kr->name, kr->staging_len + key->len - kr->prefix_len);
+		gone[i] = 1;
+		asked++;
+	}
+	for (i = 0; i < n && asked > 0; i++)
+	{
+		redisReply *reply = NULL;
+
+		if (!gone[i])
+			continue;
+		asked--;
+		if (redisGetReply(c, (void **) &reply) != REDIS_OK)
+		{
+			rc = redis_reply_error(c, NULL, "EXISTS", err);
+			break;
+		}
+		if (rc == 0 && redis_reply_error(c, reply, "EXISTS", err) != 0)
+			rc = -1;
+		gone[i] = reply->type == REDIS_REPLY_INTEGER && reply->integer == 0;
+		freeReplyObject(reply);
+	}
+	for (i = 0; i < n && rc == 0; i++)
+		if (gone[i])
+		{
+			redisAppendCommand(c, "UNLINK %b", keys[i]->str, (size_t) keys[i]->len);
+			kr->pending++;
+			kr->removed++;
+		}
+	free(gone);
+	return rc == 0 ? flush_pending(c, kr, "UNLINK", err) : -1;
+}
+
+/* Each staged key over its live name; a key that expired in the meantime is no error. */
+static int
+move_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
+{
+	keys_restore *kr = arg;
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		const redisReply *key = keys[i];
+
+		if (build_name(kr, kr->prefix, kr->prefix_len, key->str + kr->staging_len, key->len - kr->staging_len, err) !=
+			0)
+			return -1;
+		redisAppendCommand(c, "RENAME %b %b", key->str, (size_t) key->len, kr->name,
+						   kr->prefix_len + key->len - kr->staging_len);
+	}
+	for (size_t i = 0; i < n; i++)
+	{
+		redisReply *reply = NULL;
+
+		if (redisGetReply(c, (void **) &reply) != REDIS_OK)
+			return redis_reply_error(c, NULL, "RENAME", err);
+		if (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "no such key") == NULL && rc == 0)
+			rc = redis_reply_error(c, reply, "RENAME", err);
+		else if (reply->type != REDIS_REPLY_ERROR)
+			kr->moved++;
+		freeReplyObject(reply);
+	}
+	return rc;
+}
+
+/* Counts the keys of a SCAN batch that begin with the prefix (the pattern is a filter, not a proof). */
+static int
+count_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
+{
+	keys_restore *kr = arg;
+
+	(void) c;
+	(void) err;
+	for (size_t i = 0; i < n; i++)
+		if ((size_t) keys[i]->len >= kr->prefix_len && memcmp(keys[i]->str, kr->prefix, kr->prefix_len) == 0)
+			kr->existing++;
+	return 0;
+}
+
+/* Where the keys go: the tenant's own place, or the target (a database number or a prefix). */
+static int
+restore_destination(const agent_job *job, const redis_source *src, int *db, const char **prefix, tb_error *err)
+{
+	char *end;
+	long n;
+
+	*db = src->db;
+	*prefix = src->prefix;
+	if (job->restore_target == NULL)
+		return 0;
+	if (*src->prefix)
+	{
+		*prefix = job->restore_target;
+		return 0;
+	}
+	n = strtol(job->restore_target, &end, 10);
+	if (*job->restore_target == '\0' || *end != '\0' || n < 0 || n > 100000)
+		return tb_error_set(err, TB_ERR_INVALID,
+							"the target of tenant \"%s\" must be a database number: its keys are a whole database",
+							job->tenant);
+	*db = (int) n;
+	return 0;
+}
+
+int
+redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err)
+{
+	keys_restore kr = {.job = job};
+	redisContext *c = NULL;
+	char mark[64];
+	int db, rc = -1;
+
+	if (restore_destination(job, src, &db, &kr.prefix, err) != 0 || (c = redis_connect(src, db, err)) == NULL)
+		return -1;
+	kr.prefix_len = strlen(kr.prefix);
+	if (job->restore_target)
+	{
+		if (redis_scan(c, job, kr.prefix, kr.prefix_len, count_batch, &kr, err) != 0)
+			goto done;
+		if (kr.existing > 0)
+		{
+			tb_error_set(err, TB_ERR_EXISTS, "target %s %s already holds keys; restore into an empty one",
+						 *src->prefix ? "prefix" : "database", job->restore_target);
+			goto done;
+		}
+	}
+	snprintf(mark, sizeof(mark), "%s%lld:", REDIS_STAGING_MARK, (long long) job->id);
+	kr.staging_len = kr.prefix_len + strlen(mark);
+	if ((kr.staging = malloc(kr.staging_len + 1)) == NULL)
+	{
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	snprintf(kr.staging, kr.staging_len + 1, "%s%s", kr.prefix, mark);
+	if (stage_backup(c, &kr, reader, err) != 0)
+	{
+		tb_error cleanup_err;
+		char failure[TB_ERROR_MSG_MAX];
+
+		/* Only what this restore staged goes, once the commands still in flight are answered. */
+		if (!c->err && (flush_pending(c, &kr, "RESTORE", &cleanup_err) == 0 || !c->err) &&
+			redis_scan(c, NULL, kr.staging, kr.staging_len, unlink_batch, &kr, &cleanup_err) == 0)
+			goto done;
+		memcpy(failure, err->msg, sizeof(failure));
+		tb_error_set(err, err->code, "%s (and the keys staged under \"%s\" are left: %s)", failure, kr.staging,
+					 c->err ? c->errstr : cleanup_err.msg);
+		goto done;
+	}
+	/* The whole backup authenticated and is loaded: only now does live change. */
+	if (agent_job_tick(job, err) != 0 ||
+		redis_scan(c, job, kr.prefix, kr.prefix_len, remove_extra_batch, &kr, err) != 0)
+		goto done;
+	for (int pass = 0; pass < 3; pass++)
+	{
+		uint64_t before = kr.moved;
+
+		if (redis_scan(c, job, kr.staging, kr.staging_len, move_batch, &kr, err) != 0)
+			goto done;
+		if (kr.moved == before)
+			break;
+	}
+	rc = 0;
+done:
+	redisFree(c);
+	free(kr.staging);
+	free(kr.name);
+	return rc;
+}

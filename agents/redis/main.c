@@ -1,0 +1,100 @@
+/* tenant-backup-agent-redis: backups and restores of Redis tenants. */
+#include "redis_agent.h"
+
+#include <string.h>
+
+static int
+redis_backup(agent_job *job, repo_put *put, tb_error *err)
+{
+	redis_source src;
+	int rc;
+
+	if (redis_source_from_job(job, &src, err) != 0)
+		return -1;
+	rc = src.rdb ? redis_rdb_backup(job, &src, put, err) : redis_keys_backup(job, &src, put, err);
+	if (rc != 0 && job->stop == AGENT_GO && !src.rdb)
+		tb_error_prefix(err, "backup of %s:%d/%d%s%s%s for tenant \"%s\"", src.host, src.port, src.db,
+						*src.prefix ? " prefix \"" : "", src.prefix, *src.prefix ? "\"" : "", job->tenant);
+	redis_source_free(&src);
+	return rc;
+}
+
+/* The backup's first bytes say which kind it is: an RDB snapshot or the logical format. */
+static int
+backup_kind(agent_job *job, repo_reader **reader, bool *rdb, tb_error *err)
+{
+	stream_reader_options options = {.readahead = true};
+	const stream_header *hdr;
+	char magic[sizeof(REDIS_KEYS_MAGIC) - 1];
+	size_t have = 0;
+
+	if ((*reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL)
+		return -1;
+	hdr = repo_reader_header(*reader);
+	if (strcmp(hdr->tenant, job->tenant) != 0 || strcmp(hdr->engine, "redis") != 0)
+		return tb_error_set(err, TB_ERR_CORRUPT, "backup %s belongs to tenant \"%s\" (%s), not to \"%s\" (redis)",
+							job->object_key, hdr->tenant, hdr->engine, job->tenant);
+	while (have < sizeof(magic))
+	{
+		ssize_t got = repo_reader_read(*reader, magic + have, sizeof(magic) - have, err);
+
+		if (got < 0)
+			return -1;
+		if (got == 0)
+			break;
+		have += (size_t) got;
+	}
+	*rdb = have >= 5 && memcmp(magic, "REDIS", 5) == 0;
+	if (!*rdb && (have < sizeof(magic) || memcmp(magic, REDIS_KEYS_MAGIC, sizeof(magic)) != 0))
+		return tb_error_set(err, TB_ERR_CORRUPT, "backup %s is neither an RDB snapshot nor Redis keys",
+							job->object_key);
+	return 0;
+}
+
+static int
+redis_restore(agent_job *job, tb_error *err)
+{
+	redis_source src;
+	repo_reader *reader = NULL;
+	bool rdb = false;
+	int rc = -1;
+
+	if (redis_source_from_job(job, &src, err) != 0)
+		return -1;
+	if (job->object_key == NULL)
+		tb_error_set(err, TB_ERR_INVALID, "the restore job names no backup object");
+	else if (backup_kind(job, &reader, &rdb, err) == 0)
+	{
+		/* An RDB is written out whole, authenticated on the way, by its own reader. */
+		if (rdb)
+		{
+			repo_reader_close(reader);
+			reader = NULL;
+			rc = redis_rdb_restore(job, err);
+		}
+		else
+			rc = redis_keys_restore(job, &src, reader, err);
+	}
+	if (rc != 0 && job->stop == AGENT_GO && !rdb)
+		tb_error_prefix(err, "restore of %s:%d/%d%s%s%s for tenant \"%s\"", src.host, src.port, src.db,
+						*src.prefix ? " prefix \"" : "", src.prefix, *src.prefix ? "\"" : "", job->tenant);
+	repo_reader_close(reader);
+	redis_source_free(&src);
+	return rc;
+}
+
+static const agent_engine redis_engine = {
+	.engine = "redis",
+	.program = "tenant-backup-agent-redis",
+	.config_help = "  redis_user, redis_password     when the locator has none (the catalog's sealed\n"
+				   "                                 password comes first); AUTH only, never argv\n"
+				   "  redis_restore_dir              where an RDB restore without a target writes dump.rdb\n",
+	.backup = redis_backup,
+	.restore = redis_restore,
+};
+
+int
+main(int argc, char **argv)
+{
+	return agent_main(&redis_engine, argc, argv);
+}

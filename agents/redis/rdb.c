@@ -1,0 +1,240 @@
+/*
+ * A dedicated tenant's whole Redis server as an RDB snapshot, fetched the way a
+ * replica (and redis-cli --rdb) gets one: REPLCONF rdb-only, SYNC, then the payload,
+ * either "$<length>" bytes or, diskless, "$EOF:<40-byte mark>" up to that mark. It goes
+ * into storage as it arrives, never through a temporary file. Restoring one writes
+ * dump.rdb into a directory, for a server started with --dir there.
+ */
+#include "redis_agent.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RDB_BUFFER (1024 * 1024)
+#define RDB_EOF_MARK 40
+#define RDB_SILENCE_SECONDS 120
+
+typedef struct rdb_fetch
+{
+	agent_job *job;
+	redisContext *c;
+	repo_put *put;
+	char *buf;
+	size_t len;      /* bytes in buf not yet handled */
+	int silent_for;  /* seconds without a byte */
+	uint64_t stored; /* payload bytes written */
+	unsigned char head[5], tail[9];
+} rdb_fetch;
+
+/* More bytes from the server into buf (after len); waits tick the lease. */
+static int
+rdb_read(rdb_fetch *f, tb_error *err)
+{
+	for (;;)
+	{
+		struct pollfd pfd = {.fd = f->c->fd, .events = POLLIN};
+		ssize_t got;
+		int ready = poll(&pfd, 1, 1000);
+
+		if (ready < 0 && errno != EINTR)
+			return tb_error_set(err, TB_ERR_IO, "waiting for the RDB: %s", strerror(errno));
+		if (agent_job_tick(f->job, err) != 0)
+			return -1;
+		if (ready <= 0)
+		{
+			if (++f->silent_for >= RDB_SILENCE_SECONDS)
+				return tb_error_set(err, TB_ERR_IO, "the server sent nothing for %d s", RDB_SILENCE_SECONDS);
+			continue;
+		}
+		got = read(f->c->fd, f->buf + f->len, RDB_BUFFER - f->len);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got < 0)
+			return tb_error_set(err, TB_ERR_IO, "reading the RDB: %s", strerror(errno));
+		if (got == 0)
+			return tb_error_set(err, TB_ERR_IO, "the server closed the connection after %llu bytes of the RDB",
+								(unsigned long long) f->stored);
+		f->silent_for = 0;
+		f->len += (size_t) got;
+		return 0;
+	}
+}
+
+/* Payload bytes into storage, remembering the first and last few for the checks at the end. */
+static int
+rdb_store(rdb_fetch *f, const char *data, size_t len, tb_error *err)
+{
+	for (size_t i = 0; i < len && f->stored + i < sizeof(f->head); i++)
+		f->head[f->stored + i] = (unsigned char) data[i];
+	if (len >= sizeof(f->tail))
+		memcpy(f->tail, data + len - sizeof(f->tail), sizeof(f->tail));
+	else
+	{
+		memmove(f->tail, f->tail + len, sizeof(f->tail) - len);
+		memcpy(f->tail + sizeof(f->tail) - len, data, len);
+	}
+	f->stored += len;
+	f->job->bytes_done = f->stored;
+	return repo_put_write(f->put, data, len, err);
+}
+
+/* The payload's announcement: "$<length>" or "$EOF:<mark>", after any keep-alive newlines. */
+static int
+rdb_announcement(rdb_fetch *f, char *line, size_t size, tb_error *err)
+{
+	for (;;)
+	{
+		char *nl;
+		size_t skip = 0;
+
+		while (skip < f->len && f->buf[skip] == '\n')
+			skip++;
+		memmove(f->buf, f->buf + skip, f->len - skip);
+		f->len -= skip;
+		if ((nl = memchr(f->buf, '\n', f->len)) != NULL)
+		{
+			size_t n = (size_t) (nl - f->buf);
+
+			if (n > 0 && f->buf[n - 1] == '\r')
+				n--;
+			if (n >= size)
+				return tb_error_set(err, TB_ERR_INVALID, "the server answered SYNC with an over-long line");
+			memcpy(line, f->buf, n);
+			line[n] = '\0';
+			f->len -= (size_t) (nl + 1 - f->buf);
+			memmove(f->buf, nl + 1, f->len);
+			if (line[0] == '-')
+				return tb_error_set(err, TB_ERR_INVALID, "the server refused SYNC: %s", line + 1);
+			if (line[0] != '$')
+				return tb_error_set(err, TB_ERR_INVALID, "the server answered SYNC with \"%.60s\"", line);
+			return 0;
+		}
+		if (f->len == RDB_BUFFER)
+			return tb_error_set(err, TB_ERR_INVALID, "the server answered SYNC without a line end");
+		if (rdb_read(f, err) != 0)
+			return -1;
+	}
+}
+
+/* A diskless payload: everything up to the mark, which may straddle reads. */
+static int
+rdb_until_mark(rdb_fetch *f, const char *mark, tb_error *err)
+{
+	for (;;)
+	{
+		char *at = memmem(f->buf, f->len, mark, RDB_EOF_MARK);
+
+		if (at)
+			return rdb_store(f, f->buf, (size_t) (at - f->buf), err);
+		if (f->len > RDB_EOF_MARK)
+		{
+			size_t flush = f->len - RDB_EOF_MARK;
+
+			if (rdb_store(f, f->buf, flush, err) != 0)
+				return -1;
+			memmove(f->buf, f->buf + flush, RDB_EOF_MARK);
+			f->len = RDB_EOF_MARK;
+		}
+		if (rdb_read(f, err) != 0)
+			return -1;
+	}
+}
+
+static int
+rdb_exactly(rdb_fetch *f, uint64_t length, tb_error *err)
+{
+	for (;;)
+	{
+		size_t take = f->len < length - f->stored ? f->len : (size_t) (length - f->stored);
+
+		if (rdb_store(f, f->buf, take, err) != 0)
+			return -1;
+		f->len = 0;
+		if (f->stored == length)
+			return 0;
+		if (rdb_read(f, err) != 0)
+			return -1;
+	}
+}
+
+int
+redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_error *err)
+{
+	rdb_fetch f = {.job = job, .put = put};
+	char line[128];
+	redisReply *reply;
+	int rc = -1;
+
+	if ((f.c = redis_connect(src, 0, err)) == NULL)
+		return -1;
+	if ((f.buf = malloc(RDB_BUFFER)) == NULL)
+	{
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	/* Only the snapshot, no replication stream after it (Redis 7.0; older servers refuse, harmlessly). */
+	reply = redisCommand(f.c, "REPLCONF rdb-only 1");
+	if (reply == NULL)
+	{
+		redis_reply_error(f.c, reply, "REPLCONF", err);
+		goto done;
+	}
+	freeReplyObject(reply);
+	if (write(f.c->fd, "SYNC\r\n", 6) != 6)
+	{
+		tb_error_set(err, TB_ERR_IO, "sending SYNC: %s", strerror(errno));
+		goto done;
+	}
+	if (rdb_announcement(&f, line, sizeof(line), err) != 0)
+		goto done;
+	if (strncmp(line, "$EOF:", 5) == 0 && strlen(line + 5) == RDB_EOF_MARK)
+		rc = rdb_until_mark(&f, line + 5, err);
+	else
+	{
+		char *end;
+		unsigned long long length = strtoull(line + 1, &end, 10);
+
+		if (*end != '\0' || end == line + 1)
+		{
+			tb_error_set(err, TB_ERR_INVALID, "the server announced the RDB as \"%.60s\"", line);
+			goto done;
+		}
+		rc = rdb_exactly(&f, length, err);
+	}
+	/* A snapshot begins with its magic and ends with the EOF opcode and an 8-byte checksum. */
+	if (rc == 0 && (f.stored < 18 || memcmp(f.head, "REDIS", 5) != 0 || f.tail[0] != 0xFF))
+		rc = tb_error_set(err, TB_ERR_CORRUPT, "the server sent %llu bytes that are not a whole RDB snapshot",
+						  (unsigned long long) f.stored);
+done:
+	if (rc != 0 && job->stop == AGENT_GO)
+		tb_error_prefix(err, "RDB snapshot of %s:%d for tenant \"%s\"", src->host, src->port, job->tenant);
+	free(f.buf);
+	redisFree(f.c);
+	return rc;
+}
+
+static int
+rdb_restore_keep_going(void *ctx, tb_error *err)
+{
+	return agent_job_tick(ctx, err);
+}
+
+int
+redis_rdb_restore(agent_job *job, tb_error *err)
+{
+	const char *dir = job->restore_target ? job->restore_target : agent_config_get(job->config, "redis_restore_dir");
+	repo_read_options options = {
+		.progress = agent_job_progress, .progress_ctx = job, .readahead = true, .keep_going = rdb_restore_keep_going};
+	stream_stats stats;
+
+	if (dir == NULL)
+		return tb_error_set(err, TB_ERR_INVALID,
+							"an RDB snapshot is restored as a file: give a target directory "
+							"(tenant_restore(..., target => '/dir')) or set redis_restore_dir");
+	if (repo_read_to_file(job->storage, job->master, job->object_key, dir, "dump.rdb", &options, &stats, err) != 0)
+		return tb_error_prefix(err, "writing dump.rdb of tenant \"%s\" into %s", job->tenant, dir);
+	return 0;
+}

@@ -1,0 +1,103 @@
+#!/bin/bash
+# A dedicated Redis tenant: its whole server backed up as an RDB snapshot over the
+# replication protocol (diskless "$EOF:" transfer and the disk-based "$<length>" one),
+# restored through the SQL API and with tenant-backup restore-rdb as dump.rdb, which a
+# second redis-server loads with the same 100k keys, values and TTLs. dump.rdb is never
+# overwritten; credentials come from the agent's configuration file.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/pg.sh"
+. "$(dirname "$0")/../lib/agents.sh"
+. "$(dirname "$0")/../lib/redis.sh"
+# The agent built with AddressSanitizer/UBSan when there is one (make test builds it).
+agent_use tenant-backup-agent-redis
+PG_PORT=25452
+R=26461
+
+scratch_dir
+agent_bed_setup $PG_PORT redis-rdb
+redis_start "$D/live" $R
+rtool many $R 0 "k:" 99989
+rtool fill $R 0 "app:" dedicated
+rtool fill $R 4 "" db4
+rtool snapshot $R 0 "" >"$D/db0.before"
+rtool snapshot $R 4 "" >"$D/db4.before"
+is "$(rtool cmd $R 0 DBSIZE)" 100000 "the dedicated server holds 100k keys in database 0"
+
+# The agent's credentials from its configuration file (0600), not the locator.
+printf 'redis_user = tbagent\nredis_password = %s\n' "$REDIS_PASSWORD" >"$D/agent.conf"
+chmod 600 "$D/agent.conf"
+psql_q "SELECT tenant_backup.tenant_create('dedi', tier => 'dedicated')" \
+	"SELECT tenant_backup.tenant_add_database('dedi', 'redis', 'redis://127.0.0.1:$R')" >/dev/null
+
+backup() { # queues and runs one backup of dedi; prints the new object key
+	psql_q "SELECT tenant_backup.tenant_backup('dedi', 'redis')" >/dev/null
+	agent_once rdb --config "$D/agent.conf" || return 1
+	psql_q "SELECT object_key FROM tenant_backup.tenant_backups('dedi') WHERE status = 'complete' ORDER BY id DESC LIMIT 1"
+}
+
+obj=$(backup)
+like "$obj" '^dedi/redis/.*\.tbk$' "the RDB backup is complete, under dedi/redis/"
+"$TB" cat "$obj" >"$D/snap.rdb"
+is "$(head -c 5 "$D/snap.rdb")" REDIS "it decrypts to an RDB snapshot"
+"$TB" verify "$obj" >/dev/null 2>&1
+ok $? "tenant-backup verify checks it"
+
+# --- restore through the SQL API into a directory, then a second server on it
+mkdir -p "$D/restored"
+job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', target => '$D/restored', wait => false)")
+agent_once rdb-restore --config "$D/agent.conf"
+is "$(psql_q "SELECT state || coalesce(': ' || error, '') FROM tenant_backup.jobs WHERE id = $job")" succeeded \
+	"tenant_restore('dedi', 'redis', target => DIR) succeeds"
+cmp -s "$D/snap.rdb" "$D/restored/dump.rdb"
+ok $? "DIR/dump.rdb is the snapshot, byte for byte"
+redis_start "$D/restored" 26462
+is "$(rtool cmd 26462 0 DBSIZE)" 100000 "a redis-server started with --dir DIR serves the 100k keys"
+rtool snapshot 26462 0 "" >"$D/db0.after"
+out=$(rtool compare "$D/db0.before" "$D/db0.after")
+ok $? "every key of database 0 with its type, value and TTL"
+[ -n "$out" ] && diag "$(echo "$out" | head -5)"
+rtool snapshot 26462 4 "" >"$D/db4.after"
+rtool compare "$D/db4.before" "$D/db4.after" >/dev/null
+ok $? "and of database 4"
+
+job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', target => '$D/restored', wait => false)")
+agent_once rdb-restore --config "$D/agent.conf"
+like "$(psql_q "SELECT error FROM tenant_backup.jobs WHERE id = $job")" "dump.rdb' already exists" \
+	"a second restore into the same directory refuses to overwrite its dump.rdb"
+job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', wait => false)")
+agent_once rdb-restore --config "$D/agent.conf"
+like "$(psql_q "SELECT error FROM tenant_backup.jobs WHERE id = $job")" "give a target directory .* or set redis_restore_dir" \
+	"without a target or redis_restore_dir the restore says what to give"
+
+# --- the CLI, with nothing but storage and the master key
+"$TB" restore-rdb "$obj" --dir "$D/cli" 2>"$D/cli.err"
+ok $? "tenant-backup restore-rdb writes the snapshot"
+cmp -s "$D/snap.rdb" "$D/cli/dump.rdb"
+ok $? "as DIR/dump.rdb, byte for byte"
+"$TB" restore-rdb "$obj" --dir "$D/cli" 2>"$D/cli.err"
+ok $((! $?)) "and refuses to overwrite it"
+like "$(cat "$D/cli.err")" "already exists" "saying so"
+
+# --- the disk-based transfer ($<length>) as well
+rtool cmd $R 0 CONFIG SET repl-diskless-sync no >/dev/null
+rtool cmd $R 0 SET "k:after" "second backup" >/dev/null
+obj2=$(backup)
+[ -n "$obj2" ] && [ "$obj2" != "$obj" ]
+ok $? "a backup over a disk-based transfer completes too"
+"$TB" restore-rdb "$obj2" --dir "$D/disk" 2>/dev/null
+redis_start "$D/disk" 26463
+is "$(rtool cmd 26463 0 GET k:after),$(rtool cmd 26463 0 DBSIZE)" "second backup,100001" "and holds the later key"
+
+# --- a tampered snapshot is never written out
+object_get "$obj" "$D/obj.tbk"
+flip_byte "$D/obj.tbk" 200000
+object_put "$D/obj.tbk" "$obj"
+"$TB" restore-rdb "$obj" --dir "$D/tampered" 2>"$D/tampered.err"
+ok $((! $?)) "restore-rdb of a tampered object fails"
+[ ! -e "$D/tampered/dump.rdb" ] && [ -z "$(ls -A "$D/tampered" 2>/dev/null)" ]
+ok $? "and leaves no dump.rdb, not even a partial one"
+
+grep -rqF "$REDIS_PASSWORD" "$D"/*.log "$D/live/redis.log" "$D/pg/server.log"
+ok $((! $?)) "no log holds the password"
+
+done_testing
