@@ -104,6 +104,19 @@ $(BUILD)/test/%: test/unit/%.c $(AGENT_LIB) $(CORE_LIB)
 	@echo "  LINK    $@"
 	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -Itest/unit -o $@ $< $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) $(LIBS) -lcmocka
 
+# The Redis agent's pieces but its main(), for its unit test.
+REDIS_AGENT_LIB := $(BUILD)/libtbredis.a
+$(REDIS_AGENT_LIB): $(filter-out %/main.o,$(REDIS_AGENT_OBJ))
+	@mkdir -p $(dir $@)
+	@echo "  AR      $@"
+	@rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/test/test_redis: test/unit/test_redis.c $(REDIS_AGENT_LIB) $(AGENT_LIB) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -Iagents/redis -Itest/unit -o $@ $< $(REDIS_AGENT_LIB) $(AGENT_LIB) \
+		$(CORE_LIB) $(AGENT_LIBS) $(shell pkg-config --libs hiredis 2>/dev/null) $(LIBS) -lcmocka
+
 unit-bins: $(UNIT_BIN)
 
 # Unit tests and the CLI rebuilt with AddressSanitizer and UBSan, in their own tree.

@@ -1,5 +1,6 @@
 /* Unit tests of the repository layer on file storage: put, list, read back, failures. */
 #include "unit.h"
+#include "unit_repo.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -10,7 +11,6 @@
 
 static char dir[] = "/tmp/tb-test-repo-XXXXXX";
 static const repo_read_options sha_check = {.check_sha256 = true};
-static char url[300];
 static storage *st;
 static master_key master;
 
@@ -260,28 +260,15 @@ test_storage_abort_and_ranges(void **state)
 static int
 setup(void **state)
 {
-	tb_error err = {0};
-
 	(void) state;
-	if (mkdtemp(dir) == NULL)
-		return -1;
-	snprintf(url, sizeof(url), "file://%s", dir);
-	st = storage_open(url, &err);
-	return st && keys_master_from_hex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", &master,
-									  &err) == 0
-			   ? 0
-			   : -1;
+	return unit_repo_open(dir, &st, &master);
 }
 
 static int
 teardown(void **state)
 {
-	char cmd[300];
-
 	(void) state;
-	storage_close(st);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd);
+	return unit_repo_close(dir, st);
 }
 
 int
