@@ -49,6 +49,7 @@ typedef struct agent_job
 	int workers; /* compression threads for a backup */
 	int level;   /* zstd level for a backup */
 	uint64_t bytes_done;
+	char detail[200]; /* the engine's own account of a success for the log line ("1200 keys") */
 	agent_stop stop;
 	agent *owner;
 } agent_job;

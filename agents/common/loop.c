@@ -238,11 +238,12 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 		return;
 	}
 	if (rc == 0 && is_backup)
-		agent_log("%s succeeded: %s in, %s stored, %.2f s, %s", what, human_bytes(m.plain_bytes, in, sizeof(in)),
-				  human_bytes(m.stored_bytes, out, sizeof(out)), agent_now() - started, m.object);
+		agent_log("%s succeeded: %s in, %s stored, %.2f s, %s%s%s", what, human_bytes(m.plain_bytes, in, sizeof(in)),
+				  human_bytes(m.stored_bytes, out, sizeof(out)), agent_now() - started, m.object,
+				  *job->detail ? "; " : "", job->detail);
 	else if (rc == 0)
-		agent_log("%s succeeded: %s restored, %.2f s", what, human_bytes(job->bytes_done, in, sizeof(in)),
-				  agent_now() - started);
+		agent_log("%s succeeded: %s restored, %.2f s%s%s", what, human_bytes(job->bytes_done, in, sizeof(in)),
+				  agent_now() - started, *job->detail ? "; " : "", job->detail);
 	else
 	{
 		a->jobs_failed++;

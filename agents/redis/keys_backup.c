@@ -86,6 +86,7 @@ redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_err
 	end.value_bytes = kb.value_bytes;
 	if (rc == 0)
 		rc = redis_record_write(put, &end, err);
+	snprintf(job->detail, sizeof(job->detail), "%llu keys", (unsigned long long) kb.keys);
 	redisFree(c);
 	return rc;
 }

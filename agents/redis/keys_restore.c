@@ -27,7 +27,7 @@ typedef struct keys_restore
 	char *name; /* a key name being built */
 	size_t name_size;
 	size_t pending, pending_bytes;
-	uint64_t restored, expired, removed, moved, existing;
+	uint64_t expired, removed, moved, existing;
 } keys_restore;
 
 /* kr->name = head + tail[skip..]: a staged or live name. */
@@ -84,7 +84,6 @@ stage_key(redisContext *c, keys_restore *kr, const redis_record *rec, tb_error *
 	snprintf(ttl_text, sizeof(ttl_text), "%lld", (long long) ttl);
 	redisAppendCommandArgv(c, 5, (const char *[]){"RESTORE", kr->name, ttl_text, rec->value, "REPLACE"},
 						   (const size_t[]){7, kr->staging_len + rec->name_len, strlen(ttl_text), rec->value_len, 7});
-	kr->restored++;
 	kr->pending++;
 	kr->pending_bytes += rec->value_len + rec->name_len;
 	if (kr->pending >= RESTORE_BATCH_COMMANDS || kr->pending_bytes >= RESTORE_BATCH_BYTES)
@@ -329,19 +328,26 @@ redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader,
 					 c->err ? c->errstr : cleanup_err.msg);
 		goto done;
 	}
-	/* The whole backup authenticated and is loaded: only now does live change. */
+	/*
+	 * The whole backup authenticated and is loaded: only now does live change. Once
+	 * begun, the swap (only UNLINKs and RENAMEs, no data moves) runs to its end: a stop
+	 * halfway would leave the tenant half old, half restored.
+	 */
 	if (agent_job_tick(job, err) != 0 ||
-		redis_scan(c, job, kr.prefix, kr.prefix_len, remove_extra_batch, &kr, err) != 0)
+		redis_scan(c, NULL, kr.prefix, kr.prefix_len, remove_extra_batch, &kr, err) != 0)
 		goto done;
 	for (int pass = 0; pass < 3; pass++)
 	{
 		uint64_t before = kr.moved;
 
-		if (redis_scan(c, job, kr.staging, kr.staging_len, move_batch, &kr, err) != 0)
+		if (redis_scan(c, NULL, kr.staging, kr.staging_len, move_batch, &kr, err) != 0)
 			goto done;
 		if (kr.moved == before)
 			break;
 	}
+	snprintf(job->detail, sizeof(job->detail),
+			 "%llu keys restored, %llu expired while stored, %llu not in the backup removed",
+			 (unsigned long long) kr.moved, (unsigned long long) kr.expired, (unsigned long long) kr.removed);
 	rc = 0;
 done:
 	redisFree(c);

@@ -81,8 +81,8 @@ dbone_obj=$(backup dbone)
 ok $? "the backup of a database-number tenant holds its canary"
 "$TB" cat "$dbone_obj" | grep -qaE "dbtwo canary|acme canary"
 ok $((! $?)) "and nothing of another database"
-grep -q 'succeeded' "$D/once-acme.log"
-ok $? "the agent logs the job's success"
+like "$(grep succeeded "$D/once-acme.log")" 'backup of tenant "acme" \(redis, .*\) succeeded: .*\.tbk; 12 keys$' \
+	"the agent logs the job's success with the number of keys"
 
 # --- restore in place: acme loses its keys, gains one, others change meanwhile
 for k in canary hash list set zset stream ttl:hour ttl:hash counter big; do
@@ -98,6 +98,8 @@ rtool snapshot $R 0 "acme:" >"$D/acme.after"
 out=$(rtool compare "$D/acme.before" "$D/acme.after")
 ok $? "every acme key is back with its type, value and TTL within a second"
 [ -n "$out" ] && diag "$out"
+like "$(grep succeeded "$D/restore-acme.log")" 'succeeded: .*; 11 keys restored, 1 expired while stored, 1 not in the backup removed$' \
+	"the agent logs what the restore did"
 is "$(rtool cmd $R 0 EXISTS acme:written-later)" 0 "a key of acme written after the backup is gone"
 is "$(rtool cmd $R 0 EXISTS acme:short)" 0 "a key whose TTL ran out while stored is not resurrected"
 is "$(rtool cmd $R 0 GET acme2:canary),$(rtool cmd $R 0 GET acme2:new)" "acme2 after backup,acme2 new key" \
