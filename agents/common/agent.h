@@ -110,6 +110,19 @@ void agent_child_kill(agent_child *c);
  */
 int agent_secret_pipe(const char *contents, tb_error *err);
 
+/*
+ * A backup's plaintext read in pieces of any size through a buffer (memory bounded by
+ * the buffer and the caller's largest piece).
+ */
+typedef struct agent_bufread agent_bufread;
+
+agent_bufread *agent_bufread_open(repo_reader *reader, tb_error *err);
+/* Up to len bytes; fewer only at the stream's authenticated end (0: at it); -1 with err set. */
+ssize_t agent_bufread_read(agent_bufread *b, void *out, size_t len, tb_error *err);
+/* Exactly len bytes; the end of the stream before them is an error ("ends inside a record"). */
+int agent_bufread_exact(agent_bufread *b, void *out, size_t len, tb_error *err);
+void agent_bufread_close(agent_bufread *b);
+
 /* A URI: scheme://[user[:password]@]host[:port][/path][?query]; parts percent-decoded. */
 typedef struct agent_uri
 {

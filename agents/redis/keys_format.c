@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RECORD_READ_BUFFER (256 * 1024)
 /* A DUMP payload larger than this is not something Redis can have produced. */
 #define RECORD_VALUE_MAX ((uint64_t) 16 << 30)
 
@@ -65,10 +64,7 @@ redis_record_write(repo_put *put, const redis_record *rec, tb_error *err)
 
 struct redis_record_reader
 {
-	repo_reader *reader;
-	unsigned char *buf;
-	size_t pos, len;
-	bool eof;
+	agent_bufread *in;
 	char *name, *value;
 };
 
@@ -77,13 +73,13 @@ redis_record_reader_open(repo_reader *reader, tb_error *err)
 {
 	redis_record_reader *rr = calloc(1, sizeof(*rr));
 
-	if (rr == NULL || (rr->buf = malloc(RECORD_READ_BUFFER)) == NULL)
+	if (rr == NULL || (rr->in = agent_bufread_open(reader, err)) == NULL)
 	{
+		if (rr == NULL)
+			tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 		free(rr);
-		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	rr->reader = reader;
 	return rr;
 }
 
@@ -92,64 +88,10 @@ redis_record_reader_close(redis_record_reader *rr)
 {
 	if (rr == NULL)
 		return;
-	free(rr->buf);
+	agent_bufread_close(rr->in);
 	free(rr->name);
 	free(rr->value);
 	free(rr);
-}
-
-/* Up to len bytes into out; fewer only at the stream's end. */
-static ssize_t
-record_read(redis_record_reader *rr, void *out, size_t len, tb_error *err)
-{
-	size_t done = 0;
-
-	while (done < len)
-	{
-		size_t take;
-
-		if (rr->pos == rr->len)
-		{
-			ssize_t got;
-
-			if (rr->eof)
-				break;
-			if (len - done >= RECORD_READ_BUFFER)
-			{
-				/* A large value goes straight where it belongs. */
-				got = repo_reader_read(rr->reader, (char *) out + done, len - done, err);
-				if (got < 0)
-					return -1;
-				rr->eof = got == 0;
-				done += (size_t) got;
-				continue;
-			}
-			got = repo_reader_read(rr->reader, rr->buf, RECORD_READ_BUFFER, err);
-			if (got < 0)
-				return -1;
-			rr->eof = got == 0;
-			rr->pos = 0;
-			rr->len = (size_t) got;
-			continue;
-		}
-		take = rr->len - rr->pos < len - done ? rr->len - rr->pos : len - done;
-		memcpy((char *) out + done, rr->buf + rr->pos, take);
-		rr->pos += take;
-		done += take;
-	}
-	return (ssize_t) done;
-}
-
-static int
-record_read_exact(redis_record_reader *rr, void *out, size_t len, tb_error *err)
-{
-	ssize_t got = record_read(rr, out, len, err);
-
-	if (got < 0)
-		return -1;
-	if ((size_t) got < len)
-		return tb_error_set(err, TB_ERR_CORRUPT, "the backup ends inside a record");
-	return 0;
 }
 
 /* A length-prefixed string into *out (replacing what it held). */
@@ -161,7 +103,7 @@ record_read_string(redis_record_reader *rr, char **out, uint64_t len, tb_error *
 	free(*out);
 	if ((*out = malloc(len ? len : 1)) == NULL)
 		return tb_error_set(err, TB_ERR_NOMEM, "out of memory for a value of %llu bytes", (unsigned long long) len);
-	return record_read_exact(rr, *out, len, err);
+	return agent_bufread_exact(rr->in, *out, len, err);
 }
 
 int
@@ -169,7 +111,7 @@ redis_record_next(redis_record_reader *rr, redis_record *rec, tb_error *err)
 {
 	unsigned char head[16];
 	char type;
-	ssize_t got = record_read(rr, &type, 1, err);
+	ssize_t got = agent_bufread_read(rr->in, &type, 1, err);
 
 	if (got <= 0)
 		return (int) got;
@@ -178,7 +120,7 @@ redis_record_next(redis_record_reader *rr, redis_record *rec, tb_error *err)
 	switch (type)
 	{
 		case 'S':
-			if (record_read_exact(rr, head, 8, err) != 0 ||
+			if (agent_bufread_exact(rr->in, head, 8, err) != 0 ||
 				record_read_string(rr, &rr->name, get_le(head + 4, 4), err) != 0)
 				return -1;
 			rec->db = (uint32_t) get_le(head, 4);
@@ -186,12 +128,12 @@ redis_record_next(redis_record_reader *rr, redis_record *rec, tb_error *err)
 			rec->name_len = get_le(head + 4, 4);
 			return 1;
 		case 'K':
-			if (record_read_exact(rr, head, 4, err) != 0 ||
+			if (agent_bufread_exact(rr->in, head, 4, err) != 0 ||
 				record_read_string(rr, &rr->name, get_le(head, 4), err) != 0)
 				return -1;
 			rec->name = rr->name;
 			rec->name_len = get_le(head, 4);
-			if (record_read_exact(rr, head, 16, err) != 0 ||
+			if (agent_bufread_exact(rr->in, head, 16, err) != 0 ||
 				record_read_string(rr, &rr->value, get_le(head + 8, 8), err) != 0)
 				return -1;
 			rec->expires_ms = (int64_t) get_le(head, 8);
@@ -199,7 +141,7 @@ redis_record_next(redis_record_reader *rr, redis_record *rec, tb_error *err)
 			rec->value_len = get_le(head + 8, 8);
 			return 1;
 		case 'E':
-			if (record_read_exact(rr, head, 16, err) != 0)
+			if (agent_bufread_exact(rr->in, head, 16, err) != 0)
 				return -1;
 			rec->keys = get_le(head, 8);
 			rec->value_bytes = get_le(head + 8, 8);
