@@ -1,6 +1,6 @@
 /*
  * A dedicated tenant's whole Redis server as an RDB snapshot, fetched the way a
- * replica (and redis-cli --rdb) gets one: REPLCONF rdb-only, SYNC, then the payload,
+ * replica (and redis-cli --rdb) gets one: REPLCONF capa eof and rdb-only, SYNC, then the payload,
  * either "$<length>" bytes or, diskless, "$EOF:<40-byte mark>" up to that mark. It goes
  * into storage as it arrives, never through a temporary file. Restoring one writes
  * dump.rdb into a directory, for a server started with --dir there.
@@ -175,14 +175,22 @@ redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_erro
 		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 		goto done;
 	}
-	/* Only the snapshot, no replication stream after it (Redis 7.0; older servers refuse, harmlessly). */
-	reply = redisCommand(f.c, "REPLCONF rdb-only 1");
-	if (reply == NULL)
+	/*
+	 * capa eof: we take the diskless "$EOF:" form, so a server with repl-diskless-sync
+	 * (the default) streams the snapshot instead of first writing dump.rdb into its own
+	 * directory. rdb-only: only the snapshot, no replication stream after it (Redis 7.0;
+	 * older servers refuse, harmlessly).
+	 */
+	for (int i = 0; i < 2; i++)
 	{
-		redis_reply_error(f.c, reply, "REPLCONF", err);
-		goto done;
+		reply = redisCommand(f.c, i == 0 ? "REPLCONF capa eof" : "REPLCONF rdb-only 1");
+		if (reply == NULL)
+		{
+			redis_reply_error(f.c, reply, "REPLCONF", err);
+			goto done;
+		}
+		freeReplyObject(reply);
 	}
-	freeReplyObject(reply);
 	if (write(f.c->fd, "SYNC\r\n", 6) != 6)
 	{
 		tb_error_set(err, TB_ERR_IO, "sending SYNC: %s", strerror(errno));

@@ -37,6 +37,10 @@ backup() { # queues and runs one backup of dedi; prints the new object key
 
 obj=$(backup)
 like "$obj" '^dedi/redis/.*\.tbk$' "the RDB backup is complete, under dedi/redis/"
+grep -q 'Starting BGSAVE for SYNC with target: replicas sockets' "$D/live/redis.log"
+ok $? "the server streamed it (diskless, \$EOF: form), as to redis-cli --rdb"
+[ ! -e "$D/live/dump.rdb" ]
+ok $? "and wrote no dump.rdb of its own"
 "$TB" cat "$obj" >"$D/snap.rdb"
 is "$(head -c 5 "$D/snap.rdb")" REDIS "it decrypts to an RDB snapshot"
 "$TB" verify "$obj" >/dev/null 2>&1
@@ -84,6 +88,8 @@ rtool cmd $R 0 SET "k:after" "second backup" >/dev/null
 obj2=$(backup)
 [ -n "$obj2" ] && [ "$obj2" != "$obj" ]
 ok $? "a backup over a disk-based transfer completes too"
+grep -q 'Starting BGSAVE for SYNC with target: disk' "$D/live/redis.log"
+ok $? "(the server sent it from disk, the \$<length> form)"
 "$TB" restore-rdb "$obj2" --dir "$D/disk" 2>/dev/null
 redis_start "$D/disk" 26463
 is "$(rtool cmd 26463 0 GET k:after),$(rtool cmd 26463 0 DBSIZE)" "second backup,100001" "and holds the later key"
