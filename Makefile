@@ -19,6 +19,7 @@ UNIT_SRC := $(wildcard test/unit/test_*.c)
 AGENT_COMMON_SRC := $(wildcard agents/common/*.c)
 MYSQL_AGENT_SRC := $(wildcard agents/mysql/*.c)
 REDIS_AGENT_SRC := $(wildcard agents/redis/*.c)
+MONGODB_AGENT_SRC := $(wildcard agents/mongodb/*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -27,15 +28,18 @@ CLI_BIN := $(BUILD)/bin/tenant-backup
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 # Agents: the shared job loop (libpq) and one program per engine.
-AGENT_CFLAGS := -Iagents/common $(shell pkg-config --cflags libpq libmariadb hiredis 2>/dev/null)
+AGENT_CFLAGS := -Iagents/common $(shell pkg-config --cflags libpq libmariadb hiredis libmongoc-1.0 2>/dev/null)
 AGENT_COMMON_OBJ := $(AGENT_COMMON_SRC:%.c=$(BUILD)/%.o)
 AGENT_LIB := $(BUILD)/libtbagent.a
 MYSQL_AGENT_OBJ := $(MYSQL_AGENT_SRC:%.c=$(BUILD)/%.o)
 MYSQL_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-mysql
 REDIS_AGENT_OBJ := $(REDIS_AGENT_SRC:%.c=$(BUILD)/%.o)
 REDIS_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-redis
-AGENT_BINS := $(MYSQL_AGENT_BIN) $(REDIS_AGENT_BIN)
-ASAN_BINS := build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql build-asan/bin/tenant-backup-agent-redis
+MONGODB_AGENT_OBJ := $(MONGODB_AGENT_SRC:%.c=$(BUILD)/%.o)
+MONGODB_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-mongodb
+AGENT_BINS := $(MYSQL_AGENT_BIN) $(REDIS_AGENT_BIN) $(MONGODB_AGENT_BIN)
+ASAN_BINS := build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql build-asan/bin/tenant-backup-agent-redis \
+	build-asan/bin/tenant-backup-agent-mongodb
 AGENT_LIBS := $(shell pkg-config --libs libpq 2>/dev/null)
 PREFIX ?= /usr/local
 
@@ -89,6 +93,12 @@ $(REDIS_AGENT_BIN): $(REDIS_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB)
 	@$(CC) $(CFLAGS_ALL) -o $@ $(REDIS_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) \
 		$(shell pkg-config --libs hiredis 2>/dev/null) $(LIBS)
 
+$(MONGODB_AGENT_BIN): $(MONGODB_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $(MONGODB_AGENT_OBJ) $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) \
+		$(shell pkg-config --libs libmongoc-1.0 2>/dev/null) $(LIBS)
+
 $(CORE_LIB): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  AR      $@"
@@ -104,18 +114,23 @@ $(BUILD)/test/%: test/unit/%.c $(AGENT_LIB) $(CORE_LIB)
 	@echo "  LINK    $@"
 	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -Itest/unit -o $@ $< $(AGENT_LIB) $(CORE_LIB) $(AGENT_LIBS) $(LIBS) -lcmocka
 
-# The Redis agent's pieces but its main(), for its unit test.
-REDIS_AGENT_LIB := $(BUILD)/libtbredis.a
-$(REDIS_AGENT_LIB): $(filter-out %/main.o,$(REDIS_AGENT_OBJ))
+# An engine's pieces but its main(), for its unit test (test_<engine>.c).
+$(BUILD)/libtb%.a:
 	@mkdir -p $(dir $@)
 	@echo "  AR      $@"
-	@rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $(filter-out %/main.o,$^)
 
-$(BUILD)/test/test_redis: test/unit/test_redis.c $(REDIS_AGENT_LIB) $(AGENT_LIB) $(CORE_LIB)
+$(BUILD)/libtbredis.a: $(REDIS_AGENT_OBJ)
+$(BUILD)/libtbmongodb.a: $(MONGODB_AGENT_OBJ)
+$(BUILD)/test/test_redis: ENGINE_LIBS := $(shell pkg-config --libs hiredis 2>/dev/null)
+$(BUILD)/test/test_mongodb: ENGINE_LIBS := $(shell pkg-config --libs libmongoc-1.0 2>/dev/null)
+
+$(BUILD)/test/test_redis $(BUILD)/test/test_mongodb: $(BUILD)/test/test_%: test/unit/test_%.c $(BUILD)/libtb%.a \
+		$(AGENT_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -Iagents/redis -Itest/unit -o $@ $< $(REDIS_AGENT_LIB) $(AGENT_LIB) \
-		$(CORE_LIB) $(AGENT_LIBS) $(shell pkg-config --libs hiredis 2>/dev/null) $(LIBS) -lcmocka
+	@$(CC) $(CFLAGS_ALL) $(AGENT_CFLAGS) -Iagents/$* -Itest/unit -o $@ $< $(BUILD)/libtb$*.a $(AGENT_LIB) \
+		$(CORE_LIB) $(AGENT_LIBS) $(ENGINE_LIBS) $(LIBS) -lcmocka
 
 unit-bins: $(UNIT_BIN)
 
@@ -158,4 +173,4 @@ clean:
 	rm -rf build build-asan
 	@$(MAKE) --no-print-directory $(PGXS_ARGS) clean
 
--include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(AGENT_COMMON_OBJ:.o=.d) $(MYSQL_AGENT_OBJ:.o=.d) $(REDIS_AGENT_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(AGENT_COMMON_OBJ:.o=.d) $(MYSQL_AGENT_OBJ:.o=.d) $(REDIS_AGENT_OBJ:.o=.d) $(MONGODB_AGENT_OBJ:.o=.d)

@@ -9,7 +9,8 @@ python3-swift awscli curl zstd age openssl hyperfine time perl
 postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libpq-dev
 libtap-parser-sourcehandler-pgtap-perl
 mariadb-server mariadb-client libmariadb-dev default-libmysqlclient-dev mydumper
-redis-server redis-tools libhiredis-dev"
+redis-server redis-tools libhiredis-dev
+libmongoc-dev libbson-dev python3-mockupdb python3-mongomock"
 
 missing=""
 for p in $PACKAGES; do
