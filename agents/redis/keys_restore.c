@@ -272,6 +272,13 @@ restore_destination(const agent_job *job, const redis_source *src, int *db, cons
 		return 0;
 	if (*src->prefix)
 	{
+		size_t a = strlen(src->prefix), b = strlen(job->restore_target);
+
+		/* Keys restored inside the tenant's own prefix (or around it) would join its keys. */
+		if (strncmp(src->prefix, job->restore_target, a < b ? a : b) == 0)
+			return tb_error_set(err, TB_ERR_INVALID,
+								"target prefix \"%s\" overlaps the tenant's own prefix \"%s\"; choose one beside it",
+								job->restore_target, src->prefix);
 		*prefix = job->restore_target;
 		return 0;
 	}

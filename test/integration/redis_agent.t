@@ -127,6 +127,8 @@ ok $? "the copy holds acme's keys, the prefix rewritten"
 [ -n "$out" ] && diag "$out"
 is "$(restore acme "acme-copy:")" "failed: restore of 127.0.0.1:$R/0 prefix \"acme:\" for tenant \"acme\": target prefix acme-copy: already holds keys; restore into an empty one" \
 	"a target that holds keys is refused"
+like "$(restore acme "acme:copy:")" 'failed: .*target prefix "acme:copy:" overlaps the tenant.s own prefix "acme:"' \
+	"a target prefix inside the tenant's own is refused"
 is "$(restore dbone 9)" succeeded "dbone restored to database 9"
 rtool snapshot $R 9 "" >"$D/dbone.copy"
 rtool compare "$D/dbone.before" "$D/dbone.copy" >/dev/null
