@@ -51,21 +51,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 . "$HERE/test/lib/mariadb.sh"
 AGENT=$BIN/tenant-backup-agent-mysql
 
-[ -x "$AGENT" ] || pg_bail /dev/null "$AGENT is not built (make)"
-[ -e "$("$PG_BIN/pg_config" --pkglibdir)/tenant_backup.so" ] ||
-	pg_bail /dev/null "tenant_backup is not installed into PostgreSQL 15 (make install)"
-for tool in zstd age age-keygen mariadb-dump mydumper; do
-	command -v "$tool" >/dev/null || pg_bail /dev/null "$tool is not installed (make deps)"
-done
-
-W=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo /tmp)/tenant-backup-mybench.XXXXXX")
-on_exit "rm -rf '$W'"
-mkdir -p "$W/store"
-chown postgres "$W/store"
-"$BIN/tenant-backup" keygen --out "$W/master.key" 2>/dev/null
-chown postgres "$W/master.key"
-age-keygen -o "$W/age.key" 2>/dev/null
-AGE_RECIPIENT=$(age-keygen -y "$W/age.key")
+bench_prepare mybench mariadb-dump mydumper
 # A throwaway password of this run, for the catalog's sealed copy and the option file.
 MY_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (
@@ -74,13 +60,7 @@ MY_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 		>"$W/my.cnf"
 )
 
-echo "load before: $(uptime)"
-echo "working directory: $W ($(df --output=fstype "$W" | tail -1))"
-pg_start "$W/pg" $PG_PORT "tenant_backup.storage = 'file://$W/store'
-tenant_backup.master_key_file = '$W/master.key'
-tenant_backup.default_schedule = '100 years'"
-psql_q "CREATE EXTENSION tenant_backup" "CREATE ROLE agent LOGIN" "GRANT tenant_backup_agent TO agent" >/dev/null
-CONTROL="host=$W/pg port=$PG_PORT dbname=postgres user=agent"
+bench_control_plane $PG_PORT
 
 mariadb_start "$W/my" $MY_PORT
 mariadb_create_user bench "$MY_PASSWORD"
@@ -274,17 +254,11 @@ wait "$agent_pid" || pg_bail "$W/agent.log" "the sampled agent run failed"
 [ -n "${PEAK[dump_hwm]:-}" ] || pg_bail "$W/agent.log" "the agent's mariadb-dump was never seen"
 PEAK[samples]=$samples
 echo "load after: $(uptime)"
-if grep -v -E 'started as|succeeded:|stopped$' "$W/agent.log" | grep -q .; then
-	echo "agent log lines other than start, success and stop:"
-	grep -v -E 'started as|succeeded:|stopped$' "$W/agent.log" | sort | uniq -c | sed 's/^/    /'
-fi
+agent_log_oddities "$W/agent.log"
 
 # ---------------------------------------------------------------- report
 
 mbps() { awk -v b="$DUMP_BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / 1e6 / s }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
-mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 <= t + 0) ? "met" : "NOT met" }'; }
 
 plain_ratio=$(ratio "${BEST[agent]}" "${BEST[plain]}")
 memory_mb=$(mib "${PEAK[agent_hwm]}")

@@ -39,20 +39,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 . "$HERE/test/lib/pg.sh"
 . "$HERE/bench/lib.sh"
 
-[ -e "$("$PG_BIN/pg_config" --pkglibdir)/tenant_backup.so" ] ||
-	pg_bail /dev/null "tenant_backup is not installed into PostgreSQL 15 (make install)"
-for tool in zstd age age-keygen; do
-	command -v "$tool" >/dev/null || pg_bail /dev/null "$tool is not installed (make deps)"
-done
-
-W=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo /tmp)/tenant-backup-pgbench.XXXXXX")
-on_exit "rm -rf '$W'"
-mkdir -p "$W/store"
-chown postgres "$W/store"
-"$BIN/tenant-backup" keygen --out "$W/master.key" 2>/dev/null
-chown postgres "$W/master.key"
-age-keygen -o "$W/age.key" 2>/dev/null
-AGE_RECIPIENT=$(age-keygen -y "$W/age.key")
+bench_prepare pgbench
 
 echo "load before: $(uptime)"
 echo "working directory: $W ($(df --output=fstype "$W" | tail -1))"
@@ -173,9 +160,6 @@ echo "load after: $(uptime)"
 # ---------------------------------------------------------------- report
 
 mbps() { awk -v b="$DUMP_BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / 1e6 / s }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
-mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 <= t + 0) ? "met" : "NOT met" }'; }
 
 backup_ratio=$(ratio "${BEST[tb_backup]}" "${BEST[pg_dump]}")
 memory_mb=$(mib "${PEAK[backup_worker_hwm]}")
