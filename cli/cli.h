@@ -65,5 +65,7 @@ int cmd_ls(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_restore_rdb(int argc, char **argv);
+int cmd_wal_fetch(int argc, char **argv);
+int cmd_restore_pitr(int argc, char **argv);
 
 #endif

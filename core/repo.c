@@ -212,7 +212,24 @@ repo_put_begin(storage *st, const tenant_key *key, const char *engine, const rep
 	repo_utc_now(put->m.started, sizeof(put->m.started), now);
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H%M%SZ", &tm);
-	snprintf(put->m.object, sizeof(put->m.object), "%s/%s/%s-%s.tbk", key->tenant, engine, stamp, put->m.backup_id);
+	if (options && options->object_name)
+	{
+		const char *name = options->object_name;
+		size_t len = strlen(name);
+
+		/* Names below the tenant's engine, from plain parts: never out of it, never hidden. */
+		if (len < 5 || len > 200 || strcmp(name + len - 4, ".tbk") != 0 || name[0] == '/' || name[0] == '.' ||
+			strstr(name, "/.") != NULL || strstr(name, "//") != NULL ||
+			strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != len)
+		{
+			tb_error_set(err, TB_ERR_INVALID, "invalid object name '%s'", name);
+			free(put);
+			return NULL;
+		}
+		snprintf(put->m.object, sizeof(put->m.object), "%s/%s/%s", key->tenant, engine, name);
+	}
+	else
+		snprintf(put->m.object, sizeof(put->m.object), "%s/%s/%s-%s.tbk", key->tenant, engine, stamp, put->m.backup_id);
 	if (options)
 	{
 		put->progress = options->progress;

@@ -20,6 +20,12 @@ typedef struct repo_put_options
 {
 	stream_writer_options stream;
 	const char *backup_id; /* NULL: a random one */
+	/*
+	 * NULL: the object is <tenant>/<engine>/<time>-<backup id>.tbk. Otherwise its name
+	 * below <tenant>/<engine>/, ending in .tbk ("wal/00000001/000000010000000000000003.tbk");
+	 * storage replaces an object of the same name, so the caller checks first.
+	 */
+	const char *object_name;
 	repo_progress_fn progress;
 	void *progress_ctx;
 } repo_put_options;

@@ -304,6 +304,51 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put)
 	return NULL;
 }
 
+/*
+ * A dedicated tenant owns its whole cluster: its backup is a base backup (tar of the
+ * data directory, WAL from the archive), the start of point-in-time recovery.
+ */
+static bool
+tb_tenant_dedicated(const char *tenant)
+{
+	const char *args[1] = {tenant};
+	char *tier = tb_sql("SELECT tier FROM tenant_backup.tenants WHERE name = $1", 1, args);
+
+	return tier != NULL && strcmp(tier, "dedicated") == 0;
+}
+
+/*
+ * The WAL range of a base backup, from pg_basebackup -v's messages ("write-ahead log
+ * start point: 0/2000028 on timeline 1", "... end point: 0/2000100"), as JSON members.
+ * Every message goes to the server log too.
+ */
+static char *
+tb_base_backup_range(const char *messages_file)
+{
+	FILE *f = AllocateFile(messages_file, "r");
+	char line[1024], start[32] = "", stop[32] = "";
+	int timeline = 0;
+
+	if (f == NULL)
+		return pstrdup("");
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		char *p;
+
+		pg_strip_crlf(line);
+		ereport(LOG, (errmsg("tenant_backup: %s", line)));
+		if ((p = strstr(line, "write-ahead log start point: ")) != NULL)
+			sscanf(p, "write-ahead log start point: %31s on timeline %d", start, &timeline);
+		else if ((p = strstr(line, "write-ahead log end point: ")) != NULL)
+			sscanf(p, "write-ahead log end point: %31s", stop);
+	}
+	FreeFile(f);
+	unlink(messages_file);
+	if (start[0] == '\0' || stop[0] == '\0' || timeline == 0)
+		return pstrdup("");
+	return psprintf(", \"start_lsn\": \"%s\", \"stop_lsn\": \"%s\", \"timeline\": %d", start, stop, timeline);
+}
+
 char *
 tb_pg_backup(tb_job *job)
 {
@@ -319,7 +364,10 @@ tb_pg_backup(tb_job *job)
 	storage *st;
 	repo_put *put;
 	manifest m;
-	char *backup_id, *conninfo, *command, *failure = NULL;
+	char *backup_id, *conninfo, *command, *failure = NULL, *range;
+	char *volatile messages = NULL;
+	bool base = tb_tenant_dedicated(job->tenant);
+	const char *tool = base ? "pg_basebackup" : "pg_dump";
 	tb_child dump;
 
 	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
@@ -330,6 +378,14 @@ tb_pg_backup(tb_job *job)
 		backup_id = tb_sql("INSERT INTO tenant_backup.backups (tenant, engine, source_id, job_id, status)"
 						   " VALUES ($1, 'postgres', $2::bigint, $3::bigint, 'running') RETURNING id",
 						   3, args);
+	}
+	if (base)
+	{
+		char stamp[32];
+		time_t now = time(NULL);
+
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H%M%SZ", gmtime(&now));
+		options.object_name = psprintf("base/%s-%s.tbk", stamp, backup_id);
 	}
 	tb_active_tenant_key(job->tenant, &key);
 	st = tb_storage();
@@ -342,11 +398,23 @@ tb_pg_backup(tb_job *job)
 	}
 
 	conninfo = tb_source_conninfo(job, NULL);
-	command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo);
+	if (base)
+	{
+		/* The WAL the backup needs goes into its tar too (self-contained); -v says its range, kept aside in a file. */
+		messages = psprintf("%s/pg_stat_tmp/tenant_backup_base_%s.log", DataDir, job_id);
+		command = psprintf("%s 2>%s",
+						   tb_tool_command("pg_basebackup",
+										   "--format=tar --pgdata=- --wal-method=fetch --checkpoint=fast "
+										   "--no-manifest --verbose --no-password",
+										   conninfo),
+						   tb_shell_quote(messages));
+	}
+	else
+		command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo);
 	tb_passfile_create(job);
 	failure = tb_check_password_used(job, conninfo);
 	if (failure == NULL && !tb_child_start(&dump, command, true))
-		failure = psprintf("could not run pg_dump: %m");
+		failure = psprintf("could not run %s: %m", tool);
 	else if (failure == NULL)
 	{
 		/* Best effort: a pipe as large as a chunk lets pg_dump run on while we seal one. */
@@ -364,9 +432,12 @@ tb_pg_backup(tb_job *job)
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		failure = tb_tool_end(&dump, job, "pg_dump", failure);
+		failure = tb_tool_end(&dump, job, tool, failure);
 	}
 	tb_passfile_remove();
+	range = messages ? tb_base_backup_range(messages) : "";
+	if (failure == NULL && base && range[0] == '\0')
+		failure = pstrdup("pg_basebackup did not say which WAL its backup needs");
 	if (failure != NULL)
 	{
 		repo_put_abort(put);
@@ -381,8 +452,8 @@ tb_pg_backup(tb_job *job)
 	storage_close(st);
 
 	job->result = psprintf("{\"object\": \"%s\", \"bytes_in\": " UINT64_FORMAT ", \"bytes_stored\": " UINT64_FORMAT
-						   ", \"sha256\": \"%s\", \"key_id\": \"%s\"}",
-						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id);
+						   ", \"sha256\": \"%s\", \"key_id\": \"%s\"%s}",
+						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id, range);
 	tb_job_progress(job, job->bytes_done, true);
 	ereport(LOG, (errmsg("tenant_backup: backup %s of tenant \"%s\" (postgres) stored as %s: " UINT64_FORMAT
 						 " bytes, " UINT64_FORMAT " stored",
@@ -569,6 +640,10 @@ tb_pg_restore(tb_job *job)
 		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
 	if (object == NULL)
 		return psprintf("backup %s is not a complete backup", backup_id);
+	if (strstr(object, "/postgres/base/") != NULL)
+		return psprintf("backup %s is a base backup of a dedicated cluster: restore it to a point in time with "
+						"tenant-backup restore-pitr --tenant %s",
+						backup_id, job->tenant);
 	if (job->restore_target && strlen(job->restore_target) >= NAMEDATALEN)
 		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
 	live = tb_source_dbname(job);

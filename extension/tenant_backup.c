@@ -30,6 +30,7 @@ char *tb_bin_dir = NULL;
 int tb_lease_seconds = 60;
 int tb_compression_level = 1;
 bool tb_preloaded = false;
+char *tb_archive_tenant = NULL;
 
 void _PG_init(void);
 
@@ -83,6 +84,10 @@ _PG_init(void)
 							&tb_compression_level, 1, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable(
+		"tenant_backup.archive_tenant",
+		"The dedicated tenant whose WAL this cluster archives (archive_library = 'tenant_backup').", NULL,
+		&tb_archive_tenant, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 	{
 		MarkGUCPrefixReserved("tenant_backup");

@@ -23,6 +23,7 @@ extern char *tb_bin_dir;
 extern int tb_lease_seconds;
 extern int tb_compression_level;
 extern bool tb_preloaded;
+extern char *tb_archive_tenant;
 
 /* Raises a core error as an ereport(ERROR) with an errcode matching its kind. */
 void tb_raise(const tb_error *err, const char *context) pg_attribute_noreturn();

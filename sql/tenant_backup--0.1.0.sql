@@ -93,6 +93,10 @@ CREATE TABLE tenant_backup.backups (
 	object_key text,
 	key_id text,
 	error text,
+	-- A base backup of a dedicated tenant's cluster: where its WAL begins and ends.
+	start_lsn pg_lsn,
+	stop_lsn pg_lsn,
+	timeline int,
 	CHECK (status <> 'complete' OR (object_key IS NOT NULL AND sha256 IS NOT NULL AND finished IS NOT NULL))
 );
 CREATE INDEX backups_tenant ON tenant_backup.backups (tenant, engine, started DESC);
@@ -277,7 +281,9 @@ BEGIN
 	IF p_error IS NULL AND p_result IS NOT NULL THEN
 		UPDATE tenant_backup.backups SET status = 'complete', finished = now(),
 			bytes_in = (p_result->>'bytes_in')::bigint, bytes_stored = (p_result->>'bytes_stored')::bigint,
-			sha256 = p_result->>'sha256', object_key = p_result->>'object', key_id = p_result->>'key_id'
+			sha256 = p_result->>'sha256', object_key = p_result->>'object', key_id = p_result->>'key_id',
+			start_lsn = (p_result->>'start_lsn')::pg_lsn, stop_lsn = (p_result->>'stop_lsn')::pg_lsn,
+			timeline = (p_result->>'timeline')::int
 		WHERE job_id = p_job AND status = 'running'
 		  AND EXISTS (SELECT 1 FROM tenant_backup.jobs WHERE id = p_job AND lease_owner = p_lease AND state = 'running')
 		RETURNING id INTO done_backup;
@@ -581,6 +587,22 @@ $$;
 COMMENT ON FUNCTION tenant_backup.tenant_set_schedule(text, interval) IS
 	'Backs the tenant up every interval (NULL: tenant_backup.default_schedule), starting at an offset derived from its name.';
 
+-- The WAL archiver of this cluster (archive_library = 'tenant_backup'): files waiting
+-- in pg_wal, the oldest of them, and the last success and failure.
+CREATE FUNCTION tenant_backup._wal_archive_lag(OUT tenant text, OUT pending bigint, OUT oldest_pending timestamptz,
+											   OUT last_archived timestamptz, OUT last_failure text)
+RETURNS record LANGUAGE sql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT nullif(current_setting('tenant_backup.archive_tenant', true), ''),
+		   (SELECT count(*) FROM pg_ls_archive_statusdir() a WHERE a.name LIKE '%.ready'),
+		   (SELECT min(a.modification) FROM pg_ls_archive_statusdir() a WHERE a.name LIKE '%.ready'),
+		   (SELECT a.last_archived_time FROM pg_stat_archiver a),
+		   (SELECT a.last_failed_wal || ' at ' || a.last_failed_time FROM pg_stat_archiver a
+			WHERE a.last_failed_time > coalesce(a.last_archived_time, '-infinity'))
+	WHERE current_setting('archive_library') = 'tenant_backup'
+$$;
+
 CREATE VIEW tenant_backup.status AS
 SELECT t.name AS tenant,
 	   s.engine,
@@ -594,7 +616,11 @@ SELECT t.name AS tenant,
 	   running.kind AS running_kind,
 	   running.bytes_done AS running_bytes,
 	   CASE WHEN running.lease_owner LIKE 'agent:%' THEN split_part(running.lease_owner, ':', 2)
-			WHEN running.lease_owner IS NOT NULL THEN 'background worker' END AS running_on
+			WHEN running.lease_owner IS NOT NULL THEN 'background worker' END AS running_on,
+	   wal.pending AS wal_pending,
+	   wal.oldest_pending AS wal_oldest_pending,
+	   wal.last_archived AS wal_last_archived,
+	   wal.last_failure AS wal_last_failure
 FROM tenant_backup.tenants t
 JOIN tenant_backup.sources s ON s.tenant = t.name
 LEFT JOIN LATERAL (SELECT b.finished FROM tenant_backup.backups b
@@ -605,9 +631,10 @@ LEFT JOIN LATERAL (SELECT j.error FROM tenant_backup.jobs j
 				   AND j.finished > coalesce(last_ok.finished, '-infinity')
 				   ORDER BY j.finished DESC LIMIT 1) last_err ON true
 LEFT JOIN LATERAL (SELECT j.id, j.kind, j.bytes_done, j.lease_owner FROM tenant_backup.jobs j
-				   WHERE j.source_id = s.id AND j.state = 'running' ORDER BY j.id LIMIT 1) running ON true;
+				   WHERE j.source_id = s.id AND j.state = 'running' ORDER BY j.id LIMIT 1) running ON true
+LEFT JOIN tenant_backup._wal_archive_lag() wal ON wal.tenant = t.name AND s.engine = 'postgres';
 COMMENT ON VIEW tenant_backup.status IS
-	'Per tenant database: last successful backup and its age, next due, last error since then, running job, bytes done and who runs it (an agent''s name or the background worker).';
+	'Per tenant database: last successful backup and its age, next due, last error since then, running job, bytes done and who runs it (an agent''s name or the background worker); for the dedicated tenant whose WAL this cluster archives, WAL files waiting to be archived, the oldest of them, the last success and the last failure since.';
 
 -- ---------------------------------------------------------------- agents
 
@@ -771,7 +798,8 @@ GRANT EXECUTE ON FUNCTION
 	tenant_backup.tenant_backup(text, text, boolean),
 	tenant_backup.tenant_restore(text, text, bigint, text, boolean),
 	tenant_backup.tenant_backups(text),
-	tenant_backup.tenant_set_schedule(text, interval)
+	tenant_backup.tenant_set_schedule(text, interval),
+	tenant_backup._wal_archive_lag()
 TO tenant_backup_operator;
 GRANT SELECT ON tenant_backup.status TO tenant_backup_operator;
 GRANT SELECT ON tenant_backup.agents TO tenant_backup_operator, tenant_backup_agent;

@@ -69,8 +69,8 @@ SELECT table_privs_are('tenant_backup', 'status', 'tenant_backup_operator', ARRA
 SELECT set_eq($$SELECT proname::text FROM pg_proc WHERE pronamespace = 'tenant_backup'::regnamespace
 				AND has_function_privilege('tenant_backup_operator', oid, 'EXECUTE')$$,
 	ARRAY['tenant_create', 'tenant_add_database', 'tenant_backup', 'tenant_restore', 'tenant_backups',
-		  'tenant_set_schedule'],
-	'tenant_backup_operator may execute the six API functions and nothing else in the schema');
+		  'tenant_set_schedule', '_wal_archive_lag'],
+	'tenant_backup_operator may execute the six API functions, and the read-only WAL lag the status view calls, and nothing else in the schema');
 SELECT is_empty($$SELECT proname FROM pg_proc WHERE pronamespace = 'tenant_backup'::regnamespace
 				  AND has_function_privilege('public', oid, 'EXECUTE')$$,
 	'PUBLIC may execute no function in the schema');

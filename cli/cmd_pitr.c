@@ -1,0 +1,431 @@
+/*
+ * Point-in-time recovery of a dedicated PostgreSQL tenant, straight from storage:
+ * restore-pitr unpacks the newest base backup before the target into a new data
+ * directory and sets it up to recover; the restore_command it writes calls wal-fetch,
+ * which decrypts one archived WAL file into place.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "names.h"
+#include "repo.h"
+
+#define PITR_BUFFER (1024 * 1024)
+/* PostgreSQL stops recovery on a restore_command exit status above 125; 1 means "not there". */
+#define WAL_FETCH_NOT_FOUND 1
+#define WAL_FETCH_FAILED 255
+
+static const char wal_fetch_usage[] =
+	"Usage: tenant-backup wal-fetch --tenant T FILE DEST [OPTIONS]\n"
+	"\n"
+	"Authenticates and decrypts the archived WAL file FILE of dedicated tenant T into\n"
+	"DEST, for PostgreSQL's restore_command ('... wal-fetch --tenant T %f %p'). Exits 1\n"
+	"when FILE was never archived (recovery ends there), 255 when it cannot be read or\n"
+	"fails authentication (recovery stops with the error), 0 otherwise.\n"
+	"\n"
+	"  --tenant T          the dedicated tenant\n"
+	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+
+static const char restore_pitr_usage[] =
+	"Usage: tenant-backup restore-pitr --tenant T --pgdata DIR (--to TIME | --to-lsn LSN | --to-latest)\n"
+	"\n"
+	"Unpacks the newest base backup of dedicated tenant T that ended before the target\n"
+	"into DIR (new or empty), writes recovery.signal and the recovery settings (a\n"
+	"restore_command calling 'tenant-backup wal-fetch', the target, promotion at the\n"
+	"target, archiving off), and prints how to start it. Run it as the user the server\n"
+	"will run as.\n"
+	"\n"
+	"  --tenant T          the dedicated tenant\n"
+	"  --pgdata DIR        the data directory to create\n"
+	"  --to TIME           recover up to TIME ('2026-11-25 10:15:00+00'), inclusive\n"
+	"  --to-lsn LSN        recover up to LSN (0/3000060)\n"
+	"  --to-latest         recover everything archived\n"
+	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+
+typedef struct pitr_args
+{
+	const char *tenant;
+	const char *pgdata;
+	const char *to;
+	const char *to_lsn;
+	bool to_latest;
+} pitr_args;
+
+static const struct option pitr_options[] = {{"tenant", required_argument, NULL, 't'},
+											 {"pgdata", required_argument, NULL, 'D'},
+											 {"to", required_argument, NULL, 'T'},
+											 {"to-lsn", required_argument, NULL, 'L'},
+											 {"to-latest", no_argument, NULL, 'A'},
+											 CLI_COMMON_OPTIONS,
+											 {NULL, 0, NULL, 0}};
+
+static int
+pitr_option(int opt, const char *arg, void *state)
+{
+	pitr_args *args = state;
+
+	switch (opt)
+	{
+		case 't':
+			args->tenant = arg;
+			return 0;
+		case 'D':
+			args->pgdata = arg;
+			return 0;
+		case 'T':
+			args->to = arg;
+			return 0;
+		case 'L':
+			args->to_lsn = arg;
+			return 0;
+		case 'A':
+			args->to_latest = true;
+			return 0;
+	}
+	return cli_usage_error("restore-pitr", "invalid option");
+}
+
+/* Writes the whole of a reader's plaintext to fd; 0 once the object authenticated. */
+static int
+copy_object(repo_reader *r, int fd, tb_error *err)
+{
+	char *buf = malloc(PITR_BUFFER);
+	ssize_t n;
+
+	if (buf == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	while ((n = repo_reader_read(r, buf, PITR_BUFFER, err)) > 0)
+		for (ssize_t done = 0, w; done < n; done += w)
+			if ((w = write(fd, buf + done, (size_t) (n - done))) < 0)
+			{
+				free(buf);
+				return errno == EPIPE ? tb_error_set(err, TB_ERR_IO, "the unpacking tool stopped reading")
+									  : tb_error_set(err, TB_ERR_IO, "could not write: %s", strerror(errno));
+			}
+	free(buf);
+	return n == 0 ? 0 : -1;
+}
+
+/* FILE into DEST through DEST.tbtmp, renamed only once it authenticated; 0, 1 (not archived) or -1. */
+static int
+wal_fetch(storage *st, const master_key *master, const char *tenant, const char *file, const char *dest, tb_error *err)
+{
+	char name[NAMES_WAL_OBJECT_MAX], id[80], object[600], tmp[4096];
+	storage_info info;
+	repo_reader *r;
+	int fd, rc;
+
+	if (names_check_tenant(tenant, err) != 0 || names_wal_object(file, name, sizeof(name), id, sizeof(id), err) != 0)
+		return -1;
+	snprintf(object, sizeof(object), "%s/postgres/%s", tenant, name);
+	if (storage_head(st, object, &info, err) != 0)
+		return err->code == TB_ERR_NOT_FOUND ? 1 : -1;
+	if ((r = repo_reader_open(st, master, object, NULL, err)) == NULL)
+		return -1;
+	/* The header names the file it was sealed for: another file's object moved here fails. */
+	if (strcmp(repo_reader_header(r)->backup_id, id) != 0)
+	{
+		repo_reader_close(r);
+		return tb_error_set(err, TB_ERR_CORRUPT, "%s holds WAL file '%s', not '%s'", object,
+							repo_reader_header(r)->backup_id, file);
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tbtmp", dest);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+	{
+		repo_reader_close(r);
+		return tb_error_set(err, TB_ERR_IO, "could not create '%s': %s", tmp, strerror(errno));
+	}
+	rc = copy_object(r, fd, err);
+	repo_reader_close(r);
+	if (rc == 0 && (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, dest) != 0))
+		rc = tb_error_set(err, TB_ERR_IO, "could not put '%s' in place: %s", dest, strerror(errno));
+	else if (rc != 0)
+		close(fd);
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+int
+cmd_wal_fetch(int argc, char **argv)
+{
+	pitr_args args = {0};
+	cli_context ctx;
+	storage *st;
+	master_key master;
+	tb_error err = {0};
+	int rc = cli_parse("wal-fetch", wal_fetch_usage, argc, argv, pitr_options, &ctx, pitr_option, &args);
+
+	if (rc != 0)
+		return rc < 0 ? 0 : WAL_FETCH_FAILED;
+	if (args.tenant == NULL || argc - optind != 2)
+	{
+		cli_usage_error("wal-fetch", "--tenant T, FILE and DEST are required");
+		return WAL_FETCH_FAILED;
+	}
+	if ((st = cli_open_storage(&ctx)) == NULL)
+		return WAL_FETCH_FAILED;
+	if (cli_load_master_key(&ctx, &master) != 0)
+	{
+		storage_close(st);
+		return WAL_FETCH_FAILED;
+	}
+	rc = wal_fetch(st, &master, args.tenant, argv[optind], argv[optind + 1], &err);
+	keys_master_wipe(&master);
+	storage_close(st);
+	if (rc == 1)
+	{
+		fprintf(stderr, "tenant-backup wal-fetch: %s of tenant '%s' is not in the archive\n", argv[optind],
+				args.tenant);
+		return WAL_FETCH_NOT_FOUND;
+	}
+	if (rc != 0)
+	{
+		fprintf(stderr, "tenant-backup wal-fetch: WAL file %s of tenant '%s': %s\n", argv[optind], args.tenant,
+				err.msg);
+		return WAL_FETCH_FAILED;
+	}
+	return 0;
+}
+
+/* "2026-11-25 10:15:00[.fff][+00[:00]|Z]" (or with a T) as seconds since the epoch; -1 if not. */
+static int
+parse_time(const char *text, double *out)
+{
+	struct tm tm = {0};
+	const char *p = strptime(text, "%Y-%m-%d", &tm);
+	double frac = 0;
+	int sign = 0, hh = 0, mm = 0, n = 0;
+
+	if (p == NULL || (*p != ' ' && *p != 'T') || (p = strptime(p + 1, "%H:%M:%S", &tm)) == NULL)
+		return -1;
+	if (*p == '.')
+	{
+		char *end;
+
+		frac = strtod(p, &end);
+		p = end;
+	}
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (*p == '+' || *p == '-')
+	{
+		sign = *p == '-' ? -1 : 1;
+		if (sscanf(p + 1, "%2d%n", &hh, &n) != 1)
+			return -1;
+		p += 1 + n;
+		if (*p == ':')
+			p++;
+		if (sscanf(p, "%2d%n", &mm, &n) == 1)
+			p += n;
+	}
+	else
+		return -1;
+	if (*p != '\0')
+		return -1;
+	*out = (double) timegm(&tm) + frac - sign * (hh * 3600 + mm * 60);
+	return 0;
+}
+
+typedef struct base_choice
+{
+	storage *st;
+	double before; /* the base backup must have ended before this; 0: any */
+	manifest best;
+	double best_end;
+	bool found;
+	tb_error *err;
+} base_choice;
+
+static int
+consider_base(const char *key, const storage_info *info, void *arg)
+{
+	base_choice *c = arg;
+	size_t len = strlen(key);
+	char *json = NULL;
+	size_t json_len;
+	manifest m;
+	double end;
+	tb_error skip = {0};
+
+	(void) info;
+	if (len < 6 || strcmp(key + len - 5, ".json") != 0)
+		return 0;
+	if (storage_get(c->st, key, MANIFEST_MAX_BYTES, &json, &json_len, &skip) != 0 ||
+		manifest_from_json(json, key, &m, &skip) != 0 || parse_time(m.finished, &end) != 0)
+	{
+		free(json);
+		fprintf(stderr, "tenant-backup restore-pitr: skipping %s: %s\n", key, skip.msg[0] ? skip.msg : "unreadable");
+		return 0;
+	}
+	free(json);
+	/* finished is whole seconds: the backup ended before finished + 1. */
+	if ((c->before == 0 || end + 1 <= c->before) && (!c->found || end > c->best_end))
+	{
+		c->best = m;
+		c->best_end = end;
+		c->found = true;
+	}
+	return 0;
+}
+
+/* tar -x into dir, fed with the base backup; 0 once it authenticated and tar succeeded. */
+static int
+unpack_base(storage *st, const master_key *master, const char *object, const char *dir, tb_error *err)
+{
+	int pipefd[2], status, rc;
+	pid_t pid;
+	repo_reader *r = repo_reader_open(st, master, object, NULL, err);
+
+	if (r == NULL)
+		return -1;
+	if (pipe(pipefd) != 0 || (pid = fork()) < 0)
+	{
+		repo_reader_close(r);
+		return tb_error_set(err, TB_ERR_IO, "could not start tar: %s", strerror(errno));
+	}
+	if (pid == 0)
+	{
+		dup2(pipefd[0], STDIN_FILENO);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		execlp("tar", "tar", "-x", "-f", "-", "-C", dir, (char *) NULL);
+		_exit(127);
+	}
+	close(pipefd[0]);
+	signal(SIGPIPE, SIG_IGN);
+	rc = copy_object(r, pipefd[1], err);
+	repo_reader_close(r);
+	close(pipefd[1]);
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return rc != 0 ? rc : tb_error_set(err, TB_ERR_IO, "tar could not unpack the base backup into %s", dir);
+	return rc;
+}
+
+/* recovery.signal, and the recovery settings after the base backup's own in postgresql.auto.conf. */
+static int
+write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, tb_error *err)
+{
+	char path[4096], self[4096];
+	FILE *f;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n < 0)
+		return tb_error_set(err, TB_ERR_IO, "could not find this program's path: %s", strerror(errno));
+	self[n] = '\0';
+	snprintf(path, sizeof(path), "%s/recovery.signal", dir);
+	if ((f = fopen(path, "w")) == NULL || fclose(f) != 0)
+		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
+	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", dir);
+	if ((f = fopen(path, "a")) == NULL)
+		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
+	fprintf(f, "\n# tenant-backup restore-pitr of tenant '%s'\n", args->tenant);
+	fprintf(f, "restore_command = '%s wal-fetch --tenant %s --storage ''%s'' --master-key ''%s'' %%f %%p'\n", self,
+			args->tenant, ctx->storage_url, ctx->master_key_file);
+	if (args->to)
+		fprintf(f, "recovery_target_time = '%s'\n", args->to);
+	if (args->to_lsn)
+		fprintf(f, "recovery_target_lsn = '%s'\n", args->to_lsn);
+	if (args->to || args->to_lsn)
+		fprintf(f, "recovery_target_action = 'promote'\n");
+	/* A restored copy must not archive into the tenant's WAL as if it were the original. */
+	fprintf(f, "archive_mode = 'off'\n");
+	if (fclose(f) != 0)
+		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
+	return 0;
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void) st;
+	(void) ftw;
+	return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+int
+cmd_restore_pitr(int argc, char **argv)
+{
+	pitr_args args = {0};
+	cli_context ctx;
+	base_choice choice = {0};
+	master_key master;
+	tb_error err = {0};
+	char prefix[128];
+	int rc = cli_parse("restore-pitr", restore_pitr_usage, argc, argv, pitr_options, &ctx, pitr_option, &args);
+
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
+	if (args.tenant == NULL || args.pgdata == NULL || optind != argc)
+		return cli_usage_error("restore-pitr", "--tenant T and --pgdata DIR are required");
+	if ((args.to != NULL) + (args.to_lsn != NULL) + args.to_latest != 1)
+		return cli_usage_error("restore-pitr", "give exactly one of --to, --to-lsn and --to-latest");
+	if (args.to && parse_time(args.to, &choice.before) != 0)
+		return cli_usage_error("restore-pitr", "--to '%s' is not a time like '2026-11-25 10:15:00+00'", args.to);
+	if (args.pgdata[0] != '/')
+		return cli_usage_error("restore-pitr", "--pgdata must be an absolute path");
+	if (names_check_tenant(args.tenant, &err) != 0)
+		return cli_fail("restore-pitr", &err);
+	/* A new directory, or an empty one (made again, so that it is ours and 0700). */
+	if (mkdir(args.pgdata, 0700) != 0)
+	{
+		if (errno != EEXIST)
+			tb_error_set(&err, TB_ERR_IO, "could not create %s: %s", args.pgdata, strerror(errno));
+		else if (rmdir(args.pgdata) != 0 || mkdir(args.pgdata, 0700) != 0)
+			tb_error_set(&err, TB_ERR_EXISTS, "%s exists and is not empty; give a new or empty directory", args.pgdata);
+		if (err.code != TB_OK)
+			return cli_fail("restore-pitr", &err);
+	}
+	if ((choice.st = cli_open_storage(&ctx)) == NULL)
+		return 2;
+	if (cli_load_master_key(&ctx, &master) != 0)
+	{
+		storage_close(choice.st);
+		return 2;
+	}
+	choice.err = &err;
+	snprintf(prefix, sizeof(prefix), "%s/postgres/base/", args.tenant);
+	rc = storage_list(choice.st, prefix, consider_base, &choice, &err);
+	if (rc == 0 && !choice.found)
+		rc = tb_error_set(&err, TB_ERR_NOT_FOUND, "tenant '%s' has no base backup that ended before %s", args.tenant,
+						  args.to ? args.to : "now");
+	if (rc == 0)
+	{
+		fprintf(stderr, "tenant-backup restore-pitr: base backup %s (ended %s)\n", choice.best.object,
+				choice.best.finished);
+		rc = unpack_base(choice.st, &master, choice.best.object, args.pgdata, &err);
+	}
+	if (rc == 0)
+		rc = write_recovery(&ctx, &args, args.pgdata, &err);
+	keys_master_wipe(&master);
+	storage_close(choice.st);
+	if (rc != 0)
+	{
+		/* Nothing half-restored stays behind to be started by mistake. */
+		if (nftw(args.pgdata, remove_entry, 64, FTW_DEPTH | FTW_PHYS) != 0)
+			fprintf(stderr, "tenant-backup restore-pitr: could not remove %s: %s\n", args.pgdata, strerror(errno));
+		return cli_fail("restore-pitr", &err);
+	}
+	fprintf(stderr,
+			"tenant-backup restore-pitr: %s is ready to recover %s; start it with\n"
+			"  pg_ctl -D %s start\n"
+			"(archive_mode is off in the copy: turn it on again if it is to replace the original)\n",
+			args.pgdata,
+			args.to       ? args.to
+			: args.to_lsn ? args.to_lsn
+						  : "everything archived",
+			args.pgdata);
+	return 0;
+}

@@ -1,0 +1,210 @@
+/*
+ * WAL archiving for a dedicated tenant's cluster: archive_library = 'tenant_backup'
+ * with tenant_backup.archive_tenant ships every completed WAL file (segments, timeline
+ * and backup history files) through core/ to <tenant>/postgres/wal/<timeline>/<file>.tbk,
+ * sealed with the tenant's key. Success is reported only once the object and its
+ * manifest are stored. A file archived before is compared with what is stored: the
+ * same content succeeds again, different content fails and is reported, and the stored
+ * object is never overwritten.
+ */
+#include "tenant_backup.h"
+
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "postmaster/pgarch.h"
+#include "storage/fd.h"
+#include "utils/guc.h"
+
+#include "names.h"
+#include "repo.h"
+
+#define ARCHIVE_BUFFER (1024 * 1024)
+#define ARCHIVE_KEY_SECONDS 60
+
+PGDLLEXPORT void _PG_archive_module_init(ArchiveModuleCallbacks *cb);
+
+/* The tenant's key, looked up in storage at most once a minute (rotation shows within one). */
+static tenant_key archive_key;
+static time_t archive_key_loaded;
+
+static bool
+tb_archive_configured(void)
+{
+	const char *missing = tb_archive_tenant == NULL || tb_archive_tenant[0] == '\0' ? "tenant_backup.archive_tenant"
+						  : tb_storage_url == NULL || tb_storage_url[0] == '\0'     ? "tenant_backup.storage"
+																					: NULL;
+
+	if (missing)
+		ereport(WARNING, (errmsg("archive_library tenant_backup cannot archive: %s is not set", missing),
+						  errhint("Set it in postgresql.conf and reload; WAL files wait in pg_wal until then.")));
+	return missing == NULL;
+}
+
+/* Reads all of fd, comparing it with an archived object; 1 when they are the same bytes. */
+static int
+tb_archive_same(storage *st, const master_key *master, const char *object, int fd, tb_error *err)
+{
+	repo_reader *r = repo_reader_open(st, master, object, NULL, err);
+	char *stored = palloc(ARCHIVE_BUFFER), *local = palloc(ARCHIVE_BUFFER);
+	int same = -1;
+
+	if (r == NULL)
+		return -1;
+	for (;;)
+	{
+		ssize_t n = repo_reader_read(r, stored, ARCHIVE_BUFFER, err), m = 0, got;
+
+		if (n < 0)
+			break;
+		while (m < (n ? n : 1) && (got = read(fd, local + m, (n ? n : 1) - m)) > 0)
+			m += got;
+		if (n == 0)
+		{
+			same = m == 0;
+			break;
+		}
+		if (m != n || memcmp(stored, local, n) != 0)
+		{
+			same = 0;
+			break;
+		}
+	}
+	repo_reader_close(r);
+	pfree(stored);
+	pfree(local);
+	return same;
+}
+
+/* Seals the file at path as object; 0 once object and manifest are stored. */
+static int
+tb_archive_store(storage *st, const char *object_name, const char *backup_id, int fd, tb_error *err)
+{
+	repo_put_options options = {.backup_id = backup_id, .object_name = object_name};
+	repo_put *put;
+	manifest m;
+	char *buf;
+	ssize_t n;
+
+	options.stream.level = tb_compression_level;
+	put = repo_put_begin(st, &archive_key, "postgres", &options, err);
+	if (put == NULL)
+		return -1;
+	buf = palloc(ARCHIVE_BUFFER);
+	while ((n = read(fd, buf, ARCHIVE_BUFFER)) > 0)
+		if (repo_put_write(put, buf, n, err) != 0)
+		{
+			pfree(buf);
+			repo_put_abort(put);
+			return -1;
+		}
+	pfree(buf);
+	if (n < 0)
+	{
+		repo_put_abort(put);
+		return tb_error_set(err, TB_ERR_IO, "could not read the file: %s", strerror(errno));
+	}
+	return repo_put_commit(put, &m, err);
+}
+
+/* One WAL file; false (with a WARNING saying why) keeps it for the next attempt. */
+static bool
+tb_archive_one(const char *file, const char *path)
+{
+	char object_name[NAMES_WAL_OBJECT_MAX], object[MAXPGPATH], backup_id[80];
+	tb_error err = {0};
+	master_key master;
+	storage *st;
+	storage_info info;
+	tb_error missing = {0};
+	int fd, rc = -1;
+
+	if (names_wal_object(file, object_name, sizeof(object_name), backup_id, sizeof(backup_id), &err) != 0)
+		tb_raise(&err, "cannot archive this file");
+	snprintf(object, sizeof(object), "%s/postgres/%s", tb_archive_tenant, object_name);
+	tb_master_key(&master);
+	st = tb_storage();
+	if (archive_key_loaded == 0 || time(NULL) - archive_key_loaded >= ARCHIVE_KEY_SECONDS ||
+		strcmp(archive_key.tenant, tb_archive_tenant) != 0)
+	{
+		keys_tenant_wipe(&archive_key);
+		archive_key_loaded = 0;
+		if (repo_tenant_key_current(st, &master, tb_archive_tenant, false, &archive_key, &err) != 0)
+			goto done;
+		archive_key_loaded = time(NULL);
+	}
+	if ((fd = OpenTransientFile(path, O_RDONLY | PG_BINARY)) < 0)
+	{
+		tb_error_set(&err, TB_ERR_IO, "could not open \"%s\": %s", path, strerror(errno));
+		goto done;
+	}
+	if (storage_head(st, object, &info, &missing) == 0)
+	{
+		rc = tb_archive_same(st, &master, object, fd, &err);
+		if (rc == 1)
+			ereport(LOG, (errmsg("WAL file \"%s\" of tenant \"%s\" was archived before with the same content", file,
+								 tb_archive_tenant)));
+		else if (rc == 0)
+			tb_error_set(&err, TB_ERR_EXISTS,
+						 "%s is already archived with different content; the stored object is kept, never "
+						 "overwritten",
+						 object);
+		rc = rc == 1 ? 0 : -1;
+	}
+	else if (missing.code != TB_ERR_NOT_FOUND)
+		err = missing;
+	else
+		rc = tb_archive_store(st, object_name, backup_id, fd, &err);
+	CloseTransientFile(fd);
+done:
+	keys_master_wipe(&master);
+	storage_close(st);
+	if (rc != 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("could not archive WAL file \"%s\" of tenant \"%s\": %s", file, tb_archive_tenant, err.msg),
+				 errhint("The file stays in pg_wal and is tried again; see tenant_backup.status for the lag.")));
+	return rc == 0;
+}
+
+/* PostgreSQL 15's archiver has no error handler of its own: an ERROR becomes a failed attempt. */
+static bool
+tb_archive_file(const char *file, const char *path)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		ok = tb_archive_one(file, path);
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING, (errmsg("could not archive WAL file \"%s\" of tenant \"%s\": %s", file, tb_archive_tenant,
+								 edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static void
+tb_archive_shutdown(void)
+{
+	keys_tenant_wipe(&archive_key);
+	archive_key_loaded = 0;
+}
+
+void
+_PG_archive_module_init(ArchiveModuleCallbacks *cb)
+{
+	cb->check_configured_cb = tb_archive_configured;
+	cb->archive_file_cb = tb_archive_file;
+	cb->shutdown_cb = tb_archive_shutdown;
+}
