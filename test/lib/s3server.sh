@@ -195,9 +195,11 @@ EOF
 		. "$base/env"
 		export AWS_CONFIG_FILE="$base/aws-config" AWS_SHARED_CREDENTIALS_FILE="$base/aws-credentials"
 		export AWS_EC2_METADATA_DISABLED=true
-		# The proxy answers before the account and container servers do: retry.
+		# The proxy answers before the account and container servers do: retry. Started
+		# again on the same DIR (an outage test), the bucket is there with its objects.
 		tries=0
-		until "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" s3 mb "s3://$bucket" >"$base/run/mb.log" 2>&1; do
+		until "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" s3 mb "s3://$bucket" >"$base/run/mb.log" 2>&1 ||
+			grep -q BucketAlreadyOwnedByYou "$base/run/mb.log"; do
 			tries=$((tries + 1))
 			[ $tries -lt 30 ] || exit 1
 			sleep 0.2
