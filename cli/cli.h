@@ -59,6 +59,16 @@ void cli_progress_start(cli_progress *p, const char *label);
 void cli_progress_update(void *ctx, uint64_t bytes);
 void cli_progress_end(cli_progress *p);
 
+/* The archived WAL segments of a tenant, for finding gaps (cmd_pitr.c). */
+typedef struct wal_segments wal_segments;
+
+wal_segments *wal_segments_new(void);
+/* Notes an archived file by its object key; only whole segments count. */
+void wal_segments_add(wal_segments *w, const char *object, uint64_t segment_bytes);
+/* Prints each run of missing segments ("gap ..."); returns how many runs. */
+int wal_segments_report_gaps(wal_segments *w);
+void wal_segments_free(wal_segments *w);
+
 int cmd_keygen(int argc, char **argv);
 int cmd_put(int argc, char **argv);
 int cmd_ls(int argc, char **argv);

@@ -429,3 +429,93 @@ cmd_restore_pitr(int argc, char **argv)
 			args.pgdata);
 	return 0;
 }
+
+typedef struct wal_segment
+{
+	uint32_t timeline;
+	uint64_t number; /* the log file number in the high 32 bits, the segment in the low */
+} wal_segment;
+
+struct wal_segments
+{
+	wal_segment *items;
+	size_t count, cap;
+	uint64_t segment_bytes;
+};
+
+wal_segments *
+wal_segments_new(void)
+{
+	return calloc(1, sizeof(wal_segments));
+}
+
+void
+wal_segments_free(wal_segments *w)
+{
+	if (w)
+		free(w->items);
+	free(w);
+}
+
+void
+wal_segments_add(wal_segments *w, const char *object, uint64_t segment_bytes)
+{
+	const char *file = strrchr(object, '/');
+	unsigned int tl, log, seg;
+	char tail[8];
+
+	if (w == NULL || file == NULL || strlen(file + 1) != 28 ||
+		sscanf(file + 1, "%8X%8X%8X%7s", &tl, &log, &seg, tail) != 4 || strcmp(tail, ".tbk") != 0)
+		return;
+	if (w->count == w->cap)
+	{
+		size_t cap = w->cap ? w->cap * 2 : 256;
+		wal_segment *grown = realloc(w->items, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return;
+		w->items = grown;
+		w->cap = cap;
+	}
+	/* Every segment is the same size: it says how many make one 4 GB log file. */
+	if (w->segment_bytes == 0 && segment_bytes > 0)
+		w->segment_bytes = segment_bytes;
+	w->items[w->count].timeline = tl;
+	w->items[w->count].number = ((uint64_t) log << 32) | seg;
+	w->count++;
+}
+
+static int
+by_timeline_and_number(const void *a, const void *b)
+{
+	const wal_segment *x = a, *y = b;
+
+	if (x->timeline != y->timeline)
+		return x->timeline < y->timeline ? -1 : 1;
+	return x->number < y->number ? -1 : x->number > y->number;
+}
+
+int
+wal_segments_report_gaps(wal_segments *w)
+{
+	uint64_t per_log;
+	int gaps = 0;
+
+	if (w == NULL || w->count == 0 || w->segment_bytes == 0)
+		return 0;
+	per_log = 0x100000000ull / w->segment_bytes;
+	qsort(w->items, w->count, sizeof(*w->items), by_timeline_and_number);
+	for (size_t i = 1; i < w->count; i++)
+	{
+		uint64_t prev = (w->items[i - 1].number >> 32) * per_log + (w->items[i - 1].number & 0xffffffff);
+		uint64_t next = (w->items[i].number >> 32) * per_log + (w->items[i].number & 0xffffffff);
+
+		if (w->items[i].timeline != w->items[i - 1].timeline || next <= prev + 1)
+			continue;
+		gaps++;
+		printf("GAP     timeline %08X: %llu segment(s) missing after %08X%08X%08X\n", w->items[i].timeline,
+			   (unsigned long long) (next - prev - 1), w->items[i].timeline, (unsigned) (w->items[i - 1].number >> 32),
+			   (unsigned) (w->items[i - 1].number & 0xffffffff));
+	}
+	return gaps;
+}

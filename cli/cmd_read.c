@@ -29,6 +29,8 @@ static const char verify_usage[] =
 	"\n"
 	"  --tenant T          verify every backup of tenant T\n"
 	"  --engine E          with --tenant: only backups of engine E\n"
+	"  --wal               with --tenant: the archived WAL of dedicated tenant T instead,\n"
+	"                      every file, and that no segment is missing on any timeline\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
 
@@ -75,11 +77,13 @@ typedef struct read_args
 	const char *tenant;
 	const char *engine;
 	const char *dir;
+	bool wal;
 } read_args;
 
 static const struct option read_options[] = {{"tenant", required_argument, NULL, 't'},
 											 {"engine", required_argument, NULL, 'e'},
 											 {"dir", required_argument, NULL, 'd'},
+											 {"wal", no_argument, NULL, 'w'},
 											 CLI_COMMON_OPTIONS,
 											 {NULL, 0, NULL, 0}};
 
@@ -92,6 +96,8 @@ verify_option(int opt, const char *arg, void *state)
 		args->tenant = arg;
 	else if (opt == 'e')
 		args->engine = arg;
+	else if (opt == 'w')
+		args->wal = true;
 	else
 		return cli_usage_error("verify", "invalid option");
 	return 0;
@@ -192,6 +198,7 @@ cmd_cat(int argc, char **argv)
 typedef struct verify_batch
 {
 	read_session *session;
+	wal_segments *segments; /* --wal: the segments seen */
 	int failed;
 	int checked;
 } verify_batch;
@@ -212,12 +219,25 @@ verify_one(verify_batch *batch, const char *object)
 	}
 	printf("ok      %s  %llu bytes in %llu chunks\n", object, (unsigned long long) stats.plain_bytes,
 		   (unsigned long long) stats.chunks);
+	if (batch->segments)
+		wal_segments_add(batch->segments, object, stats.plain_bytes);
 }
 
 static int
 verify_listed(const manifest *m, void *arg)
 {
 	verify_one(arg, m->object);
+	return 0;
+}
+
+static int
+verify_wal_listed(const char *key, const storage_info *info, void *arg)
+{
+	size_t len = strlen(key);
+
+	(void) info;
+	if (len > 4 && strcmp(key + len - 4, ".tbk") == 0)
+		verify_one(arg, key);
 	return 0;
 }
 
@@ -240,11 +260,23 @@ cmd_verify(int argc, char **argv)
 		return cli_usage_error("verify", "give either OBJECT... or --tenant T");
 	if (engine != NULL && tenant == NULL)
 		return cli_usage_error("verify", "--engine goes with --tenant");
+	if (args.wal && (tenant == NULL || engine != NULL))
+		return cli_usage_error("verify", "--wal goes with --tenant, without --engine");
 	if (tenant && (names_check_tenant(tenant, &err) != 0 || (engine && names_check_engine(engine, &err) != 0)))
 		return cli_fail("verify", &err);
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
-	if (tenant)
+	if (args.wal)
+	{
+		char prefix[128];
+
+		snprintf(prefix, sizeof(prefix), "%s/postgres/wal/", tenant);
+		batch.segments = wal_segments_new();
+		rc = storage_list(s.st, prefix, verify_wal_listed, &batch, &err);
+		batch.failed += wal_segments_report_gaps(batch.segments);
+		wal_segments_free(batch.segments);
+	}
+	else if (tenant)
 		rc = repo_list(s.st, tenant, engine, verify_listed, &batch, &err);
 	else
 		for (int i = optind; i < argc; i++)
@@ -254,8 +286,8 @@ cmd_verify(int argc, char **argv)
 		return cli_fail("verify", &err);
 	if (tenant && batch.checked == 0)
 	{
-		fprintf(stderr, "tenant-backup verify: no backups of tenant '%s'%s%s found\n", tenant,
-				engine ? " for engine " : "", engine ? engine : "");
+		fprintf(stderr, "tenant-backup verify: no %s of tenant '%s'%s%s found\n", args.wal ? "archived WAL" : "backups",
+				tenant, engine ? " for engine " : "", engine ? engine : "");
 		return 1;
 	}
 	fprintf(stderr, "tenant-backup verify: %d checked, %d failed\n", batch.checked, batch.failed);

@@ -631,7 +631,7 @@ repo_listing_add(const char *key, const storage_info *info, void *arg)
 {
 	repo_listing *l = arg;
 	const char *first = strchr(key, '/');
-	const char *second = first ? strchr(first + 1, '/') : NULL;
+	const char *second = first ? strchr(first + 1, '/') : NULL, *name;
 	size_t len = strlen(key);
 	char engine[16];
 	char *json;
@@ -639,7 +639,11 @@ repo_listing_add(const char *key, const storage_info *info, void *arg)
 	tb_error skip = {0};
 
 	(void) info;
-	if (second == NULL || strchr(second + 1, '/') != NULL || len < 6 || strcmp(key + len - 5, ".json") != 0 ||
+	if (second == NULL)
+		return 0;
+	/* <tenant>/<engine>/<name>.json, and base backups of dedicated clusters: <tenant>/postgres/base/<name>.json */
+	name = strncmp(second + 1, "base/", 5) == 0 ? second + 6 : second + 1;
+	if (strchr(name, '/') != NULL || len < 6 || strcmp(key + len - 5, ".json") != 0 ||
 		(size_t) (second - first - 1) >= sizeof(engine))
 		return 0;
 	memcpy(engine, first + 1, (size_t) (second - first - 1));

@@ -158,6 +158,21 @@ ok $? "archiving goes on once the bad file is gone"
 is "$(psql_q "SELECT wal_pending, wal_last_failure IS NULL FROM tenant_backup.status WHERE tenant = 'acme'")" "0|t" \
 	"and the status shows no lag"
 
+# --- the archive checked from storage alone: every file, and no missing segment
+"$TB" verify --tenant acme --wal >"$D/verify.out" 2>"$D/verify.err"
+ok $? "tenant-backup verify --tenant acme --wal passes"
+like "$(cat "$D/verify.err")" '[1-9][0-9]* checked, 0 failed' "having checked every archived file"
+middle=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk$' | sort | sed -n 4p)
+before=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk$' | sort | sed -n 3p)
+mv "$D/store/acme/postgres/wal/00000001/$middle" "$D/middle.tbk"
+"$TB" verify --tenant acme --wal >"$D/verify.out" 2>/dev/null
+is "$?" 1 "with one segment gone from the archive, verify --wal fails"
+like "$(grep GAP "$D/verify.out")" "GAP     timeline 00000001: 1 segment\(s\) missing after ${before%.tbk}" \
+	"and names where the gap is"
+mv "$D/middle.tbk" "$D/store/acme/postgres/wal/00000001/$middle"
+"$TB" ls acme | grep -q "acme/postgres/base/"
+ok $? "tenant-backup ls lists the base backups too"
+
 # --- a tampered archived segment stops recovery, naming it
 victim=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk$' | sort | tail -3 | head -1)
 victim=${victim%.tbk}

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "names.h"
 #include "repo.h"
 
 static char dir[] = "/tmp/tb-test-repo-XXXXXX";
@@ -257,6 +258,33 @@ test_storage_abort_and_ranges(void **state)
 	assert_int_equal(storage_delete(st, "scratch/range", &err), 0);
 }
 
+static void
+test_wal_object_names(void **state)
+{
+	char object[NAMES_WAL_OBJECT_MAX], id[80];
+	tb_error err = {0};
+
+	(void) state;
+	assert_int_equal(names_wal_object("000000010000000A000000FF", object, sizeof(object), id, sizeof(id), &err), 0);
+	assert_string_equal(object, "wal/00000001/000000010000000A000000FF.tbk");
+	assert_string_equal(id, "000000010000000a000000ff");
+	assert_int_equal(names_wal_object("00000002.history", object, sizeof(object), id, sizeof(id), &err), 0);
+	assert_string_equal(object, "wal/00000002/00000002.history.tbk");
+	assert_string_equal(id, "00000002-history");
+	assert_int_equal(
+		names_wal_object("000000010000000000000002.00000028.backup", object, sizeof(object), id, sizeof(id), &err), 0);
+	assert_string_equal(id, "000000010000000000000002-00000028-backup");
+	assert_int_equal(names_wal_object("000000010000000000000003.partial", object, sizeof(object), id, sizeof(id), &err),
+					 0);
+	/* Anything else is refused: it would name another object, or none PostgreSQL makes. */
+	assert_int_equal(names_wal_object("00000001000000000000000g", object, sizeof(object), id, sizeof(id), &err), -1);
+	assert_int_equal(names_wal_object("../../etc/passwd", object, sizeof(object), id, sizeof(id), &err), -1);
+	assert_int_equal(names_wal_object("000000010000000000000003.tbk", object, sizeof(object), id, sizeof(id), &err),
+					 -1);
+	assert_int_equal(names_wal_object("00000001.history/x", object, sizeof(object), id, sizeof(id), &err), -1);
+	assert_int_equal(err.code, TB_ERR_INVALID);
+}
+
 static int
 setup(void **state)
 {
@@ -279,6 +307,7 @@ main(void)
 		cmocka_unit_test(test_manifest_mismatch),    cmocka_unit_test(test_object_replaced_by_older_one),
 		cmocka_unit_test(test_wrong_master_key),     cmocka_unit_test(test_failed_put_leaves_nothing),
 		cmocka_unit_test(test_storage_keys_checked), cmocka_unit_test(test_storage_abort_and_ranges),
+		cmocka_unit_test(test_wal_object_names),
 	};
 
 	return cmocka_run_group_tests_name("repo", tests, setup, teardown);
