@@ -5,12 +5,14 @@
  * which decrypts one archived WAL file into place.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -31,9 +33,12 @@ static const char wal_fetch_usage[] =
 	"Authenticates and decrypts the archived WAL file FILE of dedicated tenant T into\n"
 	"DEST, for PostgreSQL's restore_command ('... wal-fetch --tenant T %f %p'). Exits 1\n"
 	"when FILE was never archived (recovery ends there), 255 when it cannot be read or\n"
-	"fails authentication (recovery stops with the error), 0 otherwise.\n"
+	"fails authentication (recovery stops with the error), 0 otherwise. Meanwhile a\n"
+	"detached process fetches the next segments into DEST's directory/tenant_backup_prefetch,\n"
+	"where the next calls find them authenticated.\n"
 	"\n"
 	"  --tenant T          the dedicated tenant\n"
+	"  --prefetch N        segments to fetch ahead (default 8; 0: none)\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
 
@@ -56,6 +61,7 @@ static const char restore_pitr_usage[] =
 
 typedef struct pitr_args
 {
+	int prefetch; /* wal-fetch: segments to fetch ahead */
 	const char *tenant;
 	const char *pgdata;
 	const char *to;
@@ -68,6 +74,7 @@ static const struct option pitr_options[] = {{"tenant", required_argument, NULL,
 											 {"to", required_argument, NULL, 'T'},
 											 {"to-lsn", required_argument, NULL, 'L'},
 											 {"to-latest", no_argument, NULL, 'A'},
+											 {"prefetch", required_argument, NULL, 'P'},
 											 CLI_COMMON_OPTIONS,
 											 {NULL, 0, NULL, 0}};
 
@@ -92,6 +99,9 @@ pitr_option(int opt, const char *arg, void *state)
 			return 0;
 		case 'A':
 			args->to_latest = true;
+			return 0;
+		case 'P':
+			args->prefetch = atoi(arg);
 			return 0;
 	}
 	return cli_usage_error("restore-pitr", "invalid option");
@@ -158,45 +168,132 @@ wal_fetch(storage *st, const master_key *master, const char *tenant, const char 
 	return rc;
 }
 
+/* The next segment's name after file (a whole segment of segment_bytes), or false. */
+static bool
+next_segment(const char *file, uint64_t segment_bytes, char *out, size_t size)
+{
+	unsigned int tl, log, seg;
+	uint64_t per_log = segment_bytes ? 0x100000000ull / segment_bytes : 0;
+
+	if (per_log == 0 || strlen(file) != 24 || strspn(file, "0123456789ABCDEF") != 24 ||
+		sscanf(file, "%8X%8X%8X", &tl, &log, &seg) != 3)
+		return false;
+	if (++seg == per_log)
+	{
+		seg = 0;
+		log++;
+	}
+	snprintf(out, size, "%08X%08X%08X", tl, log, seg);
+	return true;
+}
+
+/*
+ * In a detached child, fetches the segments after file into spool while PostgreSQL
+ * replays this one: the next calls then find theirs authenticated and in place. One
+ * prefetcher at a time (a lock in the spool); it stops at the end of the archive.
+ */
+static void
+prefetch_after(const cli_context *ctx, const char *tenant, const char *file, const char *dest, const char *spool,
+			   int count)
+{
+	struct stat st_dest;
+	char name[32], path[4400], lock[4200];
+	storage *st;
+	master_key master;
+	DIR *dir;
+	struct dirent *e;
+	int fd;
+
+	if (count <= 0 || stat(dest, &st_dest) != 0 || !next_segment(file, (uint64_t) st_dest.st_size, name, sizeof(name)))
+		return;
+	if (fork() != 0)
+		return;
+	setsid();
+	if (freopen("/dev/null", "r", stdin) == NULL || freopen("/dev/null", "w", stdout) == NULL)
+		_exit(0);
+	snprintf(lock, sizeof(lock), "%s/.lock", spool);
+	if ((mkdir(spool, 0700) != 0 && errno != EEXIST) || (fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0 ||
+		flock(fd, LOCK_EX | LOCK_NB) != 0)
+		_exit(0);
+	/* What recovery has gone past is of no use any more. */
+	if ((dir = opendir(spool)) != NULL)
+	{
+		while ((e = readdir(dir)) != NULL)
+			if (e->d_name[0] != '.' && strcmp(e->d_name, file) <= 0)
+			{
+				snprintf(path, sizeof(path), "%s/%s", spool, e->d_name);
+				unlink(path);
+			}
+		closedir(dir);
+	}
+	if ((st = cli_open_storage(ctx)) == NULL || cli_load_master_key(ctx, &master) != 0)
+		_exit(0);
+	for (int i = 0; i < count; i++)
+	{
+		tb_error err = {0};
+
+		snprintf(path, sizeof(path), "%s/%s", spool, name);
+		if (access(path, F_OK) != 0 && wal_fetch(st, &master, tenant, name, path, &err) != 0)
+			break;
+		if (!next_segment(name, (uint64_t) st_dest.st_size, name, sizeof(name)))
+			break;
+	}
+	keys_master_wipe(&master);
+	storage_close(st);
+	_exit(0);
+}
+
 int
 cmd_wal_fetch(int argc, char **argv)
 {
-	pitr_args args = {0};
+	pitr_args args = {.prefetch = 8};
 	cli_context ctx;
 	storage *st;
 	master_key master;
 	tb_error err = {0};
+	char spool[4096], spooled[4200];
+	const char *file, *dest;
 	int rc = cli_parse("wal-fetch", wal_fetch_usage, argc, argv, pitr_options, &ctx, pitr_option, &args);
 
 	if (rc != 0)
 		return rc < 0 ? 0 : WAL_FETCH_FAILED;
-	if (args.tenant == NULL || argc - optind != 2)
+	if (args.tenant == NULL || argc - optind != 2 || args.prefetch < 0)
 	{
 		cli_usage_error("wal-fetch", "--tenant T, FILE and DEST are required");
 		return WAL_FETCH_FAILED;
 	}
-	if ((st = cli_open_storage(&ctx)) == NULL)
-		return WAL_FETCH_FAILED;
-	if (cli_load_master_key(&ctx, &master) != 0)
+	file = argv[optind];
+	dest = argv[optind + 1];
+	/* The spool is beside DEST (pg_wal/), which base backups leave out. */
+	snprintf(spool, sizeof(spool), "%.*s%s", (int) (strrchr(dest, '/') ? strrchr(dest, '/') - dest + 1 : 0), dest,
+			 "tenant_backup_prefetch");
+	snprintf(spooled, sizeof(spooled), "%s/%s", spool, file);
+	if (strchr(file, '/') == NULL && rename(spooled, dest) == 0)
+		rc = 0;
+	else
 	{
+		if ((st = cli_open_storage(&ctx)) == NULL)
+			return WAL_FETCH_FAILED;
+		if (cli_load_master_key(&ctx, &master) != 0)
+		{
+			storage_close(st);
+			return WAL_FETCH_FAILED;
+		}
+		rc = wal_fetch(st, &master, args.tenant, file, dest, &err);
+		keys_master_wipe(&master);
 		storage_close(st);
-		return WAL_FETCH_FAILED;
 	}
-	rc = wal_fetch(st, &master, args.tenant, argv[optind], argv[optind + 1], &err);
-	keys_master_wipe(&master);
-	storage_close(st);
 	if (rc == 1)
 	{
-		fprintf(stderr, "tenant-backup wal-fetch: %s of tenant '%s' is not in the archive\n", argv[optind],
-				args.tenant);
+		fprintf(stderr, "tenant-backup wal-fetch: %s of tenant '%s' is not in the archive\n", file, args.tenant);
 		return WAL_FETCH_NOT_FOUND;
 	}
 	if (rc != 0)
 	{
-		fprintf(stderr, "tenant-backup wal-fetch: WAL file %s of tenant '%s': %s\n", argv[optind], args.tenant,
-				err.msg);
+		fprintf(stderr, "tenant-backup wal-fetch: WAL file %s of tenant '%s': %s\n", file, args.tenant, err.msg);
 		return WAL_FETCH_FAILED;
 	}
+	prefetch_after(&ctx, args.tenant, file, dest, spool, args.prefetch);
 	return 0;
 }
 

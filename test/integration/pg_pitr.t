@@ -158,6 +158,19 @@ ok $? "archiving goes on once the bad file is gone"
 is "$(psql_q "SELECT wal_pending, wal_last_failure IS NULL FROM tenant_backup.status WHERE tenant = 'acme'")" "0|t" \
 	"and the status shows no lag"
 
+# --- wal-fetch fetches ahead: the next segments are waiting, authenticated, for the next calls
+mkdir -p "$D/fetch"
+"$TB" wal-fetch --tenant acme --prefetch 2 "$first" "$D/fetch/RECOVERYXLOG"
+ok $? "wal-fetch of one segment"
+next1=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk$' | sort | sed -n 2p)
+next2=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk$' | sort | sed -n 3p)
+wait_for 100 0.1 yes bash -c "[ -f '$D/fetch/tenant_backup_prefetch/${next2%.tbk}' ] && echo yes" >/dev/null
+ok $? "fetches the next two into the spool beside DEST meanwhile"
+TENANT_BACKUP_STORAGE="file://$D/nowhere" "$TB" wal-fetch --tenant acme "${next1%.tbk}" "$D/fetch/RECOVERYXLOG" 2>/dev/null
+ok $? "the next call is served from the spool (storage not even reachable)"
+"$TB" cat "acme/postgres/wal/00000001/$next1" | cmp -s - "$D/fetch/RECOVERYXLOG"
+ok $? "with the segment's exact bytes"
+
 # --- the archive checked from storage alone: every file, and no missing segment
 "$TB" verify --tenant acme --wal >"$D/verify.out" 2>"$D/verify.err"
 ok $? "tenant-backup verify --tenant acme --wal passes"
