@@ -1,5 +1,6 @@
 /*
- * WAL archiving for a dedicated tenant's cluster: archive_library = 'tenant_backup'
+ * WAL archiving for a dedicated tenant's cluster, and the removal of archived WAL
+ * that no base backup needs any more: archive_library = 'tenant_backup'
  * with tenant_backup.archive_tenant ships every completed WAL file (segments, timeline
  * and backup history files) through core/ to <tenant>/postgres/wal/<timeline>/<file>.tbk,
  * sealed with the tenant's key. Success is reported only once the object and its
@@ -15,6 +16,7 @@
 
 #include "postmaster/pgarch.h"
 #include "storage/fd.h"
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
 
 #include "names.h"
@@ -207,4 +209,53 @@ _PG_archive_module_init(ArchiveModuleCallbacks *cb)
 	cb->check_configured_cb = tb_archive_configured;
 	cb->archive_file_cb = tb_archive_file;
 	cb->shutdown_cb = tb_archive_shutdown;
+}
+
+typedef struct wal_cleanup
+{
+	const char *keep; /* the oldest WAL file a kept base backup needs */
+	List *doomed;
+} wal_cleanup;
+
+/* Segments, partial segments and backup history files before keep on its timeline or older ones. */
+static int
+tb_wal_cleanup_consider(const char *key, const storage_info *info, void *arg)
+{
+	wal_cleanup *c = arg;
+	const char *file = strrchr(key, '/');
+
+	(void) info;
+	if (file == NULL || strlen(++file) < 24 || strspn(file, "0123456789ABCDEF") < 24 || strncmp(file, c->keep, 8) > 0 ||
+		strncmp(file + 8, c->keep + 8, 16) >= 0)
+		return 0;
+	c->doomed = lappend(c->doomed, pstrdup(key));
+	return 0;
+}
+
+int
+tb_wal_cleanup(const char *tenant, const char *keep)
+{
+	wal_cleanup c = {.keep = keep};
+	tb_error err = {0};
+	storage *st = tb_storage();
+	ListCell *lc;
+	int removed = 0;
+
+	if (storage_list(st, psprintf("%s/postgres/wal/", tenant), tb_wal_cleanup_consider, &c, &err) != 0)
+	{
+		storage_close(st);
+		tb_raise(&err, psprintf("could not list the archived WAL of tenant \"%s\"", tenant));
+	}
+	/* The object and its manifest both go; a failure leaves the rest for the next time. */
+	foreach (lc, c.doomed)
+	{
+		if (storage_delete(st, lfirst(lc), &err) != 0)
+		{
+			ereport(WARNING, (errmsg("could not remove archived WAL %s: %s", (char *) lfirst(lc), err.msg)));
+			break;
+		}
+		removed++;
+	}
+	storage_close(st);
+	return removed;
 }

@@ -349,6 +349,45 @@ tb_base_backup_range(const char *messages_file)
 	return psprintf(", \"start_lsn\": \"%s\", \"stop_lsn\": \"%s\", \"timeline\": %d", start, stop, timeline);
 }
 
+/*
+ * WAL older than what the oldest complete base backup needs serves no recovery: it
+ * goes, once this backup (whose range is in range) is recorded as one of them.
+ */
+static void
+tb_base_backup_retire_wal(tb_job *job, const char *range)
+{
+	const char *args[1] = {job->tenant};
+	char *keep, *start = pstrdup(strstr(range, "\"start_lsn\": \"") + 14);
+	int timeline = atoi(strstr(range, "\"timeline\": ") + 12), removed;
+
+	*strchr(start, '"') = '\0';
+	/* The oldest base backup still kept: complete ones in the catalog, or this one. */
+	keep =
+		tb_sql(psprintf("SELECT upper(lpad(to_hex(tl), 8, '0') || lpad(to_hex(seg / per_log), 8, '0')"
+						" || lpad(to_hex(seg %% per_log), 8, '0'))"
+						" FROM (SELECT tl, ((lsn - '0/0'::pg_lsn) / size)::bigint AS seg,"
+						"              (4294967296 / size)::bigint AS per_log"
+						"       FROM (SELECT coalesce(b.timeline, %d) AS tl, coalesce(b.start_lsn, '%s') AS lsn"
+						"             FROM (SELECT 1) one LEFT JOIN LATERAL"
+						"             (SELECT timeline, start_lsn FROM tenant_backup.backups"
+						"              WHERE tenant = $1 AND status = 'complete' AND start_lsn IS NOT NULL"
+						"              ORDER BY start_lsn LIMIT 1) b ON true) o,"
+						"       (SELECT setting::bigint AS size FROM pg_settings WHERE name = 'wal_segment_size') s) x",
+						timeline, start),
+			   1, args);
+	removed = tb_wal_cleanup(job->tenant, keep);
+	if (removed > 0)
+	{
+		const char *audit[2] = {job->tenant,
+								psprintf("{\"removed_objects\": %d, \"kept_from\": \"%s\"}", removed, keep)};
+
+		tb_sql("SELECT tenant_backup._audit('archived WAL removed', $1, $2::jsonb) IS NULL", 2, audit);
+		ereport(LOG, (errmsg("tenant_backup: removed %d archived WAL objects of tenant \"%s\" older than %s, which "
+							 "no base backup needs",
+							 removed, job->tenant, keep)));
+	}
+}
+
 char *
 tb_pg_backup(tb_job *job)
 {
@@ -455,6 +494,8 @@ tb_pg_backup(tb_job *job)
 						   ", \"sha256\": \"%s\", \"key_id\": \"%s\"%s}",
 						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id, range);
 	tb_job_progress(job, job->bytes_done, true);
+	if (base)
+		tb_base_backup_retire_wal(job, range);
 	ereport(LOG, (errmsg("tenant_backup: backup %s of tenant \"%s\" (postgres) stored as %s: " UINT64_FORMAT
 						 " bytes, " UINT64_FORMAT " stored",
 						 backup_id, job->tenant, m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes)));

@@ -50,6 +50,13 @@ void tb_require_worker(void);
 struct BackgroundWorker;
 void tb_worker_describe(struct BackgroundWorker *worker, const char *function, const char *type, const char *name);
 
+/*
+ * Removes the tenant's archived WAL files older than keep (the first file the oldest
+ * kept base backup needs): segments, partial segments and backup history files of its
+ * timeline and older ones; timeline history files stay. Returns the objects removed.
+ */
+int tb_wal_cleanup(const char *tenant, const char *keep);
+
 /* background worker entry points */
 PGDLLEXPORT void tenant_backup_launcher_main(Datum arg);
 PGDLLEXPORT void tenant_backup_job_main(Datum arg);

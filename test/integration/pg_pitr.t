@@ -83,6 +83,13 @@ like "$row" '^complete\|acme/postgres/base/.*\.tbk\|t\|1$' "it is complete under
 base_obj=$(echo "$row" | cut -d'|' -f2)
 "$TB" cat "$base_obj" | tar -t 2>/dev/null | grep -qx backup_label
 ok $? "the object is a tar of the data directory with its backup_label"
+keep=$(psql_q "SELECT pg_walfile_name(start_lsn) FROM tenant_backup.backups WHERE job_id = $job")
+is "$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.(tbk|json)$' | awk -v k="$keep" '$0 < k' | wc -l)" 0 \
+	"WAL archived before the base backup's start ($keep), which no base backup needs, is removed"
+[ -f "$D/store/acme/postgres/wal/00000001/$keep.tbk" ]
+ok $? "the WAL from its start on stays"
+like "$(psql_q "SELECT detail FROM tenant_backup.audit WHERE action = 'archived WAL removed'")" "\"kept_from\": \"$keep\"" \
+	"the removal is in the audit trail"
 
 # --- rows across WAL switches, a moment, more rows, a drop
 PGDATABASE=app psql_q "CREATE TABLE orders (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())" >/dev/null
@@ -126,6 +133,7 @@ rm -f "$D/pg/data/pg_wal/$first"
 "$TB" wal-fetch --tenant acme "$first" "$D/pg/data/pg_wal/$first"
 ok $? "wal-fetch puts an archived segment back into pg_wal"
 chown postgres "$D/pg/data/pg_wal/$first"
+rm -f "$D/pg/data/pg_wal/archive_status/$first.done"
 touch "$D/pg/data/pg_wal/archive_status/$first.ready"
 chown postgres "$D/pg/data/pg_wal/archive_status/$first.ready"
 wake_archiver
@@ -139,6 +147,7 @@ sum_second=$(sha256sum "$D/store/acme/postgres/wal/00000001/$second.tbk" | cut -
 rm -f "$D/pg/data/pg_wal/$second"
 head -c 16777216 /dev/urandom >"$D/pg/data/pg_wal/$second"
 chown postgres "$D/pg/data/pg_wal/$second"
+rm -f "$D/pg/data/pg_wal/archive_status/$second.done"
 touch "$D/pg/data/pg_wal/archive_status/$second.ready"
 chown postgres "$D/pg/data/pg_wal/archive_status/$second.ready"
 wake_archiver
