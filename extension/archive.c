@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access/xlog.h"
 #include "postmaster/pgarch.h"
 #include "storage/fd.h"
 #include "nodes/pg_list.h"
@@ -110,6 +111,66 @@ tb_archive_store(storage *st, const char *object_name, const char *backup_id, in
 	return repo_put_commit(put, &m, err);
 }
 
+typedef struct wal_older
+{
+	const char *than;
+	bool found;
+} wal_older;
+
+static int
+tb_archive_find_older(const char *key, const storage_info *info, void *arg)
+{
+	wal_older *o = arg;
+	const char *file = strrchr(key, '/');
+
+	(void) info;
+	if (file && strlen(file + 1) == 28 && strcmp(file + 1 + 24, ".tbk") == 0 && strncmp(file + 1, o->than, 24) < 0)
+		o->found = true;
+	return o->found ? 1 : 0;
+}
+
+/*
+ * A gap: the segment before file on its timeline was never archived, though older
+ * ones were (so file is not simply the first). The first gap found is kept in
+ * TB_WAL_GAP_FILE for tenant_backup.status until the next base backup, from which
+ * recovery can start past it.
+ */
+static void
+tb_archive_check_gap(storage *st, const char *file)
+{
+	char prev[32], object[MAXPGPATH];
+	unsigned int tl, log, seg;
+	uint64 per_log = UINT64CONST(0x100000000) / wal_segment_size;
+	storage_info info;
+	tb_error err = {0};
+	wal_older older = {.than = prev};
+	FILE *f;
+
+	if (strlen(file) != 24 || strspn(file, "0123456789ABCDEF") != 24 ||
+		sscanf(file, "%8X%8X%8X", &tl, &log, &seg) != 3 || (log == 0 && seg == 0))
+		return;
+	if (seg == 0)
+		log--, seg = (unsigned int) per_log;
+	snprintf(prev, sizeof(prev), "%08X%08X%08X", tl, log, seg - 1);
+	snprintf(object, sizeof(object), "%s/postgres/wal/%.8s/%s.tbk", tb_archive_tenant, prev, prev);
+	if (storage_head(st, object, &info, &err) == 0 || err.code != TB_ERR_NOT_FOUND ||
+		access(TB_WAL_GAP_FILE, F_OK) == 0)
+		return;
+	snprintf(object, sizeof(object), "%s/postgres/wal/%.8s/", tb_archive_tenant, prev);
+	if (storage_list(st, object, tb_archive_find_older, &older, &err) != 0 && !older.found)
+		return;
+	if (!older.found)
+		return;
+	ereport(WARNING, (errmsg("the archived WAL of tenant \"%s\" has a gap: %s is missing before %s", tb_archive_tenant,
+							 prev, file),
+					  errhint("Recovery cannot cross it; take a base backup to start again from after it.")));
+	if ((f = AllocateFile(TB_WAL_GAP_FILE, "w")) != NULL)
+	{
+		fprintf(f, "%s missing before %s", prev, file);
+		FreeFile(f);
+	}
+}
+
 /* One WAL file; false (with a WARNING saying why) keeps it for the next attempt. */
 static bool
 tb_archive_one(const char *file, const char *path)
@@ -156,8 +217,8 @@ tb_archive_one(const char *file, const char *path)
 	}
 	else if (missing.code != TB_ERR_NOT_FOUND)
 		err = missing;
-	else
-		rc = tb_archive_store(st, object_name, backup_id, fd, &err);
+	else if ((rc = tb_archive_store(st, object_name, backup_id, fd, &err)) == 0)
+		tb_archive_check_gap(st, file);
 	CloseTransientFile(fd);
 done:
 	keys_master_wipe(&master);

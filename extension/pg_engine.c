@@ -376,6 +376,10 @@ tb_base_backup_retire_wal(tb_job *job, const char *range)
 						timeline, start),
 			   1, args);
 	removed = tb_wal_cleanup(job->tenant, keep);
+	/* Recovery can start from this backup: a gap before it no longer stands in the way. */
+	if (unlink(psprintf("%s/%s", DataDir, TB_WAL_GAP_FILE)) == 0)
+		ereport(LOG, (errmsg("tenant_backup: the base backup of tenant \"%s\" starts after the WAL gap reported before",
+							 job->tenant)));
 	if (removed > 0)
 	{
 		const char *audit[2] = {job->tenant,

@@ -57,6 +57,9 @@ void tb_worker_describe(struct BackgroundWorker *worker, const char *function, c
  */
 int tb_wal_cleanup(const char *tenant, const char *keep);
 
+/* Where the archiver notes a gap in the archived WAL (relative to the data directory). */
+#define TB_WAL_GAP_FILE "pg_stat_tmp/tenant_backup_wal_gap"
+
 /* background worker entry points */
 PGDLLEXPORT void tenant_backup_launcher_main(Datum arg);
 PGDLLEXPORT void tenant_backup_job_main(Datum arg);

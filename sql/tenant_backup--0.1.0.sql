@@ -588,9 +588,10 @@ COMMENT ON FUNCTION tenant_backup.tenant_set_schedule(text, interval) IS
 	'Backs the tenant up every interval (NULL: tenant_backup.default_schedule), starting at an offset derived from its name.';
 
 -- The WAL archiver of this cluster (archive_library = 'tenant_backup'): files waiting
--- in pg_wal, the oldest of them, and the last success and failure.
+-- in pg_wal, the oldest of them, the last success and failure, and a gap in the
+-- archive the archiver found (until the next base backup).
 CREATE FUNCTION tenant_backup._wal_archive_lag(OUT tenant text, OUT pending bigint, OUT oldest_pending timestamptz,
-											   OUT last_archived timestamptz, OUT last_failure text)
+											   OUT last_archived timestamptz, OUT last_failure text, OUT gap text)
 RETURNS record LANGUAGE sql SECURITY DEFINER STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -599,7 +600,8 @@ AS $$
 		   (SELECT min(a.modification) FROM pg_ls_archive_statusdir() a WHERE a.name LIKE '%.ready'),
 		   (SELECT a.last_archived_time FROM pg_stat_archiver a),
 		   (SELECT a.last_failed_wal || ' at ' || a.last_failed_time FROM pg_stat_archiver a
-			WHERE a.last_failed_time > coalesce(a.last_archived_time, '-infinity'))
+			WHERE a.last_failed_time > coalesce(a.last_archived_time, '-infinity')),
+		   pg_read_file('pg_stat_tmp/tenant_backup_wal_gap', 0, 200, true)
 	WHERE current_setting('archive_library') = 'tenant_backup'
 $$;
 
@@ -620,7 +622,8 @@ SELECT t.name AS tenant,
 	   wal.pending AS wal_pending,
 	   wal.oldest_pending AS wal_oldest_pending,
 	   wal.last_archived AS wal_last_archived,
-	   wal.last_failure AS wal_last_failure
+	   wal.last_failure AS wal_last_failure,
+	   wal.gap AS wal_gap
 FROM tenant_backup.tenants t
 JOIN tenant_backup.sources s ON s.tenant = t.name
 LEFT JOIN LATERAL (SELECT b.finished FROM tenant_backup.backups b

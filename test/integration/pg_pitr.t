@@ -207,6 +207,20 @@ ok $? "the server log names the segment that failed authentication"
 grep -q "FATAL:  could not restore file \"$victim\" from archive" "$D/restore/r3.log"
 ok $? "and recovery stops there with a FATAL error, not taken for the end of the archive"
 
+# --- a gap the archiver notices: tenant_backup.status shows it until the next base backup
+last=$(psql_q "SELECT last_archived_wal FROM pg_stat_archiver")
+mv "$D/store/acme/postgres/wal/00000001/$last.tbk" "$D/last.tbk"
+archived_up_to_now
+after=${last:0:16}$(printf '%08X' $((16#${last:16:8} + 1)))
+is "$(psql_q "SELECT wal_gap FROM tenant_backup.status WHERE tenant = 'acme'")" "$last missing before $after" \
+	"an archived segment gone from storage shows as a gap in tenant_backup.status"
+grep -q "the archived WAL of tenant \"acme\" has a gap: $last is missing" "$D/pg/server.log"
+ok $? "and as a WARNING in the server log"
+mv "$D/last.tbk" "$D/store/acme/postgres/wal/00000001/$last.tbk"
+psql_q "SELECT tenant_backup.tenant_backup('acme', wait => true)" >/dev/null
+is "$(psql_q "SELECT wal_gap IS NULL FROM tenant_backup.status WHERE tenant = 'acme'")" t \
+	"a new base backup, from which recovery can start, clears it"
+
 # --- usage errors
 "$TB" restore-pitr --tenant acme --pgdata "$D/restore/r1" --to-latest 2>"$D/err"
 is "$?" 1 "restore-pitr into a non-empty directory fails"
