@@ -8,65 +8,18 @@
 # tampered archived segment stops recovery with an error naming it.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
+. "$(dirname "$0")/../lib/pitr.sh"
 PORT=25471
 
 scratch_dir
-chmod 755 "$D"
-# Recovered copies go below a directory of the server's user, as an operator's would.
-mkdir "$D/restore"
-chown postgres "$D/restore"
 mkdir -p "$D/store"
 chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null
-chown postgres "$D/master.key"
-export TENANT_BACKUP_STORAGE="file://$D/store" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
-pg_start "$D/pg" $PORT "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.naptime = 200
-wal_level = replica
-archive_mode = on
-archive_library = 'tenant_backup'
-tenant_backup.archive_tenant = 'acme'
-archive_timeout = 0
-fsync = on
-full_page_writes = on
-synchronous_commit = on"
-
-# Waits until the archiver has archived the segment holding everything written so far.
-archived_up_to_now() {
-	local seg
-	psql_q "CREATE TABLE IF NOT EXISTS wake (n int)" "INSERT INTO wake VALUES (1)" >/dev/null 2>&1
-	seg=$(psql_q "SELECT pg_walfile_name(pg_switch_wal())")
-	wait_for 200 0.1 t psql_q "SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver" >/dev/null
-}
+pitr_cluster_start $PORT "file://$D/store"
 # A new WAL file to archive wakes the archiver, which then finds every .ready file.
 wake_archiver() {
 	psql_q "CREATE TABLE IF NOT EXISTS wake (n int)" "INSERT INTO wake VALUES (1)" "SELECT pg_switch_wal()" >/dev/null 2>&1
 }
-# Starts a recovered copy on PORT with its own socket; waits until it has left recovery.
-start_copy() { # DIR PORT
-	chown -R postgres "$1"
-	pg_as_postgres "$D" "$PG_BIN/pg_ctl" -D "$1" -l "$1.log" -w -t 60 \
-		-o "-p $2 -c unix_socket_directories=$D/restore -c listen_addresses=''" start >/dev/null 2>&1 || {
-		diag "$(tail -5 "$1.log")"
-		return 1
-	}
-	on_exit "pg_as_postgres '$D' '$PG_BIN/pg_ctl' -D '$1' -m immediate stop >/dev/null 2>&1"
-	wait_for 300 0.1 f psql -X -A -t -h "$D/restore" -p "$2" -d postgres -c "SELECT pg_is_in_recovery()" >/dev/null
-}
-copy_q() { # PORT SQL
-	psql -X -A -t -q -h "$D/restore" -p "$1" -d app -c "$2"
-}
-restore_pitr() { # DIR OPTIONS...: as the server's user, as an operator would
-	local dir=$1
-	shift
-	pg_as_postgres "$D" env TENANT_BACKUP_STORAGE="$TENANT_BACKUP_STORAGE" \
-		TENANT_BACKUP_MASTER_KEY_FILE="$TENANT_BACKUP_MASTER_KEY_FILE" "$TB" restore-pitr --tenant acme --pgdata "$dir" "$@"
-}
 
-psql_q "CREATE EXTENSION tenant_backup" "SELECT tenant_backup.tenant_create('acme', tier => 'dedicated')" \
-	"CREATE DATABASE app" "SELECT tenant_backup.tenant_add_database('acme', 'postgres', 'app')" >/dev/null
 archived_up_to_now
 ok $? "archive_library tenant_backup archives the cluster's WAL once the tenant exists"
 seg=$(psql_q "SELECT last_archived_wal FROM pg_stat_archiver")

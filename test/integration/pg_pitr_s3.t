@@ -6,37 +6,21 @@
 # proves that no segment is missing.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
+. "$(dirname "$0")/../lib/pitr.sh"
 . "$(dirname "$0")/../lib/s3.sh"
 PORT=25476
 S3_PORT=21476
 
 scratch_dir
-chmod 755 "$D"
-mkdir "$D/restore"
-chown postgres "$D/restore"
 s3_start "$D" $S3_PORT
 STORAGE="s3://$TB_S3_BUCKET/pitr"
-"$TB" keygen --out "$D/master.key" 2>/dev/null
-chown postgres "$D/master.key"
-export TENANT_BACKUP_STORAGE="$STORAGE" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
-pg_start "$D/pg" $PORT "tenant_backup.storage = '$STORAGE'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.naptime = 200
-wal_level = replica
-archive_mode = on
-archive_library = 'tenant_backup'
-tenant_backup.archive_tenant = 'acme'
-fsync = on
-full_page_writes = on"
+pitr_cluster_start $PORT "$STORAGE"
 
 switch_wal() {
 	PGDATABASE=app psql_q "INSERT INTO orders (id) SELECT coalesce(max(id), 0) + 1 FROM orders" >/dev/null
 	psql_q "SELECT pg_walfile_name(pg_switch_wal())"
 }
 
-psql_q "CREATE EXTENSION tenant_backup" "SELECT tenant_backup.tenant_create('acme', tier => 'dedicated')" \
-	"CREATE DATABASE app" "SELECT tenant_backup.tenant_add_database('acme', 'postgres', 'app')" >/dev/null
 PGDATABASE=app psql_q "CREATE TABLE orders (id int PRIMARY KEY)" >/dev/null
 psql_q "SELECT tenant_backup.tenant_backup('acme', wait => true)" >/dev/null
 ok $? "a base backup to S3"
@@ -65,17 +49,11 @@ last=$(switch_wal)
 wait_for 900 0.1 t psql_q "SELECT last_archived_wal >= '$last' FROM pg_stat_archiver" >/dev/null
 ok $? "archiving catches up once S3 is back"
 is "$(psql_q "SELECT wal_pending FROM tenant_backup.status WHERE tenant = 'acme'")" 0 "and nothing waits any more"
-pg_as_postgres "$D" env TENANT_BACKUP_STORAGE="$STORAGE" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key" \
-	"$TB" restore-pitr --tenant acme --pgdata "$D/restore/r" --to-latest 2>"$D/r.err"
+restore_pitr "$D/restore/r" --to-latest 2>"$D/r.err"
 ok $? "restore-pitr --to-latest from S3"
-chown -R postgres "$D/restore/r"
-pg_as_postgres "$D" "$PG_BIN/pg_ctl" -D "$D/restore/r" -l "$D/restore/r.log" -w -t 120 \
-	-o "-p 25477 -c unix_socket_directories=$D/restore -c listen_addresses=''" start >/dev/null 2>&1
-ok $? "the recovered copy starts"
-on_exit "pg_as_postgres '$D' '$PG_BIN/pg_ctl' -D '$D/restore/r' -m immediate stop >/dev/null 2>&1"
-wait_for 300 0.1 f psql -X -A -t -h "$D/restore" -p 25477 -d postgres -c "SELECT pg_is_in_recovery()" >/dev/null
-ok $? "and recovers to the end of the archive"
-is "$(psql -X -A -t -h "$D/restore" -p 25477 -d app -c "SELECT count(*) FILTER (WHERE id BETWEEN 1000 AND 1099),
+start_copy "$D/restore/r" 25477
+ok $? "the recovered copy starts and recovers to the end of the archive"
+is "$(copy_q 25477 "SELECT count(*) FILTER (WHERE id BETWEEN 1000 AND 1099),
 	count(*) FILTER (WHERE id BETWEEN 2000 AND 2099), max(id) FROM orders")" \
 	"100|100|$(PGDATABASE=app psql_q "SELECT max(id) FROM orders")" \
 	"every row is there, those written during the outage too: no segment is missing"
