@@ -165,6 +165,7 @@ bench: deps all install
 	@bash bench/pg-backup.sh $(CURDIR)/$(BUILD)/bin
 	@bash bench/mysql-backup.sh $(CURDIR)/$(BUILD)/bin
 	@bash bench/redis-backup.sh $(CURDIR)/$(BUILD)/bin
+	@bash bench/mongodb-backup.sh $(CURDIR)/$(BUILD)/bin
 
 format:
 	clang-format -i $(CORE_SRC) $(wildcard core/*.h core/storage/*.h) $(CLI_SRC) $(wildcard cli/*.h) $(UNIT_SRC) \
