@@ -4,34 +4,53 @@
  */
 #include "mongodb_agent.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The largest document a server sends (16 MiB) and then some: a length beyond is damage. */
 #define MONGO_DOC_MAX (48 * 1024 * 1024)
 
-/* CRC-64 with the ECMA-182 polynomial, reflected, inverted in and out (Go's crc64.ECMA). */
+/*
+ * CRC-64 with the ECMA-182 polynomial, reflected, inverted in and out (Go's crc64.ECMA),
+ * eight bytes a step ("slicing by 8"): it runs over every document of a backup.
+ */
+static uint64_t crc_table[8][256];
+
+static void
+mongo_crc64_init(void)
+{
+	for (int i = 0; i < 256; i++)
+	{
+		uint64_t c = (uint64_t) i;
+
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0xC96C5795D7870F42ull : c >> 1;
+		crc_table[0][i] = c;
+	}
+	for (int i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
 uint64_t
 mongo_crc64(uint64_t crc, const uint8_t *data, size_t len)
 {
-	static uint64_t table[256];
-	static bool ready;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-	if (!ready)
-	{
-		for (int i = 0; i < 256; i++)
-		{
-			uint64_t c = (uint64_t) i;
-
-			for (int k = 0; k < 8; k++)
-				c = c & 1 ? (c >> 1) ^ 0xC96C5795D7870F42ull : c >> 1;
-			table[i] = c;
-		}
-		ready = true;
-	}
+	pthread_once(&once, mongo_crc64_init);
 	crc = ~crc;
-	for (size_t i = 0; i < len; i++)
-		crc = table[(uint8_t) crc ^ data[i]] ^ (crc >> 8);
+	for (; len >= 8; data += 8, len -= 8)
+	{
+		crc ^= (uint64_t) data[0] | (uint64_t) data[1] << 8 | (uint64_t) data[2] << 16 | (uint64_t) data[3] << 24 |
+			   (uint64_t) data[4] << 32 | (uint64_t) data[5] << 40 | (uint64_t) data[6] << 48 |
+			   (uint64_t) data[7] << 56;
+		crc = crc_table[7][crc & 0xff] ^ crc_table[6][(crc >> 8) & 0xff] ^ crc_table[5][(crc >> 16) & 0xff] ^
+			  crc_table[4][(crc >> 24) & 0xff] ^ crc_table[3][(crc >> 32) & 0xff] ^ crc_table[2][(crc >> 40) & 0xff] ^
+			  crc_table[1][(crc >> 48) & 0xff] ^ crc_table[0][crc >> 56];
+	}
+	for (; len > 0; data++, len--)
+		crc = crc_table[0][(uint8_t) crc ^ *data] ^ (crc >> 8);
 	return ~crc;
 }
 

@@ -21,6 +21,25 @@ test_crc64(void **state)
 	assert_true(mongo_crc64(mongo_crc64(0, (const uint8_t *) "1234", 4), (const uint8_t *) "56789", 5) ==
 				0x995DC9BBDF1939FAull);
 	assert_true(mongo_crc64(0, NULL, 0) == 0);
+	/* Eight bytes a step or one: the same CRC, wherever the pieces are cut. */
+	{
+		uint8_t data[1000];
+		uint64_t whole, pieces = 0;
+		size_t at = 0, cut = 1;
+
+		for (size_t i = 0; i < sizeof(data); i++)
+			data[i] = (uint8_t) (i * 131 + 7);
+		whole = mongo_crc64(0, data, sizeof(data));
+		while (at < sizeof(data))
+		{
+			size_t n = cut < sizeof(data) - at ? cut : sizeof(data) - at;
+
+			pieces = mongo_crc64(pieces, data + at, n);
+			at += n;
+			cut = cut * 3 % 17 + 1;
+		}
+		assert_true(whole == pieces);
+	}
 }
 
 /* Seals magic + the given bytes and opens an archive reader on it, past the magic. */
