@@ -227,7 +227,8 @@ load_document(mongo_load *l, void *arg, const bson_t *doc, tb_error *err)
 		bson_destroy(&opts);
 		mongoc_bulk_operation_set_bypass_document_validation(ns->bulk, true);
 	}
-	/* The archive reader checked its structure; the driver's own checks would refuse legal keys ("$", "."). */
+	/* The archive reader checked the structure; the driver's checks (empty keys, UTF-8) would refuse what a server may
+	 * hold. */
 	BSON_APPEND_BOOL(&no_validation, "validate", false);
 	added = mongoc_bulk_operation_insert_with_opts(ns->bulk, doc, &no_validation, &error);
 	bson_destroy(&no_validation);
