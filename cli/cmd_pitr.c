@@ -142,7 +142,7 @@ wal_fetch(storage *st, const master_key *master, const char *tenant, const char 
 	snprintf(object, sizeof(object), "%s/postgres/%s", tenant, name);
 	if (storage_head(st, object, &info, err) != 0)
 		return err->code == TB_ERR_NOT_FOUND ? 1 : -1;
-	if ((r = repo_reader_open(st, master, object, NULL, err)) == NULL)
+	if ((r = repo_reader_open(st, master, object, &(stream_reader_options){.readahead = true}, err)) == NULL)
 		return -1;
 	/* The header names the file it was sealed for: another file's object moved here fails. */
 	if (strcmp(repo_reader_header(r)->backup_id, id) != 0)
@@ -384,7 +384,7 @@ unpack_base(storage *st, const master_key *master, const char *object, const cha
 {
 	int pipefd[2], status, rc;
 	pid_t pid;
-	repo_reader *r = repo_reader_open(st, master, object, NULL, err);
+	repo_reader *r = repo_reader_open(st, master, object, &(stream_reader_options){.readahead = true}, err);
 
 	if (r == NULL)
 		return -1;
@@ -402,6 +402,8 @@ unpack_base(storage *st, const master_key *master, const char *object, const cha
 		_exit(127);
 	}
 	close(pipefd[0]);
+	/* Best effort: a pipe as large as a chunk lets tar unpack while the next one decodes. */
+	(void) fcntl(pipefd[1], F_SETPIPE_SZ, PITR_BUFFER);
 	signal(SIGPIPE, SIG_IGN);
 	rc = copy_object(r, pipefd[1], err);
 	repo_reader_close(r);
