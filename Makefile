@@ -166,6 +166,7 @@ bench: deps all install
 	@bash bench/mysql-backup.sh $(CURDIR)/$(BUILD)/bin
 	@bash bench/redis-backup.sh $(CURDIR)/$(BUILD)/bin
 	@bash bench/mongodb-backup.sh $(CURDIR)/$(BUILD)/bin
+	@bash bench/pitr.sh $(CURDIR)/$(BUILD)/bin
 
 format:
 	clang-format -i $(CORE_SRC) $(wildcard core/*.h core/storage/*.h) $(CLI_SRC) $(wildcard cli/*.h) $(UNIT_SRC) \
