@@ -19,6 +19,7 @@
 #include "storage/fd.h"
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "names.h"
 #include "repo.h"
@@ -171,13 +172,43 @@ tb_archive_check_gap(storage *st, const char *file)
 	}
 }
 
+/*
+ * The archiver's storage and master key, opened once and kept while the settings that
+ * name them stay the same (a reload that changes them opens them again).
+ */
+static storage *archive_st;
+static master_key archive_master;
+static char *archive_settings;
+
+static void
+tb_archive_open(void)
+{
+	char *settings = psprintf("%s\n%s\n%s", tb_storage_url, tb_master_key_file, tb_master_key_command);
+
+	if (archive_st != NULL && strcmp(settings, archive_settings) == 0)
+	{
+		pfree(settings);
+		return;
+	}
+	if (archive_st != NULL)
+	{
+		storage_close(archive_st);
+		keys_master_wipe(&archive_master);
+		archive_st = NULL;
+		pfree(archive_settings);
+	}
+	tb_master_key(&archive_master);
+	archive_st = tb_storage();
+	archive_settings = MemoryContextStrdup(TopMemoryContext, settings);
+	pfree(settings);
+}
+
 /* One WAL file; false (with a WARNING saying why) keeps it for the next attempt. */
 static bool
 tb_archive_one(const char *file, const char *path)
 {
 	char object_name[NAMES_WAL_OBJECT_MAX], object[MAXPGPATH], backup_id[80];
 	tb_error err = {0};
-	master_key master;
 	storage *st;
 	storage_info info;
 	tb_error missing = {0};
@@ -186,14 +217,14 @@ tb_archive_one(const char *file, const char *path)
 	if (names_wal_object(file, object_name, sizeof(object_name), backup_id, sizeof(backup_id), &err) != 0)
 		tb_raise(&err, "cannot archive this file");
 	snprintf(object, sizeof(object), "%s/postgres/%s", tb_archive_tenant, object_name);
-	tb_master_key(&master);
-	st = tb_storage();
+	tb_archive_open();
+	st = archive_st;
 	if (archive_key_loaded == 0 || time(NULL) - archive_key_loaded >= ARCHIVE_KEY_SECONDS ||
 		strcmp(archive_key.tenant, tb_archive_tenant) != 0)
 	{
 		keys_tenant_wipe(&archive_key);
 		archive_key_loaded = 0;
-		if (repo_tenant_key_current(st, &master, tb_archive_tenant, false, &archive_key, &err) != 0)
+		if (repo_tenant_key_current(st, &archive_master, tb_archive_tenant, false, &archive_key, &err) != 0)
 			goto done;
 		archive_key_loaded = time(NULL);
 	}
@@ -204,7 +235,7 @@ tb_archive_one(const char *file, const char *path)
 	}
 	if (storage_head(st, object, &info, &missing) == 0)
 	{
-		rc = tb_archive_same(st, &master, object, fd, &err);
+		rc = tb_archive_same(st, &archive_master, object, fd, &err);
 		if (rc == 1)
 			ereport(LOG, (errmsg("WAL file \"%s\" of tenant \"%s\" was archived before with the same content", file,
 								 tb_archive_tenant)));
@@ -221,8 +252,6 @@ tb_archive_one(const char *file, const char *path)
 		tb_archive_check_gap(st, file);
 	CloseTransientFile(fd);
 done:
-	keys_master_wipe(&master);
-	storage_close(st);
 	if (rc != 0)
 		ereport(WARNING,
 				(errcode(ERRCODE_IO_ERROR),
@@ -262,6 +291,12 @@ tb_archive_shutdown(void)
 {
 	keys_tenant_wipe(&archive_key);
 	archive_key_loaded = 0;
+	if (archive_st != NULL)
+	{
+		storage_close(archive_st);
+		keys_master_wipe(&archive_master);
+		archive_st = NULL;
+	}
 }
 
 void
