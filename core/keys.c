@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,12 +195,130 @@ keys_tenant_wrap(const master_key *master, const tenant_key *key, tb_error *err)
 	return text;
 }
 
+/* The check value of a command-wrapped key: names the key, tenant and id without revealing the key. */
+static void
+keys_check_value(const tenant_key *key, char out[2 * 16 + 1])
+{
+	uint8_t buf[256 + CRYPTO_KEY_LEN];
+	uint8_t digest[CRYPTO_SHA256_LEN];
+	int len = snprintf((char *) buf, 256, "tenant-backup key check v1|%s|%s|", key->tenant, key->id);
+
+	memcpy(buf + len, key->key, CRYPTO_KEY_LEN);
+	crypto_sha256_once(buf, (size_t) len + CRYPTO_KEY_LEN, digest);
+	crypto_wipe(buf, sizeof(buf));
+	crypto_hex_encode(digest, 16, out);
+}
+
+/* Opens a command-wrapped key: runs the command, checks what it returned against the check value. */
+static int
+keys_unwrap_command(const master_key *master, const char *wrapped, const char *check, tenant_key *out, tb_error *err)
+{
+	char hex[KEYS_COMMAND_OUTPUT_MAX + 1];
+	char computed[2 * 16 + 1];
+
+	if (master->key_command == NULL)
+		return tb_error_set(err, TB_ERR_KEY,
+							"tenant key %s of tenant '%s' is wrapped by the tenant's own key command, which is not "
+							"known here (the CLI takes it as --key-command or TENANT_BACKUP_KEY_COMMAND)",
+							out->id, out->tenant);
+	if (keys_command_run(master->key_command, "unwrap", out->tenant, out->id, wrapped, hex, sizeof(hex), err) != 0)
+		return -1;
+	if (strlen(hex) != 2 * CRYPTO_KEY_LEN || crypto_hex_decode(hex, out->key, CRYPTO_KEY_LEN) != 0)
+	{
+		crypto_wipe(hex, sizeof(hex));
+		return tb_error_set(err, TB_ERR_KEY, "the key command of tenant '%s' did not print 64 hex digits unwrapping key %s",
+							out->tenant, out->id);
+	}
+	crypto_wipe(hex, sizeof(hex));
+	keys_check_value(out, computed);
+	if (strcmp(computed, check) != 0)
+		return tb_error_set(err, TB_ERR_KEY, "the key command of tenant '%s' returned another key than key %s",
+							out->tenant, out->id);
+	return 0;
+}
+
+char *
+keys_tenant_wrap_command(const char *command, const tenant_key *key, tb_error *err)
+{
+	char hex[2 * CRYPTO_KEY_LEN + 2];
+	char *wrapped = malloc(KEYS_COMMAND_OUTPUT_MAX + 1);
+	char check[2 * 16 + 1];
+	char created[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	json_t *doc = NULL;
+	char *text = NULL;
+	tenant_key back;
+	master_key opener = {.key_command = command};
+	int rc;
+
+	if (wrapped == NULL)
+	{
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	crypto_hex_encode(key->key, CRYPTO_KEY_LEN, hex);
+	strcat(hex, "\n");
+	rc = keys_command_run(command, "wrap", key->tenant, key->id, hex, wrapped, KEYS_COMMAND_OUTPUT_MAX + 1, err);
+	crypto_wipe(hex, sizeof(hex));
+	if (rc != 0)
+		goto done;
+	for (const char *c = wrapped; *c; c++)
+		if (*c < 0x20 || *c > 0x7e)
+		{
+			tb_error_set(err, TB_ERR_KEY, "the key command of tenant '%s' printed more than one line of printable "
+						 "ASCII wrapping key %s", key->tenant, key->id);
+			goto done;
+		}
+	if (wrapped[0] == '\0')
+	{
+		tb_error_set(err, TB_ERR_KEY, "the key command of tenant '%s' printed nothing wrapping key %s", key->tenant,
+					 key->id);
+		goto done;
+	}
+	keys_check_value(key, check);
+	/* What cannot be unwrapped now would make every backup under it unreadable. */
+	memset(&back, 0, sizeof(back));
+	strcpy(back.tenant, key->tenant);
+	strcpy(back.id, key->id);
+	rc = keys_unwrap_command(&opener, wrapped, check, &back, err);
+	keys_tenant_wipe(&back);
+	if (rc != 0)
+	{
+		tb_error_prefix(err, "checking the key command of tenant '%s'", key->tenant);
+		goto done;
+	}
+	gmtime_r(&now, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	doc = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s}", "format", KEYS_FORMAT, "version", 1, "tenant",
+					key->tenant, "key_id", key->id, "created", created, "wrap", "command", "wrapped_key", wrapped,
+					"check", check);
+	text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	if (text == NULL)
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory wrapping key %s of tenant '%s'", key->id, key->tenant);
+done:
+	json_decref(doc);
+	free(wrapped);
+	return text;
+}
+
+int
+keys_doc_is_command_wrapped(const char *json)
+{
+	json_t *doc = json_loads(json, 0, NULL);
+	const char *wrap = doc ? json_string_value(json_object_get(doc, "wrap")) : NULL;
+	int rc = wrap == NULL ? -1 : strcmp(wrap, "command") == 0;
+
+	json_decref(doc);
+	return rc;
+}
+
 int
 keys_tenant_unwrap(const master_key *master, const char *json, const char *tenant, const char *key_id, tenant_key *out,
 				   tb_error *err)
 {
 	const char *format = NULL, *doc_tenant = NULL, *doc_id = NULL, *master_id = NULL, *wrap = NULL, *nonce_hex = NULL,
-			   *sealed_hex = NULL;
+			   *sealed_hex = NULL, *check = NULL;
 	uint8_t nonce[CRYPTO_NONCE_LEN];
 	uint8_t sealed[CRYPTO_KEY_LEN + CRYPTO_TAG_LEN];
 	int version = 0;
@@ -208,26 +327,39 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 	crypto_gcm *gcm;
 	json_error_t jerr;
 	json_t *doc = json_loads(json, 0, &jerr);
+	bool by_command;
 	int ok;
 
 	if (doc == NULL ||
-		json_unpack(doc, "{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:s}", "format", &format, "version", &version, "tenant",
-					&doc_tenant, "key_id", &doc_id, "master_key_id", &master_id, "wrap", &wrap, "nonce", &nonce_hex,
-					"wrapped_key", &sealed_hex) != 0 ||
-		strcmp(format, KEYS_FORMAT) != 0 || version != 1 || strcmp(wrap, "aes-256-gcm") != 0 ||
-		strlen(doc_id) != KEYS_ID_LEN || crypto_hex_decode(nonce_hex, nonce, sizeof(nonce)) != 0 ||
-		crypto_hex_decode(sealed_hex, sealed, sizeof(sealed)) != 0)
-	{
-		json_decref(doc);
-		return tb_error_set(err, TB_ERR_CORRUPT, "tenant key %s of tenant '%s' is not a valid key document",
-							key_id ? key_id : "(current)", tenant);
-	}
+		json_unpack(doc, "{s:s, s:i, s:s, s:s, s:s, s:s}", "format", &format, "version", &version, "tenant", &doc_tenant,
+					"key_id", &doc_id, "wrap", &wrap, "wrapped_key", &sealed_hex) != 0 ||
+		strcmp(format, KEYS_FORMAT) != 0 || version != 1 || strlen(doc_id) != KEYS_ID_LEN ||
+		strlen(doc_tenant) >= sizeof(out->tenant))
+		goto invalid;
+	by_command = strcmp(wrap, "command") == 0;
+	if (by_command ? json_unpack(doc, "{s:s}", "check", &check) != 0 || strlen(check) != 32
+				   : strcmp(wrap, "aes-256-gcm") != 0 ||
+						 json_unpack(doc, "{s:s, s:s}", "master_key_id", &master_id, "nonce", &nonce_hex) != 0 ||
+						 crypto_hex_decode(nonce_hex, nonce, sizeof(nonce)) != 0 ||
+						 crypto_hex_decode(sealed_hex, sealed, sizeof(sealed)) != 0)
+		goto invalid;
 	if (strcmp(doc_tenant, tenant) != 0 || (key_id != NULL && strcmp(doc_id, key_id) != 0))
 	{
 		tb_error_set(err, TB_ERR_CORRUPT, "key document for tenant '%s' key %s names tenant '%s' key %s instead",
 					 tenant, key_id ? key_id : "(current)", doc_tenant, doc_id);
 		json_decref(doc);
 		return -1;
+	}
+	memset(out, 0, sizeof(*out));
+	strcpy(out->tenant, doc_tenant);
+	strcpy(out->id, doc_id);
+	if (by_command)
+	{
+		ok = keys_unwrap_command(master, sealed_hex, check, out, err);
+		json_decref(doc);
+		if (ok != 0)
+			keys_tenant_wipe(out);
+		return ok;
 	}
 	if (strcmp(master_id, master->id) != 0)
 	{
@@ -237,9 +369,6 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 		json_decref(doc);
 		return -1;
 	}
-	memset(out, 0, sizeof(*out));
-	strcpy(out->tenant, doc_tenant);
-	strcpy(out->id, doc_id);
 	json_decref(doc);
 	aad_len = keys_wrap_aad(out->tenant, out->id, aad, sizeof(aad));
 	gcm = crypto_gcm_new(master->key, err);
@@ -258,6 +387,11 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 		return -1;
 	}
 	return 0;
+
+invalid:
+	json_decref(doc);
+	return tb_error_set(err, TB_ERR_CORRUPT, "tenant key %s of tenant '%s' is not a valid key document",
+						key_id ? key_id : "(current)", tenant);
 }
 
 #define KEYS_SECRET_PREFIX "tbs1"

@@ -18,6 +18,11 @@ typedef struct master_key
 {
 	uint8_t key[CRYPTO_KEY_LEN];
 	char id[KEYS_ID_LEN + 1]; /* derived from the key; names it without revealing it */
+	/*
+	 * The tenant's own key command (BYOK) that opens tenant keys wrapped by it, when the
+	 * caller knows one; NULL: such keys cannot be opened here.
+	 */
+	const char *key_command;
 } master_key;
 
 typedef struct tenant_key
@@ -47,11 +52,38 @@ int keys_tenant_generate(const char *tenant, tenant_key *out, tb_error *err);
 char *keys_tenant_wrap(const master_key *master, const tenant_key *key, tb_error *err);
 
 /*
- * Unwraps a document from keys_tenant_wrap(); checks it belongs to tenant (and to
- * key_id unless NULL). A different master key gives TB_ERR_KEY naming both key ids.
+ * Unwraps a document from keys_tenant_wrap() or keys_tenant_wrap_command() (through
+ * master->key_command); checks it belongs to tenant (and to key_id unless NULL). A
+ * different master key gives TB_ERR_KEY naming both key ids.
  */
 int keys_tenant_unwrap(const master_key *master, const char *json, const char *tenant, const char *key_id,
 					   tenant_key *out, tb_error *err);
+
+/*
+ * Bring your own key: the tenant key wrapped by the tenant's own command instead of
+ * the master key, so that reading the tenant's backups needs that command.
+ *
+ * The command contract: run by /bin/sh -c with TENANT_BACKUP_KEY_OP (wrap or unwrap),
+ * TENANT_BACKUP_TENANT and TENANT_BACKUP_KEY_ID in its environment. wrap: stdin is the
+ * tenant key as 64 hex digits and a newline; stdout is the wrapped key, printable
+ * ASCII on one line, at most KEYS_COMMAND_OUTPUT_MAX bytes. unwrap: stdin is what wrap
+ * printed; stdout is the 64 hex digits. Exit 0 on success; anything else fails, and
+ * the first line of stderr (never stdout) goes into the error. At most 60 s.
+ */
+#define KEYS_COMMAND_OUTPUT_MAX 16384
+
+/* Runs command for op on input, its stdout into out (NUL-terminated, trailing newline dropped). */
+int keys_command_run(const char *command, const char *op, const char *tenant, const char *key_id, const char *input,
+					 char *out, size_t out_size, tb_error *err);
+
+/*
+ * The key document of a tenant key wrapped by command (checked by unwrapping it once),
+ * with a check value so a command returning another key is noticed. Caller frees.
+ */
+char *keys_tenant_wrap_command(const char *command, const tenant_key *key, tb_error *err);
+
+/* Whether a key document is wrapped by the tenant's own command (1), the master key (0), or invalid (-1). */
+int keys_doc_is_command_wrapped(const char *json);
 
 /*
  * Seals a small secret (a database password) with the master key, bound to context

@@ -31,7 +31,14 @@ typedef struct agent_job
 {
 	int64_t id;
 	char *lease;
-	char *kind; /* "backup" or "restore" */
+	char *kind; /* "backup", "restore" or "drill" */
+	/*
+	 * A restore drill: the engine loads the backup into its staging place as for a
+	 * restore, fills contents and plain_sha256 from what it loaded, then removes the
+	 * staging without touching anything live. The catalog compares both with what the
+	 * backup recorded at dump time.
+	 */
+	bool drill;
 	char *tenant;
 	const char *engine;
 	char *locator;
@@ -43,6 +50,7 @@ typedef struct agent_job
 	int attempt;
 	bool dedicated; /* the tenant's tier: the whole server is the tenant's */
 	tenant_key key; /* backup: the tenant's active key */
+	char *key_command; /* the tenant's own key command (BYOK) that opens its keys; NULL: the master key does */
 	storage *storage;
 	const master_key *master;
 	const agent_config *config;
@@ -50,6 +58,13 @@ typedef struct agent_job
 	int level;   /* zstd level for a backup */
 	uint64_t bytes_done;
 	char detail[200]; /* the engine's own account of a success for the log line ("1200 keys") */
+	/*
+	 * What a backup holds, counted by the engine as it dumped (backup) or as found in the
+	 * staging after loading (drill): a JSON object such as {"tables": {"shop.orders": 120}}
+	 * or {"keys": 1200}, malloc'd; NULL if the engine counts nothing.
+	 */
+	char *contents;
+	char plain_sha256[65]; /* drill: the SHA-256 of the plaintext read, in hex */
 	agent_stop stop;
 	agent *owner;
 } agent_job;

@@ -173,7 +173,7 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 	snprintf(lease, sizeof(lease), "%d", a->config->lease_seconds);
 	res = control_call(a, "claiming a job",
 					   "SELECT job_id, lease, kind, tenant, locator, sealed_password, options, key_doc, backup_id,"
-					   " object_key, restore_target, attempt, tier FROM tenant_backup.agent_claim($1, $2, $3::int)",
+					   " object_key, restore_target, attempt, tier, key_command FROM tenant_backup.agent_claim($1, $2, $3::int)",
 					   3, params, err);
 	if (res == NULL)
 		return -1;
@@ -195,8 +195,12 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 	job->restore_target = field(res, 10);
 	job->attempt = atoi(PQgetvalue(res, 0, 11));
 	job->dedicated = strcmp(PQgetvalue(res, 0, 12), "dedicated") == 0;
+	job->key_command = field(res, 13);
 	PQclear(res);
 	job->engine = a->engine->engine;
+	job->drill = strcmp(job->kind, "drill") == 0;
+	/* The job's keys, in its backup and in storage, open with the tenant's own command if it has one. */
+	a->master.key_command = job->key_command;
 	/* What the job needs but cannot get is the job's failure, reported as such. */
 	if (sealed && control_open_password(a, sealed, job, err) != 0)
 		rc = -2;

@@ -112,14 +112,21 @@ agent_delete_object(agent *a, const char *object)
 		agent_log("could not delete unreported object %s: %s", object, err.msg);
 }
 
+/* The report of a backup (what was stored) or of a drill (what was loaded). */
 static char *
-agent_result_json(const manifest *m, double seconds)
+agent_result_json(const agent_job *job, const manifest *m, double seconds)
 {
-	json_t *doc = json_pack("{s:s, s:I, s:I, s:s, s:s, s:f}", "object", m->object, "bytes_in",
-							(json_int_t) m->plain_bytes, "bytes_stored", (json_int_t) m->stored_bytes, "sha256",
-							m->sha256, "key_id", m->key_id, "seconds", seconds);
-	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_t *contents = job->contents ? json_loads(job->contents, 0, NULL) : json_object();
+	json_t *doc;
+	char *text;
 
+	if (job->drill)
+		doc = json_pack("{s:s, s:o, s:f}", "sha256", job->plain_sha256, "contents", contents, "seconds", seconds);
+	else
+		doc = json_pack("{s:s, s:I, s:I, s:s, s:s, s:o, s:f}", "object", m->object, "bytes_in",
+						(json_int_t) m->plain_bytes, "bytes_stored", (json_int_t) m->stored_bytes, "sha256", m->sha256,
+						"key_id", m->key_id, "contents", contents, "seconds", seconds);
+	text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);
 	return text;
 }
@@ -222,10 +229,11 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 				  delivered == 1 ? "given back to the queue" : "not given back; its lease will expire");
 		return;
 	}
-	if (rc == 0 && is_backup && (result = agent_result_json(&m, agent_now() - started)) == NULL)
+	if (rc == 0 && (is_backup || job->drill) && (result = agent_result_json(job, &m, agent_now() - started)) == NULL)
 	{
 		rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory building the report");
-		agent_delete_object(a, m.object);
+		if (is_backup)
+			agent_delete_object(a, m.object);
 	}
 	delivered = agent_deliver(a, job, rc == 0 ? NULL : err.msg, result, false);
 	free(result);
@@ -268,6 +276,8 @@ agent_job_free(agent_job *job)
 	free(job->options);
 	free(job->object_key);
 	free(job->restore_target);
+	free(job->contents);
+	free(job->key_command);
 	keys_tenant_wipe(&job->key);
 	memset(job, 0, sizeof(*job));
 }
