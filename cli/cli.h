@@ -12,19 +12,29 @@
 
 #define CLI_OPT_STORAGE 1000
 #define CLI_OPT_MASTER_KEY 1001
+#define CLI_OPT_KEY_COMMAND 1002
 
-/* getopt_long entries for --storage, --master-key and --help. */
+/* getopt_long entries for --storage, --master-key, --key-command and --help. */
 #define CLI_COMMON_OPTIONS                                                                                             \
 	{"storage", required_argument, NULL, CLI_OPT_STORAGE},                                                             \
 		{"master-key", required_argument, NULL, CLI_OPT_MASTER_KEY},                                                   \
+		{"key-command", required_argument, NULL, CLI_OPT_KEY_COMMAND},                                                 \
 	{                                                                                                                  \
 		"help", no_argument, NULL, 'h'                                                                                 \
 	}
+
+/* The --key-command lines of the commands' usage texts. */
+#define CLI_KEY_COMMAND_USAGE                                                                                          \
+	"  --key-command CMD   the tenant's own key command, which opens the tenant keys it\n"                               \
+	"                      wrapped (bring your own key; env TENANT_BACKUP_KEY_COMMAND)\n"
 
 typedef struct cli_context
 {
 	const char *storage_url;
 	const char *master_key_file;
+	/* The tenant's own key command (BYOK), or NULL; never its output anywhere. */
+	const char *key_command;
+	bool key_command_given; /* by --key-command, not by the environment */
 } cli_context;
 
 typedef struct cli_progress
@@ -48,6 +58,7 @@ int cli_parse(const char *command, const char *usage, int argc, char **argv, con
 			  cli_context *ctx, cli_option_fn on_option, void *command_state);
 
 storage *cli_open_storage(const cli_context *ctx);
+/* The master key file, with the key command (if any) set to open BYOK tenants' keys. */
 int cli_load_master_key(const cli_context *ctx, master_key *out);
 
 /* Prints "tenant-backup COMMAND: message" once; returns the exit status for the error. */
@@ -77,5 +88,6 @@ int cmd_verify(int argc, char **argv);
 int cmd_restore_rdb(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_restore_pitr(int argc, char **argv);
+int cmd_rotate_master(int argc, char **argv);
 
 #endif

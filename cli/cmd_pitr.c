@@ -40,7 +40,7 @@ static const char wal_fetch_usage[] =
 	"  --tenant T          the dedicated tenant\n"
 	"  --prefetch N        segments to fetch ahead (default 8; 0: none)\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 static const char restore_pitr_usage[] =
 	"Usage: tenant-backup restore-pitr --tenant T --pgdata DIR (--to TIME | --to-lsn LSN | --to-latest)\n"
@@ -57,7 +57,7 @@ static const char restore_pitr_usage[] =
 	"  --to-lsn LSN        recover up to LSN (0/3000060)\n"
 	"  --to-latest         recover everything archived\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 typedef struct pitr_args
 {
@@ -413,6 +413,40 @@ unpack_base(storage *st, const master_key *master, const char *object, const cha
 	return rc;
 }
 
+/* One character of a quoted postgresql.conf value that is a restore_command. */
+static void
+conf_char(FILE *f, char c)
+{
+	if (c == '\'' || c == '\\' || c == '%')
+		fputc(c, f); /* '' and \\ for the file, %% for restore_command */
+	fputc(c, f);
+}
+
+/* value as one /bin/sh word ('...', a ' as '\''), inside a quoted restore_command. */
+static void
+conf_shell_word(FILE *f, const char *value)
+{
+	conf_char(f, '\'');
+	for (const char *c = value; *c; c++)
+		if (*c == '\'')
+			for (const char *q = "'\\''"; *q; q++)
+				conf_char(f, *q);
+		else
+			conf_char(f, *c);
+	conf_char(f, '\'');
+}
+
+/* What goes into restore_command must fit on one line of postgresql.auto.conf. */
+static int
+check_conf_value(const char *what, const char *value, tb_error *err)
+{
+	for (const char *c = value; *c; c++)
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+			return tb_error_set(err, TB_ERR_INVALID, "%s holds a control character: it cannot go into restore_command",
+								what);
+	return 0;
+}
+
 /* recovery.signal, and the recovery settings after the base backup's own in postgresql.auto.conf. */
 static int
 write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, tb_error *err)
@@ -424,6 +458,11 @@ write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, t
 	if (n < 0)
 		return tb_error_set(err, TB_ERR_IO, "could not find this program's path: %s", strerror(errno));
 	self[n] = '\0';
+	if (check_conf_value("this program's path", self, err) != 0 ||
+		check_conf_value("the storage URL", ctx->storage_url, err) != 0 ||
+		check_conf_value("the master key file name", ctx->master_key_file, err) != 0 ||
+		(ctx->key_command && check_conf_value("the key command", ctx->key_command, err) != 0))
+		return -1;
 	snprintf(path, sizeof(path), "%s/recovery.signal", dir);
 	if ((f = fopen(path, "w")) == NULL || fclose(f) != 0)
 		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
@@ -431,8 +470,19 @@ write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, t
 	if ((f = fopen(path, "a")) == NULL)
 		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
 	fprintf(f, "\n# tenant-backup restore-pitr of tenant '%s'\n", args->tenant);
-	fprintf(f, "restore_command = '%s wal-fetch --tenant %s --storage ''%s'' --master-key ''%s'' %%f %%p'\n", self,
-			args->tenant, ctx->storage_url, ctx->master_key_file);
+	/* The key command too: the server that runs restore_command has not got our environment. */
+	fputs("restore_command = '", f);
+	conf_shell_word(f, self);
+	fprintf(f, " wal-fetch --tenant %s --storage ", args->tenant);
+	conf_shell_word(f, ctx->storage_url);
+	fputs(" --master-key ", f);
+	conf_shell_word(f, ctx->master_key_file);
+	if (ctx->key_command)
+	{
+		fputs(" --key-command ", f);
+		conf_shell_word(f, ctx->key_command);
+	}
+	fputs(" %f %p'\n", f);
 	if (args->to)
 		fprintf(f, "recovery_target_time = '%s'\n", args->to);
 	if (args->to_lsn)

@@ -15,12 +15,19 @@ static const char put_usage[] =
 	"writes its manifest beside it, and prints the object key. The tenant's key is\n"
 	"created on first use. Nothing is stored unless the whole input was sealed and stored.\n"
 	"\n"
+	"With --key-command on the command line, a tenant that has no key yet gets its first\n"
+	"key wrapped by that command instead of the master key (bring your own key): reading\n"
+	"its backups then needs the command. A tenant's existing key stays as it is wrapped;\n"
+	"TENANT_BACKUP_KEY_COMMAND alone only opens keys, it never wraps a new one.\n"
+	"\n"
 	"  --tenant T           tenant name: [a-z0-9][a-z0-9_-]{0,62}\n"
 	"  --engine E           postgres, mysql, mongodb or redis\n"
 	"  --level N            zstd level (default 3)\n"
 	"  --workers N          compression threads (default 2; 1: none)\n"
 	"  --storage URL        file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE    master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+	"  --master-key FILE    master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n"
+	"  --key-command CMD    the tenant's own key command (env TENANT_BACKUP_KEY_COMMAND,\n"
+	"                       which opens keys only)\n";
 
 typedef struct put_args
 {
@@ -93,7 +100,14 @@ cmd_put(int argc, char **argv)
 		storage_close(st);
 		return 2;
 	}
-	rc = repo_tenant_key_current(st, &master, args.tenant, true, &key, &err);
+	rc = repo_tenant_key_current(st, &master, args.tenant, false, &key, &err);
+	if (rc != 0 && err.code == TB_ERR_NOT_FOUND)
+	{
+		/* A key command from the environment alone never makes a tenant BYOK by accident. */
+		master.key_command = ctx.key_command_given ? ctx.key_command : NULL;
+		err = (tb_error){0};
+		rc = repo_tenant_key_create(st, &master, args.tenant, &key, NULL, &err);
+	}
 	keys_master_wipe(&master);
 	if (rc == 0)
 	{

@@ -18,7 +18,7 @@ static const char cat_usage[] = "Usage: tenant-backup cat OBJECT [OPTIONS] > dat
 								"must check it before trusting the data.\n"
 								"\n"
 								"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-								"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+								"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 static const char verify_usage[] =
 	"Usage: tenant-backup verify OBJECT... | --tenant T [--engine E] [OPTIONS]\n"
@@ -32,7 +32,7 @@ static const char verify_usage[] =
 	"  --wal               with --tenant: the archived WAL of dedicated tenant T instead,\n"
 	"                      every file, and that no segment is missing on any timeline\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 static const char restore_rdb_usage[] =
 	"Usage: tenant-backup restore-rdb OBJECT --dir DIR [OPTIONS]\n"
@@ -44,7 +44,7 @@ static const char restore_rdb_usage[] =
 	"\n"
 	"  --dir DIR           directory to write dump.rdb into (an absolute path)\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n";
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 typedef struct read_session
 {

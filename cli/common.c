@@ -12,6 +12,8 @@ cli_context_init(cli_context *ctx)
 {
 	ctx->storage_url = getenv("TENANT_BACKUP_STORAGE");
 	ctx->master_key_file = getenv("TENANT_BACKUP_MASTER_KEY_FILE");
+	ctx->key_command = getenv("TENANT_BACKUP_KEY_COMMAND");
+	ctx->key_command_given = false;
 }
 
 int
@@ -34,6 +36,10 @@ cli_parse(const char *command, const char *usage, int argc, char **argv, const s
 			case CLI_OPT_MASTER_KEY:
 				ctx->master_key_file = optarg;
 				break;
+			case CLI_OPT_KEY_COMMAND:
+				ctx->key_command = optarg;
+				ctx->key_command_given = true;
+				break;
 			case 'h':
 				fputs(usage, stdout);
 				return -1;
@@ -46,6 +52,9 @@ cli_parse(const char *command, const char *usage, int argc, char **argv, const s
 					return rc;
 		}
 	}
+	/* An empty command (--key-command '') means none, also over the environment's. */
+	if (ctx->key_command != NULL && ctx->key_command[0] == '\0')
+		ctx->key_command = NULL;
 	return 0;
 }
 
@@ -90,6 +99,7 @@ cli_load_master_key(const cli_context *ctx, master_key *out)
 		fprintf(stderr, "tenant-backup: %s\n", err.msg);
 		return -1;
 	}
+	out->key_command = ctx->key_command;
 	return 0;
 }
 

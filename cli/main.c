@@ -20,6 +20,7 @@ static const cli_command cli_commands[] = {
 	{"restore-rdb", cmd_restore_rdb, "write a Redis RDB snapshot backup as DIR/dump.rdb"},
 	{"restore-pitr", cmd_restore_pitr, "set up a dedicated PostgreSQL tenant's cluster to recover to a point in time"},
 	{"wal-fetch", cmd_wal_fetch, "decrypt one archived WAL file (PostgreSQL's restore_command)"},
+	{"rotate-master", cmd_rotate_master, "re-wrap the tenant keys in storage with a new master key"},
 };
 
 static void
@@ -27,10 +28,10 @@ cli_main_usage(FILE *out)
 {
 	fprintf(out, "Usage: tenant-backup COMMAND [OPTIONS]\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
-		fprintf(out, "  %-12s %s\n", cli_commands[i].name, cli_commands[i].summary);
+		fprintf(out, "  %-14s %s\n", cli_commands[i].name, cli_commands[i].summary);
 	fprintf(out, "\nCommon options:\n"
 				 "  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-				 "  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n"
+				 "  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE
 				 "\n'tenant-backup COMMAND --help' describes each command.\n");
 }
 

@@ -57,7 +57,8 @@ repo_tenant_key_create(storage *st, const master_key *master, const char *tenant
 
 	if (keys_tenant_generate(tenant, out, err) != 0)
 		return -1;
-	doc = keys_tenant_wrap(master, out, err);
+	doc = master->key_command ? keys_tenant_wrap_command(master->key_command, out, err)
+							  : keys_tenant_wrap(master, out, err);
 	if (doc == NULL)
 	{
 		keys_tenant_wipe(out);
@@ -76,6 +77,114 @@ repo_tenant_key_create(storage *st, const master_key *master, const char *tenant
 	else
 		free(doc);
 	return 0;
+}
+
+int
+repo_tenant_key_rewrap(storage *st, const master_key *old_master, const master_key *new_master, const char *tenant,
+					   const char *doc, char **new_doc, tb_error *err)
+{
+	char key[256];
+	tenant_key tk;
+	int rc;
+
+	*new_doc = NULL;
+	if (names_check_tenant(tenant, err) != 0)
+		return -1;
+	/* A document the new key wraps already (a rerun after a failure) is stored as it is. */
+	rc = keys_tenant_unwrap(new_master, doc, tenant, NULL, &tk, err);
+	if (rc != 0)
+		rc = keys_tenant_unwrap(old_master, doc, tenant, NULL, &tk, err);
+	if (rc != 0)
+		return -1;
+	*new_doc = keys_tenant_wrap(new_master, &tk, err);
+	repo_key_doc_key(tenant, tk.id, key, sizeof(key));
+	keys_tenant_wipe(&tk);
+	if (*new_doc == NULL)
+		return -1;
+	if (storage_put(st, key, *new_doc, strlen(*new_doc), err) != 0)
+	{
+		free(*new_doc);
+		*new_doc = NULL;
+		return tb_error_prefix(err, "unable to store the re-wrapped key of tenant '%s'", tenant);
+	}
+	return 0;
+}
+
+int
+repo_delete_backup(storage *st, const char *object, uint64_t *bytes, tb_error *err)
+{
+	char manifest_key[1024];
+	storage_info info;
+
+	*bytes = 0;
+	if (repo_manifest_key(object, manifest_key, sizeof(manifest_key), err) != 0)
+		return -1;
+	if (storage_head(st, object, &info, err) == 0)
+		*bytes = info.size;
+	else if (err->code != TB_ERR_NOT_FOUND)
+		return -1;
+	if (storage_delete(st, manifest_key, err) != 0 || storage_delete(st, object, err) != 0)
+		return tb_error_prefix(err, "unable to delete backup object '%s'", object);
+	return 0;
+}
+
+#define REPO_DELETE_BATCH 1000
+
+typedef struct repo_delete_batch
+{
+	char *keys[REPO_DELETE_BATCH];
+	int n;
+	bool out_of_memory;
+	uint64_t bytes;
+} repo_delete_batch;
+
+static int
+repo_delete_collect(const char *key, const storage_info *info, void *arg)
+{
+	repo_delete_batch *b = arg;
+
+	b->keys[b->n] = strdup(key);
+	if (b->keys[b->n] == NULL)
+	{
+		b->out_of_memory = true;
+		return 1;
+	}
+	b->n++;
+	b->bytes += info->size;
+	return b->n == REPO_DELETE_BATCH;
+}
+
+int
+repo_delete_prefix(storage *st, const char *prefix, uint64_t *objects, uint64_t *bytes, tb_error *err)
+{
+	repo_delete_batch *b = calloc(1, sizeof(*b));
+	int rc = 0;
+
+	*objects = *bytes = 0;
+	if (b == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	/* In batches, listing again after each: memory stays bounded whatever the count. */
+	do
+	{
+		b->n = 0;
+		b->bytes = 0;
+		if (storage_list(st, prefix, repo_delete_collect, b, err) != 0)
+			rc = tb_error_prefix(err, "unable to list '%s'", prefix);
+		else if (b->out_of_memory)
+			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory listing '%s'", prefix);
+		for (int i = 0; i < b->n && rc == 0; i++)
+			if (storage_delete(st, b->keys[i], err) != 0)
+				rc = tb_error_prefix(err, "unable to delete '%s'", b->keys[i]);
+		if (rc == 0)
+		{
+			*objects += (uint64_t) b->n;
+			*bytes += b->bytes;
+		}
+		for (int i = 0; i < b->n; i++)
+			free(b->keys[i]);
+	} while (rc == 0 && b->n == REPO_DELETE_BATCH);
+	free(b);
+	return rc;
 }
 
 int

@@ -34,11 +34,26 @@ typedef struct repo_put repo_put;
 typedef struct repo_reader repo_reader;
 
 /*
- * Creates a tenant key and stores it wrapped by the master key. With wrapped_doc, the
- * stored document is also returned there (the caller frees it).
+ * Creates a tenant key and stores it wrapped by the master key, or by the tenant's own
+ * command when master->key_command is set. With wrapped_doc, the stored document is
+ * also returned there (the caller frees it).
  */
 int repo_tenant_key_create(storage *st, const master_key *master, const char *tenant, tenant_key *out,
 						   char **wrapped_doc, tb_error *err);
+
+/*
+ * Master key rotation of one key document (wrapped by old_master, or already by
+ * new_master after an earlier attempt): stores it wrapped by new_master in storage and
+ * returns that document in *new_doc (the caller frees it).
+ */
+int repo_tenant_key_rewrap(storage *st, const master_key *old_master, const master_key *new_master, const char *tenant,
+						   const char *doc, char **new_doc, tb_error *err);
+
+/* Deletes a backup object and its manifest (the manifest first); *bytes: the object's size, 0 if already gone. */
+int repo_delete_backup(storage *st, const char *object, uint64_t *bytes, tb_error *err);
+
+/* Deletes every object whose key begins with prefix; counts them and their bytes. */
+int repo_delete_prefix(storage *st, const char *prefix, uint64_t *objects, uint64_t *bytes, tb_error *err);
 
 /* Loads and unwraps key_id of tenant from storage. */
 int repo_tenant_key_load(storage *st, const master_key *master, const char *tenant, const char *key_id, tenant_key *out,

@@ -42,8 +42,10 @@ tb_job_load(int64 job_id, tb_job *job)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_execute_with_args("SELECT j.kind, j.tenant, j.engine, j.source_id, s.locator, s.sealed_password,"
-						  "       j.backup_id, j.restore_target, j.attempts, j.max_attempts, NOT s.added_by_superuser"
+						  "       j.backup_id, j.restore_target, j.attempts, j.max_attempts, NOT s.added_by_superuser,"
+						  "       t.key_command"
 						  " FROM tenant_backup.jobs j JOIN tenant_backup.sources s ON s.id = j.source_id"
+						  " JOIN tenant_backup.tenants t ON t.name = j.tenant"
 						  " WHERE j.id = $1 AND j.state = 'running'",
 						  1, &type, &arg, NULL, false, 1);
 	found = SPI_processed == 1;
@@ -54,6 +56,7 @@ tb_job_load(int64 job_id, tb_job *job)
 		char *backup_id = SPI_getvalue(t, d, 7);
 
 		strlcpy(job->kind, SPI_getvalue(t, d, 1), sizeof(job->kind));
+		job->drill = strcmp(job->kind, "drill") == 0;
 		strlcpy(job->tenant, SPI_getvalue(t, d, 2), sizeof(job->tenant));
 		strlcpy(job->engine, SPI_getvalue(t, d, 3), sizeof(job->engine));
 		job->source_id = pg_strtoint64(SPI_getvalue(t, d, 4));
@@ -64,6 +67,7 @@ tb_job_load(int64 job_id, tb_job *job)
 		job->attempts = pg_strtoint32(SPI_getvalue(t, d, 9));
 		job->max_attempts = pg_strtoint32(SPI_getvalue(t, d, 10));
 		job->must_use_password = strcmp(SPI_getvalue(t, d, 11), "t") == 0;
+		job->key_command = tb_copy_value(t, d, 12);
 	}
 	SPI_finish();
 	PopActiveSnapshot();

@@ -12,7 +12,8 @@
 typedef struct tb_job
 {
 	int64 id;
-	char kind[8];
+	char kind[8]; /* backup, restore or drill */
+	bool drill;   /* a restore drill: load into scratch, compare, remove */
 	char tenant[64];
 	char engine[16];
 	int64 source_id;
@@ -26,7 +27,8 @@ typedef struct tb_job
 	char lease_owner[64];
 	int64 bytes_done;
 	TimestampTz last_report;
-	char *result; /* a stored backup: JSON with object, bytes_in, bytes_stored, sha256, key_id */
+	char *key_command;      /* the tenant's own key command (BYOK), NULL: the master key wraps its keys */
+	char *result; /* a stored backup: JSON with object, bytes_in, bytes_stored, sha256, key_id, contents; a drill's findings */
 } tb_job;
 
 /*

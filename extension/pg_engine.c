@@ -7,6 +7,8 @@
 #include "tenant_backup.h"
 
 #include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "common/string.h"
@@ -23,6 +25,7 @@
 #include "child.h"
 #include "job.h"
 #include "repo.h"
+#include "tar_count.h"
 
 #define TB_PIPE_BUFFER (1024 * 1024)
 #define TB_SWAP_WAIT_SECONDS 30
@@ -257,12 +260,21 @@ tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure)
 	return child->lease_lost ? pstrdup(TB_LEASE_LOST) : NULL;
 }
 
-/* Loads the tenant's active key from the catalog, unwrapped with the master key. */
+/* The master key, and the tenant's own key command for keys wrapped by it. */
 static void
-tb_active_tenant_key(const char *tenant, tenant_key *out)
+tb_job_master_key(tb_job *job, master_key *out)
 {
+	tb_master_key(out);
+	out->key_command = job->key_command;
+}
+
+/* Loads the tenant's active key from the catalog, unwrapped with the master key or the tenant's command. */
+static void
+tb_active_tenant_key(tb_job *job, tenant_key *out)
+{
+	const char *tenant = job->tenant;
 	const char *args[1] = {tenant};
-	char *doc = tb_sql("SELECT wrapped::text FROM tenant_backup.keys WHERE tenant = $1 AND state = 'active'"
+	char *doc = tb_sql("SELECT wrapped::text FROM tenant_backup.key_store WHERE tenant = $1 AND state = 'active'"
 					   " ORDER BY created DESC, key_id DESC LIMIT 1",
 					   1, args);
 	master_key master;
@@ -272,7 +284,7 @@ tb_active_tenant_key(const char *tenant, tenant_key *out)
 	if (doc == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), errmsg("tenant \"%s\" has no active key", tenant)));
-	tb_master_key(&master);
+	tb_job_master_key(job, &master);
 	rc = keys_tenant_unwrap(&master, doc, tenant, NULL, out, &err);
 	keys_master_wipe(&master);
 	if (rc != 0)
@@ -280,11 +292,88 @@ tb_active_tenant_key(const char *tenant, tenant_key *out)
 }
 
 /*
+ * Runs sql on an admin connection and returns its last result (the caller clears it).
+ * Asynchronous on purpose: DROP DATABASE on our own cluster waits for every backend,
+ * this worker included, to absorb a ProcSignalBarrier, so we must keep answering
+ * interrupts while we wait for it.
+ */
+static PGresult *
+tb_admin_run(PGconn *conn, const char *sql)
+{
+	PGresult *last = NULL;
+	PGresult *res;
+
+	if (!PQsendQuery(conn, sql))
+		return NULL;
+	for (;;)
+	{
+		while (PQisBusy(conn))
+		{
+			int rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH, PQsocket(conn),
+									   -1L, PG_WAIT_EXTENSION);
+
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+			if ((rc & WL_SOCKET_READABLE) && !PQconsumeInput(conn))
+				break;
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		PQclear(last);
+		last = res;
+	}
+	return last;
+}
+
+/* Runs one admin statement; returns NULL or the server's message. */
+static char *
+tb_admin_exec(PGconn *conn, const char *sql)
+{
+	PGresult *res = tb_admin_run(conn, sql);
+	char *failure = NULL;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		failure = psprintf("%s", pchomp(PQerrorMessage(conn)));
+	PQclear(res);
+	return failure;
+}
+
+/* The first column of the first row of sql, or NULL. */
+static char *
+tb_admin_value(PGconn *conn, const char *sql)
+{
+	PGresult *res = tb_admin_run(conn, sql);
+	char *value = NULL;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+		value = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return value;
+}
+
+/*
+ * Rows of every table pg_dump dumps the data of (the tenant's own tables, not those
+ * of extensions), counted in one statement: {"tables": {"schema.table": rows}}.
+ */
+#define TB_COUNT_ROWS                                                                                                 \
+	"SELECT jsonb_build_object('tables', coalesce(jsonb_object_agg(n.nspname || '.' || c.relname,"                     \
+	" (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname),"    \
+	" false, true, '')))[1]::text::bigint), '{}'))"                                                                    \
+	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"                                                   \
+	" WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"                             \
+	" AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"           \
+	" AND d.deptype = 'e')"
+
+/*
  * Streams pg_dump's output into put, counting it in job->bytes_done; returns NULL or
  * why it failed. put is left for the caller.
  */
 static char *
-tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put)
+tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files)
 {
 	char *buf = palloc(TB_PIPE_BUFFER);
 	tb_error err = {0};
@@ -294,6 +383,8 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put)
 	{
 		if (repo_put_write(put, buf, n, &err) != 0)
 			return psprintf("could not store the backup: %s", err.msg);
+		if (files != NULL)
+			tar_count_feed(files, buf, n);
 		job->bytes_done += n;
 		if (!tb_job_progress(job, job->bytes_done, false))
 			return pstrdup(TB_LEASE_LOST);
@@ -407,11 +498,14 @@ tb_pg_backup(tb_job *job)
 	storage *st;
 	repo_put *put;
 	manifest m;
-	char *backup_id, *conninfo, *command, *failure = NULL, *range;
+	char *backup_id, *conninfo, *command = NULL, *failure = NULL, *range;
 	char *volatile messages = NULL;
 	bool base = tb_tenant_dedicated(job->tenant);
 	const char *tool = base ? "pg_basebackup" : "pg_dump";
 	tb_child dump;
+	tar_count files;
+	PGconn *snapshot = NULL;
+	char *contents = NULL;
 
 	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
 	snprintf(source_id, sizeof(source_id), INT64_FORMAT, job->source_id);
@@ -430,7 +524,7 @@ tb_pg_backup(tb_job *job)
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H%M%SZ", gmtime(&now));
 		options.object_name = psprintf("base/%s-%s.tbk", stamp, backup_id);
 	}
-	tb_active_tenant_key(job->tenant, &key);
+	tb_active_tenant_key(job, &key);
 	st = tb_storage();
 	put = repo_put_begin(st, &key, "postgres", &options, &err);
 	keys_tenant_wipe(&key);
@@ -452,10 +546,24 @@ tb_pg_backup(tb_job *job)
 										   conninfo),
 						   tb_shell_quote(messages));
 	}
-	else
-		command = tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo);
 	tb_passfile_create(job);
 	failure = tb_check_password_used(job, conninfo);
+	tar_count_init(&files);
+	if (!base && failure == NULL)
+	{
+		/* pg_dump runs in a snapshot we hold, so that its rows can be counted as it saw them. */
+		char *name = NULL;
+
+		snapshot = PQconnectdb(conninfo);
+		if (PQstatus(snapshot) != CONNECTION_OK ||
+			tb_admin_exec(snapshot, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") != NULL ||
+			(name = tb_admin_value(snapshot, "SELECT pg_export_snapshot()")) == NULL)
+			failure = psprintf("could not take a snapshot of the tenant's database: %s",
+							   pchomp(PQerrorMessage(snapshot)));
+		else
+			command = tb_tool_command(
+				"pg_dump", psprintf("--format=custom --compress=0 --no-password --snapshot=%s", name), conninfo);
+	}
 	if (failure == NULL && !tb_child_start(&dump, command, true))
 		failure = psprintf("could not run %s: %m", tool);
 	else if (failure == NULL)
@@ -464,11 +572,12 @@ tb_pg_backup(tb_job *job)
 		(void) fcntl(dump.fd, F_SETPIPE_SZ, TB_PIPE_BUFFER);
 		PG_TRY();
 		{
-			failure = tb_pg_dump_into(job, &dump, put);
+			failure = tb_pg_dump_into(job, &dump, put, base ? &files : NULL);
 		}
 		PG_CATCH();
 		{
 			tb_child_kill(&dump);
+			PQfinish(snapshot);
 			tb_passfile_remove();
 			repo_put_abort(put);
 			storage_close(st);
@@ -477,6 +586,14 @@ tb_pg_backup(tb_job *job)
 		PG_END_TRY();
 		failure = tb_tool_end(&dump, job, tool, failure);
 	}
+	if (failure == NULL && snapshot != NULL && (contents = tb_admin_value(snapshot, TB_COUNT_ROWS)) == NULL)
+		failure = psprintf("could not count the rows pg_dump saw: %s", pchomp(PQerrorMessage(snapshot)));
+	else if (failure == NULL && base && files.broken)
+		failure = pstrdup("pg_basebackup's output is not a tar stream");
+	else if (failure == NULL && base)
+		contents = psprintf("{\"files\": " UINT64_FORMAT ", \"bytes\": " UINT64_FORMAT "}", (uint64) files.files,
+							(uint64) files.bytes);
+	PQfinish(snapshot);
 	tb_passfile_remove();
 	range = messages ? tb_base_backup_range(messages) : "";
 	if (failure == NULL && base && range[0] == '\0')
@@ -495,8 +612,8 @@ tb_pg_backup(tb_job *job)
 	storage_close(st);
 
 	job->result = psprintf("{\"object\": \"%s\", \"bytes_in\": " UINT64_FORMAT ", \"bytes_stored\": " UINT64_FORMAT
-						   ", \"sha256\": \"%s\", \"key_id\": \"%s\"%s}",
-						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id, range);
+						   ", \"sha256\": \"%s\", \"key_id\": \"%s\", \"contents\": %s%s}",
+						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id, contents, range);
 	tb_job_progress(job, job->bytes_done, true);
 	if (base)
 		tb_base_backup_retire_wal(job, range);
@@ -504,70 +621,6 @@ tb_pg_backup(tb_job *job)
 						 " bytes, " UINT64_FORMAT " stored",
 						 backup_id, job->tenant, m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes)));
 	return NULL;
-}
-
-/*
- * Runs sql on an admin connection and returns its last result (the caller clears it).
- * Asynchronous on purpose: DROP DATABASE on our own cluster waits for every backend,
- * this worker included, to absorb a ProcSignalBarrier, so we must keep answering
- * interrupts while we wait for it.
- */
-static PGresult *
-tb_admin_run(PGconn *conn, const char *sql)
-{
-	PGresult *last = NULL;
-	PGresult *res;
-
-	if (!PQsendQuery(conn, sql))
-		return NULL;
-	for (;;)
-	{
-		while (PQisBusy(conn))
-		{
-			int rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH, PQsocket(conn),
-									   -1L, PG_WAIT_EXTENSION);
-
-			if (rc & WL_LATCH_SET)
-			{
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-			}
-			if ((rc & WL_SOCKET_READABLE) && !PQconsumeInput(conn))
-				break;
-		}
-		res = PQgetResult(conn);
-		if (res == NULL)
-			break;
-		PQclear(last);
-		last = res;
-	}
-	return last;
-}
-
-/* Runs one admin statement; returns NULL or the server's message. */
-static char *
-tb_admin_exec(PGconn *conn, const char *sql)
-{
-	PGresult *res = tb_admin_run(conn, sql);
-	char *failure = NULL;
-
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		failure = psprintf("%s", pchomp(PQerrorMessage(conn)));
-	PQclear(res);
-	return failure;
-}
-
-/* The first column of the first row of sql, or NULL. */
-static char *
-tb_admin_value(PGconn *conn, const char *sql)
-{
-	PGresult *res = tb_admin_run(conn, sql);
-	char *value = NULL;
-
-	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
-		value = pstrdup(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	return value;
 }
 
 /*
@@ -605,9 +658,9 @@ tb_pg_grants_of(PGconn *conn, const char *live, const char *onto)
 				 quote_literal_cstr(onto), quote_literal_cstr(live)));
 }
 
-/* Streams the authenticated plaintext of reader into pg_restore; NULL or why it failed. */
+/* Streams the authenticated plaintext of reader into a tool (pg_restore, tar); NULL or why it failed. */
 static char *
-tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore)
+tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool)
 {
 	char *buf = palloc(TB_PIPE_BUFFER);
 	tb_error err = {0};
@@ -616,7 +669,7 @@ tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore)
 	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
 	{
 		if (tb_child_write(restore, job, buf, n) != 0)
-			return restore->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not feed pg_restore: %m");
+			return restore->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not feed %s: %m", tool);
 		job->bytes_done += n;
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -667,12 +720,120 @@ tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old)
 	return failure;
 }
 
+/* A drill's findings: the stored object's SHA-256 as read, and what it loaded. */
+static char *
+tb_drill_result(tb_job *job, repo_reader *reader, const char *contents)
+{
+	stream_stats stats;
+	char sha[2 * CRYPTO_SHA256_LEN + 1];
+
+	repo_reader_stats(reader, &stats);
+	if (!stats.stored_sha256_known)
+		return pstrdup("drill: the object's SHA-256 was not computed");
+	crypto_hex_encode(stats.stored_sha256, CRYPTO_SHA256_LEN, sha);
+	job->result = psprintf("{\"sha256\": \"%s\", \"contents\": %s}", sha, contents);
+	return NULL;
+}
+
+/* Counts the rows the drill loaded into its scratch database, as the backup counted them. */
+static char *
+tb_pg_drill_check(tb_job *job, repo_reader *reader, const char *conninfo)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+	char *contents = PQstatus(conn) == CONNECTION_OK ? tb_admin_value(conn, TB_COUNT_ROWS) : NULL;
+	char *failure = contents ? tb_drill_result(job, reader, contents)
+							 : psprintf("drill: could not count the restored rows: %s", pchomp(PQerrorMessage(conn)));
+
+	PQfinish(conn);
+	return failure;
+}
+
+static uint64 tb_scratch_files;
+static uint64 tb_scratch_bytes;
+
+static int
+tb_scratch_count(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	if (type == FTW_F && S_ISREG(sb->st_mode))
+	{
+		tb_scratch_files++;
+		tb_scratch_bytes += sb->st_size;
+	}
+	return 0;
+}
+
+static int
+tb_scratch_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/*
+ * A drill of a base backup: unpacked by tar into a scratch directory, its files and
+ * bytes counted on disk against the tar the backup was made from, then removed.
+ */
+static char *
+tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
+{
+	stream_reader_options read_options = {.hash_stored = true};
+	const char *tmp = getenv("TMPDIR");
+	char *scratch = psprintf("%s/tenant_backup_drill_" INT64_FORMAT "_XXXXXX", tmp && tmp[0] ? tmp : "/tmp", job->id);
+	char *failure = NULL;
+	master_key master;
+	tb_error err = {0};
+	repo_reader *reader;
+	storage *st;
+	tb_child tar;
+
+	if (mkdtemp(scratch) == NULL)
+		return psprintf("drill: could not create a scratch directory: %m");
+	tb_job_master_key(job, &master);
+	st = tb_storage();
+	reader = repo_reader_open(st, &master, object, &read_options, &err);
+	keys_master_wipe(&master);
+	if (reader == NULL)
+		failure = psprintf("backup %s cannot be read: %s", backup_id, err.msg);
+	else if (!tb_child_start(&tar, psprintf("exec tar -x -f - -C %s", tb_shell_quote(scratch)), false))
+		failure = psprintf("could not run tar: %m");
+	else
+	{
+		PG_TRY();
+		{
+			failure = tb_pg_restore_from(job, reader, &tar, "tar");
+		}
+		PG_CATCH();
+		{
+			tb_child_kill(&tar);
+			nftw(scratch, tb_scratch_remove, 16, FTW_DEPTH | FTW_PHYS);
+			repo_reader_close(reader);
+			storage_close(st);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		failure = tb_tool_end(&tar, job, "tar", failure);
+	}
+	tb_scratch_files = tb_scratch_bytes = 0;
+	if (failure == NULL && nftw(scratch, tb_scratch_count, 16, FTW_PHYS) != 0)
+		failure = psprintf("drill: could not walk the scratch directory: %m");
+	if (failure == NULL)
+		failure = tb_drill_result(job, reader,
+								  psprintf("{\"files\": " UINT64_FORMAT ", \"bytes\": " UINT64_FORMAT "}",
+										   tb_scratch_files, tb_scratch_bytes));
+	if (reader != NULL)
+		repo_reader_close(reader);
+	storage_close(st);
+	if (nftw(scratch, tb_scratch_remove, 16, FTW_DEPTH | FTW_PHYS) != 0)
+		ereport(WARNING, (errmsg("tenant_backup: could not remove drill scratch directory \"%s\": %m", scratch)));
+	return failure;
+}
+
 char *
 tb_pg_restore(tb_job *job)
 {
 	char backup_id[32];
 	const char *args[1] = {backup_id};
 	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL;
+	stream_reader_options read_options = {.hash_stored = job->drill};
 	master_key master;
 	tb_error err = {0};
 	repo_reader *reader;
@@ -685,6 +846,8 @@ tb_pg_restore(tb_job *job)
 		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
 	if (object == NULL)
 		return psprintf("backup %s is not a complete backup", backup_id);
+	if (strstr(object, "/postgres/base/") != NULL && job->drill)
+		return tb_pg_drill_base(job, object, backup_id);
 	if (strstr(object, "/postgres/base/") != NULL)
 		return psprintf("backup %s is a base backup of a dedicated cluster: restore it to a point in time with "
 						"tenant-backup restore-pitr --tenant %s",
@@ -693,12 +856,13 @@ tb_pg_restore(tb_job *job)
 		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
 	live = tb_source_dbname(job);
 	fresh = job->restore_target ? pstrdup(job->restore_target)
-								: psprintf("%.*s_tb_new_" INT64_FORMAT, tb_clip(live), live, job->id);
+								: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new",
+										   job->id);
 
 	/* The header authenticates before anything is created. */
-	tb_master_key(&master);
+	tb_job_master_key(job, &master);
 	st = tb_storage();
-	reader = repo_reader_open(st, &master, object, NULL, &err);
+	reader = repo_reader_open(st, &master, object, &read_options, &err);
 	keys_master_wipe(&master);
 	if (reader == NULL)
 	{
@@ -747,7 +911,7 @@ tb_pg_restore(tb_job *job)
 		{
 			PG_TRY();
 			{
-				failure = tb_pg_restore_from(job, reader, &restore);
+				failure = tb_pg_restore_from(job, reader, &restore, "pg_restore");
 			}
 			PG_CATCH();
 			{
@@ -765,8 +929,18 @@ tb_pg_restore(tb_job *job)
 		if (failure != NULL)
 			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}
+	if (failure == NULL && job->drill)
+		failure = tb_pg_drill_check(job, reader, fresh_conninfo);
+	if (job->drill)
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	repo_reader_close(reader);
 	storage_close(st);
+	if (job->drill)
+	{
+		PQfinish(admin);
+		tb_passfile_remove();
+		return failure;
+	}
 	/* A restore already given up on (its lease taken back) must not replace anything. */
 	if (failure == NULL && !tb_job_progress(job, job->bytes_done, true))
 	{

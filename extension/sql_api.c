@@ -26,6 +26,11 @@
 PG_FUNCTION_INFO_V1(tenant_backup_key_create);
 PG_FUNCTION_INFO_V1(tenant_backup_seal_secret);
 PG_FUNCTION_INFO_V1(tenant_backup_run_request);
+PG_FUNCTION_INFO_V1(tenant_backup_master_key_id);
+PG_FUNCTION_INFO_V1(tenant_backup_key_rewrap);
+PG_FUNCTION_INFO_V1(tenant_backup_secret_reseal);
+PG_FUNCTION_INFO_V1(tenant_backup_storage_delete);
+PG_FUNCTION_INFO_V1(tenant_backup_storage_delete_prefix);
 PG_FUNCTION_INFO_V1(tenant_backup_require_worker);
 PG_FUNCTION_INFO_V1(tenant_backup_split_conninfo);
 
@@ -93,7 +98,7 @@ tenant_backup_require_worker(PG_FUNCTION_ARGS)
 Datum
 tenant_backup_key_create(PG_FUNCTION_ARGS)
 {
-	char *tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *tenant;
 	master_key master;
 	tenant_key key;
 	tb_error err = {0};
@@ -102,17 +107,144 @@ tenant_backup_key_create(PG_FUNCTION_ARGS)
 	Datum result;
 	int rc;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("a tenant key needs a tenant")));
+	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	tb_master_key(&master);
+	/* With the tenant's own command, the new key is wrapped by it, not by the master key. */
+	master.key_command = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	st = tb_storage();
 	rc = repo_tenant_key_create(st, &master, tenant, &key, &doc, &err);
 	keys_master_wipe(&master);
 	keys_tenant_wipe(&key);
 	storage_close(st);
 	if (rc != 0)
-		tb_raise(&err, psprintf("could not create the key of tenant \"%s\"", tenant));
+		tb_raise(&err, psprintf("could not create a key for tenant \"%s\"", tenant));
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(pstrdup(doc)));
 	free(doc);
 	PG_RETURN_DATUM(result);
+}
+
+/* The master key in path, for rotation; the messages of keys_master_load name the file, never the key. */
+static void
+tb_master_key_from_file(const char *path, master_key *out)
+{
+	tb_error err = {0};
+
+	if (keys_master_load(path, out, &err) != 0)
+		tb_raise(&err, "could not load the new master key");
+}
+
+Datum
+tenant_backup_master_key_id(PG_FUNCTION_ARGS)
+{
+	master_key master;
+	text *id;
+
+	if (PG_ARGISNULL(0))
+		tb_master_key(&master);
+	else
+		tb_master_key_from_file(text_to_cstring(PG_GETARG_TEXT_PP(0)), &master);
+	id = cstring_to_text(master.id);
+	keys_master_wipe(&master);
+	PG_RETURN_TEXT_P(id);
+}
+
+Datum
+tenant_backup_key_rewrap(PG_FUNCTION_ARGS)
+{
+	char *tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *doc = text_to_cstring(DatumGetTextPP(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1))));
+	master_key old_master, new_master;
+	tb_error err = {0};
+	char *new_doc = NULL;
+	storage *st;
+	Datum result;
+	int rc;
+
+	tb_master_key(&old_master);
+	tb_master_key_from_file(text_to_cstring(PG_GETARG_TEXT_PP(2)), &new_master);
+	st = tb_storage();
+	rc = repo_tenant_key_rewrap(st, &old_master, &new_master, tenant, doc, &new_doc, &err);
+	keys_master_wipe(&old_master);
+	keys_master_wipe(&new_master);
+	storage_close(st);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not re-wrap a key of tenant \"%s\"", tenant));
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(pstrdup(new_doc)));
+	free(new_doc);
+	PG_RETURN_DATUM(result);
+}
+
+Datum
+tenant_backup_secret_reseal(PG_FUNCTION_ARGS)
+{
+	char *context = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *sealed = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	master_key old_master, new_master;
+	tb_error err = {0};
+	char *secret = NULL;
+	char *resealed = NULL;
+	text *result;
+
+	tb_master_key(&old_master);
+	tb_master_key_from_file(text_to_cstring(PG_GETARG_TEXT_PP(2)), &new_master);
+	if (keys_secret_open(&old_master, context, sealed, &secret, &err) == 0)
+	{
+		resealed = keys_secret_seal(&new_master, context, secret, &err);
+		explicit_bzero(secret, strlen(secret));
+		free(secret);
+	}
+	keys_master_wipe(&old_master);
+	keys_master_wipe(&new_master);
+	if (resealed == NULL)
+		tb_raise(&err, psprintf("could not reseal a %s", context));
+	result = cstring_to_text(resealed);
+	free(resealed);
+	PG_RETURN_TEXT_P(result);
+}
+
+Datum
+tenant_backup_storage_delete(PG_FUNCTION_ARGS)
+{
+	char *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	storage *st = tb_storage();
+	tb_error err = {0};
+	uint64_t bytes;
+	int rc = repo_delete_backup(st, object, &bytes, &err);
+
+	storage_close(st);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not delete backup object \"%s\"", object));
+	PG_RETURN_INT64((int64) bytes);
+}
+
+Datum
+tenant_backup_storage_delete_prefix(PG_FUNCTION_ARGS)
+{
+	char *prefix = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	storage *st;
+	tb_error err = {0};
+	uint64_t objects, bytes;
+	TupleDesc desc;
+	Datum values[2];
+	bool nulls[2] = {false, false};
+	int rc;
+
+	/* Only a tenant's own prefix: "<tenant>/" or below. */
+	if (strchr(prefix, '/') == NULL || prefix[0] == '/' || strstr(prefix, "..") != NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("\"%s\" is not a prefix inside a tenant's storage", prefix)));
+	st = tb_storage();
+	rc = repo_delete_prefix(st, prefix, &objects, &bytes, &err);
+	storage_close(st);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not delete the objects under \"%s\"", prefix));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum((int64) objects);
+	values[1] = Int64GetDatum((int64) bytes);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 Datum
@@ -269,7 +401,8 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 				failure = MemoryContextStrdup(outer, psprintf("job %s: %s", id, error ? error : "(no message)"));
 			}
 		}
-		if (done && failure == NULL)
+		/* A drill's failed checks are its result, not an error: the caller reports them. */
+		if (done && (failure == NULL || strcmp(req.kind, "drill") == 0))
 			for (uint64 i = 0; i < SPI_processed; i++)
 			{
 				bool isnull;
@@ -287,7 +420,7 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	MemoryContextDelete(poll);
-	if (failure != NULL)
+	if (failure != NULL && strcmp(req.kind, "drill") != 0)
 		ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 						errmsg("%s of tenant \"%s\" failed", req.kind, req.tenant), errdetail("%s", failure),
 						errhint("tenant_backup.status and tenant_backup.tenant_backups() show every attempt.")));

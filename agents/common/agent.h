@@ -34,7 +34,7 @@ typedef struct agent_job
 	char *kind; /* "backup", "restore" or "drill" */
 	/*
 	 * A restore drill: the engine loads the backup into its staging place as for a
-	 * restore, fills contents and plain_sha256 from what it loaded, then removes the
+	 * restore, fills contents and object_sha256 from what it loaded, then removes the
 	 * staging without touching anything live. The catalog compares both with what the
 	 * backup recorded at dump time.
 	 */
@@ -64,7 +64,7 @@ typedef struct agent_job
 	 * or {"keys": 1200}, malloc'd; NULL if the engine counts nothing.
 	 */
 	char *contents;
-	char plain_sha256[65]; /* drill: the SHA-256 of the plaintext read, in hex */
+	char object_sha256[65]; /* drill: SHA-256 of the stored object as read (open it with hash_stored) */
 	agent_stop stop;
 	agent *owner;
 } agent_job;

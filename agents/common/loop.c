@@ -121,7 +121,7 @@ agent_result_json(const agent_job *job, const manifest *m, double seconds)
 	char *text;
 
 	if (job->drill)
-		doc = json_pack("{s:s, s:o, s:f}", "sha256", job->plain_sha256, "contents", contents, "seconds", seconds);
+		doc = json_pack("{s:s, s:o, s:f}", "sha256", job->object_sha256, "contents", contents, "seconds", seconds);
 	else
 		doc = json_pack("{s:s, s:I, s:I, s:s, s:s, s:o, s:f}", "object", m->object, "bytes_in",
 						(json_int_t) m->plain_bytes, "bytes_stored", (json_int_t) m->stored_bytes, "sha256", m->sha256,

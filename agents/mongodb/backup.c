@@ -5,6 +5,7 @@
  * streamed into the repository. On a replica set or sharded cluster (5.0 and later)
  * all reads share one snapshot session: the backup is one point in time. A standalone
  * server has no snapshots: each collection is read as it is while its cursor runs.
+ * As they are written, each collection's documents are counted: the backup's contents.
  */
 #include "mongodb_agent.h"
 
@@ -23,6 +24,7 @@ typedef struct mongo_dump
 	bson_t **colls;                   /* listCollections entries, by name */
 	size_t ncolls;
 	uint64_t docs;
+	bson_t counts; /* collection name -> documents written */
 } mongo_dump;
 
 /* Options for every read: the snapshot session when there is one. */
@@ -233,7 +235,7 @@ write_namespace_header(mongo_dump *d, const char *name, bool eof, uint64_t crc, 
 	return rc;
 }
 
-/* One collection's documents: a segment (if it has any), then its EOF header with their CRC. */
+/* One collection's documents: a segment (if it has any), then its EOF header with their CRC; counted in counts. */
 static int
 dump_documents(mongo_dump *d, const char *name, tb_error *err)
 {
@@ -274,6 +276,8 @@ dump_documents(mongo_dump *d, const char *name, tb_error *err)
 	if (rc == 0)
 		rc = mongo_archive_write_u32(d->put, MONGO_ARCHIVE_TERMINATOR, err);
 	d->docs += n;
+	if (rc == 0)
+		BSON_APPEND_INT64(&d->counts, name, (int64_t) n);
 	return rc;
 }
 
@@ -324,6 +328,8 @@ dump_database(mongo_dump *d, tb_error *err)
 		else
 			rc = dump_documents(d, mongo_field_utf8(d->colls[i], "name", ""), err);
 	}
+	if (rc == 0 && (d->job->contents = mongo_contents_json(&d->counts, err)) == NULL)
+		rc = -1;
 	if (rc == 0)
 		snprintf(d->job->detail, sizeof(d->job->detail), "%zu collections, %zu views, %llu documents%s",
 				 d->ncolls - views, views, (unsigned long long) d->docs,
@@ -340,6 +346,7 @@ mongo_backup(agent_job *job, repo_put *put, tb_error *err)
 
 	if (mongo_source_open(job, &src, err) != 0)
 		return -1;
+	bson_init(&d.counts);
 	d.db = mongoc_client_get_database(src.client, src.database);
 	rc = dump_database(&d, err);
 	if (rc != 0 && job->stop == AGENT_GO)
@@ -349,6 +356,7 @@ mongo_backup(agent_job *job, repo_put *put, tb_error *err)
 	free(d.colls);
 	if (d.session)
 		mongoc_client_session_destroy(d.session);
+	bson_destroy(&d.counts);
 	mongoc_database_destroy(d.db);
 	mongo_source_close(&src);
 	return rc;

@@ -20,6 +20,12 @@ void mongo_source_close(mongo_source *src);
 /* A libmongoc error as err: what was being done, and the server's or driver's words. */
 int mongo_error(tb_error *err, const bson_error_t *error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/*
+ * What a backup holds, as job->contents: {"collections": {"<name>": <documents>, ...}}
+ * from collections (name -> int64 count; views are not in it), malloc'd JSON text.
+ */
+char *mongo_contents_json(const bson_t *collections, tb_error *err);
+
 /* doc's string field key, or otherwise when it has none. */
 const char *mongo_field_utf8(const bson_t *doc, const char *key, const char *otherwise);
 

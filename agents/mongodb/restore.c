@@ -1,20 +1,24 @@
 /*
- * A MongoDB tenant's restore. Every collection of the archive is first loaded into a
- * staging collection beside the live ones, tb_restore_<job>.<name>, created with the
- * backed-up options, filled in ordered bulk batches (documents byte for byte, document
- * validation bypassed as mongorestore does), its CRC checked against the archive's,
- * and given its indexes. Only once the whole backup authenticated and loaded does live
- * change: each staging collection is renamed over its live one (renameCollection with
- * dropTarget, atomic per collection), then the views are created again. A failure
- * before that drops the staging collections and nothing else. Collections of the live
- * database that the backup does not hold are left alone. With a target, the backup
- * goes into that database, which must have no collections yet.
+ * A MongoDB tenant's restore, and its restore drill. Every collection of the archive is
+ * first loaded into a staging collection beside the live ones, tb_restore_<job>.<name>,
+ * created with the backed-up options, filled in ordered bulk batches (documents byte for
+ * byte, document validation bypassed as mongorestore does), its CRC checked against the
+ * archive's, and given its indexes. Only once the whole backup authenticated and loaded
+ * does a restore change live: each staging collection is renamed over its live one
+ * (renameCollection with dropTarget, atomic per collection), then the views are created
+ * again. Collections of the live database that the backup does not hold are left alone.
+ * With a target, the backup goes into that database, which must have no collections yet.
+ * A drill loads the same way, counts the documents of each staging collection and never
+ * swaps. Whatever ends the job, the staging collections not swapped in are dropped, and
+ * nothing else.
  */
 #include "mongodb_agent.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "crypto.h"
 
 #define LOAD_BATCH_DOCS 1000
 #define LOAD_BATCH_BYTES (8 * 1024 * 1024)
@@ -33,6 +37,7 @@ typedef struct mongo_ns
 	size_t pending, pending_bytes;
 	uint64_t crc, docs;
 	bool eof;
+	bool swapped; /* renamed over its live collection: no longer staging */
 } mongo_ns;
 
 typedef struct mongo_load
@@ -41,6 +46,7 @@ typedef struct mongo_load
 	mongo_source *src;
 	const char *dest;
 	mongoc_database_t *db;
+	repo_reader *reader;
 	mongo_archive_reader *ar;
 	char *archive_db;
 	mongo_ns *ns;
@@ -358,9 +364,16 @@ swap_in(mongo_load *l, tb_error *err)
 	bson_error_t error;
 
 	for (size_t i = 0; i < l->nns; i++)
-		if (!l->ns[i].view &&
-			!mongoc_collection_rename_with_opts(l->ns[i].coll, l->dest, l->ns[i].name, true, NULL, &error))
-			return mongo_error(err, &error, "renaming \"%s\" over collection \"%s\"", l->ns[i].staging, l->ns[i].name);
+	{
+		mongo_ns *ns = &l->ns[i];
+
+		if (ns->view)
+			continue;
+		if (!mongoc_collection_rename_with_opts(ns->coll, l->dest, ns->name, true, NULL, &error))
+			return mongo_error(err, &error, "renaming \"%s\" over collection \"%s\"", ns->staging, ns->name);
+		/* The handle now names the live collection (the driver renames it too): never drop it. */
+		ns->swapped = true;
+	}
 	for (size_t i = 0; i < l->nns; i++)
 	{
 		mongo_ns *ns = &l->ns[i];
@@ -381,16 +394,29 @@ swap_in(mongo_load *l, tb_error *err)
 	return 0;
 }
 
-/* What this restore created and did not swap in goes; nothing else. */
-static void
-drop_staging(mongo_load *l)
+/*
+ * What this job staged and did not swap in goes; nothing else. Every drop is tried; a
+ * failure is logged, and the first one is also err.
+ */
+static int
+drop_staging(mongo_load *l, tb_error *err)
 {
 	bson_error_t error;
+	int rc = 0;
 
 	for (size_t i = 0; i < l->nns; i++)
-		if (l->ns[i].coll && !mongoc_collection_drop_with_opts(l->ns[i].coll, NULL, &error) && error.code != 26)
-			agent_log("could not drop staging collection \"%s\" of database \"%s\": %s", l->ns[i].staging, l->dest,
-					  error.message);
+	{
+		mongo_ns *ns = &l->ns[i];
+
+		if (ns->coll == NULL || ns->swapped || mongoc_collection_drop_with_opts(ns->coll, NULL, &error) ||
+			error.code == 26)
+			continue;
+		agent_log("could not drop staging collection \"%s\" of database \"%s\": %s", ns->staging, l->dest,
+				  error.message);
+		if (rc == 0)
+			rc = mongo_error(err, &error, "dropping staging collection \"%s\"", ns->staging);
+	}
+	return rc;
 }
 
 static int
@@ -411,40 +437,101 @@ dest_is_empty(mongo_load *l, tb_error *err)
 								l->dest);
 }
 
+/* The backup, authenticated to its end, in staging collections of l->dest (restore and drill alike). */
+static int
+load_staging(mongo_load *l, tb_error *err)
+{
+	agent_job *job = l->job;
+	stream_reader_options options = {.readahead = true, .hash_stored = job->drill};
+	const stream_header *hdr;
+
+	if (job->object_key == NULL)
+		return tb_error_set(err, TB_ERR_INVALID, "the %s job names no backup object", job->kind);
+	if ((l->reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL ||
+		(l->ar = mongo_archive_reader_open(l->reader, err)) == NULL)
+		return -1;
+	hdr = repo_reader_header(l->reader);
+	if (strcmp(hdr->tenant, job->tenant) != 0 || strcmp(hdr->engine, "mongodb") != 0)
+		return tb_error_set(err, TB_ERR_CORRUPT, "backup %s belongs to tenant \"%s\" (%s), not to \"%s\" (mongodb)",
+							job->object_key, hdr->tenant, hdr->engine, job->tenant);
+	return load_archive(l, err);
+}
+
+/* A drill's findings: the documents each staging collection holds, and the SHA-256 of the object as read. */
+static int
+count_staging(mongo_load *l, tb_error *err)
+{
+	bson_t collections = BSON_INITIALIZER, filter = BSON_INITIALIZER;
+	bson_error_t error;
+	stream_stats stats;
+	size_t n = 0;
+	uint64_t docs = 0;
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < l->nns; i++)
+	{
+		mongo_ns *ns = &l->ns[i];
+		int64_t count;
+
+		if (ns->view)
+			continue;
+		if ((count = mongoc_collection_count_documents(ns->coll, &filter, NULL, NULL, NULL, &error)) < 0)
+			rc = mongo_error(err, &error, "counting the documents of staging collection \"%s\"", ns->staging);
+		else
+		{
+			BSON_APPEND_INT64(&collections, ns->name, count);
+			docs += (uint64_t) count;
+			n++;
+		}
+	}
+	if (rc == 0 && (l->job->contents = mongo_contents_json(&collections, err)) == NULL)
+		rc = -1;
+	bson_destroy(&collections);
+	bson_destroy(&filter);
+	if (rc != 0)
+		return -1;
+	repo_reader_stats(l->reader, &stats);
+	if (!stats.stored_sha256_known)
+		return tb_error_set(err, TB_ERR_INVALID, "the SHA-256 of backup %s as stored was not computed",
+							l->job->object_key);
+	crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), l->job->object_sha256);
+	snprintf(l->job->detail, sizeof(l->job->detail), "drill: %zu collections, %llu documents staged in \"%s\"", n,
+			 (unsigned long long) docs, l->dest);
+	return 0;
+}
+
 int
 mongo_restore(agent_job *job, tb_error *err)
 {
 	mongo_source src;
 	mongo_load l = {.job = job, .src = &src};
-	stream_reader_options options = {.readahead = true};
-	repo_reader *reader = NULL;
+	tb_error drop_err;
 	int rc = -1;
 
 	if (mongo_source_open(job, &src, err) != 0)
 		return -1;
-	l.dest = job->restore_target ? job->restore_target : src.database;
+	/* A drill has no target: its staging is beside the live collections, as a restore's in place. */
+	l.dest = job->restore_target && !job->drill ? job->restore_target : src.database;
 	l.db = mongoc_client_get_database(src.client, l.dest);
-	if (job->object_key == NULL)
-		tb_error_set(err, TB_ERR_INVALID, "the restore job names no backup object");
-	else if ((!job->restore_target || dest_is_empty(&l, err) == 0) &&
-			 (reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) != NULL &&
-			 (l.ar = mongo_archive_reader_open(reader, err)) != NULL)
+	if ((!job->restore_target || job->drill || dest_is_empty(&l, err) == 0) && load_staging(&l, err) == 0)
 	{
-		const stream_header *hdr = repo_reader_header(reader);
-
-		if (strcmp(hdr->tenant, job->tenant) != 0 || strcmp(hdr->engine, "mongodb") != 0)
-			tb_error_set(err, TB_ERR_CORRUPT, "backup %s belongs to tenant \"%s\" (%s), not to \"%s\" (mongodb)",
-						 job->object_key, hdr->tenant, hdr->engine, job->tenant);
-		else if (load_archive(&l, err) == 0 && agent_job_tick(job, err) == 0)
+		if (job->drill)
+			rc = count_staging(&l, err);
+		else if (agent_job_tick(job, err) == 0)
 			rc = swap_in(&l, err);
-		if (rc != 0)
-			drop_staging(&l);
 	}
-	if (rc == 0)
+	/* A drill that cannot clean up failed: it must leave nothing behind. */
+	if (drop_staging(&l, &drop_err) != 0 && rc == 0 && job->drill)
+	{
+		*err = drop_err;
+		rc = -1;
+	}
+	if (rc == 0 && !job->drill)
 		snprintf(job->detail, sizeof(job->detail), "%zu collections and views, %llu documents into \"%s\"", l.nns,
 				 (unsigned long long) l.docs, l.dest);
-	else if (job->stop == AGENT_GO)
-		tb_error_prefix(err, "restore of database \"%s\" on %s for tenant \"%s\"", l.dest, src.where, job->tenant);
+	else if (rc != 0 && job->stop == AGENT_GO)
+		tb_error_prefix(err, "%s of database \"%s\" on %s for tenant \"%s\"", job->drill ? "restore drill" : "restore",
+						l.dest, src.where, job->tenant);
 	for (size_t i = 0; i < l.nns; i++)
 	{
 		if (l.ns[i].bulk)
@@ -459,7 +546,7 @@ mongo_restore(agent_job *job, tb_error *err)
 	free(l.ns);
 	bson_free(l.archive_db);
 	mongo_archive_reader_close(l.ar);
-	repo_reader_close(reader);
+	repo_reader_close(l.reader);
 	mongoc_database_destroy(l.db);
 	mongo_source_close(&src);
 	return rc;

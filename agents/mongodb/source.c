@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int
@@ -21,6 +22,23 @@ mongo_error(tb_error *err, const bson_error_t *error, const char *fmt, ...)
 	va_end(ap);
 	return tb_error_set(err, error->code == MONGOC_ERROR_SERVER_SELECTION_FAILURE ? TB_ERR_IO : TB_ERR_INVALID,
 						"%s: %s", what, error->message);
+}
+
+char *
+mongo_contents_json(const bson_t *collections, tb_error *err)
+{
+	bson_t doc = BSON_INITIALIZER;
+	char *json, *text = NULL;
+
+	BSON_APPEND_DOCUMENT(&doc, "collections", collections);
+	/* Relaxed: counts are plain JSON numbers. */
+	json = bson_as_relaxed_extended_json(&doc, NULL);
+	bson_destroy(&doc);
+	if (json == NULL || (text = strdup(json)) == NULL)
+		tb_error_set(err, json == NULL ? TB_ERR_INVALID : TB_ERR_NOMEM,
+					 json == NULL ? "the collections' names cannot be written as JSON" : "out of memory");
+	bson_free(json);
+	return text;
 }
 
 const char *

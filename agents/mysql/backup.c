@@ -3,9 +3,12 @@
  * transaction (--single-transaction: a snapshot, no global lock) with tables, views,
  * routines, triggers and events, streamed as it comes into the repository. The
  * plaintext is an SQL script for the database it is loaded into; its first statement
- * gives that database the dumped one's character set and collation.
+ * gives that database the dumped one's character set and collation. The rows of every
+ * table are counted in the dump as it passes (dump_count.c): the backup's contents.
  */
 #include "mysql_agent.h"
+
+#include "dump_count.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +50,7 @@ mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 	char preamble[512], defaults[64];
 	const char *argv[16];
 	agent_child *child = NULL;
+	my_dump_count *count = NULL;
 	char *buf = NULL;
 	int fd = -1, rc = -1, n = 0;
 
@@ -71,8 +75,12 @@ mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 	argv[n] = NULL;
 	child = agent_child_start(argv, AGENT_CHILD_STDOUT, &fd, 1, err);
 	close(fd);
-	if (child == NULL || (buf = malloc(DUMP_BUFFER)) == NULL)
+	if (child == NULL || (buf = malloc(DUMP_BUFFER)) == NULL || (count = my_dump_count_new()) == NULL)
+	{
+		if (child)
+			tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 		goto done;
+	}
 	for (;;)
 	{
 		ssize_t got = agent_child_read(child, job, buf, DUMP_BUFFER, err);
@@ -81,12 +89,23 @@ mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 			goto done;
 		if (got == 0)
 			break;
+		my_dump_count_feed(count, buf, (size_t) got);
 	}
 	rc = agent_child_finish(child, job, err);
+	if (rc == 0)
+	{
+		tb_error count_err;
+
+		/* The backup itself is sound either way; without contents a drill has only its hash to compare. */
+		job->contents = my_dump_count_finish(count, job->detail, sizeof(job->detail), &count_err);
+		if (job->contents == NULL)
+			agent_log("backup of tenant \"%s\": its rows were not counted: %s", job->tenant, count_err.msg);
+	}
 done:
 	if (rc != 0 && job->stop == AGENT_GO)
 		tb_error_prefix(err, "dump of database \"%s\" of tenant \"%s\"", src.database, job->tenant);
 	agent_child_kill(child);
+	my_dump_count_free(count);
 	free(buf);
 	mysql_source_free(&src);
 	return rc;

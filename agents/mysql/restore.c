@@ -4,6 +4,10 @@
  * loaded does the fresh one take the live one's place (my_swap), the previous contents
  * kept as <db>_tb_old_<job>. With a target, the backup goes into that new database and
  * the live one is not touched. Any failure before the swap drops only the fresh database.
+ *
+ * A drill loads the backup the same way into the same fresh database, counts the rows
+ * of its base tables (the shape the backup counted at dump time, dump_count.h), and
+ * drops it again whatever happened: it never swaps, and nothing live is touched.
  */
 #include "mysql_agent.h"
 
@@ -11,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "crypto.h"
+#include "dump_count.h"
 
 #define LOAD_BUFFER (1024 * 1024)
 #define MY_NAME_MAX 64
@@ -29,11 +36,15 @@ clip(const char *name)
 	return len;
 }
 
-/* Streams the authenticated plaintext into the client loading database fresh. */
+/*
+ * Streams the authenticated plaintext into the client loading database fresh. For a
+ * drill, the SHA-256 of the object as stored (what the backup recorded) goes into
+ * job->object_sha256.
+ */
 static int
 load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error *err)
 {
-	stream_reader_options options = {.readahead = true};
+	stream_reader_options options = {.readahead = true, .hash_stored = job->drill};
 	repo_reader *reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err);
 	const stream_header *hdr;
 	char defaults[64];
@@ -75,6 +86,17 @@ load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error
 		job->bytes_done += (uint64_t) got;
 	}
 	rc = agent_child_finish(child, job, err);
+	if (rc == 0 && job->drill)
+	{
+		stream_stats stats;
+
+		repo_reader_stats(reader, &stats);
+		if (stats.stored_sha256_known)
+			crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), job->object_sha256);
+		else
+			rc = tb_error_set(err, TB_ERR_INTERNAL, "the SHA-256 of backup %s as stored was not computed",
+							  job->object_key);
+	}
 done:
 	agent_child_kill(child);
 	free(buf);
@@ -82,43 +104,137 @@ done:
 	return rc;
 }
 
-/* Creates fresh like live (or with the server's defaults), loads the backup, drops it on failure. */
+/*
+ * Drops a database this job created. With rc != 0 (the job failed already), a failed
+ * drop is added to err's message; otherwise it becomes the error. Returns 0 only when
+ * rc was 0 and the database is gone.
+ */
 static int
-restore_into(agent_job *job, const mysql_source *src, MYSQL *conn, const char *fresh, const char *like, tb_error *err)
+drop_fresh(MYSQL *conn, const char *fresh, int rc, tb_error *err)
 {
-	char *charset = NULL, *collation = NULL, *ident = my_ident(fresh);
-	int rc;
+	char *ident = my_ident(fresh), msg[TB_ERROR_MSG_MAX];
+	tb_error drop_err;
+	int dropped = ident ? my_exec(conn, "dropping the database", &drop_err, "DROP DATABASE %s", ident)
+						: tb_error_set(&drop_err, TB_ERR_NOMEM, "out of memory");
 
-	int exists = my_database_defaults(conn, fresh, NULL, NULL, err);
+	free(ident);
+	if (dropped == 0)
+		return rc;
+	if (rc == 0)
+		return tb_error_set(err, drop_err.code, "database \"%s\" was left behind: %s", fresh, drop_err.msg);
+	/* Both messages, the first one whole: the drop's may be cut short. */
+	if (snprintf(msg, sizeof(msg), "%s; and database \"%s\" was left behind: %s", err->msg, fresh, drop_err.msg) < 0)
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+	return tb_error_set(err, err->code, "%s", msg);
+}
+
+/*
+ * Creates fresh like `like` (or with the server's defaults) and loads the backup into it;
+ * on failure only what this created is dropped. The restore and the drill both start here.
+ */
+static int
+load_fresh(agent_job *job, const mysql_source *src, MYSQL *conn, const char *fresh, const char *like, tb_error *err)
+{
+	char *charset = NULL, *collation = NULL, *ident;
+	int rc, exists = my_database_defaults(conn, fresh, NULL, NULL, err);
 
 	if (exists != 0)
-	{
-		free(ident);
 		return exists < 0 ? -1
 						  : tb_error_set(err, TB_ERR_EXISTS,
 										 "database \"%s\" already exists; restore into one that does not", fresh);
-	}
 	if (like && my_database_defaults(conn, like, &charset, &collation, err) < 0)
-	{
-		free(ident);
 		return -1;
-	}
+	ident = my_ident(fresh);
 	rc = charset ? my_exec(conn, "creating the database to restore into", err,
 						   "CREATE DATABASE %s CHARACTER SET %s COLLATE %s", ident, charset, collation)
 				 : my_exec(conn, "creating the database to restore into", err, "CREATE DATABASE %s", ident);
-	if (rc == 0 && load_backup(job, src, fresh, err) != 0)
-	{
-		tb_error drop_err;
-
-		/* Only what this restore created goes. */
-		if (my_exec(conn, "dropping the partly restored database", &drop_err, "DROP DATABASE %s", ident) != 0)
-			tb_error_prefix(err, "%s; also", drop_err.msg);
-		rc = -1;
-	}
 	free(charset);
 	free(collation);
 	free(ident);
+	if (rc == 0 && load_backup(job, src, fresh, err) != 0)
+		rc = drop_fresh(conn, fresh, -1, err);
 	return rc;
+}
+
+/*
+ * The rows of every base table of db into job->contents. The tables whose rows the dump
+ * tool does not dump (MERGE and FEDERATED: their rows live elsewhere) have none of their
+ * own, as at dump time; they are not counted, which would read other tables or servers.
+ */
+static int
+count_tables(agent_job *job, MYSQL *conn, const char *db, tb_error *err)
+{
+	char *name = my_literal(conn, db), *db_ident = my_ident(db), *sql = NULL, counted[64];
+	my_contents *contents = my_contents_new();
+	MYSQL_RES *tables = NULL;
+	MYSQL_ROW row;
+	int rc = -1;
+
+	if (name == NULL || db_ident == NULL || contents == NULL ||
+		asprintf(&sql,
+				 "SELECT TABLE_NAME, IFNULL(ENGINE IN ('MRG_MyISAM', 'MRG_ISAM', 'FEDERATED'), 0) FROM "
+				 "information_schema.TABLES"
+				 " WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')",
+				 name) < 0)
+	{
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	if (mysql_query(conn, sql) != 0 || (tables = mysql_store_result(conn)) == NULL)
+	{
+		tb_error_set(err, TB_ERR_IO, "cannot list the tables of database \"%s\": %s", db, mysql_error(conn));
+		goto done;
+	}
+	while ((row = mysql_fetch_row(tables)) != NULL)
+	{
+		char *table = my_ident(row[0]), *count_sql = NULL;
+		MYSQL_RES *res = NULL;
+		MYSQL_ROW count;
+		long long rows = 0;
+
+		if (agent_job_tick(job, err) != 0)
+		{
+			free(table);
+			goto done;
+		}
+		if (strcmp(row[1], "0") == 0 &&
+			(table == NULL || asprintf(&count_sql, "SELECT COUNT(*) FROM %s.%s", db_ident, table) < 0 ||
+			 mysql_query(conn, count_sql) != 0 || (res = mysql_store_result(conn)) == NULL ||
+			 (count = mysql_fetch_row(res)) == NULL || sscanf(count[0], "%lld", &rows) != 1))
+		{
+			tb_error_set(err, TB_ERR_IO, "cannot count the rows of table \"%s\": %s", row[0], mysql_error(conn));
+			rows = -1;
+		}
+		if (res)
+			mysql_free_result(res);
+		free(count_sql);
+		free(table);
+		if (rows < 0 || my_contents_add(contents, row[0], rows, err) != 0)
+			goto done;
+	}
+	job->contents = my_contents_json(contents, counted, sizeof(counted), err);
+	if (job->contents)
+	{
+		snprintf(job->detail, sizeof(job->detail), "drill: %s", counted);
+		rc = 0;
+	}
+done:
+	if (tables)
+		mysql_free_result(tables);
+	my_contents_free(contents);
+	free(sql);
+	free(db_ident);
+	free(name);
+	return rc;
+}
+
+/* Loads the backup into fresh, counts what is there, drops fresh: nothing else is touched. */
+static int
+drill(agent_job *job, const mysql_source *src, MYSQL *conn, const char *fresh, const char *like, tb_error *err)
+{
+	if (load_fresh(job, src, conn, fresh, like, err) != 0)
+		return -1;
+	return drop_fresh(conn, fresh, count_tables(job, conn, fresh, err), err);
 }
 
 int
@@ -141,7 +257,10 @@ mysql_restore(agent_job *job, tb_error *err)
 	live_exists = my_database_defaults(conn, src.database, NULL, NULL, err);
 	if (live_exists < 0)
 		goto done;
-	if (job->restore_target)
+	snprintf(fresh, sizeof(fresh), "%.*s_tb_new_%lld", clip(src.database), src.database, (long long) job->id);
+	if (job->drill)
+		rc = drill(job, &src, conn, fresh, live_exists ? src.database : NULL, err);
+	else if (job->restore_target)
 	{
 		if (strlen(job->restore_target) == 0 || strlen(job->restore_target) > MY_NAME_MAX)
 		{
@@ -149,32 +268,24 @@ mysql_restore(agent_job *job, tb_error *err)
 						 job->restore_target);
 			goto done;
 		}
-		rc = restore_into(job, &src, conn, job->restore_target, live_exists ? src.database : NULL, err);
+		rc = load_fresh(job, &src, conn, job->restore_target, live_exists ? src.database : NULL, err);
 	}
 	else if (!live_exists)
-		rc = restore_into(job, &src, conn, src.database, NULL, err);
+		rc = load_fresh(job, &src, conn, src.database, NULL, err);
 	else
 	{
-		snprintf(fresh, sizeof(fresh), "%.*s_tb_new_%lld", clip(src.database), src.database, (long long) job->id);
 		snprintf(old, sizeof(old), "%.*s_tb_old_%lld", clip(src.database), src.database, (long long) job->id);
-		rc = restore_into(job, &src, conn, fresh, src.database, err);
+		rc = load_fresh(job, &src, conn, fresh, src.database, err);
 		/* The whole backup authenticated and loaded: only now does live change. */
 		if (rc == 0 && agent_job_tick(job, err) == 0)
 			rc = my_swap(conn, src.database, fresh, old, err);
 		else if (rc == 0)
-		{
-			char *ident = my_ident(fresh);
-			tb_error drop_err;
-
-			my_exec(conn, "dropping the restored database", &drop_err, "DROP DATABASE %s", ident);
-			free(ident);
-			rc = -1;
-		}
+			rc = drop_fresh(conn, fresh, -1, err);
 	}
 done:
 	if (rc != 0)
-		tb_error_prefix(err, "restore of database \"%s\" of tenant \"%s\"", src.database ? src.database : "?",
-						job->tenant);
+		tb_error_prefix(err, "%s of database \"%s\" of tenant \"%s\"", job->drill ? "restore drill" : "restore",
+						src.database ? src.database : "?", job->tenant);
 	if (conn)
 		mysql_close(conn);
 	mysql_source_free(&src);

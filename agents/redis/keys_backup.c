@@ -2,7 +2,7 @@
  * A logical backup of a tenant's keys (a database number, or a key prefix in a shared
  * one): SCAN MATCH walks the keyspace in batches, never KEYS; each batch's PTTL and
  * DUMP go to the server pipelined, one round trip per batch. A key that expired or was
- * deleted between SCAN and DUMP is skipped: it was not there to back up.
+ * deleted between SCAN and DUMP is skipped: it was not there to back up, nor counted.
  */
 #include "redis_agent.h"
 
@@ -86,6 +86,12 @@ redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_err
 	end.value_bytes = kb.value_bytes;
 	if (rc == 0)
 		rc = redis_record_write(put, &end, err);
+	/* What the backup holds, as its end record says: a drill counts the same. */
+	if (rc == 0 && asprintf(&job->contents, "{\"keys\": %llu}", (unsigned long long) kb.keys) < 0)
+	{
+		job->contents = NULL;
+		rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	}
 	snprintf(job->detail, sizeof(job->detail), "%llu keys", (unsigned long long) kb.keys);
 	redisFree(c);
 	return rc;

@@ -6,9 +6,12 @@
  * tenant that the backup does not hold are removed, then each staged key is RENAMEd
  * over its live name. A failure before that removes the staged keys and nothing else.
  * With a target (another database number, or another prefix), the keys go there; the
- * target must hold no keys yet.
+ * target must hold no keys yet. A drill stages the backup the same way, counts what it
+ * staged as it removes it again, and never touches a live key.
  */
 #include "redis_agent.h"
+
+#include "crypto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,14 +23,22 @@
 typedef struct keys_restore
 {
 	agent_job *job;
+	const redis_source *src;
+	int db;             /* the destination's */
 	const char *prefix; /* the destination's */
 	size_t prefix_len;
-	char *staging; /* prefix + mark + job + ':' */
+	redisContext *c; /* to the destination's database */
+	char *staging;   /* prefix + mark + job + ':' */
 	size_t staging_len;
 	char *name; /* a key name being built */
 	size_t name_size;
 	size_t pending, pending_bytes;
-	uint64_t expired, removed, moved, existing;
+	uint64_t records;    /* keys read from the backup */
+	uint64_t staged;     /* of them RESTOREd under their staging names */
+	uint64_t staged_ttl; /* of those with a TTL, which may run out in the staging */
+	uint64_t expired;    /* not staged: their time ran out while stored */
+	uint64_t unstaged;   /* staged keys found and removed again */
+	uint64_t removed, moved, existing;
 } keys_restore;
 
 /* kr->name = head + tail[skip..]: a staged or live name. */
@@ -48,9 +59,9 @@ build_name(keys_restore *kr, const char *head, size_t head_len, const char *tail
 	return 0;
 }
 
-/* Reads the replies of the pipelined commands; any error fails the restore. */
+/* Reads the replies of the pipelined commands (integer ones summed into count, if any); any error fails. */
 static int
-flush_pending(redisContext *c, keys_restore *kr, const char *what, tb_error *err)
+flush_pending(redisContext *c, keys_restore *kr, const char *what, uint64_t *count, tb_error *err)
 {
 	int rc = 0;
 
@@ -62,6 +73,8 @@ flush_pending(redisContext *c, keys_restore *kr, const char *what, tb_error *err
 			return redis_reply_error(c, NULL, what, err);
 		if (rc == 0 && redis_reply_error(c, reply, what, err) != 0)
 			rc = -1;
+		else if (count && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+			*count += (uint64_t) reply->integer;
 		freeReplyObject(reply);
 	}
 	kr->pending_bytes = 0;
@@ -86,8 +99,10 @@ stage_key(redisContext *c, keys_restore *kr, const redis_record *rec, tb_error *
 						   (const size_t[]){7, kr->staging_len + rec->name_len, strlen(ttl_text), rec->value_len, 7});
 	kr->pending++;
 	kr->pending_bytes += rec->value_len + rec->name_len;
+	kr->staged++;
+	kr->staged_ttl += rec->expires_ms != 0;
 	if (kr->pending >= RESTORE_BATCH_COMMANDS || kr->pending_bytes >= RESTORE_BATCH_BYTES)
-		return flush_pending(c, kr, "RESTORE", err);
+		return flush_pending(c, kr, "RESTORE", NULL, err);
 	return 0;
 }
 
@@ -97,7 +112,6 @@ stage_backup(redisContext *c, keys_restore *kr, repo_reader *reader, tb_error *e
 {
 	redis_record_reader *rr = redis_record_reader_open(reader, err);
 	redis_record rec;
-	uint64_t keys = 0;
 	bool ended = false;
 	int got, rc = -1;
 
@@ -118,21 +132,21 @@ stage_backup(redisContext *c, keys_restore *kr, repo_reader *reader, tb_error *e
 		}
 		if (rec.type == 'E')
 		{
-			if (rec.keys != keys)
+			if (rec.keys != kr->records)
 			{
 				tb_error_set(err, TB_ERR_CORRUPT, "the backup holds %llu keys, its end record says %llu",
-							 (unsigned long long) keys, (unsigned long long) rec.keys);
+							 (unsigned long long) kr->records, (unsigned long long) rec.keys);
 				goto done;
 			}
 			ended = true;
 			continue;
 		}
-		keys++;
+		kr->records++;
 		if (stage_key(c, kr, &rec, err) != 0 || agent_job_tick(kr->job, err) != 0)
 			goto done;
 		kr->job->bytes_done += rec.value_len;
 	}
-	if (got < 0 || flush_pending(c, kr, "RESTORE", err) != 0)
+	if (got < 0 || flush_pending(c, kr, "RESTORE", NULL, err) != 0)
 		goto done;
 	if (!ended)
 	{
@@ -145,16 +159,17 @@ done:
 	return rc;
 }
 
-/* One command per key of a SCAN batch, pipelined: UNLINK of staged keys. */
+/* One command per key of a SCAN batch, pipelined: UNLINK of staged keys, counting those it removed. */
 static int
-unlink_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
+unstage_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
 {
 	keys_restore *kr = arg;
 
 	for (size_t i = 0; i < n; i++)
 		redisAppendCommand(c, "UNLINK %b", keys[i]->str, (size_t) keys[i]->len);
 	kr->pending = n;
-	return flush_pending(c, kr, "UNLINK", err);
+	/* SCAN may return a key twice; UNLINK counts it once. */
+	return flush_pending(c, kr, "UNLINK", &kr->unstaged, err);
 }
 
 /* Live keys the backup does not hold go: EXISTS of each one's staged name, then UNLINK. */
@@ -210,7 +225,7 @@ remove_extra_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_e
 			kr->removed++;
 		}
 	free(gone);
-	return rc == 0 ? flush_pending(c, kr, "UNLINK", err) : -1;
+	return rc == 0 ? flush_pending(c, kr, "UNLINK", NULL, err) : -1;
 }
 
 /* Each staged key over its live name; a key that expired in the meantime is no error. */
@@ -291,63 +306,103 @@ restore_destination(const agent_job *job, const redis_source *src, int *db, cons
 	return 0;
 }
 
+/*
+ * Removes every key staged under kr->staging, counting them in kr->unstaged; a lost
+ * connection is made again for it. With failed, err holds the failure that calls for
+ * it, which stays first. 0 when nothing is left; else err also says which keys are left.
+ */
+static int
+keys_unstage(keys_restore *kr, bool failed, tb_error *err)
+{
+	tb_error cleanup = {0};
+	char failure[TB_ERROR_MSG_MAX];
+
+	/* Commands still in flight are answered first; their errors are part of the failure. */
+	if (kr->c && !kr->c->err)
+		(void) flush_pending(kr->c, kr, "RESTORE", NULL, &cleanup);
+	if (kr->c == NULL || kr->c->err)
+	{
+		if (kr->c)
+			redisFree(kr->c);
+		kr->pending = 0;
+		kr->c = redis_connect(kr->src, kr->db, &cleanup);
+	}
+	if (kr->c && redis_scan(kr->c, NULL, kr->staging, kr->staging_len, unstage_batch, kr, &cleanup) == 0)
+		return 0;
+	if (!failed)
+		return tb_error_set(err, cleanup.code, "removing the keys staged under \"%s\": %s", kr->staging, cleanup.msg);
+	memcpy(failure, err->msg, sizeof(failure));
+	return tb_error_set(err, err->code, "%s (and the keys staged under \"%s\" are left: %s)", failure, kr->staging,
+						cleanup.msg);
+}
+
+/*
+ * What a restore and a drill share: connects to the destination and loads the whole
+ * backup under the staging names. 0 only once all of it authenticated and loaded; on
+ * failure, whatever was staged has been removed again (or err says what is left).
+ */
+static int
+keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
+{
+	const agent_job *job = kr->job;
+	char mark[64];
+
+	if (restore_destination(job, kr->src, &kr->db, &kr->prefix, err) != 0 ||
+		(kr->c = redis_connect(kr->src, kr->db, err)) == NULL)
+		return -1;
+	kr->prefix_len = strlen(kr->prefix);
+	if (job->restore_target)
+	{
+		if (redis_scan(kr->c, kr->job, kr->prefix, kr->prefix_len, count_batch, kr, err) != 0)
+			return -1;
+		if (kr->existing > 0)
+			return tb_error_set(err, TB_ERR_EXISTS, "target %s %s already holds keys; restore into an empty one",
+								*kr->src->prefix ? "prefix" : "database", job->restore_target);
+	}
+	snprintf(mark, sizeof(mark), "%s%lld:", REDIS_STAGING_MARK, (long long) job->id);
+	kr->staging_len = kr->prefix_len + strlen(mark);
+	if ((kr->staging = malloc(kr->staging_len + 1)) == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	snprintf(kr->staging, kr->staging_len + 1, "%s%s", kr->prefix, mark);
+	if (stage_backup(kr->c, kr, reader, err) != 0)
+	{
+		/* Only what this job staged goes. */
+		keys_unstage(kr, true, err);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+keys_restore_free(keys_restore *kr)
+{
+	if (kr->c)
+		redisFree(kr->c);
+	free(kr->staging);
+	free(kr->name);
+}
+
 int
 redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err)
 {
-	keys_restore kr = {.job = job};
-	redisContext *c = NULL;
-	char mark[64];
-	int db, rc = -1;
+	keys_restore kr = {.job = job, .src = src};
+	int rc = -1;
 
-	if (restore_destination(job, src, &db, &kr.prefix, err) != 0 || (c = redis_connect(src, db, err)) == NULL)
-		return -1;
-	kr.prefix_len = strlen(kr.prefix);
-	if (job->restore_target)
-	{
-		if (redis_scan(c, job, kr.prefix, kr.prefix_len, count_batch, &kr, err) != 0)
-			goto done;
-		if (kr.existing > 0)
-		{
-			tb_error_set(err, TB_ERR_EXISTS, "target %s %s already holds keys; restore into an empty one",
-						 *src->prefix ? "prefix" : "database", job->restore_target);
-			goto done;
-		}
-	}
-	snprintf(mark, sizeof(mark), "%s%lld:", REDIS_STAGING_MARK, (long long) job->id);
-	kr.staging_len = kr.prefix_len + strlen(mark);
-	if ((kr.staging = malloc(kr.staging_len + 1)) == NULL)
-	{
-		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	if (keys_stage(&kr, reader, err) != 0)
 		goto done;
-	}
-	snprintf(kr.staging, kr.staging_len + 1, "%s%s", kr.prefix, mark);
-	if (stage_backup(c, &kr, reader, err) != 0)
-	{
-		tb_error cleanup_err;
-		char failure[TB_ERROR_MSG_MAX];
-
-		/* Only what this restore staged goes, once the commands still in flight are answered. */
-		if (!c->err && (flush_pending(c, &kr, "RESTORE", &cleanup_err) == 0 || !c->err) &&
-			redis_scan(c, NULL, kr.staging, kr.staging_len, unlink_batch, &kr, &cleanup_err) == 0)
-			goto done;
-		memcpy(failure, err->msg, sizeof(failure));
-		tb_error_set(err, err->code, "%s (and the keys staged under \"%s\" are left: %s)", failure, kr.staging,
-					 c->err ? c->errstr : cleanup_err.msg);
-		goto done;
-	}
 	/*
 	 * The whole backup authenticated and is loaded: only now does live change. Once
 	 * begun, the swap (only UNLINKs and RENAMEs, no data moves) runs to its end: a stop
 	 * halfway would leave the tenant half old, half restored.
 	 */
 	if (agent_job_tick(job, err) != 0 ||
-		redis_scan(c, NULL, kr.prefix, kr.prefix_len, remove_extra_batch, &kr, err) != 0)
+		redis_scan(kr.c, NULL, kr.prefix, kr.prefix_len, remove_extra_batch, &kr, err) != 0)
 		goto done;
 	for (int pass = 0; pass < 3; pass++)
 	{
 		uint64_t before = kr.moved;
 
-		if (redis_scan(c, NULL, kr.staging, kr.staging_len, move_batch, &kr, err) != 0)
+		if (redis_scan(kr.c, NULL, kr.staging, kr.staging_len, move_batch, &kr, err) != 0)
 			goto done;
 		if (kr.moved == before)
 			break;
@@ -357,8 +412,54 @@ redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader,
 			 (unsigned long long) kr.moved, (unsigned long long) kr.expired, (unsigned long long) kr.removed);
 	rc = 0;
 done:
-	redisFree(c);
-	free(kr.staging);
-	free(kr.name);
+	keys_restore_free(&kr);
+	return rc;
+}
+
+/*
+ * The drill's contents are the keys the backup holds, as the backup counted them when
+ * it dumped: a count of live staged keys would differ from it by every key whose TTL
+ * ran out while stored (which the restore rightly leaves out), and by any that runs
+ * out in the staging before it is counted. The staging is checked all the same: every
+ * key loaded must be found there when it is removed, but for those with a TTL.
+ */
+int
+redis_keys_drill(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err)
+{
+	keys_restore kr = {.job = job, .src = src};
+	stream_stats stats;
+	int rc = -1;
+
+	if (keys_stage(&kr, reader, err) != 0 || keys_unstage(&kr, false, err) != 0)
+		goto done;
+	if (kr.unstaged > kr.staged || kr.staged - kr.unstaged > kr.staged_ttl)
+	{
+		tb_error_set(err, TB_ERR_CORRUPT, "the staging held %llu keys, but %llu were loaded (%llu of them with a TTL)",
+					 (unsigned long long) kr.unstaged, (unsigned long long) kr.staged,
+					 (unsigned long long) kr.staged_ttl);
+		goto done;
+	}
+	/* The reader was opened with hash_stored: the object as read, for the catalog to compare. */
+	repo_reader_stats(reader, &stats);
+	if (!stats.stored_sha256_known)
+	{
+		tb_error_set(err, TB_ERR_INTERNAL, "the drill's reader did not hash the stored object");
+		goto done;
+	}
+	crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), job->object_sha256);
+	if (asprintf(&job->contents, "{\"keys\": %llu}", (unsigned long long) kr.records) < 0)
+	{
+		job->contents = NULL;
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	snprintf(job->detail, sizeof(job->detail),
+			 "drill: %llu keys read, %llu loaded into the staging, %llu expired while stored; %llu found there and "
+			 "removed",
+			 (unsigned long long) kr.records, (unsigned long long) kr.staged, (unsigned long long) kr.expired,
+			 (unsigned long long) kr.unstaged);
+	rc = 0;
+done:
+	keys_restore_free(&kr);
 	return rc;
 }

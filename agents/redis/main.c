@@ -23,7 +23,8 @@ redis_backup(agent_job *job, repo_put *put, tb_error *err)
 static int
 backup_kind(agent_job *job, repo_reader **reader, bool *rdb, tb_error *err)
 {
-	stream_reader_options options = {.readahead = true};
+	/* A drill reports the SHA-256 of the object as stored. */
+	stream_reader_options options = {.hash_stored = job->drill, .readahead = true};
 	const stream_header *hdr;
 	char magic[sizeof(REDIS_KEYS_MAGIC) - 1];
 	size_t have = 0;
@@ -70,14 +71,17 @@ redis_restore(agent_job *job, tb_error *err)
 		{
 			repo_reader_close(reader);
 			reader = NULL;
-			rc = redis_rdb_restore(job, err);
+			rc = job->drill ? redis_rdb_drill(job, err) : redis_rdb_restore(job, err);
 		}
 		else
-			rc = redis_keys_restore(job, &src, reader, err);
+			rc = job->drill ? redis_keys_drill(job, &src, reader, err) : redis_keys_restore(job, &src, reader, err);
 	}
 	if (rc != 0 && job->stop == AGENT_GO && !rdb)
-		tb_error_prefix(err, "restore of %s:%d/%d%s%s%s for tenant \"%s\"", src.host, src.port, src.db,
-						*src.prefix ? " prefix \"" : "", src.prefix, *src.prefix ? "\"" : "", job->tenant);
+		tb_error_prefix(err, "%s of %s:%d/%d%s%s%s for tenant \"%s\"", job->drill ? "drill" : "restore", src.host,
+						src.port, src.db, *src.prefix ? " prefix \"" : "", src.prefix, *src.prefix ? "\"" : "",
+						job->tenant);
+	else if (rc != 0 && job->stop == AGENT_GO && job->drill)
+		tb_error_prefix(err, "drill of the RDB snapshot %s for tenant \"%s\"", job->object_key, job->tenant);
 	repo_reader_close(reader);
 	redis_source_free(&src);
 	return rc;
@@ -88,7 +92,8 @@ static const agent_engine redis_engine = {
 	.program = "tenant-backup-agent-redis",
 	.config_help = "  redis_user, redis_password     when the locator has none (the catalog's sealed\n"
 				   "                                 password comes first); AUTH only, never argv\n"
-				   "  redis_restore_dir              where an RDB restore without a target writes dump.rdb\n",
+				   "  redis_restore_dir              where an RDB restore without a target writes dump.rdb,\n"
+				   "                                 and a drill its scratch directory (else TMPDIR or /tmp)\n",
 	.backup = redis_backup,
 	.restore = redis_restore,
 };

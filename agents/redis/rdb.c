@@ -3,19 +3,28 @@
  * replica (and redis-cli --rdb) gets one: REPLCONF capa eof and rdb-only, SYNC, then the payload,
  * either "$<length>" bytes or, diskless, "$EOF:<40-byte mark>" up to that mark. It goes
  * into storage as it arrives, never through a temporary file. Restoring one writes
- * dump.rdb into a directory, for a server started with --dir there.
+ * dump.rdb into a directory, for a server started with --dir there; a drill writes it
+ * into a scratch directory, has redis-check-rdb check it, and removes the directory.
  */
 #include "redis_agent.h"
 
+#include "crypto.h"
+
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define RDB_BUFFER (1024 * 1024)
 #define RDB_EOF_MARK 40
 #define RDB_SILENCE_SECONDS 120
+#define RDB_CRC_LEN 8 /* the CRC-64 after the EOF opcode, the snapshot's last bytes */
 
 typedef struct rdb_fetch
 {
@@ -61,6 +70,22 @@ rdb_read(rdb_fetch *f, tb_error *err)
 		f->len += (size_t) got;
 		return 0;
 	}
+}
+
+/* job->contents: the checksum a snapshot ends with, its bytes in file order, as hex. */
+static int
+rdb_contents(agent_job *job, const unsigned char *crc, tb_error *err)
+{
+	char hex[2 * RDB_CRC_LEN + 1];
+
+	crypto_hex_encode(crc, RDB_CRC_LEN, hex);
+	free(job->contents);
+	if (asprintf(&job->contents, "{\"rdb_crc64\": \"%s\"}", hex) < 0)
+	{
+		job->contents = NULL;
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	}
+	return 0;
 }
 
 /* Payload bytes into storage, remembering the first and last few for the checks at the end. */
@@ -216,6 +241,8 @@ redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_erro
 	if (rc == 0 && (f.stored < 18 || memcmp(f.head, "REDIS", 5) != 0 || f.tail[0] != 0xFF))
 		rc = tb_error_set(err, TB_ERR_CORRUPT, "the server sent %llu bytes that are not a whole RDB snapshot",
 						  (unsigned long long) f.stored);
+	if (rc == 0)
+		rc = rdb_contents(job, f.tail + 1, err);
 done:
 	if (rc != 0 && job->stop == AGENT_GO)
 		tb_error_prefix(err, "RDB snapshot of %s:%d for tenant \"%s\"", src->host, src->port, job->tenant);
@@ -230,19 +257,189 @@ rdb_restore_keep_going(void *ctx, tb_error *err)
 	return agent_job_tick(ctx, err);
 }
 
+/*
+ * What a restore and a drill share: the backup, authenticated whole, as dir/dump.rdb,
+ * which must not exist yet; on failure there is no dump.rdb, not even a partial one.
+ */
+static int
+rdb_write(agent_job *job, const char *dir, stream_stats *stats, tb_error *err)
+{
+	/* A drill also hashes the object as stored (checked against its manifest) for the catalog. */
+	repo_read_options options = {.progress = agent_job_progress,
+								 .progress_ctx = job,
+								 .check_sha256 = job->drill,
+								 .readahead = true,
+								 .keep_going = rdb_restore_keep_going};
+
+	if (repo_read_to_file(job->storage, job->master, job->object_key, dir, "dump.rdb", &options, stats, err) != 0)
+		return tb_error_prefix(err, "writing dump.rdb of tenant \"%s\" into %s", job->tenant, dir);
+	return 0;
+}
+
 int
 redis_rdb_restore(agent_job *job, tb_error *err)
 {
 	const char *dir = job->restore_target ? job->restore_target : agent_config_get(job->config, "redis_restore_dir");
-	repo_read_options options = {
-		.progress = agent_job_progress, .progress_ctx = job, .readahead = true, .keep_going = rdb_restore_keep_going};
 	stream_stats stats;
 
 	if (dir == NULL)
 		return tb_error_set(err, TB_ERR_INVALID,
 							"an RDB snapshot is restored as a file: give a target directory "
 							"(tenant_restore(..., target => '/dir')) or set redis_restore_dir");
-	if (repo_read_to_file(job->storage, job->master, job->object_key, dir, "dump.rdb", &options, &stats, err) != 0)
-		return tb_error_prefix(err, "writing dump.rdb of tenant \"%s\" into %s", job->tenant, dir);
-	return 0;
+	return rdb_write(job, dir, &stats, err);
+}
+
+/* What redis-check-rdb printed that says why it failed. */
+typedef struct rdb_check_output
+{
+	char line[256]; /* the line being read (longer ones cut) */
+	size_t len;
+	char last[256];   /* the last line */
+	char error[512];  /* the line after "--- RDB ERROR DETECTED ---", and its "[additional info]" */
+	int after_marker; /* lines read since that marker, 0 before it */
+} rdb_check_output;
+
+static void
+rdb_check_line(rdb_check_output *out)
+{
+	while (out->len > 0 && (out->line[out->len - 1] == '\r' || out->line[out->len - 1] == ' '))
+		out->len--;
+	out->line[out->len] = '\0';
+	if (out->len == 0)
+		return;
+	if (out->after_marker == 1)
+		snprintf(out->error, sizeof(out->error), "%s", out->line);
+	else if (out->after_marker == 2 && strncmp(out->line, "[additional info]", 17) == 0)
+		snprintf(out->error + strlen(out->error), sizeof(out->error) - strlen(out->error), "; %s", out->line);
+	if (out->after_marker > 0)
+		out->after_marker++;
+	else if (strcmp(out->line, "--- RDB ERROR DETECTED ---") == 0)
+		out->after_marker = 1;
+	memcpy(out->last, out->line, out->len + 1);
+	out->len = 0;
+}
+
+static void
+rdb_check_take(rdb_check_output *out, const char *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] == '\n')
+			rdb_check_line(out);
+		else if (out->len < sizeof(out->line) - 1)
+			out->line[out->len++] = buf[i];
+}
+
+/* redis-check-rdb on file; a failure says what it found (the line naming the error, else its last). */
+static int
+rdb_check(agent_job *job, const char *file, tb_error *err)
+{
+	const char *const argv[] = {"redis-check-rdb", file, NULL};
+	rdb_check_output out = {0};
+	agent_child *child = agent_child_start(argv, AGENT_CHILD_STDOUT, NULL, 0, err);
+	char buf[4096];
+	ssize_t got;
+	tb_error finish;
+	int rc;
+
+	if (child == NULL)
+		return -1;
+	while ((got = agent_child_read(child, job, buf, sizeof(buf), err)) > 0)
+		rdb_check_take(&out, buf, (size_t) got);
+	if (got < 0)
+	{
+		agent_child_kill(child);
+		return -1;
+	}
+	rdb_check_line(&out);
+	rc = agent_child_finish(child, job, &finish);
+	agent_child_kill(child);
+	if (rc == 0)
+		return 0;
+	if (job->stop != AGENT_GO || (!*out.error && !*out.last))
+	{
+		*err = finish;
+		return -1;
+	}
+	return tb_error_set(err, TB_ERR_CORRUPT, "redis-check-rdb finds the snapshot broken: %s",
+						*out.error ? out.error : out.last);
+}
+
+/* The checksum file ends with, after the EOF opcode. */
+static int
+rdb_read_crc(const char *file, unsigned char *crc, tb_error *err)
+{
+	unsigned char tail[1 + RDB_CRC_LEN];
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	int rc = 0;
+
+	if (fd < 0)
+		return tb_error_set(err, TB_ERR_IO, "cannot open %s: %s", file, strerror(errno));
+	if (fstat(fd, &st) != 0 || st.st_size < (off_t) sizeof(tail) ||
+		pread(fd, tail, sizeof(tail), st.st_size - (off_t) sizeof(tail)) != (ssize_t) sizeof(tail))
+		rc = tb_error_set(err, TB_ERR_IO, "cannot read the end of %s: %s", file, errno ? strerror(errno) : "too short");
+	else if (tail[0] != 0xFF)
+		rc = tb_error_set(err, TB_ERR_CORRUPT, "%s does not end with an RDB EOF opcode and checksum", file);
+	else
+		memcpy(crc, tail + 1, RDB_CRC_LEN);
+	close(fd);
+	return rc;
+}
+
+static int
+rdb_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void) st;
+	(void) flag;
+	(void) ftw;
+	return remove(path) == 0 ? 0 : -1;
+}
+
+/* Removes the scratch directory and all in it; with failed, err keeps the failure first. */
+static int
+rdb_remove_scratch(const char *dir, bool failed, tb_error *err)
+{
+	char failure[TB_ERROR_MSG_MAX];
+
+	errno = 0;
+	if (nftw(dir, rdb_remove_entry, 8, FTW_DEPTH | FTW_PHYS) == 0)
+		return 0;
+	if (!failed)
+		return tb_error_set(err, TB_ERR_IO, "cannot remove the drill's scratch directory %s: %s", dir, strerror(errno));
+	memcpy(failure, err->msg, sizeof(failure));
+	return tb_error_set(err, err->code, "%s (and the scratch directory %s is left: %s)", failure, dir, strerror(errno));
+}
+
+int
+redis_rdb_drill(agent_job *job, tb_error *err)
+{
+	const char *base = agent_config_get(job->config, "redis_restore_dir");
+	char scratch[PATH_MAX], file[PATH_MAX + 16];
+	unsigned char crc[RDB_CRC_LEN];
+	stream_stats stats;
+	int rc = -1;
+
+	if (base == NULL)
+		base = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	if (base[0] != '/')
+		return tb_error_set(err, TB_ERR_INVALID, "the drill's scratch directory must be under an absolute path, not %s",
+							base);
+	if (snprintf(scratch, sizeof(scratch), "%s/tenant-backup-drill-%lld-XXXXXX", base, (long long) job->id) >=
+		(int) sizeof(scratch))
+		return tb_error_set(err, TB_ERR_INVALID, "the directory %s has too long a name", base);
+	if (mkdtemp(scratch) == NULL)
+		return tb_error_set(err, TB_ERR_IO, "cannot make the drill's scratch directory in %s: %s", base,
+							strerror(errno));
+	snprintf(file, sizeof(file), "%s/dump.rdb", scratch);
+	if (rdb_write(job, scratch, &stats, err) == 0 && rdb_check(job, file, err) == 0 &&
+		rdb_read_crc(file, crc, err) == 0 && rdb_contents(job, crc, err) == 0)
+	{
+		crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), job->object_sha256);
+		snprintf(job->detail, sizeof(job->detail), "drill: dump.rdb of %llu bytes checked by redis-check-rdb",
+				 (unsigned long long) stats.plain_bytes);
+		rc = 0;
+	}
+	if (rdb_remove_scratch(scratch, rc != 0, err) != 0)
+		rc = -1;
+	return rc;
 }

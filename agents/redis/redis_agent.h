@@ -81,13 +81,26 @@ redis_record_reader *redis_record_reader_open(repo_reader *reader, tb_error *err
 int redis_record_next(redis_record_reader *rr, redis_record *rec, tb_error *err);
 void redis_record_reader_close(redis_record_reader *rr);
 
-/* Logical backups of a database number or key prefix. */
+/*
+ * Logical backups of a database number or key prefix; job->contents {"keys": n}, the
+ * keys written. A drill loads reader into the staging as the restore does, and removes
+ * it again; live keys are never touched.
+ */
 int redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_error *err);
 int redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err);
+int redis_keys_drill(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err);
 
-/* RDB snapshots of a dedicated server. */
+/*
+ * RDB snapshots of a dedicated server; job->contents {"rdb_crc64": "<16 hex digits>"},
+ * the checksum the snapshot ends with, its 8 bytes in their order in the file.
+ */
 int redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_error *err);
 /* Writes dump.rdb into the target directory (or redis_restore_dir), never over an existing one. */
 int redis_rdb_restore(agent_job *job, tb_error *err);
+/*
+ * Writes dump.rdb into a new scratch directory (under redis_restore_dir, else the temp
+ * directory), has redis-check-rdb check it, reads its checksum, and removes the directory.
+ */
+int redis_rdb_drill(agent_job *job, tb_error *err);
 
 #endif

@@ -28,7 +28,7 @@ psql_q "CREATE EXTENSION pgtap" "CREATE EXTENSION tenant_backup" \
 
 like "$MASTER_HEX" '^[0-9a-f]{64}$' "the master key file holds 64 hex digits"
 is "$(psql_q "SELECT name FROM tenant_backup.tenant_create('acme')")" acme "tenant_create('acme') succeeds"
-key_id=$(psql_q "SELECT key_id FROM tenant_backup.keys WHERE tenant = 'acme'")
+key_id=$(psql_q "SELECT key_id FROM tenant_backup.key_store WHERE tenant = 'acme'")
 like "$key_id" '^[0-9a-f]{16}$' "the catalog has acme's key id"
 is "$(ls "$D/store/acme/keys")" "$key_id.json" "storage holds acme/keys/<key id>.json, acme's only key file"
 key_file="$D/store/acme/keys/$key_id.json"
@@ -38,10 +38,10 @@ with_key_file() { # SQL
 }
 is "$(with_key_file "SELECT :'doc'::jsonb->>'key_id'")" "$key_id" "the key file names the catalog's key id"
 is "$(with_key_file "SELECT :'doc'::jsonb->>'tenant'")" acme "the key file names the tenant"
-is "$(with_key_file "SELECT wrapped = :'doc'::jsonb FROM tenant_backup.keys WHERE tenant = 'acme'")" t \
+is "$(with_key_file "SELECT wrapped = :'doc'::jsonb FROM tenant_backup.key_store WHERE tenant = 'acme'")" t \
 	"the key file is the wrapped document in the catalog"
 unlike "$(cat "$key_file")" "$MASTER_HEX" "the key file does not contain the master key"
-unlike "$(psql_q "SELECT wrapped::text FROM tenant_backup.keys")" "$MASTER_HEX" \
+unlike "$(psql_q "SELECT wrapped::text FROM tenant_backup.key_store")" "$MASTER_HEX" \
 	"the catalog's wrapped keys do not contain the master key"
 
 # ------------------------------------------------------------ no secret anywhere

@@ -5,7 +5,10 @@
 # tenant's keys; restore in place brings back every key, type, value and TTL (and
 # removes the tenant's keys written since), other tenants untouched; a key whose TTL ran
 # out while stored stays gone; restore to a target; a tampered object fails with live
-# untouched; overlapping keyspaces are refused; the password is nowhere to be seen.
+# untouched; backups record the keys they hold, and a restore drill stages, counts and
+# removes them (a corrupted backup fails it, nothing left behind); backups under a rotated
+# key and under the tenant's own key command (BYOK) restore; overlapping keyspaces are
+# refused; the password is nowhere to be seen.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/agents.sh"
@@ -44,12 +47,26 @@ backup() { # TENANT: queues and runs one backup with --once; prints the object k
 	agent_once "once-$1" || return 1
 	psql_q "SELECT object_key FROM tenant_backup.tenant_backups('$1') WHERE status = 'complete' ORDER BY id DESC LIMIT 1"
 }
-restore() { # TENANT [TARGET]: a restore through the SQL API, run by one --once agent
+restore() { # TENANT [TARGET [BACKUP_ID]]: a restore through the SQL API, run by one --once agent
 	local target=NULL
 	[ -n "${2:-}" ] && target="'$2'"
-	psql_q "SELECT tenant_backup.tenant_restore('$1', 'redis', target => $target, wait => false)" >/dev/null
+	psql_q "SELECT tenant_backup.tenant_restore('$1', 'redis', backup_id => ${3:-NULL}, target => $target, wait => false)" >/dev/null
 	agent_once "restore-$1"
 	psql_q "SELECT state || coalesce(': ' || error, '') FROM tenant_backup.jobs WHERE kind = 'restore' ORDER BY id DESC LIMIT 1"
+}
+drill() { # TENANT: tenant_restore_drill with an agent running; prints "ok" or "failed: <first check's error>"
+	local out
+	agent_start "drill-$1" --poll-seconds 1
+	out=$(psql_q "SELECT tenant_backup.tenant_restore_drill('$1')")
+	agent_stop "$AGENT_PID"
+	psql_q "SELECT CASE WHEN (r->>'ok')::boolean THEN 'ok' ELSE 'failed: ' || coalesce(r->'checks'->0->>'error', '?') END
+			FROM (SELECT \$j\$$out\$j\$::jsonb r) s"
+}
+backup_id() { # OBJECT_KEY: its backup's id
+	psql_q "SELECT id FROM tenant_backup.backups WHERE object_key = '$1'"
+}
+staged_left() { # the keys any restore or drill staged in database 0 and left behind
+	rtool snapshot $R 0 "" | grep -c "$(printf 'tenant-backup:restore:' | od -An -tx1 | tr -d ' \n')"
 }
 
 "$AGENT_BIN" --help | grep -q redis_password
@@ -83,6 +100,10 @@ ok $? "the backup of a database-number tenant holds its canary"
 ok $((! $?)) "and nothing of another database"
 like "$(grep succeeded "$D/once-acme.log")" 'backup of tenant "acme" \(redis, .*\) succeeded: .*\.tbk; 12 keys$' \
 	"the agent logs the job's success with the number of keys"
+is "$(psql_q "SELECT contents FROM tenant_backup.backups WHERE object_key = '$acme_obj'")" '{"keys": 12}' \
+	"the backup records the keys it holds (acme's 11 and acme:short)"
+is "$(psql_q "SELECT contents->>'keys' FROM tenant_backup.backups WHERE object_key = '$dbone_obj'")" \
+	"$(wc -l <"$D/dbone.before")" "a database tenant's backup records as many keys as the fixture has"
 
 # --- restore in place: acme loses its keys, gains one, others change meanwhile
 for k in canary hash list set zset stream ttl:hour ttl:hash counter big; do
@@ -149,6 +170,86 @@ ok $? "and acme's live keys are as they were"
 is "$(rtool cmd $R 0 GET acme:canary)" "live value" "(its changed canary still there)"
 is "$(rtool snapshot $R 0 "acme:tenant-backup:restore:" | wc -l)" 0 "no staged key is left behind"
 object_put "$D/acme.tbk.orig" "$acme_obj"
+
+# --- restore drill: the newest backup staged as a restore stages it, counted, removed; live
+# untouched. acme:short's TTL ran out while stored: the drill reads 12 keys and stages 11.
+rtool snapshot $R 0 "acme:" >"$D/acme.live"
+is "$(drill acme)" ok "tenant_restore_drill('acme') succeeds"
+is "$(psql_q "SELECT j.result->'contents' = b.contents AND b.contents IS NOT NULL AND j.result->>'sha256' = b.sha256
+			  AND b.object_key = '$acme_obj'
+			  FROM tenant_backup.jobs j JOIN tenant_backup.backups b ON b.id = j.backup_id
+			  WHERE j.kind = 'drill' AND j.tenant = 'acme' ORDER BY j.id DESC LIMIT 1")" t \
+	"it drilled the newest backup: its keys and the object's SHA-256 equal what the backup recorded"
+like "$(grep succeeded "$D/drill-acme.log")" \
+	'succeeded: .*; drill: 12 keys read, 11 loaded into the staging, 1 expired while stored; 11 found there and removed$' \
+	"the agent logs what it read, staged and removed"
+is "$(staged_left)" 0 "no staged key is left behind"
+rtool snapshot $R 0 "acme:" >"$D/acme.after-drill"
+rtool compare "$D/acme.live" "$D/acme.after-drill" >/dev/null
+ok $? "live acme is as it was"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.drills WHERE tenant = 'acme' AND ok")" 1 "the drill is recorded"
+
+# --- a drill of a corrupted backup: 3 MB of values nothing compresses, so that the flipped
+# byte in the middle is in a later chunk than the first, whose keys are staged when it fails.
+rtool many $R 0 "acme:m:" 1000 3000 noise
+rtool snapshot $R 0 "acme:" >"$D/acme.k1"
+obj1=$(backup acme)
+is "$(psql_q "SELECT contents->>'keys' FROM tenant_backup.backups WHERE object_key = '$obj1'")" "$(wc -l <"$D/acme.k1")" \
+	"a backup of 1000 more keys records them all"
+object_get "$obj1" "$D/obj1.tbk"
+cp "$D/obj1.tbk" "$D/obj1.tbk.orig"
+flip_byte "$D/obj1.tbk" $(($(stat -c %s "$D/obj1.tbk") / 2))
+object_put "$D/obj1.tbk" "$obj1"
+like "$(drill acme)" '^failed: drill of 127.0.0.1:[0-9]+/0 prefix "acme:" for tenant "acme": .*corrupt: chunk [1-9][0-9]* fails authentication' \
+	"the drill of a corrupted backup fails, naming the chunk that fails authentication"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.drills WHERE tenant = 'acme' AND NOT ok")" 1 "the failed drill is recorded"
+is "$(staged_left)" 0 "the keys it staged are removed"
+rtool snapshot $R 0 "acme:" >"$D/acme.after-drill"
+rtool compare "$D/acme.k1" "$D/acme.after-drill" >/dev/null
+ok $? "live acme is as it was"
+object_put "$D/obj1.tbk.orig" "$obj1"
+
+# --- key rotation: new backups under a new tenant key, the older ones still restore
+id1=$(backup_id "$obj1")
+key2=$(psql_q "SELECT tenant_backup.tenant_rotate_key('acme')")
+rtool cmd $R 0 SET "acme:canary" "after rotation" >/dev/null
+rtool snapshot $R 0 "acme:" >"$D/acme.k2"
+id2=$(backup_id "$(backup acme)")
+is "$(psql_q "SELECT (SELECT key_id FROM tenant_backup.backups WHERE id = $id2) = '$key2'
+			  AND (SELECT key_id FROM tenant_backup.backups WHERE id = $id1) <> '$key2'")" t \
+	"the backup after tenant_rotate_key is under the new key, the one before under the old"
+is "$(restore acme "acme-k1:" "$id1")" succeeded "the backup under the old key restores"
+rtool snapshot $R 0 "acme-k1:" >"$D/k1"
+rtool compare "$D/acme.k1" "$D/k1" >/dev/null
+ok $? "key for key as acme was then"
+is "$(restore acme "acme-k2:" "$id2")" succeeded "the backup under the new key restores"
+rtool snapshot $R 0 "acme-k2:" >"$D/k2"
+rtool compare "$D/acme.k2" "$D/k2" >/dev/null
+ok $? "key for key as acme was then, its canary changed"
+
+# --- BYOK: the tenant's keys wrapped by its own key command; a refusing KMS fails the backup
+mkdir -p "$D/kms"
+chown postgres "$D/kms"
+psql_q "SELECT tenant_backup.tenant_set_key_source('acme', 'sh $(cd "$(dirname "$0")/../lib" && pwd)/kms.sh $D/kms')" >/dev/null
+ok $? "tenant_set_key_source('acme', <kms command>)"
+rtool cmd $R 0 SET "acme:canary" "under byok" >/dev/null
+rtool snapshot $R 0 "acme:" >"$D/acme.byok"
+bobj=$(backup acme)
+like "$bobj" '^acme/redis/' "a backup under the command-wrapped key completes"
+is "$(restore acme "acme-byok:" "$(backup_id "$bobj")")" succeeded "and restores"
+rtool snapshot $R 0 "acme-byok:" >"$D/byok"
+rtool compare "$D/acme.byok" "$D/byok" >/dev/null
+ok $? "key for key"
+grep -q '^acme unwrap ' "$D/kms/calls"
+ok $? "the agent had the KMS unwrap acme's key"
+touch "$D/kms/fail"
+complete=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")
+backup acme >/dev/null
+like "$(psql_q "SELECT state || ': ' || coalesce(error, '') FROM tenant_backup.jobs WHERE tenant = 'acme' ORDER BY id DESC LIMIT 1")" \
+	'^failed: .*key command' "with the KMS refusing, the backup fails naming the key command"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")" "$complete" \
+	"and no complete backup is added"
+rm -f "$D/kms/fail"
 
 # --- keyspaces that overlap are refused
 psql_q "SELECT tenant_backup.tenant_create('nested')" >/dev/null

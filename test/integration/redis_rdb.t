@@ -3,7 +3,8 @@
 # replication protocol (diskless "$EOF:" transfer and the disk-based "$<length>" one),
 # restored through the SQL API and with tenant-backup restore-rdb as dump.rdb, which a
 # second redis-server loads with the same 100k keys, values and TTLs. dump.rdb is never
-# overwritten; credentials come from the agent's configuration file.
+# overwritten; credentials come from the agent's configuration file. A backup records the
+# snapshot's CRC-64; a restore drill checks the file with redis-check-rdb and compares it.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/agents.sh"
@@ -93,6 +94,43 @@ ok $? "(the server sent it from disk, the \$<length> form)"
 "$TB" restore-rdb "$obj2" --dir "$D/disk" 2>/dev/null
 redis_start "$D/disk" 26463
 is "$(rtool cmd 26463 0 GET k:after),$(rtool cmd 26463 0 DBSIZE)" "second backup,100001" "and holds the later key"
+
+# --- restore drill: the newest snapshot written into a scratch directory (under TMPDIR: no
+# redis_restore_dir is set), checked by redis-check-rdb, its checksum compared with the one
+# recorded at dump time, the directory removed. Then with a redis-check-rdb that is given
+# the snapshot with its checksum changed: the drill fails with what the tool found.
+drill() { # [PATH_HEAD]: tenant_restore_drill with an agent running; prints "ok" or "failed: <error>"
+	local out
+	PATH="${1:-}$PATH" TMPDIR="$D/drilltmp" agent_start drill --poll-seconds 1 --config "$D/agent.conf"
+	out=$(psql_q "SELECT tenant_backup.tenant_restore_drill('dedi')")
+	agent_stop "$AGENT_PID"
+	psql_q "SELECT CASE WHEN (r->>'ok')::boolean THEN 'ok' ELSE 'failed: ' || coalesce(r->'checks'->0->>'error', '?') END
+			FROM (SELECT \$j\$$out\$j\$::jsonb r) s"
+}
+mkdir -p "$D/drilltmp"
+crc=$("$TB" cat "$obj2" | tail -c 8 | od -An -tx1 | tr -d ' \n')
+is "$(psql_q "SELECT contents FROM tenant_backup.backups WHERE object_key = '$obj2'")" "{\"rdb_crc64\": \"$crc\"}" \
+	"the backup records the CRC-64 its snapshot ends with"
+is "$(drill)" ok "tenant_restore_drill('dedi') succeeds"
+is "$(psql_q "SELECT j.result->'contents' = b.contents AND j.result->>'sha256' = b.sha256 AND b.object_key = '$obj2'
+			  FROM tenant_backup.jobs j JOIN tenant_backup.backups b ON b.id = j.backup_id
+			  WHERE j.kind = 'drill' ORDER BY j.id DESC LIMIT 1")" t \
+	"it drilled the newest backup: the restored file's checksum and the object's SHA-256 equal what was recorded"
+like "$(grep succeeded "$D/drill.log")" 'succeeded: .*; drill: dump.rdb of [0-9]+ bytes checked by redis-check-rdb$' \
+	"the agent logs the check"
+is "$(ls -A "$D/drilltmp")" "" "its scratch directory is removed"
+mkdir -p "$D/fakebin"
+cat >"$D/fakebin/redis-check-rdb" <<EOF
+#!/bin/sh
+# The real redis-check-rdb, given the snapshot with one bit of its checksum flipped.
+perl -e 'open(my \$f, "+<", \$ARGV[0]) or die; seek(\$f, -1, 2); read(\$f, my \$b, 1);
+	seek(\$f, -1, 2); print \$f chr(ord(\$b) ^ 1)' "\$1"
+exec $(command -v redis-check-rdb) "\$@"
+EOF
+chmod 755 "$D/fakebin/redis-check-rdb"
+like "$(drill "$D/fakebin:")" '^failed: drill of the RDB snapshot dedi/redis/.* for tenant "dedi": redis-check-rdb finds the snapshot broken: \[offset [0-9]+\] RDB CRC error' \
+	"a snapshot redis-check-rdb finds broken fails the drill with what it found"
+is "$(ls -A "$D/drilltmp")" "" "and its scratch directory is removed too"
 
 # --- a tampered snapshot is never written out
 object_get "$obj" "$D/obj.tbk"

@@ -10,6 +10,10 @@ usage:
                                          SHA-256 of every document's raw BSON in natural order
   mongo_tool.py docs URI DB COLL         each document's raw BSON as hex, natural order
   mongo_tool.py many URI DB COLL N [SIZE]   N documents of about SIZE bytes (200)
+  mongo_tool.py padded URI DB COLL N SIZE   N documents of about SIZE bytes that compress to
+                                         almost nothing (one letter repeated)
+  mongo_tool.py counts URI DB            {"collections": {name: documents}} of every collection
+                                         (views and system.* left out), counted by reading them
   mongo_tool.py cmd URI DB JSON          runs one command (extended JSON); prints the reply as
                                          relaxed extended JSON; exit 1 when ok is not 1
   mongo_tool.py drop URI DB              drops every collection and view of DB
@@ -240,6 +244,25 @@ def many(uri, dbname, coll, n, size=200):
     print(done)
 
 
+def padded(uri, dbname, coll, n, size):
+    db = database(uri, dbname)
+    n, size = int(n), int(size)
+    for start in range(0, n, 1000):
+        db[coll].insert_many([OrderedDict([('_id', i), ('pad', 'x' * size)])
+                              for i in range(start, min(n, start + 1000))], ordered=True)
+    print(n)
+
+
+def counts(uri, dbname):
+    db = database(uri, dbname)
+    out = OrderedDict()
+    for info in sorted(coll_infos(db), key=lambda d: d['name']):
+        if info.get('type', 'collection') != 'collection' or info['name'].startswith('system.'):
+            continue
+        out[info['name']] = sum(1 for _ in db[info['name']].find({}, projection={'_id': 1}))
+    print(json_util.dumps(OrderedDict([('collections', out)])))
+
+
 def cmd(uri, dbname, js):
     db = database(uri, dbname)
     c = json_util.loads(js, json_options=CANON)
@@ -271,7 +294,8 @@ def main(argv):
         sys.exit(__doc__)
     sub, args = argv[1], argv[2:]
     table = {'fill': (fill, 3, 3), 'snapshot': (snapshot, 2, 2), 'docs': (docs, 3, 3),
-             'many': (many, 4, 5), 'cmd': (cmd, 3, 3), 'drop': (drop, 2, 2),
+             'many': (many, 4, 5), 'padded': (padded, 5, 5), 'counts': (counts, 2, 2),
+             'cmd': (cmd, 3, 3), 'drop': (drop, 2, 2),
              'everytype-hex': (lambda: print(everytype_raw().hex()), 0, 0),
              'insert-hex': (insert_hex, 4, 10 ** 6)}
     if sub not in table or not table[sub][1] <= len(args) <= table[sub][2]:

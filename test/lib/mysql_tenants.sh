@@ -4,6 +4,9 @@
 #
 #   mysql_tenants_setup PG_PORT MY_PORT   (with TB_TEST_STORAGE=s3: S3 on $S3_PORT)
 #   my_canaries DB                  the canary rows of DB, comma-separated
+#   my_contents DB                  {"tables": {"<table>": <rows>, ...}} of DB's base tables,
+#                                   counted with COUNT(*): what a backup of DB records
+#   my_schemas                      every database of the server, comma-separated
 #
 # The agent's password for MariaDB is MY_PASSWORD (it has ':', '@', '%' and '"', so the
 # locator carries it percent-encoded). Every dump goes through $D/dump-wrapper, which
@@ -44,4 +47,18 @@ EOF
 
 my_canaries() { # DB
 	my_db "$1" "SELECT GROUP_CONCAT(v ORDER BY id SEPARATOR ',') FROM canary"
+}
+
+my_contents() { # DB
+	local db=$1 table sep="" json=""
+	while IFS= read -r table; do
+		json+="$sep\"$table\": $(my_db "$db" "SELECT COUNT(*) FROM \`${table//\`/\`\`}\`")"
+		sep=", "
+	done < <(my_q "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$db'
+		AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME")
+	echo "{\"tables\": {$json}}"
+}
+
+my_schemas() {
+	my_q "SELECT GROUP_CONCAT(SCHEMA_NAME ORDER BY SCHEMA_NAME) FROM information_schema.SCHEMATA"
 }

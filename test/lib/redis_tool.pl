@@ -5,7 +5,8 @@
 #   fill PORT DB PREFIX LABEL   every type under PREFIX: a "LABEL canary" string, a hash,
 #                               list, set, sorted set, stream, a binary key and value,
 #                               keys with TTLs (1 h, 10 min)
-#   many PORT DB PREFIX N [SIZE]  N string keys PREFIXk<i> of SIZE bytes (default 16), pipelined
+#   many PORT DB PREFIX N [SIZE [noise]]  N string keys PREFIXk<i> of SIZE bytes (default 16),
+#                               pipelined; with noise, values that nothing compresses
 #   snapshot PORT DB PREFIX     one line per key beginning with PREFIX, sorted: the key
 #                               without PREFIX (hex), its type, SHA-1 of its value (every
 #                               member, field, element and entry; sets and hashes sorted),
@@ -15,7 +16,7 @@
 use strict;
 use warnings;
 use IO::Socket::INET;
-use Digest::SHA qw(sha1_hex);
+use Digest::SHA qw(sha1_hex sha512);
 use Time::HiRes qw(time);
 
 sub connect_db {
@@ -71,12 +72,18 @@ sub fill {
 	call($s, 'SET', "${p}big", 'x' x 100000);
 }
 
+# SIZE bytes of SHA-512 output seeded by the key: the same every run, incompressible.
+sub noise {
+	my ($seed, $size) = @_;
+	return substr(join('', map { sha512("$seed:$_") } 0 .. $size / 64), 0, $size);
+}
+
 sub many {
-	my ($s, $p, $n, $size) = @_;
+	my ($s, $p, $n, $size, $noise) = @_;
 	my $value = 'v' x ($size // 16);
 	for (my $i = 0; $i < $n; $i += 1000) {
 		my $last = $i + 1000 < $n ? $i + 1000 : $n;
-		print $s join('', map { encode('SET', "${p}k$_", $value) } $i .. $last - 1);
+		print $s join('', map { encode('SET', "${p}k$_", $noise ? noise("$p$_", $size) : $value) } $i .. $last - 1);
 		reply($s) for $i .. $last - 1;
 	}
 }

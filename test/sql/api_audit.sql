@@ -3,7 +3,7 @@
 -- hash), that each hash recomputes from its row with tenant_backup._audit_hash(), and that an
 -- edit or a deletion shows. Rolled back.
 BEGIN;
-SELECT plan(15);
+SELECT plan(23);
 
 -- Each audit row with whether its hash recomputes from its fields.
 CREATE TEMP VIEW audit_check AS
@@ -64,19 +64,44 @@ SET LOCAL TimeZone = 'UTC';
 SELECT ok((SELECT verifies FROM audit_check ORDER BY id DESC LIMIT 1),
 	'a row written by a session in another TimeZone verifies too');
 
-UPDATE tenant_backup.audit SET detail = '{"tier": "dedicated"}'
-WHERE id = (SELECT min(id) FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before));
-SELECT ok(NOT (SELECT verifies FROM audit_check WHERE id = (SELECT min(id) FROM tenant_backup.audit
-															 WHERE id > (SELECT last_id FROM before))),
-	'an edited row no longer verifies');
-SELECT is_empty($$SELECT * FROM audit_breaks$$,
-	'an edit alone leaves the chain links in place');
+SELECT row_eq($$SELECT ok, first_broken_id, problem FROM tenant_backup.tenant_audit_verify()$$,
+	ROW(true, NULL::bigint, NULL::text), 'tenant_audit_verify() finds the intact chain intact');
+SELECT ok((SELECT rows_checked FROM tenant_backup.tenant_audit_verify()) = (SELECT count(*) FROM tenant_backup.audit),
+	'tenant_audit_verify() checks every row');
+
+-- Append-only for everyone: the table owner (and a superuser) is refused too.
+SELECT throws_ok($$UPDATE tenant_backup.audit SET actor = 'mallory'$$, '42501',
+	'tenant_backup.audit is append-only: UPDATE refused', 'UPDATE of the audit log is refused');
+SELECT throws_ok($$DELETE FROM tenant_backup.audit$$, '42501',
+	'tenant_backup.audit is append-only: DELETE refused', 'DELETE from the audit log is refused');
+SELECT throws_ok($$TRUNCATE tenant_backup.audit$$, '42501',
+	'tenant_backup.audit is append-only: TRUNCATE refused', 'TRUNCATE of the audit log is refused');
+
+-- A superuser who switches the triggers off can still change rows: the chain shows it.
+SET LOCAL session_replication_role = replica;
 CREATE TEMP TABLE deleted AS
 SELECT id FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before) ORDER BY id OFFSET 1 LIMIT 1;
+SAVEPOINT before_delete;
 DELETE FROM tenant_backup.audit WHERE id = (SELECT id FROM deleted);
 SELECT results_eq($$SELECT id FROM audit_breaks$$,
 	$$SELECT min(id) FROM tenant_backup.audit WHERE id > (SELECT id FROM deleted)$$,
 	'a deleted row breaks the chain at the row after it');
+SELECT row_eq($$SELECT ok, first_broken_id FROM tenant_backup.tenant_audit_verify()$$,
+	ROW(false, (SELECT min(id) FROM tenant_backup.audit WHERE id > (SELECT id FROM deleted))),
+	'tenant_audit_verify() names the row after the deleted one');
+SELECT matches((SELECT problem FROM tenant_backup.tenant_audit_verify()), 'a row between them was removed',
+	'and says a row was removed');
+ROLLBACK TO SAVEPOINT before_delete;
+
+CREATE TEMP TABLE edited AS
+SELECT min(id) AS id FROM tenant_backup.audit WHERE id > (SELECT last_id FROM before);
+UPDATE tenant_backup.audit SET detail = '{"tier": "dedicated"}' WHERE id = (SELECT id FROM edited);
+SELECT ok(NOT (SELECT verifies FROM audit_check WHERE id = (SELECT id FROM edited)),
+	'an edited row no longer verifies');
+SELECT row_eq($$SELECT ok, first_broken_id FROM tenant_backup.tenant_audit_verify()$$,
+	ROW(false, (SELECT id FROM edited)), 'tenant_audit_verify() names the edited row');
+SELECT matches((SELECT problem FROM tenant_backup.tenant_audit_verify()), 'was changed after it was written',
+	'and says it was changed');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -80,7 +80,7 @@ SELECT is((SELECT locator FROM with_password WHERE locator LIKE '%db2.example%')
 SELECT is((SELECT count(*) FROM with_password WHERE sealed_password IS NOT NULL), 5::bigint,
 	'every password was sealed');
 SELECT is_empty($$SELECT locator FROM with_password
-				  WHERE sealed_password !~ ('^tbs1:' || (SELECT wrapped->>'master_key_id' FROM tenant_backup.keys
+				  WHERE sealed_password !~ ('^tbs1:' || (SELECT wrapped->>'master_key_id' FROM tenant_backup.key_store
 														 WHERE tenant = 'db-t') || ':[0-9a-f]{24}:[0-9a-f]+$')$$,
 	'sealed passwords are tbs1:<master key id>:<nonce>:<ciphertext>');
 SELECT is_empty($$SELECT locator FROM tenant_backup.sources

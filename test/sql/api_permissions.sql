@@ -4,7 +4,7 @@
 -- write the catalog or call the internal functions. Roles are switched with SET ROLE
 -- and created in the transaction, which is rolled back.
 BEGIN;
-SELECT plan(64);
+SELECT plan(77);
 
 CREATE ROLE tbt_nobody;
 CREATE ROLE tbt_outsider;
@@ -33,7 +33,9 @@ INSERT INTO api_calls VALUES
 CREATE TEMP TABLE catalog_writes (name text, sql text);
 INSERT INTO catalog_writes VALUES
 	('tenants', $$UPDATE tenant_backup.tenants SET tier = 'dedicated'$$),
-	('keys', $$UPDATE tenant_backup.keys SET state = 'destroyed'$$),
+	('key_store', $$UPDATE tenant_backup.key_store SET state = 'destroyed'$$),
+	('settings', $$DELETE FROM tenant_backup.settings$$),
+	('drills', $$DELETE FROM tenant_backup.drills$$),
 	('sources', $$INSERT INTO tenant_backup.sources (tenant, engine, locator) VALUES ('perm-t', 'postgres', 'tenant_db_b')$$),
 	('jobs', $$INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine)
 			   SELECT 'backup', 'perm-t', id, 'postgres' FROM tenant_backup.sources LIMIT 1$$),
@@ -48,7 +50,9 @@ INSERT INTO internal_calls VALUES
 	('_engine_check', $$SELECT tenant_backup._engine_check('postgres')$$),
 	('_next_due', $$SELECT tenant_backup._next_due('perm-t', '1 hour', now())$$),
 	('_enqueue', $$SELECT tenant_backup._enqueue('backup', 'perm-t', NULL, NULL, NULL, NULL)$$),
-	('_key_create', $$SELECT tenant_backup._key_create('perm-t')$$),
+	('_key_create', $$SELECT tenant_backup._key_create('perm-t', NULL)$$),
+	('_storage_delete_prefix', $$SELECT tenant_backup._storage_delete_prefix('perm-t/')$$),
+	('_expire', $$SELECT tenant_backup._expire('perm-t', 'me')$$),
 	('_seal_secret', $$SELECT tenant_backup._seal_secret('source password', 'secret')$$),
 	('_require_worker', $$SELECT tenant_backup._require_worker()$$),
 	('_request', $$SELECT tenant_backup._request('backup', 'perm-t', NULL, NULL, NULL, false)$$),
@@ -59,18 +63,22 @@ GRANT SELECT ON api_calls, catalog_writes, internal_calls TO tbt_nobody, tbt_out
 -- ------------------------------------------------------------ privileges as granted
 
 SELECT table_privs_are('tenant_backup', t, 'public', ARRAY[]::text[], format('PUBLIC has no privilege on table %s', t))
-FROM unnest(ARRAY['tenants', 'keys', 'sources', 'jobs', 'backups', 'audit']) AS t;
+FROM unnest(ARRAY['tenants', 'key_store', 'sources', 'jobs', 'backups', 'audit', 'settings', 'drills']) AS t;
 SELECT ok(NOT has_table_privilege('tenant_backup_operator', 'tenant_backup.' || t,
 								  'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'),
 	format('tenant_backup_operator holds no write privilege on table %s', t))
-FROM unnest(ARRAY['tenants', 'keys', 'sources', 'jobs', 'backups', 'audit']) AS t;
+FROM unnest(ARRAY['tenants', 'key_store', 'sources', 'jobs', 'backups', 'audit', 'settings', 'drills']) AS t;
 SELECT table_privs_are('tenant_backup', 'status', 'tenant_backup_operator', ARRAY['SELECT'],
 	'tenant_backup_operator may only SELECT the status view');
 SELECT set_eq($$SELECT proname::text FROM pg_proc WHERE pronamespace = 'tenant_backup'::regnamespace
 				AND has_function_privilege('tenant_backup_operator', oid, 'EXECUTE')$$,
 	ARRAY['tenant_create', 'tenant_add_database', 'tenant_backup', 'tenant_restore', 'tenant_backups',
-		  'tenant_set_schedule', '_wal_archive_lag'],
-	'tenant_backup_operator may execute the six API functions, and the read-only WAL lag the status view calls, and nothing else in the schema');
+		  'tenant_set_schedule', 'tenant_rotate_key', 'tenant_set_key_source', 'tenant_rotate_master_key',
+		  'tenant_set_retention', 'tenant_hold', 'tenant_release', 'tenant_expire', 'tenant_drop',
+		  'tenant_audit_verify', 'tenant_restore_drill', 'tenant_compliance_report', '_wal_archive_lag'],
+	'tenant_backup_operator may execute the API functions, and the read-only WAL lag the status view calls, and nothing else in the schema');
+SELECT table_privs_are('tenant_backup', 'keys', 'tenant_backup_operator', ARRAY['SELECT'],
+	'tenant_backup_operator may only SELECT the keys view');
 SELECT is_empty($$SELECT proname FROM pg_proc WHERE pronamespace = 'tenant_backup'::regnamespace
 				  AND has_function_privilege('public', oid, 'EXECUTE')$$,
 	'PUBLIC may execute no function in the schema');
@@ -92,7 +100,7 @@ SELECT throws_ok(call, '42501', format('permission denied for function %s', name
 FROM api_calls ORDER BY name;
 SELECT throws_ok(format('SELECT * FROM tenant_backup.%I', t), '42501', format('permission denied for table %s', t),
 	format('without tenant_backup_operator: SELECT from %s is refused', t))
-FROM unnest(ARRAY['tenants', 'keys', 'sources', 'jobs', 'backups', 'audit']) AS t;
+FROM unnest(ARRAY['tenants', 'key_store', 'sources', 'jobs', 'backups', 'audit', 'settings', 'drills']) AS t;
 SELECT throws_ok(sql, '42501', format('permission denied for table %s', name),
 	format('without tenant_backup_operator: writing %s is refused', name))
 FROM catalog_writes ORDER BY name;
@@ -131,7 +139,7 @@ RESET ROLE;
 
 SELECT is((SELECT count(*) FROM tenant_backup.jobs WHERE tenant = 'perm-t'), 0::bigint,
 	'nothing the refused roles tried was queued');
-SELECT is((SELECT count(*) FROM tenant_backup.keys WHERE tenant = 'perm-t' AND state = 'active'), 1::bigint,
+SELECT is((SELECT count(*) FROM tenant_backup.key_store WHERE tenant = 'perm-t' AND state = 'active'), 1::bigint,
 	'the tenant''s key is untouched');
 SELECT is_empty($$SELECT * FROM tenant_backup.audit WHERE action = 'forged'$$,
 	'no forged audit row got in');

@@ -51,7 +51,7 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM tenant_backup.tenants WHERE name = 'tier-t')
 	'refused tiers created no tenant');
 
 SELECT row_eq($$SELECT * FROM tenant_backup.tenant_create('alpha', 'dedicated')$$,
-	ROW('alpha', 'dedicated', NULL, NULL, now())::tenant_backup.tenants,
+	ROW('alpha', 'dedicated', NULL, NULL, now(), NULL, NULL, NULL, NULL, NULL)::tenant_backup.tenants,
 	'tenant_create returns the new row (dedicated, no schedule yet)');
 SELECT is((SELECT tier FROM tenant_backup.tenant_create('beta')), 'shared',
 	'tier defaults to shared');
@@ -64,34 +64,34 @@ SELECT is((SELECT tier FROM tenant_backup.tenants WHERE name = 'alpha'), 'dedica
 
 -- ------------------------------------------------------------ the tenant key
 
-SELECT is((SELECT count(*) FROM tenant_backup.keys WHERE tenant = 'alpha'), 1::bigint,
+SELECT is((SELECT count(*) FROM tenant_backup.key_store WHERE tenant = 'alpha'), 1::bigint,
 	'tenant_create adds exactly one key row');
-SELECT is((SELECT state FROM tenant_backup.keys WHERE tenant = 'alpha'), 'active',
+SELECT is((SELECT state FROM tenant_backup.key_store WHERE tenant = 'alpha'), 'active',
 	'the key is active');
-SELECT matches((SELECT key_id FROM tenant_backup.keys WHERE tenant = 'alpha'), '^[0-9a-f]{16}$',
+SELECT matches((SELECT key_id FROM tenant_backup.key_store WHERE tenant = 'alpha'), '^[0-9a-f]{16}$',
 	'the key id is 16 hex digits');
-SELECT is((SELECT wrapped->>'key_id' FROM tenant_backup.keys WHERE tenant = 'alpha'),
-	(SELECT key_id FROM tenant_backup.keys WHERE tenant = 'alpha'),
+SELECT is((SELECT wrapped->>'key_id' FROM tenant_backup.key_store WHERE tenant = 'alpha'),
+	(SELECT key_id FROM tenant_backup.key_store WHERE tenant = 'alpha'),
 	'the wrapped document names the same key id');
-SELECT is((SELECT wrapped->>'tenant' FROM tenant_backup.keys WHERE tenant = 'alpha'), 'alpha',
+SELECT is((SELECT wrapped->>'tenant' FROM tenant_backup.key_store WHERE tenant = 'alpha'), 'alpha',
 	'the wrapped document names the tenant');
-SELECT matches((SELECT wrapped->>'master_key_id' FROM tenant_backup.keys WHERE tenant = 'alpha'), '^[0-9a-f]{16}$',
+SELECT matches((SELECT wrapped->>'master_key_id' FROM tenant_backup.key_store WHERE tenant = 'alpha'), '^[0-9a-f]{16}$',
 	'the wrapped document names the master key by its id');
-SELECT matches((SELECT wrapped->>'wrapped_key' FROM tenant_backup.keys WHERE tenant = 'alpha'), '^[0-9a-f]{96}$',
+SELECT matches((SELECT wrapped->>'wrapped_key' FROM tenant_backup.key_store WHERE tenant = 'alpha'), '^[0-9a-f]{96}$',
 	'the wrapped key is 32 bytes sealed with a 16-byte tag');
-SELECT set_eq($$SELECT jsonb_object_keys(wrapped) FROM tenant_backup.keys WHERE tenant = 'alpha'$$,
+SELECT set_eq($$SELECT jsonb_object_keys(wrapped) FROM tenant_backup.key_store WHERE tenant = 'alpha'$$,
 	ARRAY['format', 'version', 'tenant', 'key_id', 'created', 'master_key_id', 'wrap', 'nonce', 'wrapped_key'],
 	'the wrapped document has exactly the documented fields (no clear key)');
-SELECT isnt((SELECT wrapped->>'wrapped_key' FROM tenant_backup.keys WHERE tenant = 'alpha'),
-	(SELECT wrapped->>'wrapped_key' FROM tenant_backup.keys WHERE tenant = 'beta'),
+SELECT isnt((SELECT wrapped->>'wrapped_key' FROM tenant_backup.key_store WHERE tenant = 'alpha'),
+	(SELECT wrapped->>'wrapped_key' FROM tenant_backup.key_store WHERE tenant = 'beta'),
 	'two tenants get different keys');
-SELECT is((SELECT wrapped->>'master_key_id' FROM tenant_backup.keys WHERE tenant = 'alpha'),
-	(SELECT wrapped->>'master_key_id' FROM tenant_backup.keys WHERE tenant = 'beta'),
+SELECT is((SELECT wrapped->>'master_key_id' FROM tenant_backup.key_store WHERE tenant = 'alpha'),
+	(SELECT wrapped->>'master_key_id' FROM tenant_backup.key_store WHERE tenant = 'beta'),
 	'both are wrapped by the same master key');
 
 SELECT results_eq($$SELECT actor, action, detail FROM tenant_backup.audit WHERE tenant = 'alpha' ORDER BY id$$,
 	$$SELECT session_user::text COLLATE "default", 'tenant created',
-			 jsonb_build_object('tier', 'dedicated', 'key_id', (SELECT key_id FROM tenant_backup.keys WHERE tenant = 'alpha'))$$,
+			 jsonb_build_object('tier', 'dedicated', 'key_id', (SELECT key_id FROM tenant_backup.key_store WHERE tenant = 'alpha'))$$,
 	'tenant_create writes one audit row with the tier and key id');
 
 -- ------------------------------------------------------------ schedules
