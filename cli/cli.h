@@ -25,7 +25,7 @@
 
 /* The --key-command lines of the commands' usage texts. */
 #define CLI_KEY_COMMAND_USAGE                                                                                          \
-	"  --key-command CMD   the tenant's own key command, which opens the tenant keys it\n"                               \
+	"  --key-command CMD   the tenant's own key command, which opens the tenant keys it\n"                             \
 	"                      wrapped (bring your own key; env TENANT_BACKUP_KEY_COMMAND)\n"
 
 typedef struct cli_context

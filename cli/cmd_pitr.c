@@ -147,9 +147,10 @@ wal_fetch(storage *st, const master_key *master, const char *tenant, const char 
 	/* The header names the file it was sealed for: another file's object moved here fails. */
 	if (strcmp(repo_reader_header(r)->backup_id, id) != 0)
 	{
+		tb_error_set(err, TB_ERR_CORRUPT, "%s holds WAL file '%s', not '%s'", object, repo_reader_header(r)->backup_id,
+					 file);
 		repo_reader_close(r);
-		return tb_error_set(err, TB_ERR_CORRUPT, "%s holds WAL file '%s', not '%s'", object,
-							repo_reader_header(r)->backup_id, file);
+		return -1;
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tbtmp", dest);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
@@ -428,11 +429,13 @@ conf_shell_word(FILE *f, const char *value)
 {
 	conf_char(f, '\'');
 	for (const char *c = value; *c; c++)
-		if (*c == '\'')
+	{
+		if (*c != '\'')
+			conf_char(f, *c);
+		else
 			for (const char *q = "'\\''"; *q; q++)
 				conf_char(f, *q);
-		else
-			conf_char(f, *c);
+	}
 	conf_char(f, '\'');
 }
 

@@ -10,15 +10,16 @@
 #include "names.h"
 #include "repo.h"
 
-static const char cat_usage[] = "Usage: tenant-backup cat OBJECT [OPTIONS] > data\n"
-								"\n"
-								"Authenticates, decrypts and decompresses OBJECT (a key as printed by put and ls)\n"
-								"to standard output. Output is written as chunks authenticate; the exit status is 0\n"
-								"only if the whole object, its trailer and its manifest checked out, so consumers\n"
-								"must check it before trusting the data.\n"
-								"\n"
-								"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-								"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
+static const char cat_usage[] =
+	"Usage: tenant-backup cat OBJECT [OPTIONS] > data\n"
+	"\n"
+	"Authenticates, decrypts and decompresses OBJECT (a key as printed by put and ls)\n"
+	"to standard output. Output is written as chunks authenticate; the exit status is 0\n"
+	"only if the whole object, its trailer and its manifest checked out, so consumers\n"
+	"must check it before trusting the data.\n"
+	"\n"
+	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 static const char verify_usage[] =
 	"Usage: tenant-backup verify OBJECT... | --tenant T [--engine E] [OPTIONS]\n"

@@ -154,7 +154,7 @@ Datum
 tenant_backup_key_rewrap(PG_FUNCTION_ARGS)
 {
 	char *tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char *doc = text_to_cstring(DatumGetTextPP(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1))));
+	char *doc = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(1)));
 	master_key old_master, new_master;
 	tb_error err = {0};
 	char *new_doc = NULL;

@@ -375,6 +375,7 @@ rdb_read_crc(const char *file, unsigned char *crc, tb_error *err)
 
 	if (fd < 0)
 		return tb_error_set(err, TB_ERR_IO, "cannot open %s: %s", file, strerror(errno));
+	errno = 0;
 	if (fstat(fd, &st) != 0 || st.st_size < (off_t) sizeof(tail) ||
 		pread(fd, tail, sizeof(tail), st.st_size - (off_t) sizeof(tail)) != (ssize_t) sizeof(tail))
 		rc = tb_error_set(err, TB_ERR_IO, "cannot read the end of %s: %s", file, errno ? strerror(errno) : "too short");
