@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,10 @@ static const char restore_pitr_usage[] =
 	"restore_command calling 'tenant-backup wal-fetch', the target, promotion at the\n"
 	"target, archiving off), and prints how to start it. Run it as the user the server\n"
 	"will run as.\n"
+	"\n"
+	"For a tenant whose keys its own key command wraps (bring your own key), give\n"
+	"--key-command: the restore_command passes it on to wal-fetch. It runs there from the\n"
+	"data directory, so name its files by absolute paths.\n"
 	"\n"
 	"  --tenant T          the dedicated tenant\n"
 	"  --pgdata DIR        the data directory to create\n"
@@ -454,16 +459,19 @@ check_conf_value(const char *what, const char *value, tb_error *err)
 static int
 write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, tb_error *err)
 {
-	char path[4096], self[4096];
+	char path[4096], self[4096], key_file[PATH_MAX];
 	FILE *f;
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
 	if (n < 0)
 		return tb_error_set(err, TB_ERR_IO, "could not find this program's path: %s", strerror(errno));
 	self[n] = '\0';
+	/* restore_command runs in the data directory: a relative name would not be found from there. */
+	if (realpath(ctx->master_key_file, key_file) == NULL)
+		return tb_error_set(err, TB_ERR_IO, "could not resolve %s: %s", ctx->master_key_file, strerror(errno));
 	if (check_conf_value("this program's path", self, err) != 0 ||
 		check_conf_value("the storage URL", ctx->storage_url, err) != 0 ||
-		check_conf_value("the master key file name", ctx->master_key_file, err) != 0 ||
+		check_conf_value("the master key file name", key_file, err) != 0 ||
 		(ctx->key_command && check_conf_value("the key command", ctx->key_command, err) != 0))
 		return -1;
 	snprintf(path, sizeof(path), "%s/recovery.signal", dir);
@@ -479,7 +487,7 @@ write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, t
 	fprintf(f, " wal-fetch --tenant %s --storage ", args->tenant);
 	conf_shell_word(f, ctx->storage_url);
 	fputs(" --master-key ", f);
-	conf_shell_word(f, ctx->master_key_file);
+	conf_shell_word(f, key_file);
 	if (ctx->key_command)
 	{
 		fputs(" --key-command ", f);

@@ -6,6 +6,7 @@
  */
 #include "tenant_backup.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -75,6 +76,51 @@ tb_launcher_schedule(void)
 		   "  RETURNING engine)"
 		   " SELECT pg_notify('tenant_backup_jobs', engine) FROM (SELECT DISTINCT engine FROM queued) e",
 		   1, args);
+}
+
+/*
+ * Applies retention, a tenant per transaction (one tenant's failure, say storage being
+ * unreachable, neither undoes another's deletions nor stops the launcher), every
+ * retention_interval.
+ */
+static void
+tb_launcher_retention(void)
+{
+	static TimestampTz next_run = 0;
+	const char *args[1] = {tb_retention_interval};
+	char *tenants, *tenant, *save = NULL;
+
+	if (GetCurrentTimestamp() < next_run)
+		return;
+	tenants = tb_sql("SELECT (now() + $1::interval)::text || ' ' || coalesce(string_agg(name, ' ' ORDER BY name), '')"
+					 " FROM tenant_backup.tenants WHERE hold_since IS NULL",
+					 1, args);
+	tenant = strchr(tenants, ' ');
+	*tenant++ = '\0';
+	next_run = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(tenants),
+													   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	for (tenant = strtok_r(tenant, " ", &save); tenant != NULL; tenant = strtok_r(NULL, " ", &save))
+	{
+		MemoryContext ctx = CurrentMemoryContext;
+		const char *who[1] = {tenant};
+
+		PG_TRY();
+		{
+			tb_sql("SELECT count(*) FROM tenant_backup._expire($1, 'tenant_backup worker')", 1, who);
+		}
+		PG_CATCH();
+		{
+			ErrorData *edata;
+
+			MemoryContextSwitchTo(ctx);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			ereport(WARNING, (errmsg("tenant_backup: retention of tenant \"%s\" failed: %s", tenant, edata->message),
+							  errhint("It is tried again in tenant_backup.retention_interval; nothing kept was deleted.")));
+		}
+		PG_END_TRY();
+	}
 }
 
 static int
@@ -197,6 +243,7 @@ tenant_backup_launcher_main(Datum arg)
 			tb_launcher_reclaim();
 			tb_launcher_schedule();
 			tb_launcher_dispatch();
+			tb_launcher_retention();
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, tb_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -26,6 +26,7 @@ char *tb_master_key_command = NULL;
 int tb_max_workers = 2;
 int tb_naptime_ms = 1000;
 char *tb_default_schedule = NULL;
+char *tb_retention_interval = NULL;
 char *tb_bin_dir = NULL;
 int tb_lease_seconds = 60;
 int tb_compression_level = 1;
@@ -77,6 +78,9 @@ _PG_init(void)
 							&tb_naptime_ms, 1000, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.default_schedule", "Backup interval of tenants without a schedule.", NULL,
 							   &tb_default_schedule, "1 day", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.retention_interval",
+							   "How often the launcher applies every tenant's retention policy.", NULL,
+							   &tb_retention_interval, "1 hour", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.bin_dir", "Directory of pg_dump and pg_restore (empty: this server's).",
 							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.compression_level",

@@ -19,6 +19,7 @@ extern char *tb_master_key_command;
 extern int tb_max_workers;
 extern int tb_naptime_ms;
 extern char *tb_default_schedule;
+extern char *tb_retention_interval;
 extern char *tb_bin_dir;
 extern int tb_lease_seconds;
 extern int tb_compression_level;

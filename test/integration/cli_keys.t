@@ -190,8 +190,10 @@ like "$OUT" "own key command" "because of the key command"
 run wal-fetch --tenant initech --key-command "$KC" 000000010000000000000001 "$D/wal/x"
 like "$OUT" "holds WAL file" "with --key-command the key opens (and the misplaced object is caught)"
 
-run restore-pitr --tenant initech --to-latest --pgdata "$D/pgdata" --key-command "$KC"
-ok $? "restore-pitr of a BYOK tenant with --key-command"
+cd "$D" || exit 1
+run restore-pitr --tenant initech --to-latest --pgdata "$D/pgdata" --key-command "$KC" --master-key new.key
+ok $? "restore-pitr of a BYOK tenant with --key-command (and a relative master key file name)"
+cd - >/dev/null || exit 1
 is "$(cat "$D/pgdata/PG_VERSION" 2>/dev/null)" 15 "unpacks the base backup"
 conf=$(grep '^restore_command' "$D/pgdata/postgresql.auto.conf")
 like "$conf" "--key-command" "the restore_command carries the key command"

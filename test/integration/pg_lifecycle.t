@@ -190,6 +190,22 @@ is "$(psql_q "SELECT r->'deletion'->>'status' FROM (SELECT tenant_backup.tenant_
 	"the compliance report of a dropped tenant shows its deletion certificate"
 is "$(rows_of globex)" "500/37" "globex is untouched"
 
+# ------------------------------------------------------------ retention by the worker
+psql_q "SELECT tenant_backup.tenant_set_retention('globex', keep_last => 1, keep_daily => 0, keep_weekly => 0, keep_monthly => 0)" >/dev/null
+doomed=$(psql_q "SELECT string_agg(object_key, ' ') FROM tenant_backup.backups WHERE tenant = 'globex' AND status = 'complete'
+	AND id NOT IN (SELECT DISTINCT ON (source_id) id FROM tenant_backup.backups WHERE tenant = 'globex' AND status = 'complete'
+				   ORDER BY source_id, started DESC, id DESC)")
+is "$(echo $doomed | wc -w)" 2 "globex has two backups its new policy (keep_last 1 per database) lets go"
+psql_q "ALTER SYSTEM SET tenant_backup.retention_interval = '1s'" "SELECT pg_reload_conf()" >/dev/null
+expired=$(wait_for 40 0.5 2 psql_q "SELECT count(*) FROM tenant_backup.audit WHERE tenant = 'globex'
+	AND action = 'backup expired' AND actor = 'tenant_backup worker'")
+is "$expired" 2 "the background worker expires them on its own schedule, each with an audit row"
+gone=0
+for o in $doomed; do [ -e "$D/store/$o" ] || [ -e "$D/store/${o%.tbk}.json" ] || gone=$((gone + 1)); done
+is "$gone" 2 "their objects and manifests are gone from storage"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'globex' AND status = 'complete'")" 2 \
+	"the newest backup of each database stays"
+
 # ------------------------------------------------------------ secrets
 MASTER_HEX=$(cat "$D/master.key"); MASTER2_HEX=$(cat "$D/master2.key"); KEK=$(cat "$D/kms/kek")
 everything=$(psql_q "SELECT string_agg(to_jsonb(a)::text, E'\n') FROM tenant_backup.audit a"
