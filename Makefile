@@ -120,12 +120,14 @@ $(BUILD)/libtb%.a:
 	@echo "  AR      $@"
 	@rm -f $@ && ar rcs $@ $(filter-out %/main.o,$^)
 
+$(BUILD)/libtbmysql.a: $(MYSQL_AGENT_OBJ)
 $(BUILD)/libtbredis.a: $(REDIS_AGENT_OBJ)
 $(BUILD)/libtbmongodb.a: $(MONGODB_AGENT_OBJ)
+$(BUILD)/test/test_mysql: ENGINE_LIBS := $(shell pkg-config --libs libmariadb 2>/dev/null)
 $(BUILD)/test/test_redis: ENGINE_LIBS := $(shell pkg-config --libs hiredis 2>/dev/null)
 $(BUILD)/test/test_mongodb: ENGINE_LIBS := $(shell pkg-config --libs libmongoc-1.0 2>/dev/null)
 
-$(BUILD)/test/test_redis $(BUILD)/test/test_mongodb: $(BUILD)/test/test_%: test/unit/test_%.c $(BUILD)/libtb%.a \
+$(BUILD)/test/test_mysql $(BUILD)/test/test_redis $(BUILD)/test/test_mongodb: $(BUILD)/test/test_%: test/unit/test_%.c $(BUILD)/libtb%.a \
 		$(AGENT_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"

@@ -153,7 +153,8 @@ keys_command_run(const char *command, const char *op, const char *tenant, const 
 
 			if (n > 0 && err_len < KEY_COMMAND_STDERR_MAX)
 			{
-				size_t take = (size_t) n < KEY_COMMAND_STDERR_MAX - err_len ? (size_t) n : KEY_COMMAND_STDERR_MAX - err_len;
+				size_t take =
+					(size_t) n < KEY_COMMAND_STDERR_MAX - err_len ? (size_t) n : KEY_COMMAND_STDERR_MAX - err_len;
 
 				memcpy(errbuf + err_len, buf, take);
 				err_len += take;

@@ -226,8 +226,9 @@ keys_unwrap_command(const master_key *master, const char *wrapped, const char *c
 	if (strlen(hex) != 2 * CRYPTO_KEY_LEN || crypto_hex_decode(hex, out->key, CRYPTO_KEY_LEN) != 0)
 	{
 		crypto_wipe(hex, sizeof(hex));
-		return tb_error_set(err, TB_ERR_KEY, "the key command of tenant '%s' did not print 64 hex digits unwrapping key %s",
-							out->tenant, out->id);
+		return tb_error_set(err, TB_ERR_KEY,
+							"the key command of tenant '%s' did not print 64 hex digits unwrapping key %s", out->tenant,
+							out->id);
 	}
 	crypto_wipe(hex, sizeof(hex));
 	keys_check_value(out, computed);
@@ -266,8 +267,10 @@ keys_tenant_wrap_command(const char *command, const tenant_key *key, tb_error *e
 	for (const char *c = wrapped; *c; c++)
 		if (*c < 0x20 || *c > 0x7e)
 		{
-			tb_error_set(err, TB_ERR_KEY, "the key command of tenant '%s' printed more than one line of printable "
-						 "ASCII wrapping key %s", key->tenant, key->id);
+			tb_error_set(err, TB_ERR_KEY,
+						 "the key command of tenant '%s' printed more than one line of printable "
+						 "ASCII wrapping key %s",
+						 key->tenant, key->id);
 			goto done;
 		}
 	if (wrapped[0] == '\0')
@@ -331,8 +334,8 @@ keys_tenant_unwrap(const master_key *master, const char *json, const char *tenan
 	int ok;
 
 	if (doc == NULL ||
-		json_unpack(doc, "{s:s, s:i, s:s, s:s, s:s, s:s}", "format", &format, "version", &version, "tenant", &doc_tenant,
-					"key_id", &doc_id, "wrap", &wrap, "wrapped_key", &sealed_hex) != 0 ||
+		json_unpack(doc, "{s:s, s:i, s:s, s:s, s:s, s:s}", "format", &format, "version", &version, "tenant",
+					&doc_tenant, "key_id", &doc_id, "wrap", &wrap, "wrapped_key", &sealed_hex) != 0 ||
 		strcmp(format, KEYS_FORMAT) != 0 || version != 1 || strlen(doc_id) != KEYS_ID_LEN ||
 		strlen(doc_tenant) >= sizeof(out->tenant))
 		goto invalid;

@@ -27,8 +27,9 @@ typedef struct tb_job
 	char lease_owner[64];
 	int64 bytes_done;
 	TimestampTz last_report;
-	char *key_command;      /* the tenant's own key command (BYOK), NULL: the master key wraps its keys */
-	char *result; /* a stored backup: JSON with object, bytes_in, bytes_stored, sha256, key_id, contents; a drill's findings */
+	char *key_command; /* the tenant's own key command (BYOK), NULL: the master key wraps its keys */
+	char *result;      /* a stored backup: JSON with object, bytes_in, bytes_stored, sha256, key_id, contents; a drill's
+						  findings */
 } tb_job;
 
 /*

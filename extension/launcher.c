@@ -97,8 +97,8 @@ tb_launcher_retention(void)
 					 1, args);
 	tenant = strchr(tenants, ' ');
 	*tenant++ = '\0';
-	next_run = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(tenants),
-													   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	next_run = DatumGetTimestampTz(
+		DirectFunctionCall3(timestamptz_in, CStringGetDatum(tenants), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 	for (tenant = strtok_r(tenant, " ", &save); tenant != NULL; tenant = strtok_r(NULL, " ", &save))
 	{
 		MemoryContext ctx = CurrentMemoryContext;
@@ -116,8 +116,9 @@ tb_launcher_retention(void)
 			edata = CopyErrorData();
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
-			ereport(WARNING, (errmsg("tenant_backup: retention of tenant \"%s\" failed: %s", tenant, edata->message),
-							  errhint("It is tried again in tenant_backup.retention_interval; nothing kept was deleted.")));
+			ereport(WARNING,
+					(errmsg("tenant_backup: retention of tenant \"%s\" failed: %s", tenant, edata->message),
+					 errhint("It is tried again in tenant_backup.retention_interval; nothing kept was deleted.")));
 		}
 		PG_END_TRY();
 	}

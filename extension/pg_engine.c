@@ -359,13 +359,13 @@ tb_admin_value(PGconn *conn, const char *sql)
  * Rows of every table pg_dump dumps the data of (the tenant's own tables, not those
  * of extensions), counted in one statement: {"tables": {"schema.table": rows}}.
  */
-#define TB_COUNT_ROWS                                                                                                 \
+#define TB_COUNT_ROWS                                                                                                  \
 	"SELECT jsonb_build_object('tables', coalesce(jsonb_object_agg(n.nspname || '.' || c.relname,"                     \
-	" (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname),"    \
+	" (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname),"      \
 	" false, true, '')))[1]::text::bigint), '{}'))"                                                                    \
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"                                                   \
 	" WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"                             \
-	" AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"           \
+	" AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"            \
 	" AND d.deptype = 'e')"
 
 /*
@@ -558,8 +558,8 @@ tb_pg_backup(tb_job *job)
 		if (PQstatus(snapshot) != CONNECTION_OK ||
 			tb_admin_exec(snapshot, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") != NULL ||
 			(name = tb_admin_value(snapshot, "SELECT pg_export_snapshot()")) == NULL)
-			failure = psprintf("could not take a snapshot of the tenant's database: %s",
-							   pchomp(PQerrorMessage(snapshot)));
+			failure =
+				psprintf("could not take a snapshot of the tenant's database: %s", pchomp(PQerrorMessage(snapshot)));
 		else
 			command = tb_tool_command(
 				"pg_dump", psprintf("--format=custom --compress=0 --no-password --snapshot=%s", name), conninfo);
@@ -611,9 +611,10 @@ tb_pg_backup(tb_job *job)
 	}
 	storage_close(st);
 
-	job->result = psprintf("{\"object\": \"%s\", \"bytes_in\": " UINT64_FORMAT ", \"bytes_stored\": " UINT64_FORMAT
-						   ", \"sha256\": \"%s\", \"key_id\": \"%s\", \"contents\": %s%s}",
-						   m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id, contents, range);
+	job->result =
+		psprintf("{\"object\": \"%s\", \"bytes_in\": " UINT64_FORMAT ", \"bytes_stored\": " UINT64_FORMAT
+				 ", \"sha256\": \"%s\", \"key_id\": \"%s\", \"contents\": %s%s}",
+				 m.object, (uint64) m.plain_bytes, (uint64) m.stored_bytes, m.sha256, m.key_id, contents, range);
 	tb_job_progress(job, job->bytes_done, true);
 	if (base)
 		tb_base_backup_retire_wal(job, range);
@@ -855,9 +856,9 @@ tb_pg_restore(tb_job *job)
 	if (job->restore_target && strlen(job->restore_target) >= NAMEDATALEN)
 		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
 	live = tb_source_dbname(job);
-	fresh = job->restore_target ? pstrdup(job->restore_target)
-								: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new",
-										   job->id);
+	fresh = job->restore_target
+				? pstrdup(job->restore_target)
+				: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new", job->id);
 
 	/* The header authenticates before anything is created. */
 	tb_job_master_key(job, &master);

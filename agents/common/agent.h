@@ -48,8 +48,8 @@ typedef struct agent_job
 	char *object_key;     /* restore: the backup to restore */
 	char *restore_target; /* restore: another database, NULL for in place */
 	int attempt;
-	bool dedicated; /* the tenant's tier: the whole server is the tenant's */
-	tenant_key key; /* backup: the tenant's active key */
+	bool dedicated;    /* the tenant's tier: the whole server is the tenant's */
+	tenant_key key;    /* backup: the tenant's active key */
 	char *key_command; /* the tenant's own key command (BYOK) that opens its keys; NULL: the master key does */
 	storage *storage;
 	const master_key *master;

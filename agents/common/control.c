@@ -171,10 +171,11 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 	int rc = 0;
 
 	snprintf(lease, sizeof(lease), "%d", a->config->lease_seconds);
-	res = control_call(a, "claiming a job",
-					   "SELECT job_id, lease, kind, tenant, locator, sealed_password, options, key_doc, backup_id,"
-					   " object_key, restore_target, attempt, tier, key_command FROM tenant_backup.agent_claim($1, $2, $3::int)",
-					   3, params, err);
+	res = control_call(
+		a, "claiming a job",
+		"SELECT job_id, lease, kind, tenant, locator, sealed_password, options, key_doc, backup_id,"
+		" object_key, restore_target, attempt, tier, key_command FROM tenant_backup.agent_claim($1, $2, $3::int)",
+		3, params, err);
 	if (res == NULL)
 		return -1;
 	if (PQntuples(res) == 0)

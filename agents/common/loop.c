@@ -250,8 +250,9 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 				  human_bytes(m.stored_bytes, out, sizeof(out)), agent_now() - started, m.object,
 				  *job->detail ? "; " : "", job->detail);
 	else if (rc == 0)
-		agent_log("%s succeeded: %s restored, %.2f s%s%s", what, human_bytes(job->bytes_done, in, sizeof(in)),
-				  agent_now() - started, *job->detail ? "; " : "", job->detail);
+		agent_log("%s succeeded: %s %s, %.2f s%s%s", what, human_bytes(job->bytes_done, in, sizeof(in)),
+				  job->drill ? "loaded into scratch and removed" : "restored", agent_now() - started,
+				  *job->detail ? "; " : "", job->detail);
 	else
 	{
 		a->jobs_failed++;

@@ -43,6 +43,12 @@ is "$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.(tbk|j
 ok $? "the WAL from its start on stays"
 like "$(psql_q "SELECT detail FROM tenant_backup.audit WHERE action = 'archived WAL removed'")" "\"kept_from\": \"$keep\"" \
 	"the removal is in the audit trail"
+files=$("$TB" cat "$base_obj" | tar -tv 2>/dev/null | awk '$1 ~ /^-/ {n++; b += $3} END {print n " " b}')
+is "$(psql_q "SELECT (contents->>'files') || ' ' || (contents->>'bytes') FROM tenant_backup.backups WHERE job_id = $job")" \
+	"$files" "the base backup recorded its files and bytes as they were written"
+drill=$(psql_q "SELECT tenant_backup.tenant_restore_drill('acme')")
+like "$drill" '"ok": true' "a restore drill of the base backup unpacks it into scratch and finds every file and byte"
+is "$(ls -d "${TMPDIR:-/tmp}"/tenant_backup_drill_* 2>/dev/null | wc -l)" 0 "and removes the scratch directory"
 
 # --- rows across WAL switches, a moment, more rows, a drop
 PGDATABASE=app psql_q "CREATE TABLE orders (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())" >/dev/null

@@ -1,14 +1,12 @@
 /*
  * The MySQL agent's row counter (agents/mysql/dump_count.c): a dump tool's script read in
  * pieces of any size, the tables it creates and the rows it inserts, and what it refuses.
- * The Makefile links unit tests with the agents' common library only, so the counter's
- * source (no MySQL headers) is compiled in here.
  */
 #include "unit.h"
 
 #include <stdio.h>
 
-#include "../../agents/mysql/dump_count.c"
+#include "dump_count.h"
 
 /* A piece of mariadb-dump's output, with everything that must not count as rows. */
 static const char dump[] =
