@@ -46,17 +46,6 @@ restore() { # TENANT [TARGET [BACKUP_ID]]: a restore through the SQL API; prints
 staging_left() { # DB: collections a restore staged and left behind
 	mtool cmd "$MONGO_URI_BASE" "$1" '{"listCollections": 1, "nameOnly": true}' | grep -c 'tb_restore_'
 }
-drill() { # TENANT: tenant_restore_drill with an agent running; prints "ok" or "failed: <first check's error>"
-	local out
-	agent_start "drill-$1" --poll-seconds 1
-	out=$(psql_q "SELECT tenant_backup.tenant_restore_drill('$1')")
-	agent_stop "$AGENT_PID"
-	psql_q "SELECT CASE WHEN (r->>'ok')::boolean THEN 'ok' ELSE 'failed: ' || coalesce(r->'checks'->0->>'error', '?') END
-			FROM (SELECT \$j\$$out\$j\$::jsonb r) s"
-}
-backup_id() { # OBJECT_KEY: its backup's id
-	psql_q "SELECT id FROM tenant_backup.backups WHERE object_key = '$1'"
-}
 
 mtool snapshot "$MONGO_URI_BASE" acme >"$D/acme.before"
 mtool snapshot "$MONGO_URI_BASE" globex >"$D/globex.before"
@@ -139,7 +128,7 @@ object_put "$D/obj.orig" "$obj"
 
 # --- restore drill: the newest backup loaded into staging collections, counted, dropped; live untouched
 mtool snapshot "$MONGO_URI_BASE" acme >"$D/acme.live"
-is "$(drill acme)" ok "tenant_restore_drill('acme') succeeds"
+is "$(agent_drill acme)" ok "tenant_restore_drill('acme') succeeds"
 is "$(psql_q "SELECT j.result->'contents' = b.contents AND b.contents IS NOT NULL AND j.result->>'sha256' = b.sha256
 			  FROM tenant_backup.jobs j JOIN tenant_backup.backups b ON b.id = j.backup_id
 			  WHERE j.kind = 'drill' AND j.tenant = 'acme' ORDER BY j.id DESC LIMIT 1")" t \
@@ -163,12 +152,12 @@ psql_q "SELECT tenant_backup.tenant_create('hooli')" \
 	"SELECT tenant_backup.tenant_add_database('hooli', 'mongodb', '$MONGO_URI_BASE/hooli')" >/dev/null
 hobj=$(backup hooli)
 like "$hobj" '^hooli/mongodb/' "hooli is backed up"
-is "$(drill hooli)" ok "and its drill succeeds"
+is "$(agent_drill hooli)" ok "and its drill succeeds"
 mtool snapshot "$MONGO_URI_BASE" hooli >"$D/hooli.live"
 object_get "$hobj" "$D/hooli.tbk"
 flip_byte "$D/hooli.tbk" $(($(stat -c %s "$D/hooli.tbk") / 2))
 object_put "$D/hooli.tbk" "$hobj"
-like "$(drill hooli)" '^failed: .*restore drill of database "hooli".*corrupt: chunk [1-9][0-9]* fails authentication' \
+like "$(agent_drill hooli)" '^failed: .*restore drill of database "hooli".*corrupt: chunk [1-9][0-9]* fails authentication' \
 	"the drill of a corrupted backup fails, naming the chunk that fails authentication"
 is "$(psql_q "SELECT count(*) FROM tenant_backup.drills WHERE tenant = 'hooli' AND NOT ok")" 1 "the failed drill is recorded"
 is "$(staging_left hooli)" 0 "the staging collections are dropped"

@@ -54,17 +54,6 @@ restore() { # TENANT [TARGET [BACKUP_ID]]: a restore through the SQL API, run by
 	agent_once "restore-$1"
 	psql_q "SELECT state || coalesce(': ' || error, '') FROM tenant_backup.jobs WHERE kind = 'restore' ORDER BY id DESC LIMIT 1"
 }
-drill() { # TENANT: tenant_restore_drill with an agent running; prints "ok" or "failed: <first check's error>"
-	local out
-	agent_start "drill-$1" --poll-seconds 1
-	out=$(psql_q "SELECT tenant_backup.tenant_restore_drill('$1')")
-	agent_stop "$AGENT_PID"
-	psql_q "SELECT CASE WHEN (r->>'ok')::boolean THEN 'ok' ELSE 'failed: ' || coalesce(r->'checks'->0->>'error', '?') END
-			FROM (SELECT \$j\$$out\$j\$::jsonb r) s"
-}
-backup_id() { # OBJECT_KEY: its backup's id
-	psql_q "SELECT id FROM tenant_backup.backups WHERE object_key = '$1'"
-}
 staged_left() { # the keys any restore or drill staged in database 0 and left behind
 	rtool snapshot $R 0 "" | grep -c "$(printf 'tenant-backup:restore:' | od -An -tx1 | tr -d ' \n')"
 }
@@ -174,7 +163,7 @@ object_put "$D/acme.tbk.orig" "$acme_obj"
 # --- restore drill: the newest backup staged as a restore stages it, counted, removed; live
 # untouched. acme:short's TTL ran out while stored: the drill reads 12 keys and stages 11.
 rtool snapshot $R 0 "acme:" >"$D/acme.live"
-is "$(drill acme)" ok "tenant_restore_drill('acme') succeeds"
+is "$(agent_drill acme)" ok "tenant_restore_drill('acme') succeeds"
 is "$(psql_q "SELECT j.result->'contents' = b.contents AND b.contents IS NOT NULL AND j.result->>'sha256' = b.sha256
 			  AND b.object_key = '$acme_obj'
 			  FROM tenant_backup.jobs j JOIN tenant_backup.backups b ON b.id = j.backup_id
@@ -200,7 +189,7 @@ object_get "$obj1" "$D/obj1.tbk"
 cp "$D/obj1.tbk" "$D/obj1.tbk.orig"
 flip_byte "$D/obj1.tbk" $(($(stat -c %s "$D/obj1.tbk") / 2))
 object_put "$D/obj1.tbk" "$obj1"
-like "$(drill acme)" '^failed: drill of 127.0.0.1:[0-9]+/0 prefix "acme:" for tenant "acme": .*corrupt: chunk [1-9][0-9]* fails authentication' \
+like "$(agent_drill acme)" '^failed: drill of 127.0.0.1:[0-9]+/0 prefix "acme:" for tenant "acme": .*corrupt: chunk [1-9][0-9]* fails authentication' \
 	"the drill of a corrupted backup fails, naming the chunk that fails authentication"
 is "$(psql_q "SELECT count(*) FROM tenant_backup.drills WHERE tenant = 'acme' AND NOT ok")" 1 "the failed drill is recorded"
 is "$(staged_left)" 0 "the keys it staged are removed"

@@ -78,3 +78,15 @@ object_put() { # FILE KEY
 		cp "$1" "$D/store/$2"
 	fi
 }
+
+agent_drill() { # TENANT: tenant_restore_drill with an agent running; prints "ok" or "failed: <first check's error>"
+	local out
+	agent_start "drill-$1" --poll-seconds 1
+	out=$(psql_q "SELECT tenant_backup.tenant_restore_drill('$1')")
+	agent_stop "$AGENT_PID"
+	psql_q "SELECT CASE WHEN (r->>'ok')::boolean THEN 'ok' ELSE 'failed: ' || coalesce(r->'checks'->0->>'error', '?') END
+			FROM (SELECT \$j\$$out\$j\$::jsonb r) s"
+}
+backup_id() { # OBJECT_KEY: its backup's id
+	psql_q "SELECT id FROM tenant_backup.backups WHERE object_key = '$1'"
+}
