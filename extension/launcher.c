@@ -92,13 +92,13 @@ tb_launcher_retention(void)
 
 	if (GetCurrentTimestamp() < next_run)
 		return;
-	tenants = tb_sql("SELECT (now() + $1::interval)::text || ' ' || coalesce(string_agg(name, ' ' ORDER BY name), '')"
+	tenants = tb_sql("SELECT extract(epoch FROM now() + $1::interval)::bigint || '|'"
+					 " || coalesce(string_agg(name, ' ' ORDER BY name), '')"
 					 " FROM tenant_backup.tenants WHERE hold_since IS NULL",
 					 1, args);
-	tenant = strchr(tenants, ' ');
+	tenant = strchr(tenants, '|');
 	*tenant++ = '\0';
-	next_run = DatumGetTimestampTz(
-		DirectFunctionCall3(timestamptz_in, CStringGetDatum(tenants), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	next_run = time_t_to_timestamptz((pg_time_t) pg_strtoint64(tenants));
 	for (tenant = strtok_r(tenant, " ", &save); tenant != NULL; tenant = strtok_r(NULL, " ", &save))
 	{
 		MemoryContext ctx = CurrentMemoryContext;

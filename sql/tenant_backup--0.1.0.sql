@@ -878,7 +878,8 @@ COMMENT ON FUNCTION tenant_backup.tenant_set_retention(text, int, int, int, int,
 	'GFS retention: a complete backup is kept if it is among the keep_last newest, the newest of one of the keep_daily / keep_weekly / keep_monthly most recent days / ISO weeks / months (UTC) that have backups, or younger than max_age. Per database of the tenant. tenant NULL sets the default policy of tenants without one.';
 
 -- Which of a tenant's backups the policy keeps at p_at, and why. Complete backups are
--- judged per database; a failed one goes once it is older than the oldest kept one.
+-- judged per database; a failed one goes once it is older than the oldest kept one and
+-- a week old (recent failures stay in view).
 CREATE FUNCTION tenant_backup._retention_plan(p_tenant text, p_at timestamptz DEFAULT now())
 RETURNS TABLE (backup_id bigint, engine text, status text, started timestamptz, object_key text, bytes_stored bigint,
 			   key_id text, start_lsn pg_lsn, keep boolean, reasons text[])
@@ -915,8 +916,9 @@ AS $$
 	FROM judged j
 	UNION ALL
 	SELECT f.id, f.engine, f.status, f.started, f.object_key, f.bytes_stored, f.key_id, f.start_lsn,
-		   f.started >= coalesce((SELECT min(j.started) FROM judged j
-								  WHERE cardinality(j.why) > 0 AND j.grp = coalesce(f.source_id, -1)), '-infinity'),
+		   f.started >= least(p_at - interval '7 days',
+							   coalesce((SELECT min(j.started) FROM judged j
+										 WHERE cardinality(j.why) > 0 AND j.grp = coalesce(f.source_id, -1)), '-infinity')),
 		   '{}'::text[]
 	FROM tenant_backup.backups f WHERE f.tenant = p_tenant AND f.status = 'failed'
 	ORDER BY 4 DESC, 1 DESC

@@ -3,7 +3,7 @@
 -- and its certificate, the compliance report. Storage is the cluster's file storage;
 -- the synthetic backups name objects that do not exist (deleting them frees 0 bytes).
 BEGIN;
-SELECT plan(39);
+SELECT plan(40);
 
 SELECT tenant_backup.tenant_create('gfs');
 SELECT tenant_backup.tenant_add_database('gfs', 'postgres', 'tenant_db_a');
@@ -52,7 +52,9 @@ SELECT is(tenant_backup.tenant_set_retention(NULL, keep_last => 3, keep_daily =>
 SELECT is((SELECT origin FROM tenant_backup._retention_policy('gfs')), 'default',
 	'which then applies to tenants without their own');
 SELECT is(pg_temp.ns(ARRAY(SELECT backup_id FROM tenant_backup._retention_plan('gfs', '2026-02-12') WHERE keep)),
-	ARRAY[7, 8, 9, 20], 'default keep_last 3: the three newest of each database (the failure before them goes)');
+	ARRAY[7, 8, 9, 10, 20], 'default keep_last 3: the three newest of each database (and the failure of two days ago)');
+SELECT is(pg_temp.ns(ARRAY(SELECT backup_id FROM tenant_backup._retention_plan('gfs', '2026-03-12') WHERE keep)),
+	ARRAY[7, 8, 9, 20], 'a failure older than the oldest kept backup goes once it is a week old');
 SELECT throws_ok($$SELECT tenant_backup.tenant_set_retention('gfs', keep_last => 0)$$, '22023',
 	'keep_last must be at least 1', 'keep_last 0 is refused: the newest backup always stays');
 SELECT throws_ok($$SELECT tenant_backup.tenant_set_retention('gfs', keep_daily => -1)$$, '22023', NULL,
@@ -115,7 +117,7 @@ SELECT is_empty($$SELECT * FROM tenant_backup.tenant_expire('gfs')$$, 'nothing m
 SELECT tenant_backup.tenant_create('rot');
 CREATE TEMP TABLE first_key AS SELECT key_id FROM tenant_backup.key_store WHERE tenant = 'rot';
 SELECT matches(tenant_backup.tenant_rotate_key('rot'), '^[0-9a-f]{16}$', 'tenant_rotate_key returns the new key id');
-SELECT results_eq($$SELECT state, source FROM tenant_backup.keys WHERE tenant = 'rot' ORDER BY created, key_id$$,
+SELECT results_eq($$SELECT state, source FROM tenant_backup.keys WHERE tenant = 'rot' ORDER BY state DESC$$,
 	$$VALUES ('retired', 'master'), ('active', 'master')$$, 'the keys view: the old key retired, the new one active');
 SELECT is_empty($$SELECT 1 FROM information_schema.columns WHERE table_schema = 'tenant_backup'
 				  AND table_name = 'keys' AND column_name ~ 'wrap'$$, 'the keys view has no key material');
