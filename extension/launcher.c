@@ -86,20 +86,22 @@ tb_launcher_schedule(void)
 static void
 tb_launcher_retention(void)
 {
-	static TimestampTz next_run = 0;
-	const char *args[1] = {tb_retention_interval};
+	static TimestampTz last_run = 0;
+	Interval *every = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(tb_retention_interval),
+															ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 	char *tenants, *tenant, *save = NULL;
 
-	if (GetCurrentTimestamp() < next_run)
+	/* From the last run and the interval as it is now: a reload that shortens it counts at once. */
+	if (last_run != 0 &&
+		GetCurrentTimestamp() < DatumGetTimestampTz(DirectFunctionCall2(
+									timestamptz_pl_interval, TimestampTzGetDatum(last_run), IntervalPGetDatum(every))))
 		return;
-	tenants = tb_sql("SELECT extract(epoch FROM now() + $1::interval)::bigint || '|'"
-					 " || coalesce(string_agg(name, ' ' ORDER BY name), '')"
-					 " FROM tenant_backup.tenants WHERE hold_since IS NULL",
-					 1, args);
-	tenant = strchr(tenants, '|');
-	*tenant++ = '\0';
-	next_run = time_t_to_timestamptz((pg_time_t) pg_strtoint64(tenants));
-	for (tenant = strtok_r(tenant, " ", &save); tenant != NULL; tenant = strtok_r(NULL, " ", &save))
+	last_run = GetCurrentTimestamp();
+	tenants = tb_sql("SELECT string_agg(name, ' ' ORDER BY name) FROM tenant_backup.tenants WHERE hold_since IS NULL",
+					 0, NULL);
+	if (tenants == NULL)
+		return;
+	for (tenant = strtok_r(tenants, " ", &save); tenant != NULL; tenant = strtok_r(NULL, " ", &save))
 	{
 		MemoryContext ctx = CurrentMemoryContext;
 		const char *who[1] = {tenant};

@@ -196,6 +196,9 @@ doomed=$(psql_q "SELECT string_agg(object_key, ' ') FROM tenant_backup.backups W
 	AND id NOT IN (SELECT DISTINCT ON (source_id) id FROM tenant_backup.backups WHERE tenant = 'globex' AND status = 'complete'
 				   ORDER BY source_id, started DESC, id DESC)")
 is "$(echo $doomed | wc -w)" 2 "globex has two backups its new policy (keep_last 1 per database) lets go"
+sleep 1.5
+is "$(psql_q "SELECT count(*) FROM tenant_backup.audit WHERE tenant = 'globex' AND action = 'backup expired'")" 0 \
+	"the worker leaves them until its retention_interval (1 hour) comes round, not on every naptime"
 psql_q "ALTER SYSTEM SET tenant_backup.retention_interval = '1s'" "SELECT pg_reload_conf()" >/dev/null
 expired=$(wait_for 40 0.5 2 psql_q "SELECT count(*) FROM tenant_backup.audit WHERE tenant = 'globex'
 	AND action = 'backup expired' AND actor = 'tenant_backup worker'")
