@@ -425,7 +425,7 @@ redis_rdb_drill(agent_job *job, tb_error *err)
 	if (base[0] != '/')
 		return tb_error_set(err, TB_ERR_INVALID, "the drill's scratch directory must be under an absolute path, not %s",
 							base);
-	if (snprintf(scratch, sizeof(scratch), "%s/tenant-backup-drill-%lld-XXXXXX", base, (long long) job->id) >=
+	if (snprintf(scratch, sizeof(scratch), "%s/tenant_backup_drill_%lld_XXXXXX", base, (long long) job->id) >=
 		(int) sizeof(scratch))
 		return tb_error_set(err, TB_ERR_INVALID, "the directory %s has too long a name", base);
 	if (mkdtemp(scratch) == NULL)

@@ -185,10 +185,7 @@ cmp -s "$D/acme.k2" "$D/k2"
 ok $? "byte for byte as acme was then"
 
 # --- BYOK: the tenant's keys wrapped by its own key command; a refusing KMS fails the backup
-mkdir -p "$D/kms"
-chown postgres "$D/kms"
-psql_q "SELECT tenant_backup.tenant_set_key_source('acme', 'sh $(cd "$(dirname "$0")/../lib" && pwd)/kms.sh $D/kms')" >/dev/null
-ok $? "tenant_set_key_source('acme', <kms command>)"
+agent_kms_source acme
 mtool snapshot "$MONGO_URI_BASE" acme >"$D/acme.byok"
 bobj=$(backup acme)
 like "$bobj" '^acme/mongodb/' "a backup under the command-wrapped key completes"
@@ -196,16 +193,7 @@ is "$(restore acme acme_byok "$(backup_id "$bobj")")" succeeded "and restores"
 mtool snapshot "$MONGO_URI_BASE" acme_byok >"$D/byok"
 cmp -s "$D/acme.byok" "$D/byok"
 ok $? "byte for byte"
-grep -q '^acme unwrap ' "$D/kms/calls"
-ok $? "the agent had the KMS unwrap acme's key"
-touch "$D/kms/fail"
-complete=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")
-backup acme >/dev/null
-like "$(psql_q "SELECT state || ': ' || coalesce(error, '') FROM tenant_backup.jobs WHERE tenant = 'acme' ORDER BY id DESC LIMIT 1")" \
-	'^failed: .*key command' "with the KMS refusing, the backup fails naming the key command"
-is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")" "$complete" \
-	"and no complete backup is added"
-rm -f "$D/kms/fail"
+agent_kms_refusal acme
 
 # --- 100k documents in bounded memory (the plain build: ASan's own memory would blur it)
 mtool many "$MONGO_URI_BASE" initech bulk 100000 200 >/dev/null

@@ -217,10 +217,7 @@ rtool compare "$D/acme.k2" "$D/k2" >/dev/null
 ok $? "key for key as acme was then, its canary changed"
 
 # --- BYOK: the tenant's keys wrapped by its own key command; a refusing KMS fails the backup
-mkdir -p "$D/kms"
-chown postgres "$D/kms"
-psql_q "SELECT tenant_backup.tenant_set_key_source('acme', 'sh $(cd "$(dirname "$0")/../lib" && pwd)/kms.sh $D/kms')" >/dev/null
-ok $? "tenant_set_key_source('acme', <kms command>)"
+agent_kms_source acme
 rtool cmd $R 0 SET "acme:canary" "under byok" >/dev/null
 rtool snapshot $R 0 "acme:" >"$D/acme.byok"
 bobj=$(backup acme)
@@ -229,16 +226,7 @@ is "$(restore acme "acme-byok:" "$(backup_id "$bobj")")" succeeded "and restores
 rtool snapshot $R 0 "acme-byok:" >"$D/byok"
 rtool compare "$D/acme.byok" "$D/byok" >/dev/null
 ok $? "key for key"
-grep -q '^acme unwrap ' "$D/kms/calls"
-ok $? "the agent had the KMS unwrap acme's key"
-touch "$D/kms/fail"
-complete=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")
-backup acme >/dev/null
-like "$(psql_q "SELECT state || ': ' || coalesce(error, '') FROM tenant_backup.jobs WHERE tenant = 'acme' ORDER BY id DESC LIMIT 1")" \
-	'^failed: .*key command' "with the KMS refusing, the backup fails naming the key command"
-is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")" "$complete" \
-	"and no complete backup is added"
-rm -f "$D/kms/fail"
+agent_kms_refusal acme
 
 # --- keyspaces that overlap are refused
 psql_q "SELECT tenant_backup.tenant_create('nested')" >/dev/null

@@ -90,3 +90,28 @@ agent_drill() { # TENANT: tenant_restore_drill with an agent running; prints "ok
 backup_id() { # OBJECT_KEY: its backup's id
 	psql_q "SELECT id FROM tenant_backup.backups WHERE object_key = '$1'"
 }
+
+# Bring your own key: TENANT's keys from now on wrapped by the stand-in KMS in $D/kms.
+agent_kms_source() { # TENANT
+	mkdir -p "$D/kms"
+	chown postgres "$D/kms"
+	psql_q "SELECT tenant_backup.tenant_set_key_source('$1', 'sh $(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kms.sh $D/kms')" \
+		>/dev/null
+	ok $? "tenant_set_key_source('$1', <kms command>)"
+}
+
+# The agent had the KMS unwrap TENANT's key; with the KMS refusing, a backup (the test's
+# own backup function) fails naming the key command and adds no complete backup.
+agent_kms_refusal() { # TENANT
+	local complete
+	grep -q "^$1 unwrap " "$D/kms/calls"
+	ok $? "the agent had the KMS unwrap $1's key"
+	touch "$D/kms/fail"
+	complete=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = '$1' AND status = 'complete'")
+	backup "$1" >/dev/null
+	like "$(psql_q "SELECT state || ': ' || coalesce(error, '') FROM tenant_backup.jobs WHERE tenant = '$1' ORDER BY id DESC LIMIT 1")" \
+		'^failed: .*key command' "with the KMS refusing, the backup fails naming the key command"
+	is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = '$1' AND status = 'complete'")" "$complete" \
+		"and no complete backup is added"
+	rm -f "$D/kms/fail"
+}
