@@ -83,3 +83,23 @@ scratch_dir() {
 }
 
 TB=${TB_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/build/bin}/tenant-backup
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on now, chosen at random below
+# the kernel's ephemeral range (some servers need a port below 32768), so that two runs
+# on one machine do not collide.
+free_port() {
+	python3 -c 'import random, socket
+for _ in range(500):
+    p = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("free_port: no free port between 20000 and 32000")'
+}
