@@ -1,0 +1,121 @@
+/*
+ * Restore drills of PostgreSQL backups: what a scratch load holds is counted as the
+ * backup counted it at dump time; a base backup is unpacked by tar into a scratch
+ * directory and its files counted.
+ */
+#include "tenant_backup.h"
+
+#include <ftw.h>
+#include <stdlib.h>
+
+#include "libpq-fe.h"
+#include "miscadmin.h"
+
+#include "pg_engine.h"
+
+/* A drill's findings: the stored object's SHA-256 as read, and what it loaded. */
+static char *
+tb_drill_result(tb_job *job, repo_reader *reader, const char *contents)
+{
+	stream_stats stats;
+	char sha[2 * CRYPTO_SHA256_LEN + 1];
+
+	repo_reader_stats(reader, &stats);
+	if (!stats.stored_sha256_known)
+		return pstrdup("drill: the object's SHA-256 was not computed");
+	crypto_hex_encode(stats.stored_sha256, CRYPTO_SHA256_LEN, sha);
+	job->result = psprintf("{\"sha256\": \"%s\", \"contents\": %s}", sha, contents);
+	return NULL;
+}
+
+/* Counts the rows the drill loaded into its scratch database, as the backup counted them. */
+char *
+tb_pg_drill_check(tb_job *job, repo_reader *reader, const char *conninfo)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+	char *contents = PQstatus(conn) == CONNECTION_OK ? tb_admin_value(conn, TB_COUNT_ROWS) : NULL;
+	char *failure = contents ? tb_drill_result(job, reader, contents)
+							 : psprintf("drill: could not count the restored rows: %s", pchomp(PQerrorMessage(conn)));
+
+	PQfinish(conn);
+	return failure;
+}
+
+static uint64 tb_scratch_files;
+static uint64 tb_scratch_bytes;
+
+static int
+tb_scratch_count(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	if (type == FTW_F && S_ISREG(sb->st_mode))
+	{
+		tb_scratch_files++;
+		tb_scratch_bytes += sb->st_size;
+	}
+	return 0;
+}
+
+static int
+tb_scratch_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/*
+ * A drill of a base backup: unpacked by tar into a scratch directory, its files and
+ * bytes counted on disk against the tar the backup was made from, then removed.
+ */
+char *
+tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
+{
+	stream_reader_options read_options = {.hash_stored = true};
+	const char *tmp = getenv("TMPDIR");
+	char *scratch = psprintf("%s/tenant_backup_drill_" INT64_FORMAT "_XXXXXX", tmp && tmp[0] ? tmp : "/tmp", job->id);
+	char *failure = NULL;
+	master_key master;
+	tb_error err = {0};
+	repo_reader *reader;
+	storage *st;
+	tb_child tar;
+
+	if (mkdtemp(scratch) == NULL)
+		return psprintf("drill: could not create a scratch directory: %m");
+	tb_job_master_key(job, &master);
+	st = tb_storage();
+	reader = repo_reader_open(st, &master, object, &read_options, &err);
+	keys_master_wipe(&master);
+	if (reader == NULL)
+		failure = psprintf("backup %s cannot be read: %s", backup_id, err.msg);
+	else if (!tb_child_start(&tar, psprintf("exec tar -x -f - -C %s", tb_shell_quote(scratch)), false))
+		failure = psprintf("could not run tar: %m");
+	else
+	{
+		PG_TRY();
+		{
+			failure = tb_pg_restore_from(job, reader, &tar, "tar");
+		}
+		PG_CATCH();
+		{
+			tb_child_kill(&tar);
+			nftw(scratch, tb_scratch_remove, 16, FTW_DEPTH | FTW_PHYS);
+			repo_reader_close(reader);
+			storage_close(st);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		failure = tb_tool_end(&tar, job, "tar", failure);
+	}
+	tb_scratch_files = tb_scratch_bytes = 0;
+	if (failure == NULL && nftw(scratch, tb_scratch_count, 16, FTW_PHYS) != 0)
+		failure = psprintf("drill: could not walk the scratch directory: %m");
+	if (failure == NULL)
+		failure = tb_drill_result(job, reader,
+								  psprintf("{\"files\": " UINT64_FORMAT ", \"bytes\": " UINT64_FORMAT "}",
+										   tb_scratch_files, tb_scratch_bytes));
+	if (reader != NULL)
+		repo_reader_close(reader);
+	storage_close(st);
+	if (nftw(scratch, tb_scratch_remove, 16, FTW_DEPTH | FTW_PHYS) != 0)
+		ereport(WARNING, (errmsg("tenant_backup: could not remove drill scratch directory \"%s\": %m", scratch)));
+	return failure;
+}

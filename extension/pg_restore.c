@@ -1,0 +1,184 @@
+/*
+ * A PostgreSQL tenant's restore: the backup, authenticated as it streams, is loaded
+ * by pg_restore into a fresh database; in place, that one then takes the live one's
+ * name (pg_swap.c); to a target or in a drill it stays beside it.
+ */
+#include "tenant_backup.h"
+
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "pg_engine.h"
+
+/*
+ * Creates fresh like live: same owner, encoding, collation, ctype and connection
+ * limit, closed to PUBLIC while it loads (the live one's grants follow at the swap).
+ * A target with no live database to copy is created with the defaults.
+ */
+static char *
+tb_pg_create_like(PGconn *conn, const char *live, const char *fresh)
+{
+	char *like = tb_admin_value(
+		conn, psprintf("SELECT format(' OWNER %%I ENCODING %%L LC_COLLATE %%L LC_CTYPE %%L CONNECTION LIMIT %%s',"
+					   " pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, datconnlimit)"
+					   " FROM pg_database WHERE datname = %s",
+					   quote_literal_cstr(live)));
+	char *failure = tb_admin_exec(
+		conn, psprintf("CREATE DATABASE %s TEMPLATE template0%s", quote_identifier(fresh), like ? like : ""));
+
+	if (failure == NULL)
+		failure = tb_admin_exec(conn, psprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", quote_identifier(fresh)));
+	return failure;
+}
+
+/* Streams the authenticated plaintext of reader into a tool (pg_restore, tar); NULL or why it failed. */
+char *
+tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool)
+{
+	char *buf = palloc(TB_PIPE_BUFFER);
+	tb_error err = {0};
+	ssize_t n;
+
+	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
+	{
+		if (tb_child_write(restore, job, buf, n) != 0)
+			return restore->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not feed %s: %m", tool);
+		job->bytes_done += n;
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (n < 0)
+		return psprintf("the backup failed authentication, nothing live was changed: %s", err.msg);
+	return NULL;
+}
+
+char *
+tb_pg_restore(tb_job *job)
+{
+	char backup_id[32];
+	const char *args[1] = {backup_id};
+	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL;
+	stream_reader_options read_options = {.hash_stored = job->drill};
+	master_key master;
+	tb_error err = {0};
+	repo_reader *reader;
+	storage *st;
+	PGconn *admin;
+	tb_child restore;
+
+	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
+	object =
+		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
+	if (object == NULL)
+		return psprintf("backup %s is not a complete backup", backup_id);
+	if (strstr(object, "/postgres/base/") != NULL && job->drill)
+		return tb_pg_drill_base(job, object, backup_id);
+	if (strstr(object, "/postgres/base/") != NULL)
+		return psprintf("backup %s is a base backup of a dedicated cluster: restore it to a point in time with "
+						"tenant-backup restore-pitr --tenant %s",
+						backup_id, job->tenant);
+	if (job->restore_target && strlen(job->restore_target) >= NAMEDATALEN)
+		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
+	live = tb_source_dbname(job);
+	fresh = job->restore_target
+				? pstrdup(job->restore_target)
+				: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new", job->id);
+
+	/* The header authenticates before anything is created. */
+	tb_job_master_key(job, &master);
+	st = tb_storage();
+	reader = repo_reader_open(st, &master, object, &read_options, &err);
+	keys_master_wipe(&master);
+	if (reader == NULL)
+	{
+		storage_close(st);
+		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
+	}
+	if (strcmp(repo_reader_header(reader)->tenant, job->tenant) != 0)
+	{
+		failure = psprintf("backup %s holds tenant \"%s\", not \"%s\"; nothing live was changed", backup_id,
+						   repo_reader_header(reader)->tenant, job->tenant);
+		repo_reader_close(reader);
+		storage_close(st);
+		return failure;
+	}
+
+	admin_conninfo = tb_source_conninfo(job, "postgres");
+	fresh_conninfo = tb_source_conninfo(job, fresh);
+	tb_passfile_create(job);
+	failure = tb_check_password_used(job, admin_conninfo);
+	admin = PQconnectdb(admin_conninfo);
+	if (failure == NULL && PQstatus(admin) != CONNECTION_OK)
+		failure =
+			psprintf("could not connect to the server of database \"%s\": %s", live, pchomp(PQerrorMessage(admin)));
+	else if (failure == NULL && tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
+															   quote_literal_cstr(fresh))) != NULL)
+		failure = psprintf("database \"%s\" already exists", fresh);
+	else if (failure == NULL)
+		failure = tb_pg_create_like(admin, live, fresh);
+	if (failure == NULL)
+	{
+		/*
+		 * pg_restore acts as the database's owner (--role), not as a superuser: a
+		 * tenant's own functions (CHECK constraints, defaults) run during the load and
+		 * must not run with more rights than the tenant has.
+		 */
+		char *role =
+			tb_admin_value(admin, psprintf("SELECT CASE WHEN r.rolsuper THEN '' ELSE r.rolname END FROM pg_database d"
+										   " JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
+										   quote_literal_cstr(fresh)));
+		char *options = role && role[0] ? psprintf("--exit-on-error --no-password --role=%s", tb_shell_quote(role))
+										: "--exit-on-error --no-password";
+
+		if (!tb_child_start(&restore, tb_tool_command("pg_restore", options, fresh_conninfo), false))
+			failure = psprintf("could not run pg_restore: %m");
+		else
+		{
+			PG_TRY();
+			{
+				failure = tb_pg_restore_from(job, reader, &restore, "pg_restore");
+			}
+			PG_CATCH();
+			{
+				tb_child_kill(&restore);
+				tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+				PQfinish(admin);
+				tb_passfile_remove();
+				repo_reader_close(reader);
+				storage_close(st);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			failure = tb_tool_end(&restore, job, "pg_restore", failure);
+		}
+		if (failure != NULL)
+			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+	}
+	if (failure == NULL && job->drill)
+		failure = tb_pg_drill_check(job, reader, fresh_conninfo);
+	if (job->drill)
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+	repo_reader_close(reader);
+	storage_close(st);
+	if (job->drill)
+	{
+		PQfinish(admin);
+		tb_passfile_remove();
+		return failure;
+	}
+	/* A restore already given up on (its lease taken back) must not replace anything. */
+	if (failure == NULL && !tb_job_progress(job, job->bytes_done, true))
+	{
+		failure = pstrdup("the job's lease was lost before the swap; nothing live was changed");
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+	}
+	if (failure == NULL && job->restore_target == NULL)
+		failure = tb_pg_swap(admin, live, fresh, psprintf("%.*s_tb_old_" INT64_FORMAT, tb_clip(live), live, job->id));
+	PQfinish(admin);
+	tb_passfile_remove();
+	if (failure == NULL)
+		ereport(LOG, (errmsg("tenant_backup: restored backup %s of tenant \"%s\" into \"%s\"%s", backup_id, job->tenant,
+							 job->restore_target ? fresh : live,
+							 job->restore_target ? "" : " (the previous database is kept as *_tb_old_*)")));
+	return failure;
+}

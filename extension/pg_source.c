@@ -1,0 +1,195 @@
+/*
+ * Where a PostgreSQL tenant's database is and how we log in to it: the conninfo the
+ * tools get (no password in it: that goes through a 0600 PGPASSFILE), and the rule that
+ * a source added by a non-superuser authenticates with its own password.
+ */
+#include "tenant_backup.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "lib/stringinfo.h"
+#include "libpq-fe.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+
+#include "pg_engine.h"
+
+/* A conninfo locator (key=value or URI) names another server; otherwise it is a database here. */
+static bool
+tb_is_conninfo(const char *locator)
+{
+	return strchr(locator, '=') != NULL || strncmp(locator, "postgres://", 11) == 0 ||
+		   strncmp(locator, "postgresql://", 13) == 0;
+}
+
+/* locator with its database replaced by dbname (NULL: as it is), as a conninfo string. */
+char *
+tb_source_conninfo(const tb_job *job, const char *dbname)
+{
+	PQconninfoOption *opts;
+	char *parse_error = NULL;
+	StringInfoData buf;
+
+	if (!tb_is_conninfo(job->locator))
+		return tb_local_conninfo(dbname ? dbname : job->locator);
+	opts = PQconninfoParse(job->locator, &parse_error);
+	if (opts == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid conninfo for tenant \"%s\": %s", job->tenant, parse_error ? parse_error : "")));
+	initStringInfo(&buf);
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+	{
+		const char *value = strcmp(o->keyword, "dbname") == 0 && dbname ? dbname : o->val;
+
+		if (value == NULL || strcmp(o->keyword, "password") == 0)
+			continue;
+		appendStringInfo(&buf, "%s='", o->keyword);
+		for (const char *c = value; *c; c++)
+		{
+			if (*c == '\'' || *c == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *c);
+		}
+		appendStringInfoString(&buf, "' ");
+	}
+	PQconninfoFree(opts);
+	return buf.data;
+}
+
+/* Bytes of name that fit with a "_tb_new_<job>" suffix in 63, not splitting a character. */
+int
+tb_clip(const char *name)
+{
+	return pg_mbcliplen(name, strlen(name), 40);
+}
+
+/* The database a job's locator names. */
+char *
+tb_source_dbname(const tb_job *job)
+{
+	PQconninfoOption *opts;
+	char *dbname = NULL;
+
+	if (!tb_is_conninfo(job->locator))
+		return pstrdup(job->locator);
+	opts = PQconninfoParse(job->locator, NULL);
+	for (PQconninfoOption *o = opts; opts && o->keyword; o++)
+		if (strcmp(o->keyword, "dbname") == 0 && o->val)
+			dbname = pstrdup(o->val);
+	if (opts)
+		PQconninfoFree(opts);
+	if (dbname == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("the conninfo of tenant \"%s\" names no database", job->tenant)));
+	return dbname;
+}
+
+/* The password file of this process, if there is one: removed at exit, FATAL included. */
+static char tb_passfile_path[MAXPGPATH];
+
+static void
+tb_passfile_cleanup(int code, Datum arg)
+{
+	(void) code;
+	(void) arg;
+	if (tb_passfile_path[0] != '\0')
+		unlink(tb_passfile_path);
+	tb_passfile_path[0] = '\0';
+}
+
+/*
+ * Writes the source's password, if it has one, to a 0600 password file for libpq and
+ * the PostgreSQL tools, and points PGPASSFILE at it. The file lives among
+ * PostgreSQL's temporary files (removed at restart) and is removed when the job ends
+ * or the process exits, whatever the way. Call it after anything else that can fail.
+ */
+void
+tb_passfile_create(const tb_job *job)
+{
+	static bool cleanup_registered = false;
+	master_key master;
+	tb_error err = {0};
+	char *password = NULL;
+	StringInfoData line;
+	int fd, rc;
+
+	unsetenv("PGPASSFILE");
+	if (job->sealed_password == NULL)
+		return;
+	if (!cleanup_registered)
+	{
+		on_proc_exit(tb_passfile_cleanup, (Datum) 0);
+		cleanup_registered = true;
+	}
+	tb_master_key(&master);
+	rc = keys_secret_open(&master, "source password", job->sealed_password, &password, &err);
+	keys_master_wipe(&master);
+	if (rc != 0)
+		tb_raise(&err, psprintf("could not open the password of tenant \"%s\"", job->tenant));
+	initStringInfo(&line);
+	appendStringInfoString(&line, "*:*:*:*:");
+	for (const char *c = password; *c; c++)
+	{
+		if (*c == ':' || *c == '\\')
+			appendStringInfoChar(&line, '\\');
+		appendStringInfoChar(&line, *c);
+	}
+	appendStringInfoChar(&line, '\n');
+	explicit_bzero(password, strlen(password));
+	free(password);
+
+	(void) MakePGDirectory("base/" PG_TEMP_FILES_DIR);
+	snprintf(tb_passfile_path, sizeof(tb_passfile_path), "%s/base/%s/%s_tenant_backup_XXXXXX", DataDir,
+			 PG_TEMP_FILES_DIR, PG_TEMP_FILE_PREFIX);
+	fd = mkstemp(tb_passfile_path);
+	rc = fd >= 0 && write(fd, line.data, line.len) == line.len ? 0 : -1;
+	explicit_bzero(line.data, line.len);
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0)
+	{
+		int saved = errno;
+
+		tb_passfile_cleanup(0, (Datum) 0);
+		errno = saved;
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not write a password file for tenant \"%s\": %m", job->tenant)));
+	}
+	setenv("PGPASSFILE", tb_passfile_path, 1);
+}
+
+void
+tb_passfile_remove(void)
+{
+	tb_passfile_cleanup(0, (Datum) 0);
+	unsetenv("PGPASSFILE");
+}
+
+/*
+ * For a conninfo source added by a non-superuser, the server must ask for the
+ * password: with trust or peer authentication the tools would act with this
+ * server's own identity (dblink's rule). NULL, or why not. Call after the password
+ * file is in place.
+ */
+char *
+tb_check_password_used(const tb_job *job, const char *conninfo)
+{
+	PGconn *conn;
+	char *failure = NULL;
+
+	if (!job->must_use_password || !tb_is_conninfo(job->locator))
+		return NULL;
+	conn = PQconnectdb(conninfo);
+	if (PQstatus(conn) != CONNECTION_OK)
+		failure = psprintf("could not connect for tenant \"%s\": %s", job->tenant, pchomp(PQerrorMessage(conn)));
+	else if (!PQconnectionUsedPassword(conn))
+		failure = psprintf("the server of tenant \"%s\" did not ask for the password: a database added by a "
+						   "non-superuser must authenticate with its password",
+						   job->tenant);
+	PQfinish(conn);
+	return failure;
+}
