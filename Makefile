@@ -2,9 +2,17 @@
 # Everything builds out of tree into build/ (and build-asan/ for the sanitizer run).
 
 CC ?= cc
+# The README's commands start on a machine that has none of the packages: they run
+# `deps` first and build in a sub-make, so pkg-config is asked only after the packages are
+# there. Each package is asked on its own (one missing one must not empty every flag), and
+# `pkg-check` names a missing one instead of letting the compiler fail on a header.
 PKGS := libcrypto libzstd libcurl jansson libxml-2.0
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+AGENT_PKGS := libpq libmariadb hiredis libmongoc-1.0
+pkg_flags = $(foreach p,$(2),$(shell pkg-config $(1) $(p) 2>/dev/null))
+PKG_CFLAGS := $(call pkg_flags,--cflags,$(PKGS))
+PKG_LIBS := $(call pkg_flags,--libs,$(PKGS))
+DEPS ?= sh scripts/install-deps.sh
+DEMO ?= bash scripts/demo.sh
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 OPT ?= -O2 -g
@@ -28,7 +36,7 @@ CLI_BIN := $(BUILD)/bin/tenant-backup
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 # Agents: the shared job loop (libpq) and one program per engine.
-AGENT_CFLAGS := -Iagents/common $(shell pkg-config --cflags libpq libmariadb hiredis libmongoc-1.0 2>/dev/null)
+AGENT_CFLAGS := -Iagents/common $(call pkg_flags,--cflags,$(AGENT_PKGS))
 AGENT_COMMON_OBJ := $(AGENT_COMMON_SRC:%.c=$(BUILD)/%.o)
 AGENT_LIB := $(BUILD)/libtbagent.a
 MYSQL_AGENT_OBJ := $(MYSQL_AGENT_SRC:%.c=$(BUILD)/%.o)
@@ -40,15 +48,20 @@ MONGODB_AGENT_BIN := $(BUILD)/bin/tenant-backup-agent-mongodb
 AGENT_BINS := $(MYSQL_AGENT_BIN) $(REDIS_AGENT_BIN) $(MONGODB_AGENT_BIN)
 ASAN_BINS := build-asan/bin/tenant-backup build-asan/bin/tenant-backup-agent-mysql build-asan/bin/tenant-backup-agent-redis \
 	build-asan/bin/tenant-backup-agent-mongodb
-AGENT_LIBS := $(shell pkg-config --libs libpq 2>/dev/null)
+AGENT_LIBS := $(call pkg_flags,--libs,libpq)
 PREFIX ?= /usr/local
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS_ARGS := -C extension PG_CONFIG=$(PG_CONFIG) with_llvm=no
 
-.PHONY: all deps extension install install-bin unit-bins test test-unit test-asan test-integration demo bench format clean
+.PHONY: all deps pkg-check extension install install-bin unit-bins test test-unit test-asan test-integration demo bench \
+	format clean
 
-all: $(CLI_BIN) $(AGENT_BINS) extension
+all: pkg-check $(CLI_BIN) $(AGENT_BINS) extension
+
+pkg-check:
+	@for p in $(PKGS) $(AGENT_PKGS); do pkg-config --exists $$p || \
+		{ echo "pkg-config does not know $$p: run 'make deps' (as root) first" >&2; exit 1; }; done
 
 # The PostgreSQL extension (PGXS), linked with core/.
 extension: $(CORE_LIB)
@@ -64,7 +77,7 @@ install-bin: $(CLI_BIN) $(AGENT_BINS)
 	install -m 755 $^ $(DESTDIR)$(PREFIX)/bin/
 
 deps:
-	@sh scripts/install-deps.sh
+	@$(DEPS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -123,9 +136,9 @@ $(BUILD)/libtb%.a:
 $(BUILD)/libtbmysql.a: $(MYSQL_AGENT_OBJ)
 $(BUILD)/libtbredis.a: $(REDIS_AGENT_OBJ)
 $(BUILD)/libtbmongodb.a: $(MONGODB_AGENT_OBJ)
-$(BUILD)/test/test_mysql: ENGINE_LIBS := $(shell pkg-config --libs libmariadb 2>/dev/null)
-$(BUILD)/test/test_redis: ENGINE_LIBS := $(shell pkg-config --libs hiredis 2>/dev/null)
-$(BUILD)/test/test_mongodb: ENGINE_LIBS := $(shell pkg-config --libs libmongoc-1.0 2>/dev/null)
+$(BUILD)/test/test_mysql: ENGINE_LIBS = $(call pkg_flags,--libs,libmariadb)
+$(BUILD)/test/test_redis: ENGINE_LIBS = $(call pkg_flags,--libs,hiredis)
+$(BUILD)/test/test_mongodb: ENGINE_LIBS = $(call pkg_flags,--libs,libmongoc-1.0)
 
 $(BUILD)/test/test_mysql $(BUILD)/test/test_redis $(BUILD)/test/test_mongodb: $(BUILD)/test/test_%: test/unit/test_%.c $(BUILD)/libtb%.a \
 		$(AGENT_LIB) $(CORE_LIB)
@@ -140,15 +153,17 @@ unit-bins: $(UNIT_BIN)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 test-unit: deps
-	@$(MAKE) --no-print-directory unit-bins $(CLI_BIN)
+	@$(MAKE) --no-print-directory pkg-check unit-bins $(CLI_BIN)
 	CMOCKA_MESSAGE_OUTPUT=TAP prove -e '' $(UNIT_BIN)
 
 test-asan: deps
+	@$(MAKE) --no-print-directory pkg-check
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins $(ASAN_BINS)
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		prove -e '' $(UNIT_BIN:$(BUILD)/%=build-asan/%)
 
-test-integration: deps all install
+test-integration: deps
+	@$(MAKE) --no-print-directory all install
 	TB_BIN=$(CURDIR)/$(BUILD)/bin prove test/integration/*.t
 
 # All tests, each suite once, with one prove summary at the end.
@@ -159,10 +174,12 @@ test: deps
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
 		prove -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
 
-demo: deps all install
-	@bash scripts/demo.sh $(CURDIR)/$(BUILD)/bin
+demo: deps
+	@$(MAKE) --no-print-directory all install
+	@$(DEMO) $(CURDIR)/$(BUILD)/bin
 
-bench: deps all install
+bench: deps
+	@$(MAKE) --no-print-directory all install
 	@bash bench/seal-open.sh $(CURDIR)/$(BUILD)/bin
 	@bash bench/pg-backup.sh $(CURDIR)/$(BUILD)/bin
 	@bash bench/mysql-backup.sh $(CURDIR)/$(BUILD)/bin
