@@ -226,10 +226,9 @@ tb_pg_backup(tb_job *job)
 		/* pg_dump runs in a snapshot we hold, so that its rows can be counted as it saw them. */
 		char *name = NULL;
 
-		snapshot = PQconnectdb(conninfo);
-		if (PQstatus(snapshot) != CONNECTION_OK ||
-			tb_admin_exec(snapshot, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") != NULL ||
-			(name = tb_admin_value(snapshot, "SELECT pg_export_snapshot()")) == NULL)
+		snapshot = tb_tenant_connect(conninfo, &failure);
+		if (failure != NULL || tb_admin_exec(snapshot, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") != NULL ||
+			(name = tb_admin_value(snapshot, "SELECT pg_catalog.pg_export_snapshot()")) == NULL)
 			failure =
 				psprintf("could not take a snapshot of the tenant's database: %s", pchomp(PQerrorMessage(snapshot)));
 		else

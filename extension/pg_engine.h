@@ -42,8 +42,21 @@ char *tb_shell_quote(const char *value);
 char *tb_tool_command(const char *tool, const char *options, const char *conninfo);
 char *tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure);
 void tb_job_master_key(tb_job *job, master_key *out);
+/*
+ * Runs sql on an admin connection, answering interrupts while it waits; its last
+ * result (NULL if it could not be sent), which the caller clears.
+ */
+PGresult *tb_admin_query(PGconn *conn, const char *sql);
 char *tb_admin_exec(PGconn *conn, const char *sql);
 char *tb_admin_value(PGconn *conn, const char *sql);
+/*
+ * Connects with conninfo and pins search_path to pg_catalog, pg_temp before anything
+ * else runs: the database's content is the tenant's, and an operator or function it
+ * planted on the default path must never be picked (CVE-2018-1058). Every SQL text
+ * sent on it qualifies its functions and operators all the same. Returns the
+ * connection (the caller PQfinish()es it) and sets *failure to NULL or why it failed.
+ */
+PGconn *tb_tenant_connect(const char *conninfo, char **failure);
 
 /* pg_restore.c */
 char *tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool);

@@ -57,7 +57,7 @@ tb_pg_restore(tb_job *job)
 {
 	char backup_id[32];
 	const char *args[1] = {backup_id};
-	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL;
+	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL, *connect_failure;
 	stream_reader_options read_options = {.hash_stored = job->drill};
 	master_key master;
 	tb_error err = {0};
@@ -107,10 +107,9 @@ tb_pg_restore(tb_job *job)
 	fresh_conninfo = tb_source_conninfo(job, fresh);
 	tb_passfile_create(job);
 	failure = tb_check_password_used(job, admin_conninfo);
-	admin = PQconnectdb(admin_conninfo);
-	if (failure == NULL && PQstatus(admin) != CONNECTION_OK)
-		failure =
-			psprintf("could not connect to the server of database \"%s\": %s", live, pchomp(PQerrorMessage(admin)));
+	admin = tb_tenant_connect(admin_conninfo, &connect_failure);
+	if (failure == NULL && connect_failure != NULL)
+		failure = psprintf("could not connect to the server of database \"%s\": %s", live, connect_failure);
 	else if (failure == NULL && tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
 															   quote_literal_cstr(fresh))) != NULL)
 		failure = psprintf("database \"%s\" already exists", fresh);

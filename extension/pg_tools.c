@@ -81,8 +81,8 @@ tb_job_master_key(tb_job *job, master_key *out)
  * this worker included, to absorb a ProcSignalBarrier, so we must keep answering
  * interrupts while we wait for it.
  */
-static PGresult *
-tb_admin_run(PGconn *conn, const char *sql)
+PGresult *
+tb_admin_query(PGconn *conn, const char *sql)
 {
 	PGresult *last = NULL;
 	PGresult *res;
@@ -117,7 +117,7 @@ tb_admin_run(PGconn *conn, const char *sql)
 char *
 tb_admin_exec(PGconn *conn, const char *sql)
 {
-	PGresult *res = tb_admin_run(conn, sql);
+	PGresult *res = tb_admin_query(conn, sql);
 	char *failure = NULL;
 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
@@ -130,11 +130,24 @@ tb_admin_exec(PGconn *conn, const char *sql)
 char *
 tb_admin_value(PGconn *conn, const char *sql)
 {
-	PGresult *res = tb_admin_run(conn, sql);
+	PGresult *res = tb_admin_query(conn, sql);
 	char *value = NULL;
 
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
 		value = pstrdup(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	return value;
+}
+
+PGconn *
+tb_tenant_connect(const char *conninfo, char **failure)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+
+	*failure = NULL;
+	if (PQstatus(conn) != CONNECTION_OK)
+		*failure = psprintf("%s", pchomp(PQerrorMessage(conn)));
+	else
+		*failure = tb_admin_exec(conn, "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)");
+	return conn;
 }

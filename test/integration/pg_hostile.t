@@ -1,0 +1,96 @@
+#!/bin/bash
+# A hostile PostgreSQL tenant against the extension, under Debian's default
+# authentication (peer on the socket, scram-sha-256 on 127.0.0.1, no trust): the
+# database owner plants operators and functions that grant themselves SUPERUSER and
+# run a program whenever a superuser calls them, and CHECK constraints, triggers and
+# index expressions that try RESET ROLE / SET ROLE postgres during a restore. Backups,
+# restores (in place, to a target) and drills run; the owner stays a plain role, no
+# program ran, and no restore role is left. A backup object copied over another is
+# refused before anything live changes.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/pg.sh"
+
+scratch_dir
+PORT=$(free_port)
+mkdir -p "$D/store"
+chown postgres "$D/store"
+STORAGE="file://$D/store"
+"$TB" keygen --out "$D/master.key" 2>/dev/null
+chown postgres "$D/master.key"
+
+pg_start "$D/pg" "$PORT" "tenant_backup.storage = '$STORAGE'
+tenant_backup.master_key_file = '$D/master.key'
+tenant_backup.default_schedule = '100 years'
+tenant_backup.naptime = 200
+tenant_backup.lease_timeout = 5"
+# Debian's pg_hba.conf: no trust anywhere; the test itself connects as OS user postgres.
+cat >"$D/pg/data/pg_hba.conf" <<'EOF'
+local all postgres peer
+local all all peer
+host all all 127.0.0.1/32 scram-sha-256
+EOF
+pg_as_postgres "$D/pg" "$PG_BIN/pg_ctl" -D "$D/pg/data" reload >/dev/null
+sleep 0.5
+psql_q() { # SQL... (as the superuser, by peer)
+	local sql args=()
+	for sql; do args+=(-c "$sql"); done
+	pg_as_postgres "$D/pg" "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 "${args[@]}"
+}
+in_db() { local db=$1; shift; PGDATABASE=$db psql_q "$@"; }
+as_owner() { # DB: runs stdin in DB as the role app (the tenant's database owner)
+	(printf 'SET SESSION AUTHORIZATION app;\n' && cat) |
+		PGDATABASE=$1 pg_as_postgres "$D/pg" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -f -
+}
+superuser_of() { psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'app'"; }
+restore_roles() { psql_q "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_backup_restore_%'"; }
+last_error() { psql_q "SELECT error FROM tenant_backup.jobs WHERE tenant = '$1' ORDER BY id DESC LIMIT 1"; }
+psql_q "SELECT 1" >/dev/null || pg_bail "$D/pg/server.log" "cannot connect by peer as postgres"
+psql_q "CREATE EXTENSION tenant_backup" "CREATE ROLE app LOGIN" >/dev/null
+
+# ------------------------------------------------------------ 1: operators that catch a superuser
+# Each fires when called by a superuser: it makes app a superuser and runs a program.
+# public.!~(name,name) and ||(name,name) are better matches for "nspname !~ '^pg_'" and
+# "nspname || '.'" than pg_catalog's, =(oid,regclass) for "classid = 'pg_class'::regclass".
+psql_q "CREATE DATABASE shady OWNER app" >/dev/null
+as_owner shady >/dev/null <<SQL
+CREATE FUNCTION public.pwn(what text) RETURNS void LANGUAGE plpgsql AS \$f\$
+BEGIN
+	IF pg_catalog.current_setting('is_superuser') OPERATOR(pg_catalog.=) 'on' THEN
+		EXECUTE pg_catalog.format('COPY (SELECT 1) TO PROGRAM %L',
+			pg_catalog.concat('touch $D/pg/pwned_', what));
+		BEGIN
+			EXECUTE 'ALTER ROLE app SUPERUSER';
+		EXCEPTION WHEN OTHERS THEN NULL; -- a read-only transaction: the program ran anyway
+		END;
+	END IF;
+END \$f\$;
+CREATE FUNCTION public.evil_ne(a name, b name) RETURNS boolean LANGUAGE plpgsql AS \$f\$
+BEGIN PERFORM public.pwn('regex'); RETURN pg_catalog.textregexne(a::text, b::text); END \$f\$;
+CREATE OPERATOR public.!~ (LEFTARG = name, RIGHTARG = name, FUNCTION = public.evil_ne);
+CREATE FUNCTION public.evil_cat(a name, b name) RETURNS text LANGUAGE plpgsql AS \$f\$
+BEGIN PERFORM public.pwn('concat'); RETURN pg_catalog.textcat(a::text, b::text); END \$f\$;
+CREATE OPERATOR public.|| (LEFTARG = name, RIGHTARG = name, FUNCTION = public.evil_cat);
+CREATE FUNCTION public.evil_eq(a oid, b regclass) RETURNS boolean LANGUAGE plpgsql AS \$f\$
+BEGIN PERFORM public.pwn('eq'); RETURN a OPERATOR(pg_catalog.=) b::oid; END \$f\$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.evil_eq);
+CREATE TABLE public.items (id int PRIMARY KEY, v text);
+INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 42) g;
+CREATE SCHEMA sales;
+CREATE TABLE sales.orders (id int);
+INSERT INTO sales.orders SELECT generate_series(1, 7);
+SQL
+ok $? "the owner of shady plants its operators"
+psql_q "SELECT tenant_backup.tenant_create('shady')" "SELECT tenant_backup.tenant_add_database('shady', 'postgres', 'shady')" \
+	>/dev/null
+out=$(psql_q "SELECT tenant_backup.tenant_backup('shady', wait => true)" 2>&1)
+ok $? "a backup of shady succeeds" || diag "$out $(last_error shady)"
+is "$(psql_q "SELECT contents FROM tenant_backup.backups WHERE tenant = 'shady' AND status = 'complete'")" \
+	'{"tables": {"public.items": 42, "sales.orders": 7}}' "it counted the rows pg_dump dumped"
+is "$(superuser_of)" f "the backup ran none of the owner's operators as a superuser"
+drill=$(psql_q "SELECT tenant_backup.tenant_restore_drill('shady')" 2>&1)
+is "$(psql_q "SELECT d->>'ok' FROM (SELECT \$j\$$drill\$j\$::jsonb AS d) x" 2>&1)" true "a drill of shady is ok" ||
+	diag "$drill"
+is "$(superuser_of)" f "nor did the drill"
+is "$(find "$D/pg" -maxdepth 1 -name 'pwned_*' | wc -l)" 0 "no program of the owner's ran"
+
+done_testing
