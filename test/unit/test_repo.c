@@ -3,8 +3,10 @@
 #include "unit_repo.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "names.h"
@@ -285,6 +287,172 @@ test_wal_object_names(void **state)
 	assert_int_equal(err.code, TB_ERR_INVALID);
 }
 
+/* Writes text to path outside the storage, for links to point at. */
+static void
+write_outside(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void
+assert_outside(const char *path, const char *text)
+{
+	char buf[64] = {0};
+	FILE *f = fopen(path, "r");
+
+	assert_non_null(f);
+	assert_true(fread(buf, 1, sizeof(buf) - 1, f) > 0);
+	fclose(f);
+	assert_string_equal(buf, text);
+}
+
+static int
+count_listed(const char *key, const storage_info *info, void *arg)
+{
+	(void) info;
+	if (strncmp(key, "hostile/", 8) == 0)
+		(*(int *) arg)++;
+	return 0;
+}
+
+/* The number of keys storage_list finds below hostile/ (the regular files only). */
+static int
+listed_hostile(void)
+{
+	tb_error err = {0};
+	int n = 0;
+
+	assert_int_equal(storage_list(st, "hostile/", count_listed, &n, &err), 0);
+	return n;
+}
+
+static void
+make_storage_dir(const char *rel)
+{
+	char path[400];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	assert_int_equal(mkdir(path, 0700) == 0 || errno == EEXIST, 1);
+}
+
+/* A FIFO in place of a key document: refused at once (alarm fails a hang), never listed. */
+static void
+test_file_fifo_refused(void **state)
+{
+	char path[400];
+	tb_error err = {0};
+	storage_info info;
+	char *doc = NULL;
+	size_t len;
+
+	(void) state;
+	make_storage_dir("hostile");
+	make_storage_dir("hostile/keys");
+	snprintf(path, sizeof(path), "%s/hostile/keys/0000000000000001.json", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	alarm(10);
+	assert_int_equal(storage_get(st, "hostile/keys/0000000000000001.json", 4096, &doc, &len, &err), -1);
+	alarm(0);
+	assert_null(doc);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "'hostile/keys/0000000000000001.json' in file://"));
+	assert_non_null(strstr(err.msg, "is a FIFO, not a regular file"));
+	assert_int_equal(storage_head(st, "hostile/keys/0000000000000001.json", &info, &err), -1);
+	assert_int_equal(err.code, TB_ERR_NOT_FOUND);
+	assert_int_equal(listed_hostile(), 0);
+	assert_int_equal(storage_delete(st, "hostile/keys/0000000000000001.json", &err), 0);
+	assert_int_equal(access(path, F_OK), -1);
+}
+
+/* A manifest linked to a secret file: refused without its content; deleting removes the link only. */
+static void
+test_file_symlink_refused(void **state)
+{
+	char outside[] = "/tmp/tb-test-outside-XXXXXX";
+	char secret[400], link_path[400];
+	tb_error err = {0};
+	storage_info info;
+	char *doc = NULL;
+	size_t len;
+
+	(void) state;
+	assert_non_null(mkdtemp(outside));
+	snprintf(secret, sizeof(secret), "%s/secret", outside);
+	write_outside(secret, "TOP SECRET");
+	make_storage_dir("hostile");
+	snprintf(link_path, sizeof(link_path), "%s/hostile/backup.json", dir);
+	assert_int_equal(symlink(secret, link_path), 0);
+
+	assert_int_equal(storage_get(st, "hostile/backup.json", 4096, &doc, &len, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "'hostile/backup.json' in file://"));
+	assert_non_null(strstr(err.msg, "is a symbolic link, not a regular file"));
+	assert_null(strstr(err.msg, "TOP SECRET"));
+	assert_int_equal(storage_head(st, "hostile/backup.json", &info, &err), -1);
+	assert_int_equal(err.code, TB_ERR_NOT_FOUND);
+	assert_int_equal(listed_hostile(), 0);
+
+	/* a write in the link's place replaces the link, never the file it points to */
+	assert_int_equal(storage_put(st, "hostile/backup.json", "ours", 4, &err), 0);
+	assert_outside(secret, "TOP SECRET");
+	assert_int_equal(storage_get(st, "hostile/backup.json", 4096, &doc, &len, &err), 0);
+	assert_string_equal(doc, "ours");
+	free(doc);
+	assert_int_equal(storage_delete(st, "hostile/backup.json", &err), 0);
+
+	assert_int_equal(symlink(secret, link_path), 0);
+	assert_int_equal(storage_delete(st, "hostile/backup.json", &err), 0);
+	assert_int_equal(access(link_path, F_OK), -1);
+	assert_outside(secret, "TOP SECRET");
+	unlink(secret);
+	rmdir(outside);
+}
+
+/* A directory linked out of the root: reads, writes and deletes through it are refused. */
+static void
+test_file_symlinked_directory_refused(void **state)
+{
+	char outside[] = "/tmp/tb-test-outside-XXXXXX";
+	char victim[400], planted[400], link_path[400];
+	tb_error err = {0};
+	char *doc = NULL;
+	size_t len;
+
+	(void) state;
+	assert_non_null(mkdtemp(outside));
+	snprintf(victim, sizeof(victim), "%s/x.tbk", outside);
+	write_outside(victim, "outside");
+	make_storage_dir("hostile");
+	snprintf(link_path, sizeof(link_path), "%s/hostile/linked", dir);
+	assert_int_equal(symlink(outside, link_path), 0);
+
+	assert_int_equal(storage_get(st, "hostile/linked/x.tbk", 4096, &doc, &len, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "'hostile/linked' in file://"));
+	assert_non_null(strstr(err.msg, "is a symbolic link, not a directory"));
+	assert_int_equal(storage_put(st, "hostile/linked/new", "x", 1, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	snprintf(planted, sizeof(planted), "%s/new", outside);
+	assert_int_equal(access(planted, F_OK), -1);
+	assert_int_equal(count_files(outside), 1); /* no temporary file left there either */
+	assert_int_equal(storage_delete(st, "hostile/linked/x.tbk", &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_outside(victim, "outside");
+	assert_int_equal(listed_hostile(), 0);
+
+	/* a directory is no object either */
+	make_storage_dir("hostile/adir");
+	assert_int_equal(storage_get(st, "hostile/adir", 4096, &doc, &len, &err), -1);
+	assert_non_null(strstr(err.msg, "is a directory, not a regular file"));
+	unlink(link_path);
+	unlink(victim);
+	rmdir(outside);
+}
+
 static int
 setup(void **state)
 {
@@ -307,7 +475,8 @@ main(void)
 		cmocka_unit_test(test_manifest_mismatch),    cmocka_unit_test(test_object_replaced_by_older_one),
 		cmocka_unit_test(test_wrong_master_key),     cmocka_unit_test(test_failed_put_leaves_nothing),
 		cmocka_unit_test(test_storage_keys_checked), cmocka_unit_test(test_storage_abort_and_ranges),
-		cmocka_unit_test(test_wal_object_names),
+		cmocka_unit_test(test_wal_object_names),     cmocka_unit_test(test_file_fifo_refused),
+		cmocka_unit_test(test_file_symlink_refused), cmocka_unit_test(test_file_symlinked_directory_refused),
 	};
 
 	return cmocka_run_group_tests_name("repo", tests, setup, teardown);
