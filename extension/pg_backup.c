@@ -41,11 +41,12 @@ tb_active_tenant_key(tb_job *job, tenant_key *out)
 }
 
 /*
- * Streams pg_dump's output into put, counting it in job->bytes_done; returns NULL or
- * why it failed. put is left for the caller.
+ * Streams the tool's output into put, counting it in job->bytes_done, and through
+ * the counter of its kind (a tar's files or an archive's rows); returns NULL or why
+ * it failed. put is left for the caller.
  */
 static char *
-tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files)
+tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files, tb_archive *archive)
 {
 	char *buf = palloc(TB_PIPE_BUFFER);
 	tb_error err = {0};
@@ -57,6 +58,8 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files)
 			return psprintf("could not store the backup: %s", err.msg);
 		if (files != NULL)
 			tar_count_feed(files, buf, n);
+		else if (!tb_archive_feed(archive, buf, n))
+			return pstrdup(archive->error);
 		job->bytes_done += n;
 		if (!tb_job_progress(job, job->bytes_done, false))
 			return pstrdup(TB_LEASE_LOST);
@@ -64,6 +67,8 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files)
 	}
 	if (n < 0)
 		return dump->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not read pg_dump's output: %m");
+	if (archive != NULL && !tb_archive_finish(archive))
+		return pstrdup(archive->error);
 	return NULL;
 }
 
@@ -176,7 +181,7 @@ tb_pg_backup(tb_job *job)
 	const char *tool = base ? "pg_basebackup" : "pg_dump";
 	tb_child dump;
 	tar_count files;
-	PGconn *snapshot = NULL;
+	tb_archive archive;
 	char *contents = NULL;
 
 	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
@@ -221,19 +226,14 @@ tb_pg_backup(tb_job *job)
 	tb_passfile_create(job);
 	failure = tb_check_password_used(job, conninfo);
 	tar_count_init(&files);
-	if (!base && failure == NULL)
+	tb_archive_init(&archive, false);
+	if (!base)
 	{
-		/* pg_dump runs in a snapshot we hold, so that its rows can be counted as it saw them. */
-		char *name = NULL;
-
-		snapshot = tb_tenant_connect(conninfo, &failure);
-		if (failure != NULL || tb_admin_exec(snapshot, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") != NULL ||
-			(name = tb_admin_value(snapshot, "SELECT pg_catalog.pg_export_snapshot()")) == NULL)
-			failure =
-				psprintf("could not take a snapshot of the tenant's database: %s", pchomp(PQerrorMessage(snapshot)));
-		else
-			command = tb_tool_command(
-				"pg_dump", psprintf("--format=custom --compress=0 --no-password --snapshot=%s", name), conninfo);
+		/* Uncompressed, so that the rows are counted from the stream as it passes (core compresses). */
+		messages = tb_tool_messages_file(job, "pg_dump");
+		command =
+			psprintf("%s 2>%s", tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo),
+					 tb_shell_quote(messages));
 	}
 	if (failure == NULL && !tb_child_start(&dump, command, true))
 		failure = psprintf("could not run %s: %m", tool);
@@ -243,12 +243,12 @@ tb_pg_backup(tb_job *job)
 		(void) fcntl(dump.fd, F_SETPIPE_SZ, TB_PIPE_BUFFER);
 		PG_TRY();
 		{
-			failure = tb_pg_dump_into(job, &dump, put, base ? &files : NULL);
+			failure = tb_pg_dump_into(job, &dump, put, base ? &files : NULL, base ? NULL : &archive);
 		}
 		PG_CATCH();
 		{
 			tb_child_kill(&dump);
-			PQfinish(snapshot);
+			unlink(messages);
 			tb_passfile_remove();
 			repo_put_abort(put);
 			storage_close(st);
@@ -257,16 +257,17 @@ tb_pg_backup(tb_job *job)
 		PG_END_TRY();
 		failure = tb_tool_end(&dump, job, tool, failure);
 	}
-	if (failure == NULL && snapshot != NULL && (contents = tb_admin_value(snapshot, TB_COUNT_ROWS)) == NULL)
-		failure = psprintf("could not count the rows pg_dump saw: %s", pchomp(PQerrorMessage(snapshot)));
+	if (!base)
+		failure = tb_tool_messages(messages, tool, failure);
+	if (failure == NULL && !base)
+		contents = tb_archive_table_counts(&archive);
 	else if (failure == NULL && base && files.broken)
 		failure = pstrdup("pg_basebackup's output is not a tar stream");
 	else if (failure == NULL && base)
 		contents = psprintf("{\"files\": " UINT64_FORMAT ", \"bytes\": " UINT64_FORMAT "}", (uint64) files.files,
 							(uint64) files.bytes);
-	PQfinish(snapshot);
 	tb_passfile_remove();
-	range = messages ? tb_base_backup_range(messages) : "";
+	range = base ? tb_base_backup_range(messages) : "";
 	if (failure == NULL && base && range[0] == '\0')
 		failure = pstrdup("pg_basebackup did not say which WAL its backup needs");
 	if (failure != NULL)

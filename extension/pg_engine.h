@@ -16,18 +16,63 @@
 #define TB_PIPE_BUFFER (1024 * 1024)
 #define TB_LEASE_LOST "the job's lease was lost to another worker"
 
+/* pg_archive.c */
+#define TB_ARCHIVE_STRING_MAX (64 * 1024 * 1024)
+
+/* One entry of an archive's table of contents, its strings as pg_dump wrote them (NULL: none). */
+typedef struct tb_archive_entry
+{
+	int64 dump_id;
+	char *desc;      /* "TABLE", "TABLE DATA", "SCHEMA", "ACL", ... */
+	char *tag;       /* the object's name */
+	char *namespace; /* its schema */
+	char *owner;     /* header pass only */
+	char *drop_stmt; /* header pass only */
+	char *defn;      /* header pass only, and only of EXTENSION, ACL, DEFAULT ACL and COMMENT entries */
+	bool table_data;
+	uint64 rows; /* TABLE DATA: rows of its COPY text */
+} tb_archive_entry;
+
 /*
- * Rows of every table pg_dump dumps the data of (the tenant's own tables, not those
- * of extensions), counted in one statement: {"tables": {"schema.table": rows}}.
+ * A custom-format archive (pg_dump --format=custom --compress=0 of PostgreSQL 15) fed
+ * in pieces of any size. With toc_only, parsing stops after the table of contents
+ * (a restore's header pass); otherwise every data block is walked and the rows of
+ * each table counted, in memory bounded by the TOC (no data is buffered, no string
+ * beyond TB_ARCHIVE_STRING_MAX). Allocations in the current memory context.
  */
-#define TB_COUNT_ROWS                                                                                                  \
-	"SELECT jsonb_build_object('tables', coalesce(jsonb_object_agg(n.nspname || '.' || c.relname,"                     \
-	" (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname),"      \
-	" false, true, '')))[1]::text::bigint), '{}'))"                                                                    \
-	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"                                                   \
-	" WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"                             \
-	" AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid"            \
-	" AND d.deptype = 'e')"
+typedef struct tb_archive
+{
+	bool toc_only;
+	bool toc_done;
+	tb_archive_entry *entries;
+	int nentries;
+	char *error; /* why the archive was refused; NULL while it is well formed */
+	/* internal */
+	int step;
+	unsigned char field[16]; /* the fixed header, an int, an offset being gathered */
+	size_t need, have;
+	int int_size, off_size;
+	bool in_string, null_string;
+	char *string;
+	uint64 string_len, string_have;
+	int timestamp_left;
+	int64 toc_left;
+	int cursor;
+	bool blobs;
+	tb_archive_entry *block;
+	unsigned char tail[6]; /* the last bytes of the current block's data */
+	uint64 block_bytes;
+	uint64 chunk_left;
+	uint64 offset;
+} tb_archive;
+
+void tb_archive_init(tb_archive *a, bool toc_only);
+/* false (a->error set) once the archive is malformed. */
+bool tb_archive_feed(tb_archive *a, const void *buf, size_t len);
+/* At the end of the stream: false (a->error set) unless it ended where an archive may end. */
+bool tb_archive_finish(tb_archive *a);
+/* {"tables": {"schema.table": rows}} of every TABLE DATA entry. */
+char *tb_archive_table_counts(const tb_archive *a);
 
 /* pg_source.c */
 char *tb_source_conninfo(const tb_job *job, const char *dbname);
@@ -41,6 +86,14 @@ char *tb_check_password_used(const tb_job *job, const char *conninfo);
 char *tb_shell_quote(const char *value);
 char *tb_tool_command(const char *tool, const char *options, const char *conninfo);
 char *tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure);
+/* Where a tool run by job writes its messages (stderr): a file among the server's temporary ones. */
+char *tb_tool_messages_file(const tb_job *job, const char *tool);
+/*
+ * After the tool ran: every line it wrote to messages goes to the server log, and a
+ * failure (NULL: none) that names only its exit status gets the tool's first
+ * "<tool>: error:" line, bounded. Removes the file; returns the failure.
+ */
+char *tb_tool_messages(const char *messages, const char *tool, char *failure);
 void tb_job_master_key(tb_job *job, master_key *out);
 /*
  * Runs sql on an admin connection, answering interrupts while it waits; its last

@@ -8,11 +8,16 @@
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
+#include "common/string.h"
 #include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 
 #include "pg_engine.h"
+
+#define TB_TOOL_SEE_LOG " (its messages are in the server log)"
+#define TB_TOOL_ERROR_MAX 512
 
 /* 'value' quoted for /bin/sh. */
 char *
@@ -43,8 +48,7 @@ tb_tool_command(const char *tool, const char *options, const char *conninfo)
 static char *
 tb_exit_reason(const char *tool, int status)
 {
-	return psprintf("%s %s (its messages are in the server log)", tool,
-					status < 0 ? "could not be run" : wait_result_to_str(status));
+	return psprintf("%s %s" TB_TOOL_SEE_LOG, tool, status < 0 ? "could not be run" : wait_result_to_str(status));
 }
 
 /*
@@ -65,6 +69,39 @@ tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure)
 	if ((status = tb_child_finish(child, job)) != 0)
 		return tb_exit_reason(tool, status);
 	return child->lease_lost ? pstrdup(TB_LEASE_LOST) : NULL;
+}
+
+char *
+tb_tool_messages_file(const tb_job *job, const char *tool)
+{
+	return psprintf("%s/pg_stat_tmp/tenant_backup_%s_" INT64_FORMAT ".log", DataDir, tool, job->id);
+}
+
+char *
+tb_tool_messages(const char *messages, const char *tool, char *failure)
+{
+	FILE *f = AllocateFile(messages, "r");
+	char *prefix = psprintf("%s: error: ", tool);
+	char line[TB_TOOL_ERROR_MAX];
+	char *first_error = NULL;
+
+	if (f == NULL)
+		return failure;
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		/* A longer line comes in pieces: only the first piece of each counts as its start. */
+		pg_strip_crlf(line);
+		if (line[0] == '\0')
+			continue;
+		ereport(LOG, (errmsg("tenant_backup: %s", line)));
+		if (first_error == NULL && strncmp(line, prefix, strlen(prefix)) == 0)
+			first_error = pstrdup(line);
+	}
+	FreeFile(f);
+	unlink(messages);
+	if (failure != NULL && first_error != NULL && strstr(failure, TB_TOOL_SEE_LOG) != NULL)
+		return psprintf("%s: %s", pnstrdup(failure, strstr(failure, TB_TOOL_SEE_LOG) - failure), first_error);
+	return failure;
 }
 
 /* The master key, and the tenant's own key command for keys wrapped by it. */
