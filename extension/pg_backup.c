@@ -193,6 +193,8 @@ tb_pg_backup(tb_job *job)
 						   " VALUES ($1, 'postgres', $2::bigint, $3::bigint, 'running') RETURNING id",
 						   3, args);
 	}
+	/* The object's header names its catalog row: a restore refuses an object copied over another. */
+	options.backup_id = backup_id;
 	if (base)
 	{
 		char stamp[32];

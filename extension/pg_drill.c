@@ -146,9 +146,10 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 	keys_master_wipe(&master);
 	if (reader == NULL)
 		failure = psprintf("backup %s cannot be read: %s", backup_id, err.msg);
-	else if (!tb_child_start(&tar, psprintf("exec tar -x -f - -C %s", tb_shell_quote(scratch)), false))
+	else if ((failure = tb_pg_check_header(job, reader, backup_id)) == NULL &&
+			 !tb_child_start(&tar, psprintf("exec tar -x -f - -C %s", tb_shell_quote(scratch)), false))
 		failure = psprintf("could not run tar: %m");
-	else
+	else if (failure == NULL)
 	{
 		PG_TRY();
 		{

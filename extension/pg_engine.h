@@ -113,6 +113,8 @@ PGconn *tb_tenant_connect(const char *conninfo, char **failure);
 
 /* pg_restore.c */
 char *tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool);
+char *tb_pg_check_header(const tb_job *job, repo_reader *reader, const char *backup_id);
+char *tb_pg_check_stored_hash(repo_reader *reader, const char *backup_id);
 
 /* pg_swap.c */
 char *tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old);

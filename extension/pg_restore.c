@@ -52,13 +52,61 @@ tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const ch
 	return NULL;
 }
 
+/*
+ * The object must be the one its catalog row describes: its authenticated header
+ * names the job's tenant, the postgres engine and this backup's id. A backup made
+ * before 0.2.0 carries a random id (not a number): its SHA-256 decides alone
+ * (tb_pg_check_stored_hash). NULL, or why not.
+ */
+char *
+tb_pg_check_header(const tb_job *job, repo_reader *reader, const char *backup_id)
+{
+	const stream_header *header = repo_reader_header(reader);
+	bool numbered =
+		header->backup_id[0] != '\0' && strspn(header->backup_id, "0123456789") == strlen(header->backup_id);
+
+	if (strcmp(header->tenant, job->tenant) != 0 || strcmp(header->engine, "postgres") != 0)
+		return psprintf(
+			"backup %s holds a %s backup of tenant \"%s\", not a postgres backup of \"%s\"; nothing live was "
+			"changed",
+			backup_id, header->engine, header->tenant, job->tenant);
+	if (numbered && strcmp(header->backup_id, backup_id) != 0)
+		return psprintf("the object of backup %s holds backup %s (it was copied over it in storage); nothing live was "
+						"changed",
+						backup_id, header->backup_id);
+	return NULL;
+}
+
+/*
+ * Once the object was read to its end: the SHA-256 of what was stored must be the
+ * one recorded in the catalog when the backup was written. NULL, or why not.
+ */
+char *
+tb_pg_check_stored_hash(repo_reader *reader, const char *backup_id)
+{
+	const char *args[1] = {backup_id};
+	char *recorded = tb_sql("SELECT sha256 FROM tenant_backup.backups WHERE id = $1::bigint", 1, args);
+	char sha[2 * CRYPTO_SHA256_LEN + 1];
+	stream_stats stats;
+
+	repo_reader_stats(reader, &stats);
+	if (!stats.stored_sha256_known)
+		return psprintf("the SHA-256 of backup %s was not computed while it was read", backup_id);
+	crypto_hex_encode(stats.stored_sha256, CRYPTO_SHA256_LEN, sha);
+	if (recorded == NULL || strcmp(recorded, sha) != 0)
+		return psprintf("the object of backup %s has SHA-256 %s, but %s was recorded when it was written (it was "
+						"replaced in storage); nothing live was changed",
+						backup_id, sha, recorded ? recorded : "none");
+	return NULL;
+}
+
 char *
 tb_pg_restore(tb_job *job)
 {
 	char backup_id[32];
 	const char *args[1] = {backup_id};
 	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL, *connect_failure;
-	stream_reader_options read_options = {.hash_stored = job->drill};
+	stream_reader_options read_options = {.hash_stored = true};
 	master_key master;
 	tb_error err = {0};
 	repo_reader *reader;
@@ -94,10 +142,8 @@ tb_pg_restore(tb_job *job)
 		storage_close(st);
 		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
 	}
-	if (strcmp(repo_reader_header(reader)->tenant, job->tenant) != 0)
+	if ((failure = tb_pg_check_header(job, reader, backup_id)) != NULL)
 	{
-		failure = psprintf("backup %s holds tenant \"%s\", not \"%s\"; nothing live was changed", backup_id,
-						   repo_reader_header(reader)->tenant, job->tenant);
 		repo_reader_close(reader);
 		storage_close(st);
 		return failure;
@@ -150,6 +196,8 @@ tb_pg_restore(tb_job *job)
 			PG_END_TRY();
 			failure = tb_tool_end(&restore, job, "pg_restore", failure);
 		}
+		if (failure == NULL)
+			failure = tb_pg_check_stored_hash(reader, backup_id);
 		if (failure != NULL)
 			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}

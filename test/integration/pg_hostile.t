@@ -93,4 +93,27 @@ is "$(psql_q "SELECT d->>'ok' FROM (SELECT \$j\$$drill\$j\$::jsonb AS d) x" 2>&1
 is "$(superuser_of)" f "nor did the drill"
 is "$(find "$D/pg" -maxdepth 1 -name 'pwned_*' | wc -l)" 0 "no program of the owner's ran"
 
+# ------------------------------------------------------------ 3: an object copied over another
+psql_q "CREATE DATABASE victim OWNER app" >/dev/null
+in_db victim "CREATE TABLE t (v text)" "INSERT INTO t VALUES ('first backup')" "ALTER TABLE t OWNER TO app"
+psql_q "SELECT tenant_backup.tenant_create('victim')" \
+	"SELECT tenant_backup.tenant_add_database('victim', 'postgres', 'victim')" \
+	"SELECT tenant_backup.tenant_backup('victim', wait => true)" >/dev/null
+in_db victim "UPDATE t SET v = 'second backup'"
+psql_q "SELECT tenant_backup.tenant_backup('victim', wait => true)" >/dev/null
+read -r first first_obj <<<"$(psql_q "SELECT id || ' ' || object_key FROM tenant_backup.backups WHERE tenant = 'victim'
+	AND status = 'complete' ORDER BY id LIMIT 1" | tr '|' ' ')"
+read -r second second_obj <<<"$(psql_q "SELECT id || ' ' || object_key FROM tenant_backup.backups WHERE tenant = 'victim'
+	AND status = 'complete' ORDER BY id DESC LIMIT 1" | tr '|' ' ')"
+cp "$D/store/$first_obj" "$D/store/$second_obj"
+in_db victim "UPDATE t SET v = 'live'"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('victim', backup_id => $second)" 2>&1)
+ok $((! $?)) "restoring backup $second, whose object is backup $first's, fails"
+like "$out" "backup $second.*holds backup $first" "naming both backups"
+is "$(in_db victim "SELECT string_agg(v, ',') FROM t")" live "the live database is unchanged"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'victim_tb_%'")" 0 "no half-restored database is left"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('victim', backup_id => $second, target => 'victim_copy')" 2>&1)
+ok $((! $?)) "restoring it to a target fails too"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'victim_copy'")" 0 "and leaves no target behind"
+
 done_testing
