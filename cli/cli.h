@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "keys.h"
+#include "manifest.h"
 #include "storage/storage.h"
 
 #define CLI_OPT_STORAGE 1000
@@ -61,8 +62,43 @@ storage *cli_open_storage(const cli_context *ctx);
 /* The master key file, with the key command (if any) set to open BYOK tenants' keys. */
 int cli_load_master_key(const cli_context *ctx, master_key *out);
 
-/* Prints "tenant-backup COMMAND: message" once; returns the exit status for the error. */
+/* Prints "tenant-backup COMMAND: message" once (escaped); returns the exit status for the error. */
 int cli_fail(const char *command, const tb_error *err);
+
+/* Enough for cli_escape of any key or error message. */
+#define CLI_ESCAPED_MAX (4 * TB_ERROR_MSG_MAX + 1)
+
+/*
+ * text fit for a terminal, whatever storage put in it: printable ASCII as itself, a
+ * backslash as \\, every other byte as \xHH; cut short with "..." if out is too small.
+ * Everything printed that came from storage goes through it. Returns out.
+ */
+const char *cli_escape(const char *text, char *out, size_t size);
+
+/*
+ * The manifest of backup object, required: an object without one is not a backup (or
+ * was put in the place of one). Read from storage and validated (manifest_from_json:
+ * its own sibling, below its tenant and engine, the backup id its name carries).
+ */
+int cli_backup_manifest(storage *st, const char *object, manifest *m, tb_error *err);
+
+typedef struct cli_listing_handlers
+{
+	/* Each backup whose manifest is valid and whose object is listed, newest first; non-zero stops. */
+	int (*backup)(const manifest *m, void *arg);
+	/* Everything else found (key and why, both unescaped): bad manifests, lone objects or manifests. */
+	void (*problem)(const char *key, const char *why, void *arg);
+	void *arg;
+} cli_listing_handlers;
+
+/*
+ * The backups of tenant (NULL: every tenant) and engine (NULL: every engine) in
+ * storage, from their manifests, never trusting the listing: only keys below their
+ * own <tenant>/<engine>/ count, archived WAL is left out. Returns 0, or -1 (err set)
+ * when the listing itself failed; problems never fail it.
+ */
+int cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_listing_handlers *handlers,
+					 tb_error *err);
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A progress line on stderr when it is a terminal, nothing otherwise. */

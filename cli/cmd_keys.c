@@ -214,7 +214,7 @@ rotate_all(storage *st, const master_key *old_master, const master_key *new_mast
 		if (rotate_one(st, old_master, new_master, d, &tenant, &err) != 0)
 		{
 			tenant.failed++;
-			fprintf(stderr, "tenant-backup rotate-master: %s\n", err.msg);
+			cli_fail("rotate-master", &err);
 		}
 		/* Listings are in lexical order: a tenant's keys come together. */
 		if (i + 1 == list->count || strcmp(d->tenant, list->docs[i + 1].tenant) != 0)

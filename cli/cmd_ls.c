@@ -3,22 +3,37 @@
 #include <string.h>
 
 #include "cli.h"
-#include "repo.h"
 
 static const char ls_usage[] = "Usage: tenant-backup ls [TENANT[/ENGINE]] [OPTIONS]\n"
 							   "\n"
 							   "Lists backups from their manifests, newest first: finished time, engine,\n"
-							   "plaintext bytes, stored bytes, object key. Needs no key.\n"
+							   "plaintext bytes, stored bytes, object key. Needs no key. Only what lies below\n"
+							   "its own tenant and engine counts; a manifest that is invalid, names another\n"
+							   "object or has lost its object, and an object without a manifest, are skipped\n"
+							   "with a warning, and the exit status is then 1.\n"
 							   "\n"
 							   "  --storage URL   file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n";
 
 static int
 ls_print(const manifest *m, void *arg)
 {
+	char finished[CLI_ESCAPED_MAX], object[CLI_ESCAPED_MAX];
+
 	(void) arg;
-	printf("%s  %-8s  %14llu  %14llu  %s\n", m->finished, m->engine, (unsigned long long) m->plain_bytes,
-		   (unsigned long long) m->stored_bytes, m->object);
+	printf("%s  %-8s  %14llu  %14llu  %s\n", cli_escape(m->finished, finished, sizeof(finished)), m->engine,
+		   (unsigned long long) m->plain_bytes, (unsigned long long) m->stored_bytes,
+		   cli_escape(m->object, object, sizeof(object)));
 	return 0;
+}
+
+static void
+ls_warn(const char *key, const char *why, void *arg)
+{
+	char escaped_key[CLI_ESCAPED_MAX], escaped_why[CLI_ESCAPED_MAX];
+
+	(*(int *) arg)++;
+	fprintf(stderr, "tenant-backup ls: skipping %s: %s\n", cli_escape(key, escaped_key, sizeof(escaped_key)),
+			cli_escape(why, escaped_why, sizeof(escaped_why)));
 }
 
 int
@@ -30,6 +45,7 @@ cmd_ls(int argc, char **argv)
 	cli_context ctx;
 	tb_error err = {0};
 	storage *st;
+	int skipped = 0;
 	int rc = cli_parse("ls", ls_usage, argc, argv, options, &ctx, NULL, NULL);
 
 	if (rc != 0)
@@ -47,7 +63,10 @@ cmd_ls(int argc, char **argv)
 	}
 	if ((st = cli_open_storage(&ctx)) == NULL)
 		return 2;
-	rc = repo_list(st, scope[0] ? scope : NULL, engine, ls_print, NULL, &err);
+	rc = cli_list_backups(st, scope[0] ? scope : NULL, engine,
+						  &(cli_listing_handlers){.backup = ls_print, .problem = ls_warn, .arg = &skipped}, &err);
 	storage_close(st);
-	return rc == 0 ? 0 : cli_fail("ls", &err);
+	if (rc != 0)
+		return cli_fail("ls", &err);
+	return skipped ? 1 : 0;
 }

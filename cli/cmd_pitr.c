@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "names.h"
+#include "pitr.h"
 #include "repo.h"
 
 #define PITR_BUFFER (1024 * 1024)
@@ -46,8 +47,11 @@ static const char wal_fetch_usage[] =
 static const char restore_pitr_usage[] =
 	"Usage: tenant-backup restore-pitr --tenant T --pgdata DIR (--to TIME | --to-lsn LSN | --to-latest)\n"
 	"\n"
-	"Unpacks the newest base backup of dedicated tenant T that ended before the target\n"
-	"into DIR (new or empty), writes recovery.signal and the recovery settings (a\n"
+	"Unpacks the newest base backup of dedicated tenant T that began before the target\n"
+	"(by the time in its object's name, once its authenticated header confirms the\n"
+	"tenant and the backup; what its manifest says is not trusted for this: a target\n"
+	"inside a base backup's run makes PostgreSQL stop before it is consistent, so give\n"
+	"a later one) into DIR (new or empty), writes recovery.signal and the recovery settings (a\n"
 	"restore_command calling 'tenant-backup wal-fetch', the target, promotion at the\n"
 	"target, archiving off), and prints how to start it. Run it as the user the server\n"
 	"will run as.\n"
@@ -72,6 +76,8 @@ typedef struct pitr_args
 	const char *to;
 	const char *to_lsn;
 	bool to_latest;
+	pitr_time to_time;     /* --to, parsed */
+	uint64_t to_lsn_value; /* --to-lsn, parsed */
 } pitr_args;
 
 static const struct option pitr_options[] = {{"tenant", required_argument, NULL, 't'},
@@ -296,109 +302,124 @@ cmd_wal_fetch(int argc, char **argv)
 	}
 	if (rc != 0)
 	{
-		fprintf(stderr, "tenant-backup wal-fetch: WAL file %s of tenant '%s': %s\n", file, args.tenant, err.msg);
+		char msg[CLI_ESCAPED_MAX];
+
+		fprintf(stderr, "tenant-backup wal-fetch: WAL file %s of tenant '%s': %s\n", file, args.tenant,
+				cli_escape(err.msg, msg, sizeof(msg)));
 		return WAL_FETCH_FAILED;
 	}
 	prefetch_after(&ctx, args.tenant, file, dest, spool, args.prefetch);
 	return 0;
 }
 
-/* "2026-11-25 10:15:00[.fff][+00[:00]|Z]" (or with a T) as seconds since the epoch; -1 if not. */
-static int
-parse_time(const char *text, double *out)
-{
-	struct tm tm = {0};
-	const char *p = strptime(text, "%Y-%m-%d", &tm);
-	double frac = 0;
-	int sign = 0, hh = 0, mm = 0, n = 0;
-
-	if (p == NULL || (*p != ' ' && *p != 'T') || (p = strptime(p + 1, "%H:%M:%S", &tm)) == NULL)
-		return -1;
-	if (*p == '.')
-	{
-		char *end;
-
-		frac = strtod(p, &end);
-		p = end;
-	}
-	if (*p == 'Z' || *p == 'z')
-		p++;
-	else if (*p == '+' || *p == '-')
-	{
-		sign = *p == '-' ? -1 : 1;
-		if (sscanf(p + 1, "%2d%n", &hh, &n) != 1)
-			return -1;
-		p += 1 + n;
-		if (*p == ':')
-			p++;
-		if (sscanf(p, "%2d%n", &mm, &n) == 1)
-			p += n;
-	}
-	else
-		return -1;
-	if (*p != '\0')
-		return -1;
-	*out = (double) timegm(&tm) + frac - sign * (hh * 3600 + mm * 60);
-	return 0;
-}
-
 typedef struct base_choice
 {
 	storage *st;
-	double before; /* the base backup must have ended before this; 0: any */
-	manifest best;
-	double best_end;
-	bool found;
-	tb_error *err;
+	const master_key *master;
+	const char *tenant;
+	bool before_given;
+	time_t before; /* with before_given: the base backup must have begun before this */
+	manifest *candidates;
+	size_t count, cap;
+	bool out_of_memory;
 } base_choice;
 
+static void
+base_skip(const char *key, const char *why, void *arg)
+{
+	char escaped_key[CLI_ESCAPED_MAX], escaped_why[CLI_ESCAPED_MAX];
+
+	(void) arg;
+	fprintf(stderr, "tenant-backup restore-pitr: skipping %s: %s\n", cli_escape(key, escaped_key, sizeof(escaped_key)),
+			cli_escape(why, escaped_why, sizeof(escaped_why)));
+}
+
+/* Keeps the base backups that began before the target, by the time in their names. */
 static int
-consider_base(const char *key, const storage_info *info, void *arg)
+base_consider(const manifest *m, void *arg)
 {
 	base_choice *c = arg;
-	size_t len = strlen(key);
-	char *json = NULL;
-	size_t json_len;
-	manifest m;
-	double end;
-	tb_error skip = {0};
+	manifest_object_name name;
+	tb_error err = {0};
 
-	(void) info;
-	if (len < 6 || strcmp(key + len - 5, ".json") != 0)
+	if (manifest_object_parse(m->object, &name, &err) != 0 || name.kind != MANIFEST_OBJECT_BASE)
 		return 0;
-	if (storage_get(c->st, key, MANIFEST_MAX_BYTES, &json, &json_len, &skip) != 0 ||
-		manifest_from_json(json, key, &m, &skip) != 0 || parse_time(m.finished, &end) != 0)
+	/* An archived WAL file's object put among the base backups is not one. */
+	if (pitr_is_wal_backup_id(name.backup_id))
 	{
-		free(json);
-		fprintf(stderr, "tenant-backup restore-pitr: skipping %s: %s\n", key, skip.msg[0] ? skip.msg : "unreadable");
+		base_skip(m->object, "holds an archived WAL file, not a base backup", NULL);
 		return 0;
 	}
-	free(json);
-	/* finished is whole seconds: the backup ended before finished + 1. */
-	if ((c->before == 0 || end + 1 <= c->before) && (!c->found || end > c->best_end))
+	/* The name's time is whole seconds: the backup began before it + 1. */
+	if (c->before_given && name.began + 1 > c->before)
+		return 0;
+	if (c->count == c->cap)
 	{
-		c->best = m;
-		c->best_end = end;
-		c->found = true;
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		manifest *grown = realloc(c->candidates, cap * sizeof(*grown));
+
+		if (grown == NULL)
+		{
+			c->out_of_memory = true;
+			return 1;
+		}
+		c->candidates = grown;
+		c->cap = cap;
 	}
+	c->candidates[c->count++] = *m;
 	return 0;
 }
 
-/* tar -x into dir, fed with the base backup; 0 once it authenticated and tar succeeded. */
+/* Newest first by the object's name (its time, then its id). */
 static int
-unpack_base(storage *st, const master_key *master, const char *object, const char *dir, tb_error *err)
+base_newest_first(const void *a, const void *b)
+{
+	return strcmp(((const manifest *) b)->object, ((const manifest *) a)->object);
+}
+
+/*
+ * The newest base backup of the tenant that began before the target, decided by
+ * authenticated data: its header must say this tenant, postgres and the backup id
+ * of its name (whose time orders and filters), whatever its manifest says about when
+ * it finished. A candidate whose header disagrees is skipped with a warning.
+ */
+static const manifest *
+base_choose(base_choice *c, tb_error *err)
+{
+	qsort(c->candidates, c->count, sizeof(manifest), base_newest_first);
+	for (size_t i = 0; i < c->count; i++)
+	{
+		const manifest *m = &c->candidates[i];
+		repo_reader *r = repo_reader_open(c->st, c->master, m->object, NULL, err);
+		bool same;
+
+		if (r == NULL)
+		{
+			base_skip(m->object, err->msg, NULL);
+			tb_error_clear(err);
+			continue;
+		}
+		same = strcmp(repo_reader_header(r)->tenant, c->tenant) == 0 &&
+			   strcmp(repo_reader_header(r)->engine, "postgres") == 0 &&
+			   strcmp(repo_reader_header(r)->backup_id, m->backup_id) == 0;
+		repo_reader_close(r);
+		if (same)
+			return m;
+		base_skip(m->object, "its header is not the backup its name and manifest say", NULL);
+	}
+	return NULL;
+}
+
+/* tar -x into dir, fed with the base backup; 0 once it and its manifest checked out and tar succeeded. */
+static int
+unpack_base(storage *st, const master_key *master, const manifest *base, const char *dir, tb_error *err)
 {
 	int pipefd[2], status, rc;
+	stream_stats stats;
 	pid_t pid;
-	repo_reader *r = repo_reader_open(st, master, object, &(stream_reader_options){.readahead = true}, err);
 
-	if (r == NULL)
-		return -1;
 	if (pipe(pipefd) != 0 || (pid = fork()) < 0)
-	{
-		repo_reader_close(r);
 		return tb_error_set(err, TB_ERR_IO, "could not start tar: %s", strerror(errno));
-	}
 	if (pid == 0)
 	{
 		dup2(pipefd[0], STDIN_FILENO);
@@ -411,37 +432,41 @@ unpack_base(storage *st, const master_key *master, const char *object, const cha
 	/* Best effort: a pipe as large as a chunk lets tar unpack while the next one decodes. */
 	(void) fcntl(pipefd[1], F_SETPIPE_SZ, PITR_BUFFER);
 	signal(SIGPIPE, SIG_IGN);
-	rc = copy_object(r, pipefd[1], err);
-	repo_reader_close(r);
+	rc = repo_read_to_fd(st, master, base->object, pipefd[1],
+						 &(repo_read_options){.readahead = true, .check_sha256 = true, .manifest = base}, &stats, err);
 	close(pipefd[1]);
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		return rc != 0 ? rc : tb_error_set(err, TB_ERR_IO, "tar could not unpack the base backup into %s", dir);
 	return rc;
 }
 
-/* One character of a quoted postgresql.conf value that is a restore_command. */
+/* value as one /bin/sh word ('...', a ' as '\''), with % doubled as restore_command wants. */
 static void
-conf_char(FILE *f, char c)
+command_word(FILE *f, const char *value)
 {
-	if (c == '\'' || c == '\\' || c == '%')
-		fputc(c, f); /* '' and \\ for the file, %% for restore_command */
-	fputc(c, f);
+	fputc('\'', f);
+	for (const char *c = value; *c; c++)
+		if (*c == '\'')
+			fputs("'\\''", f);
+		else if (*c == '%')
+			fputs("%%", f);
+		else
+			fputc(*c, f);
+	fputc('\'', f);
 }
 
-/* value as one /bin/sh word ('...', a ' as '\''), inside a quoted restore_command. */
+/* name = 'value' as postgresql.conf reads it back: a ' as '', a \ as \\. */
 static void
-conf_shell_word(FILE *f, const char *value)
+conf_setting(FILE *f, const char *name, const char *value)
 {
-	conf_char(f, '\'');
+	fprintf(f, "%s = '", name);
 	for (const char *c = value; *c; c++)
 	{
-		if (*c != '\'')
-			conf_char(f, *c);
-		else
-			for (const char *q = "'\\''"; *q; q++)
-				conf_char(f, *q);
+		if (*c == '\'' || *c == '\\')
+			fputc(*c, f);
+		fputc(*c, f);
 	}
-	conf_char(f, '\'');
+	fputs("'\n", f);
 }
 
 /* What goes into restore_command must fit on one line of postgresql.auto.conf. */
@@ -455,11 +480,46 @@ check_conf_value(const char *what, const char *value, tb_error *err)
 	return 0;
 }
 
-/* recovery.signal, and the recovery settings after the base backup's own in postgresql.auto.conf. */
+/* The restore_command calling wal-fetch (the caller frees it). */
+static char *
+restore_command(const cli_context *ctx, const char *tenant, const char *self, const char *key_file)
+{
+	char *text = NULL;
+	size_t len;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		return NULL;
+	command_word(f, self);
+	fprintf(f, " wal-fetch --tenant %s --storage ", tenant);
+	command_word(f, ctx->storage_url);
+	fputs(" --master-key ", f);
+	command_word(f, key_file);
+	/* The key command too: the server that runs restore_command has not got our environment. */
+	if (ctx->key_command)
+	{
+		fputs(" --key-command ", f);
+		command_word(f, ctx->key_command);
+	}
+	fputs(" %f %p", f);
+	if (fclose(f) != 0)
+	{
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+/*
+ * recovery.signal, and the recovery settings after the base backup's own in
+ * postgresql.auto.conf: every value one we formatted (the targets parsed, the paths
+ * and URL checked for control characters), quoted for the file.
+ */
 static int
 write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, tb_error *err)
 {
-	char path[4096], self[4096], key_file[PATH_MAX];
+	char path[4096], self[4096], key_file[PATH_MAX], target[PITR_TEXT_MAX];
+	char *command;
 	FILE *f;
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
@@ -474,34 +534,37 @@ write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, t
 		check_conf_value("the master key file name", key_file, err) != 0 ||
 		(ctx->key_command && check_conf_value("the key command", ctx->key_command, err) != 0))
 		return -1;
+	if ((command = restore_command(ctx, args->tenant, self, key_file)) == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 	snprintf(path, sizeof(path), "%s/recovery.signal", dir);
 	if ((f = fopen(path, "w")) == NULL || fclose(f) != 0)
+	{
+		free(command);
 		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
+	}
 	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", dir);
 	if ((f = fopen(path, "a")) == NULL)
-		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
-	fprintf(f, "\n# tenant-backup restore-pitr of tenant '%s'\n", args->tenant);
-	/* The key command too: the server that runs restore_command has not got our environment. */
-	fputs("restore_command = '", f);
-	conf_shell_word(f, self);
-	fprintf(f, " wal-fetch --tenant %s --storage ", args->tenant);
-	conf_shell_word(f, ctx->storage_url);
-	fputs(" --master-key ", f);
-	conf_shell_word(f, key_file);
-	if (ctx->key_command)
 	{
-		fputs(" --key-command ", f);
-		conf_shell_word(f, ctx->key_command);
+		free(command);
+		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
 	}
-	fputs(" %f %p'\n", f);
+	fprintf(f, "\n# tenant-backup restore-pitr of tenant '%s'\n", args->tenant);
+	conf_setting(f, "restore_command", command);
+	free(command);
 	if (args->to)
-		fprintf(f, "recovery_target_time = '%s'\n", args->to);
+	{
+		pitr_format_time(&args->to_time, target, sizeof(target));
+		conf_setting(f, "recovery_target_time", target);
+	}
 	if (args->to_lsn)
-		fprintf(f, "recovery_target_lsn = '%s'\n", args->to_lsn);
+	{
+		pitr_format_lsn(args->to_lsn_value, target, sizeof(target));
+		conf_setting(f, "recovery_target_lsn", target);
+	}
 	if (args->to || args->to_lsn)
-		fprintf(f, "recovery_target_action = 'promote'\n");
+		conf_setting(f, "recovery_target_action", "promote");
 	/* A restored copy must not archive into the tenant's WAL as if it were the original. */
-	fprintf(f, "archive_mode = 'off'\n");
+	conf_setting(f, "archive_mode", "off");
 	if (fclose(f) != 0)
 		return tb_error_set(err, TB_ERR_IO, "could not write %s: %s", path, strerror(errno));
 	return 0;
@@ -521,9 +584,10 @@ cmd_restore_pitr(int argc, char **argv)
 	pitr_args args = {0};
 	cli_context ctx;
 	base_choice choice = {0};
+	const manifest *base = NULL;
 	master_key master;
 	tb_error err = {0};
-	char prefix[128];
+	char target[PITR_TEXT_MAX], object[CLI_ESCAPED_MAX];
 	int rc = cli_parse("restore-pitr", restore_pitr_usage, argc, argv, pitr_options, &ctx, pitr_option, &args);
 
 	if (rc != 0)
@@ -532,8 +596,11 @@ cmd_restore_pitr(int argc, char **argv)
 		return cli_usage_error("restore-pitr", "--tenant T and --pgdata DIR are required");
 	if ((args.to != NULL) + (args.to_lsn != NULL) + args.to_latest != 1)
 		return cli_usage_error("restore-pitr", "give exactly one of --to, --to-lsn and --to-latest");
-	if (args.to && parse_time(args.to, &choice.before) != 0)
-		return cli_usage_error("restore-pitr", "--to '%s' is not a time like '2026-11-25 10:15:00+00'", args.to);
+	/* Parsed whole, and written into the configuration only as we format them again. */
+	if (args.to && pitr_parse_time(args.to, &args.to_time) != 0)
+		return cli_usage_error("restore-pitr", "--to is not a time like '2026-11-25 10:15:00+00' (nothing after it)");
+	if (args.to_lsn && pitr_parse_lsn(args.to_lsn, &args.to_lsn_value) != 0)
+		return cli_usage_error("restore-pitr", "--to-lsn is not an LSN like 0/3000060 (hex/hex, nothing after it)");
 	if (args.pgdata[0] != '/')
 		return cli_usage_error("restore-pitr", "--pgdata must be an absolute path");
 	if (names_check_tenant(args.tenant, &err) != 0)
@@ -555,22 +622,39 @@ cmd_restore_pitr(int argc, char **argv)
 		storage_close(choice.st);
 		return 2;
 	}
-	choice.err = &err;
-	snprintf(prefix, sizeof(prefix), "%s/postgres/base/", args.tenant);
-	rc = storage_list(choice.st, prefix, consider_base, &choice, &err);
-	if (rc == 0 && !choice.found)
-		rc = tb_error_set(&err, TB_ERR_NOT_FOUND, "tenant '%s' has no base backup that ended before %s", args.tenant,
-						  args.to ? args.to : "now");
+	/* The target as written into the configuration, for the messages. */
+	if (args.to)
+		pitr_format_time(&args.to_time, target, sizeof(target));
+	else if (args.to_lsn)
+		pitr_format_lsn(args.to_lsn_value, target, sizeof(target));
+	else
+		snprintf(target, sizeof(target), "everything archived");
+	choice.master = &master;
+	choice.tenant = args.tenant;
+	choice.before_given = args.to != NULL;
+	choice.before = args.to_time.seconds;
+	rc = cli_list_backups(choice.st, args.tenant, "postgres",
+						  &(cli_listing_handlers){.backup = base_consider, .problem = base_skip, .arg = &choice}, &err);
+	if (rc == 0 && choice.out_of_memory)
+		rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory listing base backups");
+	if (rc == 0 && (base = base_choose(&choice, &err)) == NULL)
+	{
+		rc = tb_error_set(&err, TB_ERR_NOT_FOUND,
+						  "tenant '%s' has no base backup that ended before %s: none that began before it (by the "
+						  "time in its name) checked out",
+						  args.tenant, args.to ? target : "now");
+	}
 	if (rc == 0)
 	{
-		fprintf(stderr, "tenant-backup restore-pitr: base backup %s (ended %s)\n", choice.best.object,
-				choice.best.finished);
-		rc = unpack_base(choice.st, &master, choice.best.object, args.pgdata, &err);
+		fprintf(stderr, "tenant-backup restore-pitr: base backup %s (backup %s)\n",
+				cli_escape(base->object, object, sizeof(object)), base->backup_id);
+		rc = unpack_base(choice.st, &master, base, args.pgdata, &err);
 	}
 	if (rc == 0)
 		rc = write_recovery(&ctx, &args, args.pgdata, &err);
 	keys_master_wipe(&master);
 	storage_close(choice.st);
+	free(choice.candidates);
 	if (rc != 0)
 	{
 		/* Nothing half-restored stays behind to be started by mistake. */
@@ -582,11 +666,7 @@ cmd_restore_pitr(int argc, char **argv)
 			"tenant-backup restore-pitr: %s is ready to recover %s; start it with\n"
 			"  pg_ctl -D %s start\n"
 			"(archive_mode is off in the copy: turn it on again if it is to replace the original)\n",
-			args.pgdata,
-			args.to       ? args.to
-			: args.to_lsn ? args.to_lsn
-						  : "everything archived",
-			args.pgdata);
+			args.pgdata, target, args.pgdata);
 	return 0;
 }
 

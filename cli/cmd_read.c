@@ -113,6 +113,22 @@ restore_rdb_option(int opt, const char *arg, void *state)
 	return 0;
 }
 
+/*
+ * How every command here reads a backup: against the manifest it required (and
+ * hashing what it reads, for its sha256), decoding ahead, with a progress line or
+ * none (NULL). Fills *options and returns it.
+ */
+static const repo_read_options *
+read_checked(repo_read_options *options, const manifest *required, cli_progress *progress)
+{
+	*options = (repo_read_options){.progress = progress ? cli_progress_update : NULL,
+								   .progress_ctx = progress,
+								   .readahead = true,
+								   .check_sha256 = true,
+								   .manifest = required};
+	return options;
+}
+
 /* The object's plaintext must begin as an RDB snapshot does, before any file is made. */
 static int
 check_rdb(read_session *s, const char *object, tb_error *err)
@@ -141,9 +157,12 @@ cmd_restore_rdb(int argc, char **argv)
 	read_args args = {0};
 	cli_context ctx;
 	read_session s;
+	char dir[CLI_ESCAPED_MAX];
 	cli_progress progress;
 	stream_stats stats;
 	tb_error err = {0};
+	manifest m;
+	repo_read_options options;
 	int rc = cli_parse("restore-rdb", restore_rdb_usage, argc, argv, read_options, &ctx, restore_rdb_option, &args);
 
 	if (rc != 0)
@@ -153,18 +172,18 @@ cmd_restore_rdb(int argc, char **argv)
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
 	cli_progress_start(&progress, "restore-rdb");
-	rc = check_rdb(&s, argv[optind], &err);
+	rc = cli_backup_manifest(s.st, argv[optind], &m, &err);
 	if (rc == 0)
-		rc = repo_read_to_file(
-			s.st, &s.master, argv[optind], args.dir, "dump.rdb",
-			&(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress, .readahead = true}, &stats,
-			&err);
+		rc = check_rdb(&s, argv[optind], &err);
+	if (rc == 0)
+		rc = repo_read_to_file(s.st, &s.master, argv[optind], args.dir, "dump.rdb",
+							   read_checked(&options, &m, &progress), &stats, &err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
 	if (rc != 0)
 		return cli_fail("restore-rdb", &err);
 	fprintf(stderr, "tenant-backup restore-rdb: wrote %s/dump.rdb (%llu bytes); load it with redis-server --dir %s\n",
-			args.dir, (unsigned long long) stats.plain_bytes, args.dir);
+			cli_escape(args.dir, dir, sizeof(dir)), (unsigned long long) stats.plain_bytes, dir);
 	return 0;
 }
 
@@ -176,6 +195,8 @@ cmd_cat(int argc, char **argv)
 	cli_progress progress;
 	stream_stats stats;
 	tb_error err = {0};
+	manifest m;
+	repo_read_options options;
 	int rc = cli_parse("cat", cat_usage, argc, argv, read_options, &ctx, NULL, NULL);
 
 	if (rc != 0)
@@ -187,10 +208,10 @@ cmd_cat(int argc, char **argv)
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
 	cli_progress_start(&progress, "cat");
-	rc = repo_read_to_fd(
-		s.st, &s.master, argv[optind], STDOUT_FILENO,
-		&(repo_read_options){.progress = cli_progress_update, .progress_ctx = &progress, .readahead = true}, &stats,
-		&err);
+	rc = cli_backup_manifest(s.st, argv[optind], &m, &err);
+	if (rc == 0)
+		rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO, read_checked(&options, &m, &progress),
+							 &stats, &err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
 	return rc == 0 ? 0 : cli_fail("cat", &err);
@@ -200,26 +221,41 @@ typedef struct verify_batch
 {
 	read_session *session;
 	wal_segments *segments; /* --wal: the segments seen */
+	char wal_prefix[128];   /* --wal: <tenant>/postgres/wal/ */
 	int failed;
 	int checked;
 } verify_batch;
 
 static void
-verify_one(verify_batch *batch, const char *object)
+verify_failed(verify_batch *batch, const char *key, const char *why)
+{
+	char escaped_key[CLI_ESCAPED_MAX], escaped_why[CLI_ESCAPED_MAX];
+
+	batch->failed++;
+	printf("FAILED  %s: %s\n", cli_escape(key, escaped_key, sizeof(escaped_key)),
+		   cli_escape(why, escaped_why, sizeof(escaped_why)));
+}
+
+/* Checks object against its manifest: m as listed, or (NULL) the one in storage, which it must have. */
+static void
+verify_one(verify_batch *batch, const char *object, const manifest *m)
 {
 	stream_stats stats;
+	manifest stored;
+	repo_read_options options;
 	tb_error err = {0};
+	char escaped[CLI_ESCAPED_MAX];
 
 	batch->checked++;
-	if (repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
-						&(repo_read_options){.check_sha256 = true, .readahead = true}, &stats, &err) != 0)
+	if ((m == NULL && cli_backup_manifest(batch->session->st, object, &stored, &err) != 0) ||
+		repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
+						read_checked(&options, m ? m : &stored, NULL), &stats, &err) != 0)
 	{
-		batch->failed++;
-		printf("FAILED  %s: %s\n", object, err.msg);
+		verify_failed(batch, object, err.msg);
 		return;
 	}
-	printf("ok      %s  %llu bytes in %llu chunks\n", object, (unsigned long long) stats.plain_bytes,
-		   (unsigned long long) stats.chunks);
+	printf("ok      %s  %llu bytes in %llu chunks\n", cli_escape(object, escaped, sizeof(escaped)),
+		   (unsigned long long) stats.plain_bytes, (unsigned long long) stats.chunks);
 	if (batch->segments)
 		wal_segments_add(batch->segments, object, stats.plain_bytes);
 }
@@ -227,18 +263,27 @@ verify_one(verify_batch *batch, const char *object)
 static int
 verify_listed(const manifest *m, void *arg)
 {
-	verify_one(arg, m->object);
+	verify_one(arg, m->object, m);
 	return 0;
+}
+
+static void
+verify_problem(const char *key, const char *why, void *arg)
+{
+	verify_failed(arg, key, why);
 }
 
 static int
 verify_wal_listed(const char *key, const storage_info *info, void *arg)
 {
+	verify_batch *batch = arg;
 	size_t len = strlen(key);
 
 	(void) info;
-	if (len > 4 && strcmp(key + len - 4, ".tbk") == 0)
-		verify_one(arg, key);
+	/* The listing is a hint: only keys below the tenant's own WAL count. */
+	if (strncmp(key, batch->wal_prefix, strlen(batch->wal_prefix)) == 0 && len > 4 &&
+		strcmp(key + len - 4, ".tbk") == 0)
+		verify_one(batch, key, NULL);
 	return 0;
 }
 
@@ -269,26 +314,27 @@ cmd_verify(int argc, char **argv)
 		return 2;
 	if (args.wal)
 	{
-		char prefix[128];
-
-		snprintf(prefix, sizeof(prefix), "%s/postgres/wal/", tenant);
+		snprintf(batch.wal_prefix, sizeof(batch.wal_prefix), "%s/postgres/wal/", tenant);
 		batch.segments = wal_segments_new();
-		rc = storage_list(s.st, prefix, verify_wal_listed, &batch, &err);
+		rc = storage_list(s.st, batch.wal_prefix, verify_wal_listed, &batch, &err);
 		batch.failed += wal_segments_report_gaps(batch.segments);
 		wal_segments_free(batch.segments);
 	}
 	else if (tenant)
-		rc = repo_list(s.st, tenant, engine, verify_listed, &batch, &err);
+		rc = cli_list_backups(
+			s.st, tenant, engine,
+			&(cli_listing_handlers){.backup = verify_listed, .problem = verify_problem, .arg = &batch}, &err);
 	else
 		for (int i = optind; i < argc; i++)
-			verify_one(&batch, argv[i]);
+			verify_one(&batch, argv[i], NULL);
 	read_session_close(&s);
 	if (rc != 0)
 		return cli_fail("verify", &err);
 	if (tenant && batch.checked == 0)
 	{
-		fprintf(stderr, "tenant-backup verify: no %s of tenant '%s'%s%s found\n", args.wal ? "archived WAL" : "backups",
-				tenant, engine ? " for engine " : "", engine ? engine : "");
+		fprintf(stderr, "tenant-backup verify: no %s of tenant '%s'%s%s found%s\n",
+				args.wal ? "archived WAL" : "backups", tenant, engine ? " for engine " : "", engine ? engine : "",
+				batch.failed ? " that could be checked (see the failures above)" : "");
 		return 1;
 	}
 	fprintf(stderr, "tenant-backup verify: %d checked, %d failed\n", batch.checked, batch.failed);

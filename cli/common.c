@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,10 +59,40 @@ cli_parse(const char *command, const char *usage, int argc, char **argv, const s
 	return 0;
 }
 
+const char *
+cli_escape(const char *text, char *out, size_t size)
+{
+	size_t used = 0;
+
+	for (const unsigned char *c = (const unsigned char *) text; *c; c++)
+	{
+		char one[5];
+		size_t n;
+
+		if (*c == '\\')
+			n = (size_t) snprintf(one, sizeof(one), "\\\\");
+		else if (*c >= 0x20 && *c < 0x7f)
+			n = (size_t) snprintf(one, sizeof(one), "%c", *c);
+		else
+			n = (size_t) snprintf(one, sizeof(one), "\\x%02x", *c);
+		if (used + n + 4 > size)
+		{
+			snprintf(out + used, size - used, "...");
+			return out;
+		}
+		memcpy(out + used, one, n);
+		used += n;
+	}
+	out[used] = '\0';
+	return out;
+}
+
 int
 cli_fail(const char *command, const tb_error *err)
 {
-	fprintf(stderr, "tenant-backup %s: %s\n", command, err->msg);
+	char msg[CLI_ESCAPED_MAX];
+
+	fprintf(stderr, "tenant-backup %s: %s\n", command, cli_escape(err->msg, msg, sizeof(msg)));
 	return err->code == TB_ERR_INVALID ? 2 : 1;
 }
 
@@ -84,8 +115,10 @@ cli_open_storage(const cli_context *ctx)
 	tb_error err = {0};
 	storage *st = storage_open(ctx->storage_url, &err);
 
+	char msg[CLI_ESCAPED_MAX];
+
 	if (st == NULL)
-		fprintf(stderr, "tenant-backup: %s\n", err.msg);
+		fprintf(stderr, "tenant-backup: %s\n", cli_escape(err.msg, msg, sizeof(msg)));
 	return st;
 }
 
@@ -96,7 +129,9 @@ cli_load_master_key(const cli_context *ctx, master_key *out)
 
 	if (keys_master_load(ctx->master_key_file, out, &err) != 0)
 	{
-		fprintf(stderr, "tenant-backup: %s\n", err.msg);
+		char msg[CLI_ESCAPED_MAX];
+
+		fprintf(stderr, "tenant-backup: %s\n", cli_escape(err.msg, msg, sizeof(msg)));
 		return -1;
 	}
 	out->key_command = ctx->key_command;

@@ -578,9 +578,13 @@ repo_write_all(int fd, const char *buf, size_t len, tb_error *err)
 	return 0;
 }
 
-/* When the object has a manifest, it must be this object's: an old object renamed over a newer one is not. */
+/*
+ * The object's manifest (expected, or the one in storage when it has one) must be this
+ * object's: an old object renamed over a newer one is not.
+ */
 static int
-repo_check_manifest(storage *st, const char *object, const stream_header *hdr, const stream_stats *stats, tb_error *err)
+repo_check_manifest(storage *st, const char *object, const manifest *expected, const stream_header *hdr,
+					const stream_stats *stats, tb_error *err)
 {
 	char key[MANIFEST_OBJECT_MAX + 8];
 	char sha[2 * CRYPTO_SHA256_LEN + 1];
@@ -589,19 +593,24 @@ repo_check_manifest(storage *st, const char *object, const stream_header *hdr, c
 	size_t len;
 	int rc;
 
-	if (repo_manifest_key(object, key, sizeof(key), err) != 0)
-		return -1;
-	if (storage_get(st, key, MANIFEST_MAX_BYTES, &json, &len, err) != 0)
+	if (expected != NULL)
+		m = *expected;
+	else
 	{
-		if (err->code != TB_ERR_NOT_FOUND)
+		if (repo_manifest_key(object, key, sizeof(key), err) != 0)
 			return -1;
-		tb_error_clear(err);
-		return 0;
+		if (storage_get(st, key, MANIFEST_MAX_BYTES, &json, &len, err) != 0)
+		{
+			if (err->code != TB_ERR_NOT_FOUND)
+				return -1;
+			tb_error_clear(err);
+			return 0;
+		}
+		rc = manifest_from_json(json, key, &m, err);
+		free(json);
+		if (rc != 0)
+			return -1;
 	}
-	rc = manifest_from_json(json, key, &m, err);
-	free(json);
-	if (rc != 0)
-		return -1;
 	if (strcmp(m.object, object) != 0 || strcmp(m.backup_id, hdr->backup_id) != 0 ||
 		strcmp(m.key_id, hdr->key_id) != 0 || m.stored_bytes != stats->stored_bytes)
 		return tb_error_set(err, TB_ERR_CORRUPT,
@@ -667,7 +676,7 @@ repo_read_plain(storage *st, const master_key *master, const char *object, const
 		}
 	}
 	repo_reader_stats(r, stats);
-	rc = repo_check_manifest(st, object, repo_reader_header(r), stats, err);
+	rc = repo_check_manifest(st, object, options->manifest, repo_reader_header(r), stats, err);
 	if (rc == 0 && options->progress)
 		options->progress(options->progress_ctx, total);
 

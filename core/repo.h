@@ -100,12 +100,19 @@ typedef struct repo_read_options
 	bool readahead;    /* decode the next chunks in a thread meanwhile */
 	/* Called with progress_ctx after each read; non-zero (err set) stops the read. */
 	int (*keep_going)(void *ctx, tb_error *err);
+	/*
+	 * The object's manifest as the caller already read and validated it: the object
+	 * must match it (required), and the one in storage is not read again. NULL: the
+	 * manifest in storage, when there is one.
+	 */
+	const manifest *manifest;
 } repo_read_options;
 
 /*
  * Authenticates all of object and writes the plaintext to fd (-1: nowhere, to verify
- * only). When a manifest exists, it must describe this object: same backup id, key id
- * and size (and SHA-256 with check_sha256).
+ * only). Its manifest (options->manifest, else the one in storage when it exists)
+ * must describe this object: same backup id, key id and size (and SHA-256 with
+ * check_sha256).
  */
 int repo_read_to_fd(storage *st, const master_key *master, const char *object, int fd, const repo_read_options *options,
 					stream_stats *stats, tb_error *err);

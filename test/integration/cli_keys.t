@@ -5,6 +5,7 @@
 # (test/lib/kms.sh, a stand-in KMS) is read with it, through cat, verify, wal-fetch and
 # restore-pitr's restore_command. No key material in any output.
 . "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/base_backup.sh"
 command -v openssl >/dev/null || skip_all "openssl (for the stand-in KMS) not installed"
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -176,11 +177,10 @@ like "$OUT" "--key-command CMD" "cat --help names --key-command"
 # --- PITR of a BYOK tenant: wal-fetch and the restore_command restore-pitr writes
 export TENANT_BACKUP_MASTER_KEY_FILE="$D/new.key"
 mkdir -p "$D/base" && echo 15 >"$D/base/PG_VERSION"
-tar -C "$D/base" -cf - . | "$TB" put --tenant initech --engine postgres --key-command "$KC" >"$D/base.obj" 2>>"$LOG"
+stand_in_base "$D/store" initech "$D/base" "" --key-command "$KC" >"$D/base.obj" 2>>"$LOG"
 ok $? "a stand-in base backup of initech"
 base=$(cat "$D/base.obj")
-mkdir -p "$D/store/initech/postgres/base" "$D/store/initech/postgres/wal/00000001"
-cp "$D/store/${base%.tbk}.json" "$D/store/initech/postgres/base/"
+mkdir -p "$D/store/initech/postgres/wal/00000001"
 # An object sealed for another name: once its key opened, wal-fetch refuses it as another file's.
 cp "$D/store/$base" "$D/store/initech/postgres/wal/00000001/000000010000000000000001.tbk"
 mkdir "$D/wal"
