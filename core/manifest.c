@@ -188,13 +188,29 @@ manifest_object_parse(const char *object, manifest_object_name *out, tb_error *e
 	return 0;
 }
 
-static int
-manifest_copy(char *dst, size_t size, const char *src)
+/* The text fields of m from values (in the order below); the name of one too long, or NULL. */
+static const char *
+manifest_copy_texts(manifest *m, const char *const values[8])
 {
-	if (strlen(src) >= size)
-		return -1;
-	strcpy(dst, src);
-	return 0;
+	const struct
+	{
+		const char *name;
+		char *dst;
+		size_t size;
+	} fields[8] = {
+		{"tenant", m->tenant, sizeof(m->tenant)},          {"engine", m->engine, sizeof(m->engine)},
+		{"backup_id", m->backup_id, sizeof(m->backup_id)}, {"object", m->object, sizeof(m->object)},
+		{"key_id", m->key_id, sizeof(m->key_id)},          {"started", m->started, sizeof(m->started)},
+		{"finished", m->finished, sizeof(m->finished)},    {"sha256", m->sha256, sizeof(m->sha256)},
+	};
+
+	for (int i = 0; i < 8; i++)
+	{
+		if (strlen(values[i]) >= fields[i].size)
+			return fields[i].name;
+		strcpy(fields[i].dst, values[i]);
+	}
+	return NULL;
 }
 
 static bool
@@ -266,16 +282,10 @@ manifest_from_json(const char *json, const char *manifest_key, manifest *m, tb_e
 		invalid = "format or version";
 	else if (plain < 0 || stored < 0 || chunks < 0 || chunk_size < 0 || chunk_size > UINT32_MAX)
 		invalid = "a size is negative or too large";
-	else if (manifest_copy(m->tenant, sizeof(m->tenant), tenant) != 0 ||
-			 manifest_copy(m->engine, sizeof(m->engine), engine) != 0 ||
-			 manifest_copy(m->backup_id, sizeof(m->backup_id), backup_id) != 0 ||
-			 manifest_copy(m->object, sizeof(m->object), object) != 0 ||
-			 manifest_copy(m->key_id, sizeof(m->key_id), key_id) != 0 ||
-			 manifest_copy(m->started, sizeof(m->started), started) != 0 ||
-			 manifest_copy(m->finished, sizeof(m->finished), finished) != 0 ||
-			 manifest_copy(m->sha256, sizeof(m->sha256), sha256) != 0)
-		invalid = "a text field is too long";
 	else
+		invalid = manifest_copy_texts(
+			m, (const char *[]){tenant, engine, backup_id, object, key_id, started, finished, sha256});
+	if (invalid == NULL)
 	{
 		m->plain_bytes = (uint64_t) plain;
 		m->stored_bytes = (uint64_t) stored;

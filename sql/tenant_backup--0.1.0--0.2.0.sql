@@ -84,7 +84,136 @@ COMMENT ON FUNCTION tenant_backup._source_identity_claim(bigint, text) IS
 	'Records what a source''s database is (<server>/<database>, as its server says) for the agent running one of its jobs. Refuses (42710) when another source of the engine already is that database, or the server is shared with another tenant and either is dedicated; redis overlap is judged on key prefixes instead.';
 REVOKE ALL ON FUNCTION tenant_backup._source_identity_record(bigint, text),
 	tenant_backup._source_identity_claim(bigint, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenant_backup._source_identity_claim(bigint, text) TO tenant_backup_agent;
+
+-- ---- agents report only what storage holds, under unguessable leases
+
+CREATE FUNCTION tenant_backup._backup_object_check(p_tenant text, p_engine text, p_object text, p_bytes_stored bigint,
+												   p_key_id text, p_key_command text)
+RETURNS void LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_backup_object_check';
+COMMENT ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text) IS
+	'Raises unless storage holds p_object and its manifest with p_bytes_stored bytes and key p_key_id, and the object''s header, authenticated with the tenant''s key (p_key_command: the tenant''s own key command), names p_tenant, p_engine and the backup id of its name.';
+
+-- The result of a successful agent backup, checked before anything is recorded: a
+-- backup object name under the job's own <tenant>/<engine>/, not already a backup of
+-- the catalog, and what storage holds under that name.
+CREATE FUNCTION tenant_backup._agent_result_check(p_job tenant_backup.jobs, p_result jsonb)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	prefix text := p_job.tenant || '/' || p_job.engine || '/';
+	obj text := p_result->>'object';
+BEGIN
+	IF jsonb_typeof(p_result) <> 'object' OR obj IS NULL OR NOT starts_with(obj, prefix)
+	   OR substr(obj, length(prefix) + 1) !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}Z-[a-z0-9_-]{1,64}\.tbk$' THEN
+		RAISE EXCEPTION 'the reported % backup of tenant "%" is refused: its object is not a backup object under "%"',
+			p_job.engine, p_job.tenant, prefix
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Report the object this job stored; nothing was recorded.';
+	END IF;
+	IF coalesce(p_result->>'bytes_stored', '') !~ '^[0-9]{1,18}$' OR coalesce(p_result->>'key_id', '') !~ '^[0-9a-f]{16}$' THEN
+		RAISE EXCEPTION 'the reported % backup of tenant "%" is refused: bytes_stored and key_id are required',
+			p_job.engine, p_job.tenant
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Report the object this job stored; nothing was recorded.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM tenant_backup.backups b WHERE b.object_key = obj) THEN
+		RAISE EXCEPTION 'the reported % backup of tenant "%" is refused: its object is already another backup',
+			p_job.engine, p_job.tenant
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Report the object this job stored; nothing was recorded.';
+	END IF;
+	PERFORM tenant_backup._backup_object_check(p_job.tenant, p_job.engine, obj, (p_result->>'bytes_stored')::bigint,
+											   p_result->>'key_id',
+											   (SELECT t.key_command FROM tenant_backup.tenants t WHERE t.name = p_job.tenant));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenant_backup.agent_report(job_id bigint, lease text, error text DEFAULT NULL,
+													   result jsonb DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	agent text := split_part(lease, ':', 2);
+BEGIN
+	SELECT * INTO j FROM tenant_backup.jobs x WHERE x.id = agent_report.job_id AND x.lease_owner = agent_report.lease
+		AND x.state = 'running' AND agent_report.lease LIKE 'agent:%';
+	IF NOT FOUND THEN
+		-- A report sent again after its answer was lost (the connection dropped): the job
+		-- already names this very object as complete, so it was this report that landed.
+		RETURN error IS NULL AND result ? 'object' AND
+			   EXISTS (SELECT 1 FROM tenant_backup.backups b WHERE b.job_id = agent_report.job_id
+					   AND b.status = 'complete' AND b.object_key = result->>'object');
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM tenant_backup.agent_registry r WHERE r.name = agent AND j.engine = ANY (r.engines)) THEN
+		RAISE EXCEPTION 'agent "%" did not register for % jobs', agent, j.engine
+			USING ERRCODE = 'insufficient_privilege', HINT = 'An agent says agent_hello() with its engines before it reports.';
+	END IF;
+	IF error IS NULL AND j.kind = 'backup' THEN
+		IF result IS NULL THEN
+			RAISE EXCEPTION 'a successful backup report needs its result (object, bytes_in, bytes_stored, sha256, key_id)'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		PERFORM tenant_backup._agent_result_check(j, result);
+	END IF;
+	IF NOT tenant_backup._job_finish(job_id, lease, error, result) THEN
+		RETURN false;
+	END IF;
+	UPDATE tenant_backup.agent_registry SET last_seen = now(),
+		jobs_done = jobs_done + (error IS NULL)::int, jobs_failed = jobs_failed + (error IS NOT NULL)::int
+	WHERE name = agent;
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_report(bigint, text, text, jsonb) IS
+	'Ends the attempt its lease holds: error NULL is success (a backup needs result: object, bytes_in, bytes_stored, sha256, key_id; the object must be under the job''s <tenant>/<engine>/, in storage with that size and key, its authenticated header naming the tenant and engine); an error queues the job again until max_attempts. Refuses an agent not registered for the job''s engine, and any lie, recording nothing. False if the lease was lost. Sending the same successful report again answers true.';
+
+CREATE OR REPLACE FUNCTION tenant_backup.agent_claim(agent text, engine text, lease_seconds int DEFAULT 60)
+RETURNS TABLE (job_id bigint, lease text, kind text, tenant text, locator text, sealed_password text,
+			   options jsonb, key_doc jsonb, backup_id bigint, object_key text, restore_target text, attempt int,
+			   tier text, key_command text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	s tenant_backup.sources;
+	token text;
+	bid bigint;
+	obj text;
+BEGIN
+	PERFORM tenant_backup._agent_check(agent, engine);
+	IF lease_seconds IS NULL OR lease_seconds < 5 OR lease_seconds > 86400 THEN
+		RAISE EXCEPTION 'lease_seconds must be 5 to 86400' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	UPDATE tenant_backup.agent_registry SET last_seen = now() WHERE name = agent;
+	-- Random: a token that could be derived would let anyone report for the attempt.
+	token := format('agent:%s:%s', agent, gen_random_uuid());
+	UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(), lease_owner = token,
+		lease_expires = now() + make_interval(secs => lease_seconds), error = NULL, bytes_done = 0
+	WHERE id = (SELECT q.id FROM tenant_backup.jobs q WHERE q.state = 'queued' AND q.engine = agent_claim.engine
+				ORDER BY q.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+	RETURNING * INTO j;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	SELECT * INTO s FROM tenant_backup.sources WHERE id = j.source_id;
+	IF j.kind = 'backup' THEN
+		INSERT INTO tenant_backup.backups (tenant, engine, source_id, job_id, status)
+		VALUES (j.tenant, j.engine, j.source_id, j.id, 'running') RETURNING id INTO bid;
+	ELSE
+		bid := j.backup_id;
+		SELECT b.object_key INTO obj FROM tenant_backup.backups b WHERE b.id = bid;
+	END IF;
+	RETURN QUERY SELECT j.id, token, j.kind, j.tenant, s.locator, s.sealed_password, s.options,
+		(SELECT k.wrapped FROM tenant_backup.key_store k WHERE k.tenant = j.tenant AND k.state = 'active'
+		 ORDER BY k.created DESC, k.key_id DESC LIMIT 1),
+		bid, obj, j.restore_target, j.attempts, t.tier, t.key_command
+	FROM tenant_backup.tenants t WHERE t.name = j.tenant;
+END
+$$;
+REVOKE ALL ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text),
+	tenant_backup._agent_result_check(tenant_backup.jobs, jsonb) FROM PUBLIC;
 
 -- ---------------------------------------------------------------- job engine: fairness, retries, audit
 -- A queued job is not started before not_before (a retry's back-off); NULL: at once.
