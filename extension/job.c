@@ -86,6 +86,24 @@ tb_job_finish(tb_job *job, const char *error)
 	tb_sql("SELECT tenant_backup._job_finish($1::bigint, $2, $3, $4::jsonb)", 4, args);
 }
 
+/*
+ * This attempt's lease token: pg:<postmaster start>:<random>. The prefix tells the
+ * launcher a token of an earlier postmaster; the random part makes it unguessable, so
+ * no one else can renew or end the attempt.
+ */
+static void
+tb_job_lease_token(char *out, size_t size)
+{
+	uint8 random[16];
+	char hex[2 * sizeof(random) + 1];
+
+	if (!pg_strong_random(random, sizeof(random)))
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a lease token")));
+	hex_encode((const char *) random, sizeof(random), hex);
+	hex[sizeof(hex) - 1] = '\0';
+	snprintf(out, size, "pg:" INT64_FORMAT ":%s", (int64) timestamptz_to_time_t(PgStartTime), hex);
+}
+
 void
 tenant_backup_job_main(Datum arg)
 {
@@ -105,8 +123,7 @@ tenant_backup_job_main(Datum arg)
 
 	if (!tb_job_load(job_id, &job))
 		proc_exit(0);
-	snprintf(job.lease_owner, sizeof(job.lease_owner), "pg:" INT64_FORMAT ":%d",
-			 (int64) timestamptz_to_time_t(PgStartTime), MyProcPid);
+	tb_job_lease_token(job.lease_owner, sizeof(job.lease_owner));
 	snprintf(id, sizeof(id), INT64_FORMAT, job_id);
 	/* Only the attempt we were started for: a late start must not take over a newer one. */
 	strlcpy(claim, MyBgworkerEntry->bgw_extra, sizeof(claim));

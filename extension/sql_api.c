@@ -33,6 +33,7 @@ PG_FUNCTION_INFO_V1(tenant_backup_storage_delete);
 PG_FUNCTION_INFO_V1(tenant_backup_storage_delete_prefix);
 PG_FUNCTION_INFO_V1(tenant_backup_require_worker);
 PG_FUNCTION_INFO_V1(tenant_backup_split_conninfo);
+PG_FUNCTION_INFO_V1(tenant_backup_backup_object_check);
 
 /*
  * Splits a PostgreSQL conninfo or URI with libpq's own parser (the one the tools
@@ -84,6 +85,84 @@ tenant_backup_split_conninfo(PG_FUNCTION_ARGS)
 		nulls[1] = false;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* Refuses an agent's claim about a backup object, naming the tenant, engine and what is wrong. */
+static void
+tb_object_claim_refuse(const char *tenant, const char *engine, const char *what)
+{
+	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("the reported %s backup of tenant \"%s\" is refused: %s", engine, tenant, what),
+					errhint("Report only an object this job stored; nothing was recorded.")));
+}
+
+/*
+ * Checks what an agent says it stored against storage itself: the object and its
+ * manifest exist, both with the reported size and key id, and the object's header,
+ * authenticated with the tenant's key, names this tenant, engine and the backup id in
+ * the object's name. ERROR if not; storage is left as it is.
+ */
+Datum
+tenant_backup_backup_object_check(PG_FUNCTION_ARGS)
+{
+	char *tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *engine = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char *object = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int64 bytes_stored = PG_GETARG_INT64(3);
+	char *key_id = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	master_key master;
+	storage *st;
+	storage_info info;
+	tb_error err = {0};
+	char manifest_key[MANIFEST_OBJECT_MAX + 8];
+	char *json = NULL, *expected_end;
+	size_t len;
+	manifest m;
+	repo_reader *reader;
+	stream_header hdr;
+	char *problem = NULL;
+
+	if (repo_manifest_key(object, manifest_key, sizeof(manifest_key), &err) != 0)
+		tb_object_claim_refuse(tenant, engine, "the object is not named like a backup object");
+	st = tb_storage();
+	if (storage_head(st, object, &info, &err) != 0)
+		problem = err.code == TB_ERR_NOT_FOUND ? "the object does not exist in storage" : err.msg;
+	else if ((int64) info.size != bytes_stored)
+		problem = psprintf("storage holds " UINT64_FORMAT " bytes, not the " INT64_FORMAT " reported",
+						   (uint64) info.size, bytes_stored);
+	else if (storage_get(st, manifest_key, MANIFEST_MAX_BYTES, &json, &len, &err) != 0)
+		problem = err.code == TB_ERR_NOT_FOUND ? "the object has no manifest" : err.msg;
+	else if (manifest_from_json(json, manifest_key, &m, &err) != 0)
+		problem = psprintf("its manifest is not valid: %s", err.msg);
+	else if (strcmp(m.object, object) != 0 || (int64) m.stored_bytes != bytes_stored || strcmp(m.key_id, key_id) != 0)
+		problem = "its manifest describes another object, size or key";
+	free(json);
+	if (problem == NULL)
+	{
+		tb_master_key(&master);
+		master.key_command = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+		reader = repo_reader_open(st, &master, object, NULL, &err);
+		keys_master_wipe(&master);
+		if (reader == NULL)
+			problem = psprintf("its header does not authenticate with the tenant's key: %s", err.msg);
+		else
+		{
+			hdr = *repo_reader_header(reader);
+			repo_reader_close(reader);
+			expected_end = psprintf("-%s.tbk", hdr.backup_id);
+			if (strcmp(hdr.tenant, tenant) != 0 || strcmp(hdr.engine, engine) != 0)
+				problem = "its header names another tenant or engine";
+			else if (strcmp(hdr.key_id, key_id) != 0 || strcmp(hdr.backup_id, m.backup_id) != 0)
+				problem = "its header names another key or backup than its manifest";
+			else if (strlen(object) < strlen(expected_end) ||
+					 strcmp(object + strlen(object) - strlen(expected_end), expected_end) != 0)
+				problem = "its header names another backup id than its name";
+		}
+	}
+	storage_close(st);
+	if (problem != NULL)
+		tb_object_claim_refuse(tenant, engine, problem);
+	PG_RETURN_VOID();
 }
 
 Datum

@@ -81,6 +81,11 @@ pgtap_file() { # FILE
 	while IFS= read -r line; do diag "psql: $line"; done <"$D/psql.err"
 }
 
+# api_agents.sql reports a real backup object of agent-t's mysql engine.
+echo "an agent's mysql dump" | "$TB" put --tenant agent-t --engine mysql --storage "file://$D/store" \
+	--master-key "$D/master.key" >/dev/null && chown -R postgres "$D/store"
+ok $? "a backup object of agent-t (mysql) is sealed into storage for api_agents.sql"
+
 for file in "$HERE"/sql/*.sql; do
 	pgtap_file "$file"
 done

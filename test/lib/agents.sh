@@ -44,10 +44,15 @@ agent_use() { # PROGRAM
 	fi
 }
 
+# Agents run as the server's OS user here: on file storage the control plane reads
+# the objects an agent stored (agent_report checks them), which root's 0600 files
+# forbid. setpriv execs the agent in its own process, so that $! and agent_stop reach it.
+AGENT_AS_SERVER_USER=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+
 agent_start() { # NAME [OPTIONS...]
 	local name=$1
 	shift
-	"$AGENT_BIN" --name "$name" "$@" >>"$D/$name.log" 2>&1 &
+	"${AGENT_AS_SERVER_USER[@]}" "$AGENT_BIN" --name "$name" "$@" >>"$D/$name.log" 2>&1 &
 	AGENT_PID=$!
 	on_exit "agent_stop $AGENT_PID"
 }
@@ -55,7 +60,7 @@ agent_start() { # NAME [OPTIONS...]
 agent_once() { # NAME [OPTIONS...]
 	local name=$1
 	shift
-	"$AGENT_BIN" --name "$name" --once "$@" >>"$D/$name.log" 2>&1
+	"${AGENT_AS_SERVER_USER[@]}" "$AGENT_BIN" --name "$name" --once "$@" >>"$D/$name.log" 2>&1
 }
 
 # SIGTERM, as an operator stops it; quietly (bash reports jobs ended by a signal).

@@ -4,7 +4,7 @@
 -- completes the backup, failure queues the job again until max_attempts; release
 -- gives a job back untried; the agents view; who may call what. Rolled back.
 BEGIN;
-SELECT plan(53);
+SELECT plan(66);
 
 DO $$
 BEGIN
@@ -68,27 +68,78 @@ SELECT throws_ok(format('SELECT tenant_backup.agent_report(%s, %L)', (SELECT job
 
 -- ------------------------------------------------------------ success
 
-SELECT ok(tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
-	jsonb_build_object('object', 'agent-t/mysql/2026-11-26T000000Z-abc.tbk', 'bytes_in', 1000, 'bytes_stored', 100,
-					   'sha256', repeat('a', 64), 'key_id', (SELECT key_doc->>'key_id' FROM c1))),
-	'report success with the lease: true');
+-- The real backup object test/integration/pgtap.t sealed for agent-t's mysql engine
+-- (tenant-backup put) before this file runs: its name, size and key in storage.
+CREATE TEMP TABLE obj AS
+SELECT 'agent-t/mysql/' || f AS object, (pg_stat_file(d.dir || '/agent-t/mysql/' || f)).size AS bytes,
+	   pg_read_file(d.dir || '/agent-t/mysql/' || replace(f, '.tbk', '.json'))::jsonb->>'key_id' AS key_id
+FROM (SELECT substr(current_setting('tenant_backup.storage'), 8) AS dir) d, pg_ls_dir(d.dir || '/agent-t/mysql') f
+WHERE f LIKE '%.tbk';
+SELECT is((SELECT count(*) FROM obj), 1::bigint, 'storage holds one real mysql backup object of agent-t');
+CREATE FUNCTION pg_temp.report(p_object text, p_bytes bigint, p_key_id text) RETURNS boolean LANGUAGE sql AS $$
+	SELECT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
+		jsonb_build_object('object', p_object, 'bytes_in', 1000, 'bytes_stored', p_bytes, 'sha256', repeat('a', 64),
+						   'key_id', p_key_id))
+$$;
+
+SELECT throws_ok($$SELECT pg_temp.report('globex/mysql/2026-11-26T000000Z-abc.tbk', 100, repeat('0', 16))$$, '22023',
+	'the reported mysql backup of tenant "agent-t" is refused: its object is not a backup object under "agent-t/mysql/"',
+	'a report naming another tenant''s object is refused');
+SELECT throws_ok($$SELECT pg_temp.report('agent-t/mysql/../../globex/mysql/2026-11-26T000000Z-abc.tbk', 100, repeat('0', 16))$$,
+	'22023', NULL, 'a report naming an object out of the job''s prefix with .. is refused');
+SELECT throws_ok($$SELECT pg_temp.report('agent-t/mysql/keys/x.tbk', 100, repeat('0', 16))$$,
+	'22023', NULL, 'a report naming something that is not a backup object name is refused');
+SELECT throws_ok($$SELECT pg_temp.report('agent-t/mysql/2026-11-26T000000Z-abc.tbk', 100, (SELECT key_id FROM obj))$$,
+	'22023', 'the reported mysql backup of tenant "agent-t" is refused: the object does not exist in storage',
+	'a report naming an object that storage does not hold is refused');
+SELECT throws_ok($$SELECT pg_temp.report((SELECT object FROM obj), (SELECT bytes + 1 FROM obj), (SELECT key_id FROM obj))$$,
+	'22023', format('the reported mysql backup of tenant "agent-t" is refused: storage holds %s bytes, not the %s reported',
+					(SELECT bytes FROM obj), (SELECT bytes + 1 FROM obj)),
+	'a report with the wrong size is refused');
+SELECT throws_ok($$SELECT pg_temp.report((SELECT object FROM obj), (SELECT bytes FROM obj), repeat('0', 16))$$,
+	'22023', 'the reported mysql backup of tenant "agent-t" is refused: its manifest describes another object, size or key',
+	'a report with another key id is refused');
+SELECT is((SELECT j.state || ',' || b.status FROM tenant_backup.jobs j JOIN tenant_backup.backups b ON b.job_id = j.id
+		   WHERE j.id = (SELECT job_id FROM c1)), 'running,running',
+	'after the refused reports the job and its backup are still running, nothing recorded');
+
+SELECT ok(pg_temp.report((SELECT object FROM obj), (SELECT bytes FROM obj), (SELECT key_id FROM obj)),
+	'report success with the lease and the object storage holds: true');
 SELECT is((SELECT status || ',' || bytes_in || ',' || object_key FROM tenant_backup.backups
 		   WHERE id = (SELECT backup_id FROM c1)),
-	'complete,1000,agent-t/mysql/2026-11-26T000000Z-abc.tbk', 'the backup is complete with its result');
+	'complete,1000,' || (SELECT object FROM obj), 'the backup is complete with its result');
 SELECT is((SELECT state || ',' || backup_id FROM tenant_backup.jobs WHERE id = (SELECT job_id FROM c1)),
 	'succeeded,' || (SELECT backup_id FROM c1), 'the job succeeded and points at it');
 SELECT ok(NOT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), 'late error'),
 	'a second report of a finished attempt: false');
 SELECT is((SELECT jobs_done FROM tenant_backup.agents WHERE name = 'a1'), 1::bigint, 'the agent''s count went up');
-SELECT ok(tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
-	jsonb_build_object('object', 'agent-t/mysql/2026-11-26T000000Z-abc.tbk', 'bytes_in', 1000, 'bytes_stored', 100,
-					   'sha256', repeat('a', 64), 'key_id', (SELECT key_doc->>'key_id' FROM c1))),
+SELECT ok(pg_temp.report((SELECT object FROM obj), (SELECT bytes FROM obj), (SELECT key_id FROM obj)),
 	'the same successful report sent again (its answer lost): true, so the agent keeps its object');
 SELECT is((SELECT jobs_done FROM tenant_backup.agents WHERE name = 'a1'), 1::bigint, 'and it is not counted twice');
-SELECT ok(NOT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
-	jsonb_build_object('object', 'agent-t/mysql/2026-11-26T000000Z-other.tbk', 'bytes_in', 1, 'bytes_stored', 1,
-					   'sha256', repeat('b', 64), 'key_id', 'k')),
+SELECT ok(NOT pg_temp.report('agent-t/mysql/2026-11-26T000000Z-other.tbk', 1, repeat('0', 16)),
 	'a success naming another object: false, so that object is deleted');
+
+-- The same object reported by the next backup's agent: one object is one backup.
+SELECT tenant_backup.tenant_backup('agent-t', 'mysql');
+CREATE TEMP TABLE c6 AS SELECT * FROM tenant_backup.agent_claim('a1', 'mysql');
+SELECT throws_ok(format('SELECT tenant_backup.agent_report(%s, %L, NULL, %L)', (SELECT job_id FROM c6), (SELECT lease FROM c6),
+	jsonb_build_object('object', (SELECT object FROM obj), 'bytes_in', 1, 'bytes_stored', (SELECT bytes FROM obj),
+					   'key_id', (SELECT key_id FROM obj))),
+	'22023', 'the reported mysql backup of tenant "agent-t" is refused: its object is already another backup',
+	'an object that is already a backup is refused for another job');
+-- A PostgreSQL worker's lease, even if known, is not an agent's to report with.
+UPDATE tenant_backup.jobs SET lease_owner = 'pg:1700000000:4242' WHERE id = (SELECT job_id FROM c6);
+SELECT ok(NOT tenant_backup.agent_report((SELECT job_id FROM c6), 'pg:1700000000:4242', 'forged failure'),
+	'agent_report with a worker''s (pg:) lease records nothing');
+UPDATE tenant_backup.jobs SET lease_owner = (SELECT lease FROM c6) WHERE id = (SELECT job_id FROM c6);
+-- An agent that did not register for the job's engine.
+UPDATE tenant_backup.agent_registry SET engines = '{redis}' WHERE name = 'a1';
+SELECT throws_ok(format('SELECT tenant_backup.agent_report(%s, %L, %L)', (SELECT job_id FROM c6), (SELECT lease FROM c6), 'x'),
+	'42501', 'agent "a1" did not register for mysql jobs', 'an agent not registered for the job''s engine cannot report');
+UPDATE tenant_backup.agent_registry SET engines = '{mysql}' WHERE name = 'a1';
+SELECT ok(tenant_backup.agent_release((SELECT job_id FROM c6), (SELECT lease FROM c6)), 'the second job is given back');
+SELECT ok((SELECT lease FROM c6) ~ '^agent:a1:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$',
+	'an agent''s lease token is agent:<name>:<random UUID>');
 
 -- ------------------------------------------------------------ Redis keyspaces and targets
 
@@ -97,7 +148,7 @@ SELECT tenant_backup.tenant_create('redis-d', tier => 'dedicated');
 SELECT lives_ok($$SELECT tenant_backup.tenant_add_database('redis-a', 'redis', 'redis://cache.example:6379/0',
 	'{"key_prefix": "a:"}')$$, 'a Redis tenant by key prefix');
 SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('redis-d', 'redis', 'redis://u:pw@cache.example:6379')$$,
-	'42710', 'the Redis keys of tenant "redis-d" would overlap those of tenant "redis-a" on cache.example:6379 (database 0, prefix "a:")',
+	'42710', NULL,
 	'a dedicated tenant on a server that holds another tenant''s keys is refused');
 SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('redis-a', 'redis', 'redis://cache.example:6379/1',
 	'{"key_prefix": ""}')$$, '22023', 'key_prefix of tenant "redis-a" must be a non-empty string',
@@ -114,6 +165,7 @@ SELECT throws_ok(format('SELECT tenant_backup.tenant_restore(%L, %L, target => %
 
 -- ------------------------------------------------------------ failure, retries, release
 
+SELECT tenant_backup.agent_hello('a2', '{redis}');
 CREATE TEMP TABLE c2 AS SELECT * FROM tenant_backup.agent_claim('a2', 'redis');
 SELECT ok(tenant_backup.agent_report((SELECT job_id FROM c2), (SELECT lease FROM c2), 'redis refused AUTH'),
 	'report a failure');
