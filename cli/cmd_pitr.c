@@ -386,7 +386,8 @@ base_newest_first(const void *a, const void *b)
 static const manifest *
 base_choose(base_choice *c, tb_error *err)
 {
-	qsort(c->candidates, c->count, sizeof(manifest), base_newest_first);
+	if (c->count > 0)
+		qsort(c->candidates, c->count, sizeof(manifest), base_newest_first);
 	for (size_t i = 0; i < c->count; i++)
 	{
 		const manifest *m = &c->candidates[i];

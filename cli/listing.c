@@ -165,7 +165,8 @@ listing_read_manifests(listing *l, size_t *count)
 	*count = 0;
 	if (valid == NULL)
 		return NULL;
-	qsort(l->objects.items, l->objects.count, sizeof(listing_key), listing_key_order);
+	if (l->objects.count > 0)
+		qsort(l->objects.items, l->objects.count, sizeof(listing_key), listing_key_order);
 	for (size_t i = 0; i < l->manifests.count; i++)
 	{
 		const char *key = l->manifests.items[i].key;
@@ -178,7 +179,9 @@ listing_read_manifests(listing *l, size_t *count)
 
 		/* Its object is reported with the manifest's problem, not a second time. */
 		snprintf(sibling, sizeof(sibling), "%.*s.tbk", (int) (strlen(key) - 5), key);
-		object = bsearch(&wanted, l->objects.items, l->objects.count, sizeof(listing_key), listing_key_order);
+		object = l->objects.count == 0
+					 ? NULL
+					 : bsearch(&wanted, l->objects.items, l->objects.count, sizeof(listing_key), listing_key_order);
 		if (object != NULL)
 			object->accounted = true;
 		if (storage_get(l->st, key, MANIFEST_MAX_BYTES, &json, &len, &err) != 0)
@@ -223,7 +226,8 @@ cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_
 		for (size_t i = 0; i < l.objects.count; i++)
 			if (!l.objects.items[i].accounted)
 				handlers->problem(l.objects.items[i].key, "a backup object without a manifest", handlers->arg);
-		qsort(valid, count, sizeof(manifest), listing_newest_first);
+		if (count > 0)
+			qsort(valid, count, sizeof(manifest), listing_newest_first);
 		for (size_t i = 0; i < count && handlers->backup(&valid[i], handlers->arg) == 0; i++)
 			;
 	}
