@@ -78,9 +78,10 @@ const char *cli_escape(const char *text, char *out, size_t size);
 /*
  * The manifest of backup object, required: an object without one is not a backup (or
  * was put in the place of one). Read from storage and validated (manifest_from_json:
- * its own sibling, below its tenant and engine, the backup id its name carries).
+ * its own sibling, below its tenant and engine, the backup id its name carries). When
+ * it is missing, the error is the object header's (opened with master) if that fails.
  */
-int cli_backup_manifest(storage *st, const char *object, manifest *m, tb_error *err);
+int cli_backup_manifest(storage *st, const master_key *master, const char *object, manifest *m, tb_error *err);
 
 typedef struct cli_listing_handlers
 {

@@ -172,7 +172,7 @@ cmd_restore_rdb(int argc, char **argv)
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
 	cli_progress_start(&progress, "restore-rdb");
-	rc = cli_backup_manifest(s.st, argv[optind], &m, &err);
+	rc = cli_backup_manifest(s.st, &s.master, argv[optind], &m, &err);
 	if (rc == 0)
 		rc = check_rdb(&s, argv[optind], &err);
 	if (rc == 0)
@@ -208,7 +208,7 @@ cmd_cat(int argc, char **argv)
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
 	cli_progress_start(&progress, "cat");
-	rc = cli_backup_manifest(s.st, argv[optind], &m, &err);
+	rc = cli_backup_manifest(s.st, &s.master, argv[optind], &m, &err);
 	if (rc == 0)
 		rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO, read_checked(&options, &m, &progress),
 							 &stats, &err);
@@ -247,7 +247,7 @@ verify_one(verify_batch *batch, const char *object, const manifest *m)
 	char escaped[CLI_ESCAPED_MAX];
 
 	batch->checked++;
-	if ((m == NULL && cli_backup_manifest(batch->session->st, object, &stored, &err) != 0) ||
+	if ((m == NULL && cli_backup_manifest(batch->session->st, &batch->session->master, object, &stored, &err) != 0) ||
 		repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
 						read_checked(&options, m ? m : &stored, NULL), &stats, &err) != 0)
 	{

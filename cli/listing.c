@@ -11,10 +11,11 @@
 #include "repo.h"
 
 int
-cli_backup_manifest(storage *st, const char *object, manifest *m, tb_error *err)
+cli_backup_manifest(storage *st, const master_key *master, const char *object, manifest *m, tb_error *err)
 {
 	char key[MANIFEST_OBJECT_MAX + 8];
 	manifest_object_name name;
+	repo_reader *r;
 	char *json;
 	size_t len;
 	int rc;
@@ -25,7 +26,11 @@ cli_backup_manifest(storage *st, const char *object, manifest *m, tb_error *err)
 	{
 		if (err->code != TB_ERR_NOT_FOUND)
 			return -1;
-		return tb_error_set(err, TB_ERR_CORRUPT,
+		/* What its header says first, if that is worse: its tenant key gone, or it belongs elsewhere. */
+		if ((r = repo_reader_open(st, master, object, NULL, err)) == NULL)
+			return -1;
+		repo_reader_close(r);
+		return tb_error_set(err, TB_ERR_NOT_FOUND,
 							"object '%s' has no manifest: it is not a complete backup, or its manifest was removed "
 							"(an object put in another's place is not trusted without one)",
 							object);
