@@ -33,7 +33,7 @@ tb_lease_prefix(void)
 /*
  * Jobs whose lease expired, or that were leased by a job worker of an earlier
  * postmaster (a crash restart), go back to the queue or fail after max_attempts;
- * their backups are marked failed, never complete.
+ * their backups are marked failed, never complete (_job_reclaim: jobs, then backups).
  */
 static void
 tb_launcher_reclaim(void)
@@ -41,19 +41,7 @@ tb_launcher_reclaim(void)
 	char *prefix = tb_lease_prefix();
 	const char *args[1] = {prefix};
 
-	tb_sql("WITH lost AS ("
-		   "  UPDATE tenant_backup.jobs SET"
-		   "    state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
-		   "    finished = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,"
-		   "    error = format('attempt %s stopped: its worker died or stopped answering', attempts),"
-		   "    lease_owner = NULL, lease_expires = NULL"
-		   "  WHERE state = 'running' AND (lease_expires < now()"
-		   "    OR (lease_owner LIKE 'pg:%' AND lease_owner NOT LIKE $1 || '%'))"
-		   "  RETURNING id)"
-		   " UPDATE tenant_backup.backups SET status = 'failed', finished = now(),"
-		   "   error = 'interrupted: the worker died before the backup was stored'"
-		   " WHERE status = 'running' AND job_id IN (SELECT id FROM lost)",
-		   1, args);
+	tb_sql("SELECT tenant_backup._job_reclaim($1)", 1, args);
 	pfree(prefix);
 }
 
@@ -188,14 +176,12 @@ tb_launcher_dispatch(void)
 	snprintf(lease, sizeof(lease), "%d", tb_lease_seconds);
 	while (tb_launcher_running() < Min(tb_max_workers, TB_MAX_HANDLES))
 	{
-		char *id =
-			tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
-				   " started = now(), lease_owner = $1 || gen_random_uuid(),"
-				   " lease_expires = now() + make_interval(secs => $2::int)"
-				   " WHERE id = (SELECT id FROM tenant_backup.jobs WHERE state = 'queued' AND engine = 'postgres'"
-				   "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-				   " RETURNING id || ' ' || lease_owner",
-				   2, args);
+		char *id = tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
+						  " started = now(), lease_owner = $1 || gen_random_uuid(),"
+						  " lease_expires = now() + make_interval(secs => $2::int)"
+						  " WHERE id = (SELECT tenant_backup._job_next('postgres'))"
+						  " RETURNING id || ' ' || lease_owner",
+						  2, args);
 		char *claim;
 		int64 job_id;
 

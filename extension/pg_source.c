@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
+#include "utils/builtins.h"
 
 #include "pg_engine.h"
 
@@ -24,6 +26,91 @@ tb_is_conninfo(const char *locator)
 {
 	return strchr(locator, '=') != NULL || strncmp(locator, "postgres://", 11) == 0 ||
 		   strncmp(locator, "postgresql://", 13) == 0;
+}
+
+/* What a locator added by a non-superuser may say: where its one server is and how to log in there. */
+static const char *const tb_locator_keywords[] = {"host",
+												  "port",
+												  "dbname",
+												  "user",
+												  "password",
+												  "sslmode",
+												  "connect_timeout",
+												  "application_name",
+												  "keepalives",
+												  "keepalives_idle",
+												  "keepalives_interval",
+												  "keepalives_count",
+												  NULL};
+
+/*
+ * NULL, or why a conninfo added by a non-superuser may not be used: a keyword off the
+ * allow-list (service, passfile, hostaddr, ssl key and certificate files, options,
+ * target_session_attrs...), no host, a host list or socket directory, a port list.
+ * libpq would otherwise fall through to another server, or read our files. The reason
+ * names a keyword, never a value.
+ */
+static char *
+tb_locator_refusal(const char *locator)
+{
+	PQconninfoOption *opts = PQconninfoParse(locator, NULL);
+	const char *host = NULL;
+	char *refusal = NULL;
+
+	if (opts == NULL)
+		return pstrdup("it is not a valid conninfo or URI");
+	for (PQconninfoOption *o = opts; o->keyword && refusal == NULL; o++)
+	{
+		bool allowed = false;
+
+		if (o->val == NULL)
+			continue;
+		for (const char *const *k = tb_locator_keywords; *k && !allowed; k++)
+			allowed = strcmp(*k, o->keyword) == 0;
+		if (!allowed)
+			refusal = psprintf("the keyword \"%s\" is not allowed", o->keyword);
+		else if (strcmp(o->keyword, "host") == 0)
+			host = o->val;
+		else if (strcmp(o->keyword, "port") == 0 &&
+				 (o->val[0] == '\0' || strlen(o->val) > 5 || strspn(o->val, "0123456789") != strlen(o->val)))
+			refusal = pstrdup("its port must be one number");
+		else if (strcmp(o->keyword, "dbname") == 0 && tb_is_conninfo(o->val))
+			refusal = pstrdup("its dbname must be a database name, not another conninfo");
+	}
+	if (refusal == NULL && (host == NULL || host[0] == '\0'))
+		refusal = pstrdup("it names no host");
+	else if (refusal == NULL && (host[0] == '/' || host[0] == '@' || strpbrk(host, ", \t\\'") != NULL))
+		refusal = pstrdup("its host must be one host name or IP address, not a list or a socket directory");
+	PQconninfoFree(opts);
+	return refusal;
+}
+
+/* Raises unless tb_locator_refusal finds nothing to refuse in the locator of tenant. */
+static void
+tb_locator_check(const char *tenant, const char *locator)
+{
+	char *refusal = tb_locator_refusal(locator);
+
+	if (refusal != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the conninfo of tenant \"%s\" is refused: %s", tenant, refusal),
+				 errhint("A database added by a non-superuser names one host (a name or an IP address) and port, "
+						 "with only dbname, user, password, sslmode, connect_timeout, application_name and "
+						 "keepalives settings; a superuser can add any other.")));
+}
+
+PG_FUNCTION_INFO_V1(tenant_backup_pg_locator_check);
+
+/* _pg_locator_check(tenant, locator): tb_locator_check at tenant_add_database time. */
+Datum
+tenant_backup_pg_locator_check(PG_FUNCTION_ARGS)
+{
+	char *locator = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	tb_locator_check(text_to_cstring(PG_GETARG_TEXT_PP(0)), locator);
+	explicit_bzero(locator, strlen(locator));
+	PG_RETURN_VOID();
 }
 
 /* locator with its database replaced by dbname (NULL: as it is), as a conninfo string. */
@@ -36,6 +123,9 @@ tb_source_conninfo(const tb_job *job, const char *dbname)
 
 	if (!tb_is_conninfo(job->locator))
 		return tb_local_conninfo(dbname ? dbname : job->locator);
+	/* Checked again for every connection: the catalog row may predate the rule. */
+	if (job->must_use_password)
+		tb_locator_check(job->tenant, job->locator);
 	opts = PQconninfoParse(job->locator, &parse_error);
 	if (opts == NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),

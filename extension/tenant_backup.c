@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
+#include "check.h"
 #include "job.h"
 
 PG_MODULE_MAGIC;
@@ -28,6 +29,10 @@ int tb_naptime_ms = 1000;
 char *tb_default_schedule = NULL;
 char *tb_retention_interval = NULL;
 char *tb_bin_dir = NULL;
+/* Read by SQL (tenant_backup._sources_first_backup) through current_setting(). */
+static char *tb_first_backup_delay = NULL;
+/* Read by SQL (tenant_backup._retry_delay) through current_setting(). */
+static char *tb_retry_delays = NULL;
 int tb_lease_seconds = 60;
 int tb_compression_level = 1;
 bool tb_preloaded = false;
@@ -52,7 +57,43 @@ tb_check_interval(char **newval, void **extra, GucSource source)
 		itm.tm_usec < 0 || itm.tm_mday < 0 || itm.tm_mon < 0 || itm.tm_year < 0 ||
 		itm.tm_usec + itm.tm_mday + itm.tm_mon + itm.tm_year == 0)
 	{
-		GUC_check_errdetail("tenant_backup.default_schedule must be a positive interval such as '1 day' or '6 hours'.");
+		GUC_check_errdetail("The value must be a positive interval such as '1 day' or '6 hours'.");
+		return false;
+	}
+	return true;
+}
+
+/* retry_delays: a comma-separated list of intervals, none negative ('0' retries at once). */
+static bool
+tb_check_interval_list(char **newval, void **extra, GucSource source)
+{
+	char *list = pstrdup(*newval ? *newval : "");
+	char *item, *save = NULL;
+	int count = 0;
+
+	(void) extra;
+	(void) source;
+	for (item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
+	{
+		char workbuf[MAXDATELEN + MAXDATEFIELDS];
+		char *field[MAXDATEFIELDS];
+		int ftype[MAXDATEFIELDS];
+		int nf, dtype;
+		struct pg_itm_in itm;
+
+		if (ParseDateTime(item, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+			DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm) != 0 || dtype != DTK_DELTA ||
+			itm.tm_usec < 0 || itm.tm_mday < 0 || itm.tm_mon < 0 || itm.tm_year < 0)
+		{
+			GUC_check_errdetail("tenant_backup.retry_delays must be intervals separated by commas, such as "
+								"'1 min, 5 min, 25 min'.");
+			return false;
+		}
+		count++;
+	}
+	if (count == 0)
+	{
+		GUC_check_errdetail("tenant_backup.retry_delays needs at least one interval, such as '1 min'.");
 		return false;
 	}
 	return true;
@@ -65,10 +106,10 @@ _PG_init(void)
 
 	DefineCustomStringVariable("tenant_backup.storage", "Where backups are stored: file:///dir or s3://bucket/prefix.",
 							   "S3 credentials come from the AWS_* environment variables of the server.",
-							   &tb_storage_url, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   &tb_storage_url, "", PGC_SIGHUP, 0, tb_check_storage_url, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.master_key_file",
 							   "File holding the master key (64 hex digits, mode 0600).", NULL, &tb_master_key_file, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, tb_check_key_file_path, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.master_key_command",
 							   "Command that prints the master key (used when master_key_file is empty).", NULL,
 							   &tb_master_key_command, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
@@ -81,8 +122,15 @@ _PG_init(void)
 	DefineCustomStringVariable("tenant_backup.retention_interval",
 							   "How often the launcher applies every tenant's retention policy.", NULL,
 							   &tb_retention_interval, "1 hour", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.first_backup_delay",
+							   "How soon after it is added a database that was never backed up is due.",
+							   "Read by SQL (the catalog's trigger on new databases) through current_setting().",
+							   &tb_first_backup_delay, "5 minutes", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
+	DefineCustomStringVariable(
+		"tenant_backup.retry_delays", "Waits before the 2nd, 3rd, ... attempt of a failed job (the last one repeats).",
+		NULL, &tb_retry_delays, "1 min, 5 min, 25 min", PGC_SIGHUP, 0, tb_check_interval_list, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.bin_dir", "Directory of pg_dump and pg_restore (empty: this server's).",
-							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, tb_check_bin_dir, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.compression_level",
 							"zstd level of backups (1: fastest; dumps compress well even so).", NULL,
 							&tb_compression_level, 1, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
@@ -91,7 +139,7 @@ _PG_init(void)
 	DefineCustomStringVariable(
 		"tenant_backup.archive_tenant",
 		"The dedicated tenant whose WAL this cluster archives (archive_library = 'tenant_backup').", NULL,
-		&tb_archive_tenant, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+		&tb_archive_tenant, "", PGC_SIGHUP, 0, tb_check_tenant_name, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 	{
 		MarkGUCPrefixReserved("tenant_backup");

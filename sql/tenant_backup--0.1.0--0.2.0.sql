@@ -215,6 +215,155 @@ $$;
 REVOKE ALL ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text),
 	tenant_backup._agent_result_check(tenant_backup.jobs, jsonb) FROM PUBLIC;
 
+-- ---- operators: locators, database identity, secrets
+
+CREATE FUNCTION tenant_backup._pg_locator_check(p_tenant text, p_locator text)
+RETURNS void LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_pg_locator_check';
+COMMENT ON FUNCTION tenant_backup._pg_locator_check(text, text) IS
+	'Raises (42501) unless a PostgreSQL conninfo names exactly one host (name or IP, no list, no socket directory) and port, with only dbname, user, password, sslmode, connect_timeout, application_name and keepalives*: the rule for databases added by a non-superuser, checked again at every connection.';
+
+-- What tenant_add_database returns: the source without its sealed password.
+CREATE TYPE tenant_backup.database_added AS (id bigint, tenant text, engine text, locator text, options jsonb,
+											 added_by_superuser boolean, created timestamptz, identity text);
+COMMENT ON TYPE tenant_backup.database_added IS
+	'A database just added to a tenant, as tenant_add_database() returns it (never its password, not even sealed).';
+
+DROP FUNCTION tenant_backup.tenant_add_database(text, text, text, jsonb);
+CREATE FUNCTION tenant_backup.tenant_add_database(tenant text, engine text, locator text,
+												  options jsonb DEFAULT '{}')
+RETURNS tenant_backup.database_added LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic  -- a refused call's statement holds the password
+AS $$
+DECLARE
+	s tenant_backup.sources;
+	clean text := locator;
+	password text;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._engine_check(engine);
+	IF engine IS NULL OR locator IS NULL OR locator = '' THEN
+		RAISE EXCEPTION 'engine and locator are required' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- A password never stays in the locator. PostgreSQL conninfos and URIs are split by
+	-- libpq's own parser; other URIs lose user:password@ (up to the last '@') and a
+	-- query's password=.
+	IF engine = 'postgres' AND (clean ~ '=' OR clean ~ '^postgres(ql)?://') THEN
+		SELECT c.locator, c.password INTO clean, password FROM tenant_backup._split_conninfo(clean) c;
+	ELSIF clean ~ '^[a-z][a-z0-9+.-]*://[^:@/?#]*:.*@' THEN
+		password := substring(clean FROM '^[a-z][a-z0-9+.-]*://[^:@/?#]*:(.*)@[^@]*$');
+		clean := regexp_replace(clean, '^([a-z][a-z0-9+.-]*://[^:@/?#]*):.*@([^@]*)$', '\1@\2');
+	END IF;
+	IF clean ~ '^[a-z][a-z0-9+.-]*://' AND clean ~ '[?&]password=' THEN
+		IF password IS NOT NULL THEN
+			RAISE EXCEPTION 'the locator of tenant "%" has two passwords', tenant USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		password := substring(clean FROM '[?&]password=([^&#]*)');
+		clean := regexp_replace(regexp_replace(clean, '([?&])password=[^&#]*&?', '\1'), '[?&]$', '');
+	ELSIF clean !~ '^[a-z][a-z0-9+.-]*://' AND clean ~ '(^|\s)password\s*=' THEN
+		password := substring(clean FROM '(?:^|\s)password\s*=\s*(''(?:[^''\\]|\\.)*''|\S+)');
+		password := regexp_replace(regexp_replace(password, '^''(.*)''$', '\1'), '\\(.)', '\1', 'g');
+		clean := btrim(regexp_replace(clean, '(^|\s)password\s*=\s*(''(?:[^''\\]|\\.)*''|\S+)', ' ', 'g'));
+	END IF;
+	IF engine = 'postgres' AND clean !~ '=' AND clean !~ '^postgres(ql)?://' THEN
+		IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = clean) THEN
+			RAISE EXCEPTION 'database "%" does not exist on this cluster', clean
+				USING ERRCODE = 'invalid_catalog_name',
+					  HINT = 'Give the name of a database on this cluster, or a conninfo for another one.';
+		END IF;
+		IF clean = current_database() OR clean IN ('template0', 'template1') THEN
+			RAISE EXCEPTION 'database "%" cannot be a tenant database', clean
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'The control database and the templates belong to no tenant.';
+		END IF;
+	ELSIF engine = 'postgres' AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+		IF password IS NULL THEN
+			-- As with dblink: without a password, pg_dump would connect with the server's own identity.
+			RAISE EXCEPTION 'a conninfo without a password can only be added by a superuser'
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = 'Include the password of the role to connect as; it is sealed with the master key.';
+		END IF;
+		-- One host, no file, service or fall-through: checked again for every connection.
+		PERFORM tenant_backup._pg_locator_check(tenant, clean);
+	END IF;
+	IF EXISTS (SELECT 1 FROM tenant_backup.sources existing
+			   WHERE existing.tenant = tenant_add_database.tenant AND existing.engine = tenant_add_database.engine
+			   AND existing.locator = clean) THEN
+		RAISE EXCEPTION 'tenant "%" already has % database "%"', tenant, engine, clean
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	IF engine = 'redis' THEN
+		PERFORM tenant_backup._redis_overlap_check(tenant, clean, options);
+	END IF;
+	INSERT INTO tenant_backup.sources (tenant, engine, locator, sealed_password, options, added_by_superuser)
+	VALUES (tenant, engine, clean,
+			CASE WHEN password IS NOT NULL THEN tenant_backup._seal_secret('source password', password) END,
+			options, (SELECT rolsuper FROM pg_roles WHERE rolname = session_user))
+	RETURNING * INTO s;
+	-- A database of this cluster is known now: one tenant's, and not on a dedicated tenant's cluster.
+	IF engine = 'postgres' AND clean !~ '=' AND clean !~ '^postgres(ql)?://' THEN
+		PERFORM tenant_backup._source_identity_record(s.id,
+			(SELECT c.system_identifier::text FROM pg_control_system() c) || '/' ||
+			(SELECT d.oid::text FROM pg_database d WHERE d.datname = clean));
+		SELECT * INTO s FROM tenant_backup.sources x WHERE x.id = s.id;
+	END IF;
+	PERFORM tenant_backup._audit('database added', tenant,
+								 jsonb_build_object('engine', engine, 'locator', clean, 'source_id', s.id));
+	RETURN ROW(s.id, s.tenant, s.engine, s.locator, s.options, s.added_by_superuser, s.created, s.identity)::tenant_backup.database_added;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_add_database(text, text, text, jsonb) IS
+	'Adds a database of the tenant. postgres: a database on this cluster or a conninfo; other engines: a URI for the agents. A password in the locator is sealed with the master key, never stored in clear nor returned. Pass the locator as a bound parameter (psql \bind, PQexecParams, a driver placeholder): the text of a failing statement is logged, its parameters are not. A non-superuser''s conninfo names one host and port and only the keywords _pg_locator_check() allows. A database of this cluster that another tenant has, or on a cluster a dedicated tenant has, is refused (42710).';
+REVOKE ALL ON FUNCTION tenant_backup.tenant_add_database(text, text, text, jsonb),
+	tenant_backup._pg_locator_check(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_add_database(text, text, text, jsonb) TO tenant_backup_operator;
+
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_rotate_master_key(new_key_file text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_id text;
+	new_id text;
+	k record;
+	src record;
+	rewrapped int := 0;
+	resealed int := 0;
+	result jsonb;
+BEGIN
+	IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+		RAISE EXCEPTION 'only a superuser can rotate the master key' USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	-- Only now is the file read: before the check, its errors would tell anyone about server files.
+	old_id := tenant_backup._master_key_id();
+	new_id := tenant_backup._master_key_id(new_key_file);
+	LOCK TABLE tenant_backup.key_store, tenant_backup.sources IN SHARE ROW EXCLUSIVE MODE;
+	FOR k IN SELECT * FROM tenant_backup.key_store
+			 WHERE source = 'master' AND state <> 'destroyed' AND wrapped->>'master_key_id' IS DISTINCT FROM new_id
+	LOOP
+		UPDATE tenant_backup.key_store SET wrapped = tenant_backup._key_rewrap(k.tenant, k.wrapped, new_key_file)
+		WHERE tenant = k.tenant AND key_id = k.key_id;
+		rewrapped := rewrapped + 1;
+	END LOOP;
+	FOR src IN SELECT * FROM tenant_backup.sources
+			   WHERE sealed_password IS NOT NULL AND split_part(sealed_password, ':', 2) <> new_id
+	LOOP
+		UPDATE tenant_backup.sources SET sealed_password =
+			tenant_backup._secret_reseal('source password', src.sealed_password, new_key_file)
+		WHERE id = src.id;
+		resealed := resealed + 1;
+	END LOOP;
+	result := jsonb_build_object('old_master_key_id', old_id, 'new_master_key_id', new_id,
+								 'tenant_keys_rewrapped', rewrapped, 'passwords_resealed', resealed);
+	PERFORM tenant_backup._audit('master key rotated', NULL, result);
+	RETURN result;
+END
+$$;
+
 -- ---------------------------------------------------------------- job engine: fairness, retries, audit
 -- A queued job is not started before not_before (a retry's back-off); NULL: at once.
 ALTER TABLE tenant_backup.jobs ADD COLUMN not_before timestamptz;

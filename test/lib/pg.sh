@@ -56,6 +56,8 @@ synchronous_commit = off
 full_page_writes = off
 shared_preload_libraries = '$preload'
 cron.database_name = 'postgres'
+# Failed jobs retry at once unless a test sets its own back-off.
+tenant_backup.retry_delays = '0'
 $extra
 EOF
 	pg_as_postgres "$dir" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||

@@ -3,7 +3,7 @@
 -- sealed with the master key, and one status row per source. Needs the databases
 -- tenant_db_a and tenant_db_b on this cluster (pgtap.t creates them). Rolled back.
 BEGIN;
-SELECT plan(45);
+SELECT plan(46);
 
 DO $$ BEGIN PERFORM tenant_backup.tenant_create('db-t'); END $$;
 
@@ -40,10 +40,14 @@ SELECT is((SELECT count(*) FROM tenant_backup.sources WHERE tenant = 'db-t'), 0:
 
 -- ------------------------------------------------------------ accepted locators
 
-SELECT results_eq($$SELECT tenant, engine, locator, sealed_password, options
+SELECT results_eq($$SELECT tenant, engine, locator, options, identity
 				   FROM tenant_backup.tenant_add_database('db-t', 'postgres', 'tenant_db_a')$$,
-	$$VALUES ('db-t', 'postgres', 'tenant_db_a', NULL::text, '{}'::jsonb)$$,
-	'a database of this cluster is stored by name, with no sealed password');
+	$$SELECT 'db-t', 'postgres', 'tenant_db_a', '{}'::jsonb,
+			 (SELECT system_identifier || '/' || (SELECT oid FROM pg_database WHERE datname = 'tenant_db_a')
+			  FROM pg_control_system())$$,
+	'a database of this cluster is stored by name, with its identity (system identifier/oid)');
+SELECT is((SELECT sealed_password FROM tenant_backup.sources WHERE tenant = 'db-t' AND locator = 'tenant_db_a'), NULL,
+	'and no sealed password');
 SELECT is((SELECT options FROM tenant_backup.tenant_add_database('db-t', 'mysql', 'mysql://app@db.example/acme',
 																  '{"single_transaction": true}')),
 	'{"single_transaction": true}'::jsonb,
@@ -54,8 +58,8 @@ SELECT is((SELECT locator FROM tenant_backup.tenant_add_database('db-t', 'redis'
 
 -- ------------------------------------------------------------ passwords are sealed, never stored
 
-CREATE TEMP TABLE with_password AS
-SELECT s.* FROM (VALUES
+CREATE TEMP TABLE added AS
+SELECT s.id FROM (VALUES
 	('mysql', 'mysql://app:secret@db.example:3306/acme'),
 	('redis', 'redis://:secret@cache.example:6379/0'),
 	('postgres', 'postgresql://app:secret@db.example:5432/acme'),
@@ -63,6 +67,8 @@ SELECT s.* FROM (VALUES
 	('postgres', $$host=db2.example password='se cret\'s' dbname=acme$$)
 ) AS v(engine, locator),
 LATERAL tenant_backup.tenant_add_database('db-t', v.engine, v.locator) AS s;
+-- tenant_add_database returns no sealed password: read what was stored.
+CREATE TEMP TABLE with_password AS SELECT * FROM tenant_backup.sources WHERE id IN (SELECT id FROM added);
 
 SELECT is((SELECT locator FROM with_password WHERE engine = 'mysql'), 'mysql://app@db.example:3306/acme',
 	'mysql URI: user:password@ becomes user@');
@@ -102,16 +108,17 @@ SELECT set_eq($$SELECT (detail->>'source_id')::bigint AS id, detail->>'engine' A
 DO $$ BEGIN PERFORM tenant_backup.tenant_create('db-u'); END $$;
 SELECT lives_ok($$SELECT tenant_backup.tenant_add_database('db-u', 'postgres', 'tenant_db_b')$$,
 	'a second tenant adds its database');
-SELECT lives_ok($$SELECT tenant_backup.tenant_add_database('db-u', 'postgres', 'tenant_db_a')$$,
-	'the same database under another tenant is a separate source');
+SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('db-u', 'postgres', 'tenant_db_a')$$,
+	'42710', 'the postgres database "tenant_db_a" of tenant "db-u" is already a database of tenant "db-t"',
+	'the same database under another tenant is refused');
 SELECT throws_ok($$SELECT tenant_backup.tenant_add_database('db-u', 'postgres', 'tenant_db_b')$$,
 	'42710', 'tenant "db-u" already has postgres database "tenant_db_b"',
 	'the same database twice under one tenant is refused');
 SELECT set_eq($$SELECT source_id FROM tenant_backup.status WHERE tenant = 'db-t'$$,
 	$$SELECT id FROM tenant_backup.sources WHERE tenant = 'db-t'$$,
 	'the status view has one row per source of the tenant');
-SELECT is((SELECT count(*) FROM tenant_backup.status WHERE tenant = 'db-u'), 2::bigint,
-	'and two rows for the second tenant');
+SELECT is((SELECT count(*) FROM tenant_backup.status WHERE tenant = 'db-u'), 1::bigint,
+	'and one row for the second tenant, whose refused database added none');
 SELECT set_eq($$SELECT tenant, engine, locator FROM tenant_backup.status WHERE tenant IN ('db-t', 'db-u')$$,
 	$$SELECT tenant, engine, locator FROM tenant_backup.sources WHERE tenant IN ('db-t', 'db-u')$$,
 	'status rows show the engine and the clean locator of their source');
