@@ -18,6 +18,7 @@
 #define STORAGE_S3_DEFAULT_STALL_TIMEOUT 15L
 #define STORAGE_S3_MAX_STALL_TIMEOUT 3600L
 #define STORAGE_S3_DEFAULT_REGION "us-east-1"
+#define STORAGE_S3_MAX_LIST_PAGES 100000 /* 100 million keys at S3's 1000 a page */
 
 static pthread_once_t storage_s3_once = PTHREAD_ONCE_INIT;
 static CURLcode storage_s3_init_result;
@@ -34,14 +35,17 @@ storage_s3_request(storage_s3 *st, const s3_request *req, s3_response *resp, s3_
 {
 	s3_buffer discarded;
 	s3_buffer *body = buf ? buf : &discarded;
+	s3_request checked = *req;
 	int rc;
 
+	/* S3 may answer 200 with an <Error> (CompleteMultipartUpload does): small answers are checked for one */
+	checked.error_in_ok_body = true;
 	*body = (s3_buffer){.data = malloc(STORAGE_S3_XML_MAX), .max = STORAGE_S3_XML_MAX};
 	*resp = (s3_response){.body = body};
 	if (body->data == NULL)
 		rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory preparing S3 %s '%s'", req->op, req->key);
 	else
-		rc = s3_request_execute(st, req, resp, err);
+		rc = s3_request_execute(st, &checked, resp, err);
 	if (buf == NULL)
 	{
 		free(discarded.data);
@@ -416,17 +420,105 @@ storage_s3_delete(storage *base, const char *key, tb_error *err)
 /* Hands listed keys to the caller relative to the storage prefix. */
 typedef struct storage_s3_listing
 {
-	size_t prefix_len;
+	const char *full_prefix; /* storage prefix and the prefix listed */
+	size_t full_prefix_len;
+	size_t prefix_len; /* of the storage prefix */
 	storage_list_cb cb;
 	void *arg;
+	bool outside; /* the server listed a key outside full_prefix */
 } storage_s3_listing;
 
+/* A key the listing was not asked about is refused: callers act on what they are given. */
 static int
 storage_s3_list_key(const char *key, const storage_info *info, void *arg)
 {
 	storage_s3_listing *listing = arg;
 
+	if (strncmp(key, listing->full_prefix, listing->full_prefix_len) != 0)
+	{
+		listing->outside = true;
+		return 1;
+	}
 	return listing->cb(key + listing->prefix_len, info, listing->arg);
+}
+
+/*
+ * The continuation tokens a listing was given, as 64-bit hashes in an open-addressed
+ * table: a token given twice would make the listing go round for ever.
+ */
+typedef struct storage_s3_tokens
+{
+	uint64_t *slots; /* 0: empty */
+	size_t cap;      /* a power of two */
+	size_t count;
+} storage_s3_tokens;
+
+/* FNV-1a, never 0. */
+static uint64_t
+storage_s3_token_hash(const char *token)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (const unsigned char *p = (const unsigned char *) token; *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	return h != 0 ? h : 1;
+}
+
+/* The slot holding hash, or the empty one where it would go. */
+static size_t
+storage_s3_tokens_slot(const uint64_t *slots, size_t cap, uint64_t hash)
+{
+	size_t i = (size_t) hash & (cap - 1);
+
+	while (slots[i] != 0 && slots[i] != hash)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+/* Records token: 1 if it is new, 0 if it was given before, -1 when out of memory. */
+static int
+storage_s3_tokens_add(storage_s3_tokens *t, const char *token)
+{
+	uint64_t hash = storage_s3_token_hash(token);
+	size_t i;
+
+	if (2 * (t->count + 1) > t->cap)
+	{
+		size_t cap = t->cap ? 2 * t->cap : 64;
+		uint64_t *slots = calloc(cap, sizeof(*slots));
+
+		if (slots == NULL)
+			return -1;
+		for (size_t j = 0; j < t->cap; j++)
+			if (t->slots[j] != 0)
+				slots[storage_s3_tokens_slot(slots, cap, t->slots[j])] = t->slots[j];
+		free(t->slots);
+		t->slots = slots;
+		t->cap = cap;
+	}
+	i = storage_s3_tokens_slot(t->slots, t->cap, hash);
+	if (t->slots[i] == hash)
+		return 0;
+	t->slots[i] = hash;
+	t->count++;
+	return 1;
+}
+
+/* Checks the token of a truncated page: refused when empty or given before. */
+static int
+storage_s3_list_next_token(storage_s3 *st, storage_s3_tokens *tokens, const char *token, const char *full_prefix,
+						   int page, tb_error *err)
+{
+	int added = token[0] != '\0' ? storage_s3_tokens_add(tokens, token) : 0;
+
+	if (added < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory listing '%s'", full_prefix);
+	if (added == 0)
+		return tb_error_set(err, TB_ERR_STORAGE,
+							"S3 listing of prefix '%s' in bucket '%s' gave, on page %d, %s continuation token: it "
+							"would never end, so it is refused (the endpoint %s does not behave as S3 does)",
+							full_prefix, st->bucket, page, token[0] ? "a repeated" : "an empty", st->endpoint);
+	return 0;
 }
 
 static int
@@ -434,6 +526,7 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 {
 	storage_s3 *st = (storage_s3 *) base;
 	storage_s3_listing listing = {.prefix_len = strlen(st->prefix), .cb = cb, .arg = arg};
+	storage_s3_tokens tokens = {0};
 	char *full_prefix;
 	char *token = NULL;
 	bool more = true;
@@ -441,7 +534,9 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 
 	if (asprintf(&full_prefix, "%s%s", st->prefix, prefix ? prefix : "") < 0)
 		return tb_error_set(err, TB_ERR_NOMEM, "out of memory listing '%s'", prefix ? prefix : "");
-	while (rc == 0 && more)
+	listing.full_prefix = full_prefix;
+	listing.full_prefix_len = strlen(full_prefix);
+	for (int page = 1; rc == 0 && more; page++)
 	{
 		s3_sign_pair query[] = {{"list-type", "2"}, {"prefix", full_prefix}, {"continuation-token", token}};
 		s3_request req = {
@@ -455,6 +550,14 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 		s3_response resp;
 		s3_buffer buf;
 
+		if (page > STORAGE_S3_MAX_LIST_PAGES)
+		{
+			rc = tb_error_set(err, TB_ERR_STORAGE,
+							  "S3 listing of prefix '%s' in bucket '%s' did not end within %d pages: refused (check "
+							  "the endpoint %s, or list a narrower prefix)",
+							  full_prefix, st->bucket, STORAGE_S3_MAX_LIST_PAGES, st->endpoint);
+			break;
+		}
 		rc = storage_s3_request(st, &req, &resp, &buf, err);
 		free(token);
 		token = NULL;
@@ -464,11 +567,19 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 
 			if (parsed < 0)
 				rc = tb_error_set(err, TB_ERR_STORAGE, "S3 returned an unreadable listing of prefix '%s'", full_prefix);
+			else if (listing.outside)
+				rc = tb_error_set(err, TB_ERR_STORAGE,
+								  "S3 listing of prefix '%s' in bucket '%s' returned a key outside that prefix: "
+								  "refused (the endpoint %s does not behave as S3 does)",
+								  full_prefix, st->bucket, st->endpoint);
 			else if (parsed > 0) /* the callback stopped the listing */
 				more = false;
+			else if (more)
+				rc = storage_s3_list_next_token(st, &tokens, token, full_prefix, page, err);
 		}
 		free(buf.data);
 	}
+	free(tokens.slots);
 	free(token);
 	free(full_prefix);
 	return rc;

@@ -15,8 +15,8 @@
 /*
  * Runs a request whose answer is small (empty or XML) with a response buffer of
  * STORAGE_S3_XML_MAX bytes, left in *buf for the caller to free (buf->data)
- * whatever the outcome; with buf NULL the body is discarded. resp and err as
- * s3_request_execute.
+ * whatever the outcome; with buf NULL the body is discarded. A 2xx answer with an
+ * <Error> body is a failure. resp and err as s3_request_execute.
  */
 int storage_s3_request(storage_s3 *st, const s3_request *req, s3_response *resp, s3_buffer *buf, tb_error *err);
 

@@ -13,9 +13,45 @@
 
 #define S3_REQUEST_CONNECT_TIMEOUT 10L /* seconds */
 #define S3_REQUEST_STALL_SPEED 1024L   /* bytes per second */
+/*
+ * Every attempt must end within a deadline: twice the stall timeout, plus its bytes
+ * (the body sent and the answer, as announced or as much as is accepted) at this
+ * rate. A part of hundreds of MB still fits on a slow link; a trickle that stays
+ * above the stall speed does not hold a request open for ever.
+ */
+#define S3_REQUEST_MIN_RATE (128L * 1024) /* bytes per second */
 #define S3_REQUEST_BACKOFF_BASE_MS 100
 #define S3_REQUEST_BACKOFF_CAP_MS 5000
 #define S3_REQUEST_MAX_HEADERS 8 /* 6 signed, Authorization, Expect */
+
+/* How long an attempt may take; set from the transfer as libcurl reports it. */
+typedef struct s3_request_deadline
+{
+	struct timespec start; /* CLOCK_MONOTONIC */
+	long floor;            /* seconds, whatever the size */
+	curl_off_t body_len;   /* bytes sent */
+	curl_off_t answer_max; /* bytes accepted in the answer */
+	long allowed;          /* seconds the attempt was allowed when it was stopped */
+} s3_request_deadline;
+
+/* libcurl's progress callback: a non-zero return stops the transfer (CURLE_ABORTED_BY_CALLBACK). */
+static int
+s3_request_check_deadline(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	s3_request_deadline *d = arg;
+	curl_off_t answer = dltotal > 0 && dltotal < d->answer_max ? dltotal : d->answer_max;
+	long allowed = d->floor + (long) ((d->body_len + answer) / S3_REQUEST_MIN_RATE);
+	struct timespec now;
+
+	(void) dlnow;
+	(void) ultotal;
+	(void) ulnow;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - d->start.tv_sec <= allowed)
+		return 0;
+	d->allowed = allowed;
+	return 1;
+}
 
 /* The request body as curl reads it. */
 typedef struct s3_request_upload
@@ -181,7 +217,7 @@ s3_request_headers(const storage_s3 *st, const s3_request *req, const char *path
 /* One attempt: CURLE_OK once any HTTP response arrived (whatever its status). */
 static CURLcode
 s3_request_attempt(storage_s3 *st, const s3_request *req, const char *url, const char *path, const char *payload_hash,
-				   s3_response *resp, char *curl_error)
+				   s3_response *resp, s3_request_deadline *deadline, char *curl_error)
 {
 	CURL *curl = st->curl;
 	s3_request_upload upload = {.data = req->body, .len = req->body_len};
@@ -197,6 +233,12 @@ s3_request_attempt(storage_s3 *st, const s3_request *req, const char *url, const
 	curl_error[0] = '\0';
 	if (headers == NULL)
 		return CURLE_OUT_OF_MEMORY;
+	*deadline = (s3_request_deadline){
+		.floor = 2 * st->stall_timeout,
+		.body_len = (curl_off_t) req->body_len,
+		.answer_max = (curl_off_t) resp->body->max,
+	};
+	clock_gettime(CLOCK_MONOTONIC, &deadline->start);
 
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -205,6 +247,9 @@ s3_request_attempt(storage_s3 *st, const s3_request *req, const char *url, const
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, S3_REQUEST_CONNECT_TIMEOUT);
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, S3_REQUEST_STALL_SPEED);
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, st->stall_timeout);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, s3_request_check_deadline);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, deadline);
 	curl_easy_setopt(curl, CURLOPT_FILETIME, 1L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s3_request_write_body);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp->body);
@@ -245,6 +290,7 @@ s3_request_curl_retryable(CURLcode rc)
 		case CURLE_COULDNT_RESOLVE_HOST:
 		case CURLE_COULDNT_CONNECT:
 		case CURLE_OPERATION_TIMEDOUT:
+		case CURLE_ABORTED_BY_CALLBACK: /* the deadline */
 		case CURLE_SEND_ERROR:
 		case CURLE_RECV_ERROR:
 		case CURLE_GOT_NOTHING:
@@ -332,6 +378,7 @@ s3_request_execute(storage_s3 *st, const s3_request *req, s3_response *resp, tb_
 {
 	char payload_hash[S3_SIGN_SHA256_HEX_LEN + 1];
 	char curl_error[CURL_ERROR_SIZE];
+	s3_request_deadline deadline;
 	char *path = s3_request_path(st, req);
 	char *query = s3_sign_canonical_query(req->query, req->nquery);
 	char *url = NULL;
@@ -350,7 +397,7 @@ s3_request_execute(storage_s3 *st, const s3_request *req, s3_response *resp, tb_
 
 	for (int attempt = 0;; attempt++)
 	{
-		CURLcode curl_rc = s3_request_attempt(st, req, url, path, payload_hash, resp, curl_error);
+		CURLcode curl_rc = s3_request_attempt(st, req, url, path, payload_hash, resp, &deadline, curl_error);
 		bool retry;
 
 		resp->error.code[0] = '\0';
@@ -375,6 +422,11 @@ s3_request_execute(storage_s3 *st, const s3_request *req, s3_response *resp, tb_
 			if (curl_rc == CURLE_WRITE_ERROR)
 				tb_error_set(err, TB_ERR_STORAGE, "S3 %s '%s' returned more than the %zu bytes expected", req->op,
 							 req->key, resp->body->max);
+			else if (curl_rc == CURLE_ABORTED_BY_CALLBACK)
+				tb_error_set(err, TB_ERR_STORAGE,
+							 "S3 %s '%s' at %s did not finish within its deadline of %ld s (2 x stall_timeout, plus "
+							 "its size at %ld KiB/s): check the network and the endpoint",
+							 req->op, req->key, st->endpoint, deadline.allowed, S3_REQUEST_MIN_RATE / 1024);
 			else
 				tb_error_set(err, curl_rc == CURLE_OUT_OF_MEMORY ? TB_ERR_NOMEM : TB_ERR_STORAGE,
 							 "S3 %s '%s' at %s failed: %s", req->op, req->key, st->endpoint,

@@ -204,7 +204,7 @@ storage_s3_put_object(storage_s3_write *w, tb_error *err)
 	return storage_s3_request((storage_s3 *) w->base.st, &req, &resp, NULL, err);
 }
 
-/* CompleteMultipartUpload; S3 may answer 200 with an <Error> body, which fails it. */
+/* CompleteMultipartUpload; a 200 answer with an <Error> body fails it (storage_s3_request). */
 static int
 storage_s3_complete_upload(storage_s3_write *w, tb_error *err)
 {
@@ -219,7 +219,6 @@ storage_s3_complete_upload(storage_s3_write *w, tb_error *err)
 		.nquery = 1,
 		.body = body,
 		.body_len = body_len,
-		.error_in_ok_body = true,
 	};
 	s3_response resp;
 	int rc;
