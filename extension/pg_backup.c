@@ -67,8 +67,6 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files, tb
 	}
 	if (n < 0)
 		return dump->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not read pg_dump's output: %m");
-	if (archive != NULL && !tb_archive_finish(archive))
-		return pstrdup(archive->error);
 	return NULL;
 }
 
@@ -261,7 +259,10 @@ tb_pg_backup(tb_job *job)
 	}
 	if (!base)
 		failure = tb_tool_messages(messages, tool, failure);
-	if (failure == NULL && !base)
+	/* Only once pg_dump said it succeeded: before that, its own error explains a short archive. */
+	if (failure == NULL && !base && !tb_archive_finish(&archive))
+		failure = pstrdup(archive.error);
+	else if (failure == NULL && !base)
 		contents = tb_archive_table_counts(&archive);
 	else if (failure == NULL && base && files.broken)
 		failure = pstrdup("pg_basebackup's output is not a tar stream");

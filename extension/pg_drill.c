@@ -11,6 +11,7 @@
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/json.h"
 
 #include "pg_engine.h"
@@ -31,71 +32,58 @@ tb_drill_result(tb_job *job, repo_reader *reader, const char *contents)
 }
 
 /*
- * The tables pg_dump dumps the data of (the tenant's own, not an extension's), with
- * the identifier-quoted name to count them by and the "schema.table" key.
- */
-#define TB_DRILL_TABLES                                                                                                \
-	"SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), pg_catalog.concat(n.nspname, '.', c.relname)"            \
-	" FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"        \
-	" WHERE c.relkind OPERATOR(pg_catalog.=) 'r' AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'"           \
-	" AND NOT pg_catalog.starts_with(n.nspname::text, 'pg_')"                                                          \
-	" AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d"                                                            \
-	"  WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass"                              \
-	"  AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')"
-
-/*
- * Counts the rows the drill loaded into its scratch database, a table at a time in
- * autocommit (no lock piles up, whatever the number of tables), as
- * {"tables": {"schema.table": rows}}. conn has search_path pinned. Counting a plain
- * table (relkind 'r': no view, no rule) runs no tenant code, even as a superuser,
- * which bypasses row-level security and so counts what pg_dump dumped.
+ * Counts the rows the drill loaded into its scratch database, of every table whose
+ * data the archive holds, a table at a time in autocommit (no lock piles up,
+ * whatever the number of tables), as {"tables": {"schema.table": rows}}. conn has
+ * search_path pinned. Counting a plain table (relkind 'r', checked first: no view,
+ * no rule) runs no tenant code, even as a superuser, which bypasses row-level
+ * security and so counts what pg_dump dumped.
  */
 static char *
-tb_drill_count_rows(PGconn *conn, char **contents)
+tb_drill_count_rows(PGconn *conn, const tb_archive *toc, char **contents)
 {
-	PGresult *tables = tb_admin_query(conn, TB_DRILL_TABLES);
 	StringInfoData json;
-	char *failure = NULL;
+	bool first = true;
 
-	if (PQresultStatus(tables) != PGRES_TUPLES_OK)
-	{
-		PQclear(tables);
-		return psprintf("drill: could not list the restored tables: %s", pchomp(PQerrorMessage(conn)));
-	}
 	initStringInfo(&json);
 	appendStringInfoString(&json, "{\"tables\": {");
-	for (int i = 0; i < PQntuples(tables) && failure == NULL; i++)
+	for (int i = 0; i < toc->nentries; i++)
 	{
-		char *rows =
-			tb_admin_value(conn, psprintf("SELECT pg_catalog.count(*) FROM ONLY %s", PQgetvalue(tables, i, 0)));
+		const tb_archive_entry *e = &toc->entries[i];
+		char *name = psprintf("%s.%s", e->namespace, e->tag);
+		char *table, *kind, *rows = NULL;
 
-		if (rows == NULL)
-			failure = psprintf("drill: could not count the rows of %s: %s", PQgetvalue(tables, i, 1),
-							   pchomp(PQerrorMessage(conn)));
-		else
-		{
-			if (i > 0)
-				appendStringInfoString(&json, ", ");
-			escape_json(&json, PQgetvalue(tables, i, 1));
-			appendStringInfo(&json, ": %s", rows);
-		}
+		if (!e->table_data)
+			continue;
+		table = psprintf("%s.%s", quote_identifier(e->namespace), quote_identifier(e->tag));
+		kind = tb_admin_value(conn, psprintf("SELECT relkind FROM pg_catalog.pg_class"
+											 " WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s)",
+											 quote_literal_cstr(table)));
+		if (kind == NULL || strcmp(kind, "r") != 0)
+			return psprintf("drill: table %s of the backup was not restored as a table", name);
+		if ((rows = tb_admin_value(conn, psprintf("SELECT pg_catalog.count(*) FROM ONLY %s", table))) == NULL)
+			return psprintf("drill: could not count the rows of %s: %s", name, pchomp(PQerrorMessage(conn)));
+		if (!first)
+			appendStringInfoString(&json, ", ");
+		first = false;
+		escape_json(&json, name);
+		appendStringInfo(&json, ": %s", rows);
 	}
 	appendStringInfoString(&json, "}}");
-	PQclear(tables);
 	*contents = json.data;
-	return failure;
+	return NULL;
 }
 
 /* Counts the rows the drill loaded into its scratch database, as the backup counted them. */
 char *
-tb_pg_drill_check(tb_job *job, repo_reader *reader, const char *conninfo)
+tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo)
 {
 	char *contents = NULL, *failure;
 	PGconn *conn = tb_tenant_connect(conninfo, &failure);
 
 	if (failure != NULL)
 		failure = psprintf("drill: could not connect to the scratch database: %s", failure);
-	else if ((failure = tb_drill_count_rows(conn, &contents)) == NULL)
+	else if ((failure = tb_drill_count_rows(conn, toc, &contents)) == NULL)
 		failure = tb_drill_result(job, reader, contents);
 	PQfinish(conn);
 	return failure;

@@ -75,10 +75,13 @@ bool tb_archive_finish(tb_archive *a);
 char *tb_archive_table_counts(const tb_archive *a);
 
 /* pg_source.c */
+bool tb_is_conninfo(const char *locator);
 char *tb_source_conninfo(const tb_job *job, const char *dbname);
 int tb_clip(const char *name);
 char *tb_source_dbname(const tb_job *job);
 void tb_passfile_create(const tb_job *job);
+/* As tb_passfile_create, with a first line for login with login_password (a per-job role's). */
+void tb_passfile_create_with_login(const tb_job *job, const char *login, const char *login_password);
 void tb_passfile_remove(void);
 char *tb_check_password_used(const tb_job *job, const char *conninfo);
 
@@ -115,12 +118,26 @@ PGconn *tb_tenant_connect(const char *conninfo, char **failure);
 char *tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool);
 char *tb_pg_check_header(const tb_job *job, repo_reader *reader, const char *backup_id);
 char *tb_pg_check_stored_hash(repo_reader *reader, const char *backup_id);
+/* Runs pg_restore with options on conninfo, fed from reader; NULL, or why it failed (its first error line). */
+char *tb_pg_run_restore(tb_job *job, repo_reader *reader, const char *options, const char *conninfo);
+
+/* pg_restore_role.c */
+/*
+ * Loads reader's archive (toc: its table of contents) into fresh, an empty database
+ * of admin's server, admin being a superuser: as a per-job role with only the
+ * tenant's roles. NULL, or why not; on failure the caller drops fresh, then calls
+ * tb_restore_role_end.
+ */
+char *tb_pg_load_as_tenant(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn *admin, const char *fresh,
+						   const char *fresh_conninfo);
+/* Drops the job's restore role, if one exists (a warning if it cannot). Call before the admin connection ends. */
+void tb_restore_role_end(void);
 
 /* pg_swap.c */
 char *tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old);
 
 /* pg_drill.c */
-char *tb_pg_drill_check(tb_job *job, repo_reader *reader, const char *conninfo);
+char *tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo);
 char *tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id);
 
 #endif

@@ -5,6 +5,8 @@
  */
 #include "tenant_backup.h"
 
+#include <unistd.h>
+
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -100,6 +102,90 @@ tb_pg_check_stored_hash(repo_reader *reader, const char *backup_id)
 	return NULL;
 }
 
+/*
+ * The archive's table of contents, from a first pass over the authenticated object
+ * that stops where the TOC ends. NULL, or why it could not be read.
+ */
+static char *
+tb_pg_read_toc(tb_job *job, storage *st, const char *object, const char *backup_id, tb_archive *toc)
+{
+	char *buf = palloc(TB_PIPE_BUFFER), *failure = NULL;
+	master_key master;
+	tb_error err = {0};
+	repo_reader *reader;
+	ssize_t n = 0;
+
+	tb_archive_init(toc, true);
+	tb_job_master_key(job, &master);
+	reader = repo_reader_open(st, &master, object, NULL, &err);
+	keys_master_wipe(&master);
+	if (reader == NULL)
+		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
+	while (!toc->toc_done && (n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
+	{
+		if (!tb_archive_feed(toc, buf, n))
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (n < 0)
+		failure = psprintf("the backup failed authentication, nothing live was changed: %s", err.msg);
+	else if (toc->error != NULL || !tb_archive_finish(toc))
+		failure = psprintf("backup %s cannot be restored, nothing live was changed: %s", backup_id, toc->error);
+	repo_reader_close(reader);
+	pfree(buf);
+	return failure;
+}
+
+char *
+tb_pg_run_restore(tb_job *job, repo_reader *reader, const char *options, const char *conninfo)
+{
+	char *messages = tb_tool_messages_file(job, "pg_restore");
+	char *failure;
+	tb_child restore;
+
+	if (!tb_child_start(&restore,
+						psprintf("%s 2>%s", tb_tool_command("pg_restore", options, conninfo), tb_shell_quote(messages)),
+						false))
+		failure = psprintf("could not run pg_restore: %m");
+	else
+	{
+		PG_TRY();
+		{
+			failure = tb_pg_restore_from(job, reader, &restore, "pg_restore");
+		}
+		PG_CATCH();
+		{
+			tb_child_kill(&restore);
+			unlink(messages);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		failure = tb_tool_end(&restore, job, "pg_restore", failure);
+	}
+	return tb_tool_messages(messages, "pg_restore", failure);
+}
+
+/*
+ * Loads the backup into fresh (created, empty): as the tenant when admin is a
+ * superuser (pg_restore_role.c); otherwise as admin's own login, whose rights are
+ * all tenant code gets. Then the object must be the one recorded. NULL, or why not;
+ * fresh is left for the caller to drop.
+ */
+static char *
+tb_pg_load(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn *admin, const char *fresh,
+		   const char *fresh_conninfo, const char *backup_id)
+{
+	char *superuser = tb_admin_value(admin, "SELECT rolsuper FROM pg_catalog.pg_roles"
+											" WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER");
+	char *failure;
+
+	if (superuser != NULL && strcmp(superuser, "t") == 0)
+		failure = tb_pg_load_as_tenant(job, reader, toc, admin, fresh, fresh_conninfo);
+	else
+		failure = tb_pg_run_restore(job, reader, "--exit-on-error --no-password", fresh_conninfo);
+	return failure ? failure : tb_pg_check_stored_hash(reader, backup_id);
+}
+
 char *
 tb_pg_restore(tb_job *job)
 {
@@ -112,7 +198,7 @@ tb_pg_restore(tb_job *job)
 	repo_reader *reader;
 	storage *st;
 	PGconn *admin;
-	tb_child restore;
+	tb_archive toc;
 
 	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
 	object =
@@ -132,7 +218,7 @@ tb_pg_restore(tb_job *job)
 				? pstrdup(job->restore_target)
 				: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new", job->id);
 
-	/* The header authenticates before anything is created. */
+	/* The header authenticates, and its TOC is read, before anything is created. */
 	tb_job_master_key(job, &master);
 	st = tb_storage();
 	reader = repo_reader_open(st, &master, object, &read_options, &err);
@@ -142,7 +228,8 @@ tb_pg_restore(tb_job *job)
 		storage_close(st);
 		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
 	}
-	if ((failure = tb_pg_check_header(job, reader, backup_id)) != NULL)
+	if ((failure = tb_pg_check_header(job, reader, backup_id)) != NULL ||
+		(failure = tb_pg_read_toc(job, st, object, backup_id, &toc)) != NULL)
 	{
 		repo_reader_close(reader);
 		storage_close(st);
@@ -156,53 +243,37 @@ tb_pg_restore(tb_job *job)
 	admin = tb_tenant_connect(admin_conninfo, &connect_failure);
 	if (failure == NULL && connect_failure != NULL)
 		failure = psprintf("could not connect to the server of database \"%s\": %s", live, connect_failure);
-	else if (failure == NULL && tb_admin_value(admin, psprintf("SELECT 1 FROM pg_database WHERE datname = %s",
-															   quote_literal_cstr(fresh))) != NULL)
+	else if (failure == NULL &&
+			 tb_admin_value(admin,
+							psprintf("SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) %s",
+									 quote_literal_cstr(fresh))) != NULL)
 		failure = psprintf("database \"%s\" already exists", fresh);
 	else if (failure == NULL)
 		failure = tb_pg_create_like(admin, live, fresh);
 	if (failure == NULL)
 	{
-		/*
-		 * pg_restore acts as the database's owner (--role), not as a superuser: a
-		 * tenant's own functions (CHECK constraints, defaults) run during the load and
-		 * must not run with more rights than the tenant has.
-		 */
-		char *role =
-			tb_admin_value(admin, psprintf("SELECT CASE WHEN r.rolsuper THEN '' ELSE r.rolname END FROM pg_database d"
-										   " JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
-										   quote_literal_cstr(fresh)));
-		char *options = role && role[0] ? psprintf("--exit-on-error --no-password --role=%s", tb_shell_quote(role))
-										: "--exit-on-error --no-password";
-
-		if (!tb_child_start(&restore, tb_tool_command("pg_restore", options, fresh_conninfo), false))
-			failure = psprintf("could not run pg_restore: %m");
-		else
+		PG_TRY();
 		{
-			PG_TRY();
-			{
-				failure = tb_pg_restore_from(job, reader, &restore, "pg_restore");
-			}
-			PG_CATCH();
-			{
-				tb_child_kill(&restore);
-				tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
-				PQfinish(admin);
-				tb_passfile_remove();
-				repo_reader_close(reader);
-				storage_close(st);
-				PG_RE_THROW();
-			}
-			PG_END_TRY();
-			failure = tb_tool_end(&restore, job, "pg_restore", failure);
+			failure = tb_pg_load(job, reader, &toc, admin, fresh, fresh_conninfo, backup_id);
 		}
-		if (failure == NULL)
-			failure = tb_pg_check_stored_hash(reader, backup_id);
+		PG_CATCH();
+		{
+			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+			tb_restore_role_end();
+			PQfinish(admin);
+			tb_passfile_remove();
+			repo_reader_close(reader);
+			storage_close(st);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 		if (failure != NULL)
 			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+		/* Once fresh is gone (or owns nothing of the role's), the role goes. */
+		tb_restore_role_end();
 	}
 	if (failure == NULL && job->drill)
-		failure = tb_pg_drill_check(job, reader, fresh_conninfo);
+		failure = tb_pg_drill_check(job, reader, &toc, fresh_conninfo);
 	if (job->drill)
 		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	repo_reader_close(reader);

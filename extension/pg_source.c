@@ -21,7 +21,7 @@
 #include "pg_engine.h"
 
 /* A conninfo locator (key=value or URI) names another server; otherwise it is a database here. */
-static bool
+bool
 tb_is_conninfo(const char *locator)
 {
 	return strchr(locator, '=') != NULL || strncmp(locator, "postgres://", 11) == 0 ||
@@ -191,6 +191,27 @@ tb_passfile_cleanup(int code, Datum arg)
 	tb_passfile_path[0] = '\0';
 }
 
+/* Appends a password file line for user (NULL: any) with password, escaped as libpq reads it. */
+static void
+tb_passfile_line(StringInfo lines, const char *user, const char *password)
+{
+	appendStringInfoString(lines, "*:*:*:");
+	for (const char *c = user ? user : "*"; *c; c++)
+	{
+		if (user != NULL && (*c == ':' || *c == '\\'))
+			appendStringInfoChar(lines, '\\');
+		appendStringInfoChar(lines, *c);
+	}
+	appendStringInfoChar(lines, ':');
+	for (const char *c = password; *c; c++)
+	{
+		if (*c == ':' || *c == '\\')
+			appendStringInfoChar(lines, '\\');
+		appendStringInfoChar(lines, *c);
+	}
+	appendStringInfoChar(lines, '\n');
+}
+
 /*
  * Writes the source's password, if it has one, to a 0600 password file for libpq and
  * the PostgreSQL tools, and points PGPASSFILE at it. The file lives among
@@ -200,6 +221,12 @@ tb_passfile_cleanup(int code, Datum arg)
 void
 tb_passfile_create(const tb_job *job)
 {
+	tb_passfile_create_with_login(job, NULL, NULL);
+}
+
+void
+tb_passfile_create_with_login(const tb_job *job, const char *login, const char *login_password)
+{
 	static bool cleanup_registered = false;
 	master_key master;
 	tb_error err = {0};
@@ -208,29 +235,31 @@ tb_passfile_create(const tb_job *job)
 	int fd, rc;
 
 	unsetenv("PGPASSFILE");
-	if (job->sealed_password == NULL)
+	if (job->sealed_password == NULL && login == NULL)
 		return;
 	if (!cleanup_registered)
 	{
 		on_proc_exit(tb_passfile_cleanup, (Datum) 0);
 		cleanup_registered = true;
 	}
-	tb_master_key(&master);
-	rc = keys_secret_open(&master, "source password", job->sealed_password, &password, &err);
-	keys_master_wipe(&master);
-	if (rc != 0)
-		tb_raise(&err, psprintf("could not open the password of tenant \"%s\"", job->tenant));
 	initStringInfo(&line);
-	appendStringInfoString(&line, "*:*:*:*:");
-	for (const char *c = password; *c; c++)
+	/* The first matching line wins: the login's own before the source's catch-all. */
+	if (login != NULL)
+		tb_passfile_line(&line, login, login_password);
+	if (job->sealed_password != NULL)
 	{
-		if (*c == ':' || *c == '\\')
-			appendStringInfoChar(&line, '\\');
-		appendStringInfoChar(&line, *c);
+		tb_master_key(&master);
+		rc = keys_secret_open(&master, "source password", job->sealed_password, &password, &err);
+		keys_master_wipe(&master);
+		if (rc != 0)
+		{
+			explicit_bzero(line.data, line.len);
+			tb_raise(&err, psprintf("could not open the password of tenant \"%s\"", job->tenant));
+		}
+		tb_passfile_line(&line, NULL, password);
+		explicit_bzero(password, strlen(password));
+		free(password);
 	}
-	appendStringInfoChar(&line, '\n');
-	explicit_bzero(password, strlen(password));
-	free(password);
 
 	(void) MakePGDirectory("base/" PG_TEMP_FILES_DIR);
 	snprintf(tb_passfile_path, sizeof(tb_passfile_path), "%s/base/%s/%s_tenant_backup_XXXXXX", DataDir,

@@ -9,6 +9,7 @@
 # refused before anything live changes.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
+. "$(dirname "$0")/../lib/pg_debian.sh"
 
 scratch_dir
 PORT=$(free_port)
@@ -18,33 +19,15 @@ STORAGE="file://$D/store"
 "$TB" keygen --out "$D/master.key" 2>/dev/null
 chown postgres "$D/master.key"
 
-pg_start "$D/pg" "$PORT" "tenant_backup.storage = '$STORAGE'
+pg_start_debian "$D/pg" "$PORT" "tenant_backup.storage = '$STORAGE'
 tenant_backup.master_key_file = '$D/master.key'
 tenant_backup.default_schedule = '100 years'
 tenant_backup.naptime = 200
 tenant_backup.lease_timeout = 5"
-# Debian's pg_hba.conf: no trust anywhere; the test itself connects as OS user postgres.
-cat >"$D/pg/data/pg_hba.conf" <<'EOF'
-local all postgres peer
-local all all peer
-host all all 127.0.0.1/32 scram-sha-256
-EOF
-pg_as_postgres "$D/pg" "$PG_BIN/pg_ctl" -D "$D/pg/data" reload >/dev/null
-sleep 0.5
-psql_q() { # SQL... (as the superuser, by peer)
-	local sql args=()
-	for sql; do args+=(-c "$sql"); done
-	pg_as_postgres "$D/pg" "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 "${args[@]}"
-}
-in_db() { local db=$1; shift; PGDATABASE=$db psql_q "$@"; }
-as_owner() { # DB: runs stdin in DB as the role app (the tenant's database owner)
-	(printf 'SET SESSION AUTHORIZATION app;\n' && cat) |
-		PGDATABASE=$1 pg_as_postgres "$D/pg" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -f -
-}
+as_owner() { as_role app "$1"; } # DB: stdin as the tenant's database owner
 superuser_of() { psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'app'"; }
-restore_roles() { psql_q "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant_backup_restore_%'"; }
+restore_roles() { psql_q "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant\_backup\_restore\_%'"; }
 last_error() { psql_q "SELECT error FROM tenant_backup.jobs WHERE tenant = '$1' ORDER BY id DESC LIMIT 1"; }
-psql_q "SELECT 1" >/dev/null || pg_bail "$D/pg/server.log" "cannot connect by peer as postgres"
 psql_q "CREATE EXTENSION tenant_backup" "CREATE ROLE app LOGIN" >/dev/null
 
 # ------------------------------------------------------------ 1: operators that catch a superuser
@@ -92,6 +75,92 @@ is "$(psql_q "SELECT d->>'ok' FROM (SELECT \$j\$$drill\$j\$::jsonb AS d) x" 2>&1
 	diag "$drill"
 is "$(superuser_of)" f "nor did the drill"
 is "$(find "$D/pg" -maxdepth 1 -name 'pwned_*' | wc -l)" 0 "no program of the owner's ran"
+
+# ------------------------------------------------------------ 2: tenant code that reaches for the superuser during a load
+# escalate() tries RESET ROLE (undoing pg_restore --role) and SET ROLE postgres, then
+# ALTER ROLE app SUPERUSER and a program; it swallows its errors so that the load goes on.
+psql_q "CREATE DATABASE trap OWNER app" >/dev/null
+as_owner trap >/dev/null <<SQL
+CREATE FUNCTION public.escalate(via text, x int) RETURNS boolean LANGUAGE plpgsql AS \$f\$
+BEGIN
+	BEGIN
+		RESET ROLE;
+		ALTER ROLE app SUPERUSER;
+	EXCEPTION WHEN OTHERS THEN NULL;
+	END;
+	BEGIN
+		SET ROLE postgres;
+		ALTER ROLE app SUPERUSER;
+	EXCEPTION WHEN OTHERS THEN NULL;
+	END;
+	BEGIN
+		EXECUTE pg_catalog.format('COPY (SELECT 1) TO PROGRAM %L', pg_catalog.concat('touch $D/pg/pwned_', via));
+	EXCEPTION WHEN OTHERS THEN NULL;
+	END;
+	RETURN x IS NOT NULL;
+END \$f\$;
+-- Generated columns and index expressions take immutable functions only: this one lies.
+CREATE FUNCTION public.escalate_immutable(via text, x int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS \$f\$
+BEGIN RETURN public.escalate(via, x); END \$f\$;
+CREATE TABLE public.checked (x int CHECK (public.escalate('check', x)));
+INSERT INTO public.checked SELECT generate_series(1, 5);
+CREATE TABLE public.generated (x int, g boolean GENERATED ALWAYS AS (public.escalate_immutable('generated', x)) STORED);
+INSERT INTO public.generated (x) SELECT generate_series(1, 3);
+CREATE TABLE public.indexed (x int);
+INSERT INTO public.indexed SELECT generate_series(1, 4);
+CREATE INDEX ON public.indexed ((public.escalate_immutable('index', x)));
+CREATE FUNCTION public.on_insert() RETURNS trigger LANGUAGE plpgsql AS \$f\$
+BEGIN PERFORM public.escalate('trigger', 1); RETURN NEW; END \$f\$;
+CREATE TRIGGER t BEFORE INSERT ON public.checked FOR EACH ROW EXECUTE FUNCTION public.on_insert();
+SQL
+ok $? "the owner of trap plants its CHECK constraint, generated column, index expression and trigger"
+rm -f "$D"/pg/pwned_*
+psql_q "ALTER ROLE app NOSUPERUSER" "SELECT tenant_backup.tenant_create('trap')" \
+	"SELECT tenant_backup.tenant_add_database('trap', 'postgres', 'trap')" \
+	"SELECT tenant_backup.tenant_backup('trap', wait => true)" >/dev/null
+ok $? "a backup of trap"
+rows_of_trap() { in_db "$1" "SELECT (SELECT count(*) FROM checked) || '/' || (SELECT count(*) FROM generated) || '/' ||
+	(SELECT count(*) FROM indexed)"; }
+for how in "in place" "to a target" "in a drill"; do
+	case $how in
+	"in place") out=$(psql_q "SELECT tenant_backup.tenant_restore('trap')" 2>&1) ;;
+	"to a target") out=$(psql_q "SELECT tenant_backup.tenant_restore('trap', target => 'trap_copy')" 2>&1) ;;
+	*) out=$(psql_q "SELECT tenant_backup.tenant_restore_drill('trap')->>'ok'" 2>&1) ;;
+	esac
+	ok $? "restore $how completes" || diag "$out $(last_error trap)"
+	is "$(superuser_of)" f "restore $how: the owner's code gained no superuser"
+	is "$(find "$D/pg" -maxdepth 1 -name 'pwned_*' -printf '%f ')" "" "restore $how: it ran no program"
+	is "$(restore_roles)" 0 "restore $how: no restore role is left"
+	psql_q "ALTER ROLE app NOSUPERUSER" >/dev/null
+	rm -f "$D"/pg/pwned_*
+done
+is "$out" true "the drill of trap is ok"
+is "$(rows_of_trap trap)/$(rows_of_trap trap_copy)" "5/3/4/5/3/4" "in place and in the target, every row is back"
+is "$(in_db trap_copy "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'checked'")" app \
+	"the restored tables keep their owner"
+is "$(in_db trap "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class c
+	JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'")" app "every restored object is app's"
+
+# A load that tenant code makes fail: the caller reads pg_restore's own error, and nothing stays.
+psql_q "CREATE DATABASE bomb OWNER app" >/dev/null
+as_owner bomb >/dev/null <<'SQL'
+CREATE FUNCTION public.refuse_restorers(x int) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+	IF pg_catalog.starts_with(session_user::text, 'tenant_backup_restore') THEN
+		RAISE EXCEPTION 'no restores here';
+	END IF;
+	RETURN true;
+END $f$;
+CREATE TABLE public.t (x int CHECK (public.refuse_restorers(x)));
+INSERT INTO public.t VALUES (1);
+SQL
+psql_q "SELECT tenant_backup.tenant_create('bomb')" "SELECT tenant_backup.tenant_add_database('bomb', 'postgres', 'bomb')" \
+	"SELECT tenant_backup.tenant_backup('bomb', wait => true)" >/dev/null
+out=$(psql_q "SELECT tenant_backup.tenant_restore('bomb', target => 'bomb_copy')" 2>&1)
+ok $((! $?)) "a restore that the tenant's CHECK constraint breaks fails"
+like "$out" 'pg_restore: error: .*no restores here' "with pg_restore's first error line"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'bomb_copy'")|$(restore_roles)" "0|0" \
+	"no target and no restore role are left"
 
 # ------------------------------------------------------------ 3: an object copied over another
 psql_q "CREATE DATABASE victim OWNER app" >/dev/null
