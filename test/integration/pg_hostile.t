@@ -12,23 +12,12 @@
 . "$(dirname "$0")/../lib/pg_debian.sh"
 
 scratch_dir
-PORT=$(free_port)
-mkdir -p "$D/store"
-chown postgres "$D/store"
-STORAGE="file://$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null
-chown postgres "$D/master.key"
-
-pg_start_debian "$D/pg" "$PORT" "tenant_backup.storage = '$STORAGE'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.naptime = 200
-tenant_backup.lease_timeout = 5"
+pg_start_debian_tb
 as_owner() { as_role app "$1"; } # DB: stdin as the tenant's database owner
 superuser_of() { psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'app'"; }
 restore_roles() { psql_q "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant\_backup\_restore\_%'"; }
 last_error() { psql_q "SELECT error FROM tenant_backup.jobs WHERE tenant = '$1' ORDER BY id DESC LIMIT 1"; }
-psql_q "CREATE EXTENSION tenant_backup" "CREATE ROLE app LOGIN" >/dev/null
+psql_q "CREATE ROLE app LOGIN" >/dev/null
 
 # ------------------------------------------------------------ 1: operators that catch a superuser
 # Each fires when called by a superuser: it makes app a superuser and runs a program.

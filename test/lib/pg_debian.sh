@@ -3,6 +3,9 @@
 # The script itself then connects as OS user postgres.
 #
 #   pg_start_debian DIR PORT [EXTRA_CONF_LINES]  pg_start, then Debian's pg_hba.conf
+#   pg_start_debian_tb                          in $D: file storage, a master key and such a
+#                                               cluster on a free port, with tenant_backup
+#                                               created and no backup of its own accord
 #   psql_q SQL...                               as pg.sh's, as the superuser by peer
 #   in_db DB SQL...                             psql_q in DB
 #   as_role ROLE DB                             runs stdin in DB with the session user ROLE
@@ -21,6 +24,21 @@ HBA
 		sleep 0.1
 	done
 	pg_bail "$1/server.log" "cannot connect by peer as postgres"
+}
+
+pg_start_debian_tb() {
+	mkdir -p "$D/store"
+	chown postgres "$D/store"
+	STORAGE="file://$D/store"
+	"$TB" keygen --out "$D/master.key" 2>/dev/null
+	chown postgres "$D/master.key"
+	export TENANT_BACKUP_STORAGE="$STORAGE" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
+	pg_start_debian "$D/pg" "$(free_port)" "tenant_backup.storage = '$STORAGE'
+tenant_backup.master_key_file = '$D/master.key'
+tenant_backup.default_schedule = '100 years'
+tenant_backup.naptime = 200
+tenant_backup.lease_timeout = 5"
+	psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION tenant_backup failed"
 }
 
 psql_q() { # SQL...
