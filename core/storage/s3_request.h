@@ -30,7 +30,7 @@ typedef struct storage_s3
 	char *session_token; /* NULL without temporary credentials */
 	size_t part_size;    /* multipart part size to start with */
 	int retries;         /* retries after the first attempt */
-	long stall_timeout;  /* seconds below 1 KB/s before a transfer is abandoned */
+	long stall_timeout;  /* seconds below 1 KB/s before a transfer is abandoned; sets the deadline too */
 	CURL *curl;
 } storage_s3;
 
@@ -74,11 +74,11 @@ typedef struct s3_response
 
 /*
  * Sends req, retrying up to st->retries times with exponential backoff and full
- * jitter on connection failures, stalls, 5xx, 429, SlowDown, RequestTimeout and
- * InternalError. Returns 0 on a 2xx response (without an <Error> body when
- * req->error_in_ok_body); err may then still describe an attempt that was retried.
- * Otherwise -1 with err set (TB_ERR_NOT_FOUND for a missing key,
- * TB_ERR_STORAGE_AUTH for rejected credentials, TB_ERR_STORAGE else) and
+ * jitter on connection failures, stalls, missed deadlines, 5xx, 429, SlowDown,
+ * RequestTimeout and InternalError. Each attempt is stopped at its deadline: twice
+ * st->stall_timeout plus its bytes at a minimum rate (see s3_request.c). Returns 0 on a 2xx response (without an
+ * <Error> body when req->error_in_ok_body); err may then still describe an attempt that was retried. Otherwise -1 with
+ * err set (TB_ERR_NOT_FOUND for a missing key, TB_ERR_STORAGE_AUTH for rejected credentials, TB_ERR_STORAGE else) and
  * resp->status telling what the last attempt got.
  */
 int s3_request_execute(storage_s3 *st, const s3_request *req, s3_response *resp, tb_error *err);

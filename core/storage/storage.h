@@ -6,6 +6,11 @@
  *
  * Writes are atomic: nothing is visible under the key until storage_write_commit()
  * succeeds, and storage_write_abort() (or a failed commit) leaves nothing behind.
+ *
+ * Storage is untrusted: the drivers refuse what no well-behaved storage holds (a
+ * link, FIFO or device in place of a file object; an S3 listing that would never end
+ * or names keys outside its prefix) with TB_ERR_CORRUPT or TB_ERR_STORAGE, and every
+ * operation ends in bounded time.
  */
 #ifndef TB_STORAGE_H
 #define TB_STORAGE_H
