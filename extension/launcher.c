@@ -230,12 +230,15 @@ tenant_backup_launcher_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (tb_sql("SELECT 1 FROM pg_extension WHERE extname = 'tenant_backup'", 0, NULL) != NULL)
+		/* The catalog this build speaks: after an install, nothing runs until ALTER EXTENSION UPDATE. */
+		if (tb_sql("SELECT 1 FROM pg_extension WHERE extname = 'tenant_backup' AND extversion = '0.2.0'", 0, NULL) !=
+			NULL)
 		{
 			tb_launcher_reclaim();
 			tb_launcher_schedule();
 			tb_launcher_dispatch();
 			tb_launcher_retention();
+			tb_sql("SELECT tenant_backup._audit_head_store()", 0, NULL);
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, tb_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -370,3 +370,523 @@ ALTER TABLE tenant_backup.jobs ADD COLUMN not_before timestamptz;
 COMMENT ON COLUMN tenant_backup.jobs.not_before IS
 	'A queued job is not started before this time (the next retry after a failed attempt); NULL: as soon as a worker is free.';
 CREATE INDEX jobs_claimable ON tenant_backup.jobs (engine, not_before, id) WHERE state = 'queued';
+-- The claim orders by each tenant's newest start: the index finds it per tenant.
+CREATE INDEX jobs_tenant_started ON tenant_backup.jobs (tenant, started);
+
+-- How long a failed attempt waits before the next one: the attempt-th interval of
+-- tenant_backup.retry_delays (the last one repeats), e.g. '1 min, 5 min, 25 min'.
+CREATE FUNCTION tenant_backup._retry_delay(p_attempt int)
+RETURNS interval LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT d[least(greatest(p_attempt, 1), cardinality(d))]::interval
+	FROM (SELECT regexp_split_to_array(btrim(coalesce(nullif(current_setting('tenant_backup.retry_delays', true), ''),
+														 '1 min, 5 min, 25 min')), '\s*,\s*') AS d) s
+$$;
+COMMENT ON FUNCTION tenant_backup._retry_delay(int) IS
+	'The wait after failed attempt p_attempt before the next: the p_attempt-th of tenant_backup.retry_delays, the last repeating.';
+
+-- The next job a worker or agent of p_engine may start, locked for the caller's
+-- transaction, or NULL. Fair: the tenant whose newest start is oldest goes first
+-- (round-robin between tenants), then the oldest job; never a job before its
+-- not_before, never a second running job of one source. The source row is locked
+-- while the claim commits, so two claimers cannot start two jobs of one source.
+CREATE FUNCTION tenant_backup._job_next(p_engine text)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	candidate record;
+BEGIN
+	FOR candidate IN
+		SELECT q.id, q.source_id FROM tenant_backup.jobs q
+		WHERE q.state = 'queued' AND q.engine = p_engine AND (q.not_before IS NULL OR q.not_before <= now())
+		  AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs r WHERE r.source_id = q.source_id AND r.state = 'running')
+		ORDER BY (SELECT max(t.started) FROM tenant_backup.jobs t WHERE t.tenant = q.tenant) NULLS FIRST, q.id
+	LOOP
+		CONTINUE WHEN NOT EXISTS (SELECT 1 FROM tenant_backup.sources s WHERE s.id = candidate.source_id
+								  FOR NO KEY UPDATE SKIP LOCKED);
+		CONTINUE WHEN NOT EXISTS (SELECT 1 FROM tenant_backup.jobs q WHERE q.id = candidate.id AND q.state = 'queued'
+								  FOR UPDATE SKIP LOCKED);
+		-- Seen afresh now that the source is ours: a claim that committed meanwhile counts.
+		CONTINUE WHEN EXISTS (SELECT 1 FROM tenant_backup.jobs r WHERE r.source_id = candidate.source_id
+							  AND r.state = 'running');
+		RETURN candidate.id;
+	END LOOP;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._job_next(text) IS
+	'The job the launcher (postgres) or an agent claims next, locked: round-robin between tenants by their newest start, then by id; not before not_before; at most one running job per source. NULL if none may start.';
+
+-- Queues the jobs of one request. A backup of a database that already has a queued
+-- backup is that job (200 calls queue one job), taken over by a waiting request.
+CREATE OR REPLACE FUNCTION tenant_backup._enqueue(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+												  p_target text, p_request text, p_actor text DEFAULT NULL)
+RETURNS SETOF bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	src record;
+	b tenant_backup.backups;
+	job bigint;
+	queued boolean := false;
+BEGIN
+	PERFORM tenant_backup._tenant_check(p_tenant);
+	PERFORM tenant_backup._engine_check(p_engine);
+	IF p_kind = 'backup' THEN
+		FOR src IN SELECT * FROM tenant_backup.sources
+				   WHERE tenant = p_tenant AND (p_engine IS NULL OR engine = p_engine) ORDER BY id
+		LOOP
+			-- Requests of one source one after the other: the second sees the first's job.
+			PERFORM pg_advisory_xact_lock(hashtext('tenant_backup._enqueue'), hashtext(src.id::text));
+			UPDATE tenant_backup.jobs j SET request = coalesce(j.request, p_request)
+			WHERE j.id = (SELECT q.id FROM tenant_backup.jobs q WHERE q.source_id = src.id AND q.kind = 'backup'
+						  AND q.state = 'queued' AND (p_request IS NULL OR q.request IS NULL) ORDER BY q.id LIMIT 1)
+			RETURNING j.id INTO job;
+			IF NOT FOUND THEN
+				INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine, request)
+				VALUES ('backup', p_tenant, src.id, src.engine, p_request) RETURNING id INTO job;
+			END IF;
+			queued := true;
+			RETURN NEXT job;
+		END LOOP;
+		IF NOT queued THEN
+			RAISE EXCEPTION 'tenant "%" has no %database to back up', p_tenant, coalesce(p_engine || ' ', '')
+				USING ERRCODE = 'no_data_found', HINT = 'Add one with tenant_backup.tenant_add_database().';
+		END IF;
+	ELSIF p_kind = 'drill' THEN
+		-- The newest complete backup of each of the tenant's databases, loaded into scratch.
+		FOR b IN SELECT DISTINCT ON (x.source_id) x.* FROM tenant_backup.backups x
+				 WHERE x.tenant = p_tenant AND x.status = 'complete' AND x.source_id IS NOT NULL
+				 AND (p_engine IS NULL OR x.engine = p_engine)
+				 ORDER BY x.source_id, x.finished DESC, x.id DESC
+		LOOP
+			INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine, backup_id, request, max_attempts)
+			VALUES ('drill', p_tenant, b.source_id, b.engine, b.id, p_request, 1) RETURNING id INTO job;
+			RETURN NEXT job;
+		END LOOP;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'tenant "%" has no complete backup to drill', p_tenant
+				USING ERRCODE = 'no_data_found', HINT = 'Back it up first: tenant_backup.tenant_backup().';
+		END IF;
+		b := NULL;
+	ELSE
+		IF p_backup_id IS NOT NULL THEN
+			SELECT * INTO b FROM tenant_backup.backups WHERE id = p_backup_id AND tenant = p_tenant;
+			IF NOT FOUND THEN
+				RAISE EXCEPTION 'backup % of tenant "%" does not exist', p_backup_id, p_tenant
+					USING ERRCODE = 'undefined_object';
+			END IF;
+			IF b.status <> 'complete' THEN
+				RAISE EXCEPTION 'backup % of tenant "%" is %, not complete', p_backup_id, p_tenant, b.status
+					USING ERRCODE = 'object_not_in_prerequisite_state';
+			END IF;
+		ELSE
+			SELECT * INTO b FROM tenant_backup.backups
+			WHERE tenant = p_tenant AND status = 'complete' AND (p_engine IS NULL OR engine = p_engine)
+			ORDER BY finished DESC, id DESC LIMIT 1;
+			IF NOT FOUND THEN
+				RAISE EXCEPTION 'tenant "%" has no complete %backup to restore', p_tenant, coalesce(p_engine || ' ', '')
+					USING ERRCODE = 'no_data_found';
+			END IF;
+		END IF;
+		IF b.source_id IS NULL THEN
+			RAISE EXCEPTION 'backup % of tenant "%" belongs to a database that was removed', b.id, p_tenant
+				USING ERRCODE = 'object_not_in_prerequisite_state';
+		END IF;
+		INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine, backup_id, restore_target, request,
+										max_attempts)
+		VALUES ('restore', p_tenant, b.source_id, b.engine, b.id, p_target, p_request, 1) RETURNING id INTO job;
+		RETURN NEXT job;
+	END IF;
+	PERFORM tenant_backup._audit(p_kind || ' requested', p_tenant,
+								 jsonb_build_object('engine', p_engine, 'backup_id', b.id, 'target', p_target), p_actor);
+	PERFORM pg_notify('tenant_backup_jobs', coalesce(p_engine, ''));
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._enqueue(text, text, text, bigint, text, text, text) IS
+	'Queues a request''s jobs (used directly, and by the request worker of wait => true). A backup of a database that already has one queued returns that job instead of queueing another.';
+
+-- Where an attempt that failed with p_error leaves its job: queued again after the
+-- back-off, or failed for good with a message that says it gave up.
+CREATE FUNCTION tenant_backup._job_retry(p_job tenant_backup.jobs, p_error text,
+										 OUT state text, OUT not_before timestamptz, OUT error text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN p_job.attempts < p_job.max_attempts THEN 'queued' ELSE 'failed' END,
+		   CASE WHEN p_job.attempts < p_job.max_attempts THEN now() + tenant_backup._retry_delay(p_job.attempts) END,
+		   CASE WHEN p_job.attempts < p_job.max_attempts OR p_job.max_attempts = 1 THEN p_error
+				ELSE format('gave up after %s attempts: %s', p_job.attempts, p_error) END
+$$;
+COMMENT ON FUNCTION tenant_backup._job_retry(tenant_backup.jobs, text) IS
+	'The state, next retry (not_before) and error of a job whose attempt failed: queued after tenant_backup.retry_delays, or failed ("gave up after N attempts: ...").';
+
+-- Ends an attempt of a job, only while p_lease still holds it. Locks the job first,
+-- then its backup: the order of every path (reclaim, release, claim), so none deadlock.
+CREATE OR REPLACE FUNCTION tenant_backup._job_finish(p_job bigint, p_lease text, p_error text,
+													 p_result jsonb DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	retry record;
+	done_backup bigint;
+BEGIN
+	SELECT * INTO j FROM tenant_backup.jobs x WHERE x.id = p_job AND x.lease_owner = p_lease AND x.state = 'running'
+	FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	-- A drill succeeds only if what it loaded is what the backup recorded at dump time.
+	IF p_error IS NULL AND j.kind = 'drill' THEN
+		p_error := tenant_backup._drill_mismatch(j.backup_id, p_result);
+	END IF;
+	IF p_error IS NULL AND p_result IS NOT NULL THEN
+		UPDATE tenant_backup.backups SET status = 'complete', finished = now(),
+			bytes_in = (p_result->>'bytes_in')::bigint, bytes_stored = (p_result->>'bytes_stored')::bigint,
+			sha256 = p_result->>'sha256', object_key = p_result->>'object', key_id = p_result->>'key_id',
+			start_lsn = (p_result->>'start_lsn')::pg_lsn, stop_lsn = (p_result->>'stop_lsn')::pg_lsn,
+			timeline = (p_result->>'timeline')::int, contents = p_result->'contents'
+		WHERE job_id = p_job AND status = 'running'
+		RETURNING id INTO done_backup;
+	END IF;
+	IF p_error IS NULL THEN
+		UPDATE tenant_backup.jobs SET state = 'succeeded', finished = now(), error = NULL, not_before = NULL,
+			lease_owner = NULL, lease_expires = NULL, backup_id = coalesce(done_backup, backup_id), result = p_result
+		WHERE id = p_job RETURNING * INTO j;
+	ELSE
+		retry := tenant_backup._job_retry(j, p_error);
+		UPDATE tenant_backup.jobs SET state = retry.state, not_before = retry.not_before, error = retry.error,
+			finished = CASE WHEN retry.state = 'failed' THEN now() END, lease_owner = NULL, lease_expires = NULL,
+			result = p_result
+		WHERE id = p_job RETURNING * INTO j;
+		UPDATE tenant_backup.backups SET status = 'failed', finished = now(), error = p_error
+		WHERE job_id = p_job AND status = 'running';
+	END IF;
+	PERFORM tenant_backup._audit(j.kind || CASE WHEN p_error IS NULL THEN ' succeeded' ELSE ' failed' END, j.tenant,
+								 jsonb_build_object('job', j.id, 'engine', j.engine, 'attempt', j.attempts,
+													'backup_id', j.backup_id, 'error', j.error,
+													'next_attempt', j.not_before),
+								 'tenant_backup worker');
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._job_finish(bigint, text, text, jsonb) IS
+	'Ends the attempt p_lease holds (false if it no longer does): success completes the job''s backup with p_result; a failure queues the job again after tenant_backup.retry_delays (jobs.not_before) or, after max_attempts, fails it saying it gave up. Locks the job, then its backup.';
+
+-- Puts the jobs of dead workers back: lease expired, or leased by a job worker of an
+-- earlier postmaster (p_live_prefix is this one's). Jobs first, then their backups.
+CREATE FUNCTION tenant_backup._job_reclaim(p_live_prefix text)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	retry record;
+	reclaimed bigint := 0;
+BEGIN
+	FOR j IN SELECT * FROM tenant_backup.jobs x
+			 WHERE x.state = 'running' AND (x.lease_expires < now()
+				   OR (x.lease_owner LIKE 'pg:%' AND NOT starts_with(x.lease_owner, p_live_prefix)))
+			 ORDER BY x.id FOR UPDATE SKIP LOCKED
+	LOOP
+		-- A dead worker says nothing about the source: the next attempt may start at once.
+		retry := tenant_backup._job_retry(j, format('attempt %s stopped: its worker died or stopped answering', j.attempts));
+		UPDATE tenant_backup.jobs SET state = retry.state, error = retry.error,
+			finished = CASE WHEN retry.state = 'failed' THEN now() END, lease_owner = NULL, lease_expires = NULL
+		WHERE id = j.id;
+		UPDATE tenant_backup.backups SET status = 'failed', finished = now(),
+			error = 'interrupted: the worker died before the backup was stored'
+		WHERE status = 'running' AND job_id = j.id;
+		reclaimed := reclaimed + 1;
+	END LOOP;
+	RETURN reclaimed;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._job_reclaim(text) IS
+	'Queues again (or fails after max_attempts) the running jobs whose lease expired or whose job worker belonged to an earlier postmaster, and fails their backups; locks each job, then its backup. Returns how many.';
+
+REVOKE ALL ON FUNCTION tenant_backup._retry_delay(int), tenant_backup._job_next(text),
+	tenant_backup._job_retry(tenant_backup.jobs, text), tenant_backup._job_reclaim(text) FROM PUBLIC;
+
+-- ---- the audit log: a keyed chain per tenant, its heads in storage
+
+-- Rows of 0.1.0 keep their unkeyed SHA-256 (mac_key_id NULL) in one chain by id. New
+-- rows carry an HMAC (_audit_mac) under a key derived from the master key, chained per
+-- tenant (and one chain for rows of no tenant): an audited action locks only its own
+-- chain's head, so an idle transaction after acme's call stalls only acme's actions.
+ALTER TABLE tenant_backup.audit ADD COLUMN mac_key_id text;
+COMMENT ON COLUMN tenant_backup.audit.mac_key_id IS
+	'The id of the master key whose derived key made hash (an HMAC-SHA256); NULL: a row of 0.1.0, hash is its unkeyed SHA-256.';
+COMMENT ON COLUMN tenant_backup.audit.prev_hash IS
+	'hash of the previous row of the same chain (the tenant''s, or that of rows without a tenant); a chain''s first keyed row points at the last unkeyed row.';
+CREATE INDEX audit_unkeyed ON tenant_backup.audit (id) WHERE mac_key_id IS NULL;
+CREATE INDEX audit_chain ON tenant_backup.audit ((coalesce(tenant, '')), id) WHERE mac_key_id IS NOT NULL;
+COMMENT ON TABLE tenant_backup.audit IS
+	'Append-only audit trail, a keyed hash chain per tenant: each row''s HMAC (key derived from the master key) covers the previous row of its chain, so edits and deletions show; the chain heads are stored sealed in storage (_audit/head.json), so removing the newest rows shows too (tenant_audit_verify()).';
+
+CREATE TABLE tenant_backup.audit_heads (
+	chain text PRIMARY KEY,
+	last_id bigint,
+	last_hash text
+);
+COMMENT ON TABLE tenant_backup.audit_heads IS
+	'The newest row of each audit chain (chain: the tenant, '''' for rows of no tenant); its row is locked while an audited action commits.';
+
+CREATE TABLE tenant_backup.audit_head_stored (
+	heads_sum numeric NOT NULL,
+	stored timestamptz NOT NULL
+);
+COMMENT ON TABLE tenant_backup.audit_head_stored IS
+	'When the chain heads were last written to storage, and their sum of ids then (unchanged: nothing to write).';
+
+CREATE FUNCTION tenant_backup._audit_mac(p_id bigint, p_chain text, p_prev text, p_at timestamptz, p_actor text,
+										 p_action text, p_tenant text, p_detail jsonb,
+										 OUT mac text, OUT master_key_id text)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_audit_mac';
+COMMENT ON FUNCTION tenant_backup._audit_mac(bigint, text, text, timestamptz, text, text, text, jsonb) IS
+	'An audit row''s HMAC-SHA256 (hex) over its length-prefixed fields, under a key derived by HKDF from the master key, and that master key''s id. The key never leaves the server process.';
+
+CREATE FUNCTION tenant_backup._audit_head_put(p_doc text)
+RETURNS void LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_audit_head_put';
+COMMENT ON FUNCTION tenant_backup._audit_head_put(text) IS
+	'Writes the audit chain heads (JSON) to storage as _audit/head.json, sealed with the master key.';
+
+CREATE FUNCTION tenant_backup._audit_head_get()
+RETURNS text LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_audit_head_get';
+COMMENT ON FUNCTION tenant_backup._audit_head_get() IS
+	'The audit chain heads last written to storage (NULL if none); raises if _audit/head.json does not open with the master key.';
+
+-- Appends an audit row to its tenant's chain. p_actor: who asked (default: the session user).
+CREATE OR REPLACE FUNCTION tenant_backup._audit(p_action text, p_tenant text, p_detail jsonb, p_actor text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_chain text := coalesce(p_tenant, '');
+	head tenant_backup.audit_heads;
+	row_id bigint;
+	now_ts timestamptz;
+	who text := coalesce(p_actor, session_user);
+	m record;
+BEGIN
+	-- A new chain begins at the last unkeyed row; a second session starting it waits here.
+	INSERT INTO tenant_backup.audit_heads (chain, last_id, last_hash)
+	SELECT v_chain, NULL, (SELECT a.hash FROM tenant_backup.audit a WHERE a.mac_key_id IS NULL ORDER BY a.id DESC LIMIT 1)
+	WHERE NOT EXISTS (SELECT 1 FROM tenant_backup.audit_heads h WHERE h.chain = v_chain)
+	ON CONFLICT DO NOTHING;
+	SELECT * INTO STRICT head FROM tenant_backup.audit_heads h WHERE h.chain = v_chain FOR UPDATE;
+	-- Drawn under the chain's lock: a chain's ids rise in the order its rows were written.
+	row_id := nextval('tenant_backup.audit_id_seq');
+	now_ts := clock_timestamp();
+	m := tenant_backup._audit_mac(row_id, v_chain, head.last_hash, now_ts, who, p_action, p_tenant, p_detail);
+	INSERT INTO tenant_backup.audit (id, at, actor, action, tenant, detail, prev_hash, hash, mac_key_id)
+	VALUES (row_id, now_ts, who, p_action, p_tenant, p_detail, head.last_hash, m.mac, m.master_key_id);
+	UPDATE tenant_backup.audit_heads SET last_id = row_id, last_hash = m.mac WHERE chain = v_chain;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._audit(text, text, jsonb, text) IS
+	'Appends an audit row to the chain of p_tenant (NULL: the chain of rows without a tenant), MAC''d with the key derived from the master key; locks only that chain''s head until commit.';
+
+-- Why the chain heads stored in storage do not match the table (NULL: they do): a head
+-- names a row that is missing or changed, or storage lost the heads the catalog says
+-- were written. Both verification and the next write of the heads ask it, so that
+-- removed rows are never sealed over.
+CREATE FUNCTION tenant_backup._audit_head_mismatch(OUT row_id bigint, OUT problem text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stored jsonb := tenant_backup._audit_head_get()::jsonb;
+	head record;
+BEGIN
+	IF stored IS NULL THEN
+		SELECT format('the audit chain heads were written to storage at %s but storage has none: they were removed',
+					  s.stored) INTO problem
+		FROM tenant_backup.audit_head_stored s;
+		RETURN;
+	END IF;
+	FOR head IN SELECT h.key AS chain, (h.value->>'id')::bigint AS id, h.value->>'mac' AS mac
+				FROM jsonb_each(coalesce(stored->'chains', '{}')) h ORDER BY 2 LOOP
+		IF NOT EXISTS (SELECT 1 FROM tenant_backup.audit x WHERE x.id = head.id AND x.hash = head.mac
+					   AND coalesce(x.tenant, '') = head.chain) THEN
+			row_id := head.id;
+			problem := format('row %s of the chain of %s, stored as its head at %s, is missing or changed: the newest rows were removed',
+							  head.id, CASE WHEN head.chain = '' THEN 'rows without a tenant' ELSE 'tenant "' || head.chain || '"' END,
+							  stored->>'written');
+			RETURN;
+		END IF;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._audit_head_mismatch() IS
+	'Compares the audit chain heads stored in storage with the table: the first head whose row is missing or changed, or that storage lost heads the catalog says it wrote; NULL when they agree. Raises if the stored heads do not open with the master key.';
+
+-- Writes the chain heads to storage when they changed since the last write; run by the
+-- launcher in a transaction of its own, so that it names committed rows only. A
+-- failure is a warning: the next round tries again.
+CREATE FUNCTION tenant_backup._audit_head_store()
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	heads_now numeric;
+	mismatch record;
+BEGIN
+	SELECT sum(last_id) INTO heads_now FROM tenant_backup.audit_heads;
+	IF heads_now IS NULL OR heads_now = (SELECT s.heads_sum FROM tenant_backup.audit_head_stored s) THEN
+		RETURN false;
+	END IF;
+	SELECT * INTO mismatch FROM tenant_backup._audit_head_mismatch();
+	IF mismatch.problem IS NOT NULL THEN
+		RAISE WARNING 'tenant_backup: the audit chain heads are not written over: %', mismatch.problem
+			USING HINT = 'tenant_audit_verify() reports it. Once investigated, a superuser may DELETE FROM tenant_backup.audit_head_stored to seal the chains as they are now.';
+		RETURN false;
+	END IF;
+	PERFORM tenant_backup._audit_head_put(jsonb_build_object(
+		'written', now(),
+		'chains', (SELECT jsonb_object_agg(h.chain, jsonb_build_object('id', h.last_id, 'mac', h.last_hash))
+				   FROM tenant_backup.audit_heads h WHERE h.last_id IS NOT NULL))::text);
+	DELETE FROM tenant_backup.audit_head_stored;
+	INSERT INTO tenant_backup.audit_head_stored (heads_sum, stored) VALUES (heads_now, now());
+	RETURN true;
+EXCEPTION WHEN OTHERS THEN
+	RAISE WARNING 'tenant_backup: the audit chain heads could not be written to storage: %', SQLERRM
+		USING HINT = 'The launcher tries again next round; tenant_audit_verify() checks against the heads written last.';
+	RETURN false;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._audit_head_store() IS
+	'Writes every audit chain''s newest row (id and MAC) to storage, sealed, when they changed since the last write; true if it wrote. Called by the launcher each round.';
+
+-- Same result columns as 0.1.0's. Unkeyed rows (0.1.0) are accepted up to the first
+-- keyed row and verified as before; after it, only keyed rows, whose MACs are checked
+-- when their master key is the configured one (rows under an earlier master key: their
+-- links only, and problem says how many). Then every chain head in storage must be a
+-- row of the table with that MAC: removing the newest rows shows.
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_audit_verify(OUT ok boolean, OUT rows_checked bigint,
+															 OUT first_broken_id bigint, OUT problem text)
+LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a tenant_backup.audit;
+	prev tenant_backup.audit;
+	legacy_tail text;
+	first_keyed bigint := (SELECT min(x.id) FROM tenant_backup.audit x WHERE x.mac_key_id IS NOT NULL);
+	current_key text := tenant_backup._master_key_id();
+	chain_of_prev text;
+	current_key_seen boolean;
+	old_key_rows bigint := 0;
+	mismatch record;
+BEGIN
+	ok := true;
+	rows_checked := 0;
+	FOR a IN SELECT * FROM tenant_backup.audit x WHERE x.mac_key_id IS NULL ORDER BY x.id LOOP
+		rows_checked := rows_checked + 1;
+		IF a.id > first_keyed THEN
+			ok := false; first_broken_id := a.id;
+			problem := format('row %s has the unkeyed form of 0.1.0 after keyed row %s: it was written or rewritten without the key',
+							  a.id, first_keyed);
+			RETURN;
+		END IF;
+		IF a.prev_hash IS DISTINCT FROM prev.hash THEN
+			ok := false; first_broken_id := a.id;
+			problem := CASE WHEN prev.id IS NULL THEN format('row %s is the first but points at an earlier row', a.id)
+							ELSE format('row %s does not follow row %s: a row between them was removed, or row %s was changed',
+										a.id, prev.id, prev.id) END;
+			RETURN;
+		END IF;
+		IF a.hash IS DISTINCT FROM tenant_backup._audit_hash(a.prev_hash, a.at, a.actor, a.action, a.tenant, a.detail) THEN
+			ok := false; first_broken_id := a.id;
+			problem := format('row %s was changed after it was written (its hash does not match its contents)', a.id);
+			RETURN;
+		END IF;
+		prev := a;
+	END LOOP;
+	legacy_tail := prev.hash;
+	prev := NULL;
+	FOR a IN SELECT * FROM tenant_backup.audit x WHERE x.mac_key_id IS NOT NULL ORDER BY coalesce(x.tenant, ''), x.id LOOP
+		rows_checked := rows_checked + 1;
+		IF prev.id IS NULL OR chain_of_prev IS DISTINCT FROM coalesce(a.tenant, '') THEN
+			prev := NULL;
+			prev.hash := legacy_tail;
+			current_key_seen := false;
+		END IF;
+		IF a.prev_hash IS DISTINCT FROM prev.hash THEN
+			ok := false; first_broken_id := a.id;
+			problem := CASE WHEN prev.id IS NULL
+							THEN format('row %s begins the chain of %s but does not follow the last unkeyed row: a row was removed',
+										a.id, coalesce('tenant "' || a.tenant || '"', 'rows without a tenant'))
+							ELSE format('row %s does not follow row %s: a row between them was removed, or row %s was changed',
+										a.id, prev.id, prev.id) END;
+			RETURN;
+		END IF;
+		IF a.mac_key_id = current_key THEN
+			IF a.hash IS DISTINCT FROM (tenant_backup._audit_mac(a.id, coalesce(a.tenant, ''), a.prev_hash, a.at, a.actor,
+																 a.action, a.tenant, a.detail)).mac THEN
+				ok := false; first_broken_id := a.id;
+				problem := format('row %s was changed after it was written (its MAC does not match its contents)', a.id);
+				RETURN;
+			END IF;
+			current_key_seen := true;
+		ELSIF current_key_seen THEN
+			ok := false; first_broken_id := a.id;
+			problem := format('row %s claims master key %s after rows of the current master key: it was not written by tenant_backup',
+							  a.id, a.mac_key_id);
+			RETURN;
+		ELSE
+			old_key_rows := old_key_rows + 1;
+		END IF;
+		prev := a;
+		chain_of_prev := coalesce(a.tenant, '');
+	END LOOP;
+	BEGIN
+		SELECT * INTO mismatch FROM tenant_backup._audit_head_mismatch();
+	EXCEPTION WHEN OTHERS THEN
+		ok := false;
+		problem := format('the audit chain heads in storage cannot be read: %s', SQLERRM);
+		RETURN;
+	END;
+	IF mismatch.problem IS NOT NULL THEN
+		ok := false; first_broken_id := mismatch.row_id; problem := mismatch.problem;
+		RETURN;
+	END IF;
+	IF old_key_rows > 0 THEN
+		problem := format('%s rows were written under an earlier master key: their links are checked, their MACs cannot be',
+						  old_key_rows);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_audit_verify() IS
+	'Walks the audit chains: the unkeyed rows of 0.1.0 (SHA-256), then each tenant''s keyed chain (HMAC under a key derived from the master key), then the chain heads stored in storage. ok, rows checked, and the first row that was edited, removed or forged, with what is wrong.';
+
+REVOKE ALL ON FUNCTION tenant_backup._audit_mac(bigint, text, text, timestamptz, text, text, text, jsonb),
+	tenant_backup._audit_head_put(text), tenant_backup._audit_head_get(), tenant_backup._audit_head_store(),
+	tenant_backup._audit_head_mismatch(),
+	tenant_backup._audit(text, text, jsonb, text) FROM PUBLIC;
+
+-- ---- the control plane's own backup: pg_dump keeps every catalog row
+
+-- One call per statement: each call rewrites the extension's catalog row.
+DO $$
+DECLARE
+	rel regclass;
+BEGIN
+	FOR rel IN SELECT c.oid FROM pg_catalog.pg_class c
+			   WHERE c.relnamespace = 'tenant_backup'::regnamespace AND c.relkind IN ('r', 'S')
+				 AND c.relname IN ('tenants', 'settings', 'key_store', 'sources', 'jobs', 'backups', 'audit', 'drills',
+								   'agent_registry', 'audit_heads', 'audit_head_stored', 'sources_id_seq', 'jobs_id_seq',
+								   'backups_id_seq', 'audit_id_seq', 'drills_id_seq')
+	LOOP
+		PERFORM pg_catalog.pg_extension_config_dump(rel, '');
+	END LOOP;
+END
+$$;
+

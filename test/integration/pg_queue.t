@@ -3,7 +3,7 @@
 # worker a second tenant's job runs second, not behind the first tenant's queue; a
 # failing source backs off (tenant_backup.retry_delays) and gives up saying so; a
 # finish racing the launcher's reclaim does not deadlock; an idle transaction after
-# one tenant's API call does not stall another tenant's.
+# one tenant's API call does not stall another tenant's (the audit chain is per tenant).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
@@ -109,5 +109,28 @@ is "$(psql_q "SELECT j.state || ',' || b.status FROM tenant_backup.jobs j JOIN t
 			  WHERE j.id = $job")" "succeeded,complete" "the job succeeded with its backup complete"
 unlike "$(cat "$D/pg/server.log")" "deadlock detected" "no deadlock in the server log"
 unlike "$(cat "$D/pg/server.log")" "launcher.*exited with exit code" "the launcher did not die"
+
+# ------------------------------------------------------------ an idle transaction after an API call
+
+# pg_cron or an application leaves its transaction open after bigco's call: only
+# bigco's audited actions wait for it (its audit chain's head is locked), not globex's.
+mkfifo "$D/idle.in"
+"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 <"$D/idle.in" >"$D/idle.out" 2>&1 &
+idle=$!
+exec 8>"$D/idle.in"
+echo "BEGIN; SELECT tenant_backup.tenant_set_schedule('bigco', '2 days'); SELECT 'called';" >&8
+wait_for 50 0.1 called bash -c "grep -o called '$D/idle.out'" >/dev/null
+start=$(date +%s%N)
+PGOPTIONS="-c statement_timeout=1s" psql_q "SELECT tenant_backup.tenant_set_schedule('globex', '2 days') IS NOT NULL" \
+	"SELECT count(*) FROM tenant_backup.tenant_backup('globex', 'postgres')" >"$D/globex.out" 2>&1
+ok $? "globex's API calls complete while bigco's transaction is idle"
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+ok $((elapsed_ms >= 1000)) "within 1 s (${elapsed_ms} ms)"
+like "$(PGOPTIONS="-c statement_timeout=1s" psql_q "SELECT tenant_backup.tenant_set_schedule('bigco', '3 days')" 2>&1)" \
+	"statement timeout" "bigco's own next audited call waits for it (its chain is serialised)"
+echo "COMMIT;" >&8
+exec 8>&-
+wait "$idle"
+is "$(psql_q "SELECT ok FROM tenant_backup.tenant_audit_verify()")" t "the audit chains verify after all of this"
 
 done_testing
