@@ -191,8 +191,7 @@ BEGIN
 	token := format('agent:%s:%s', agent, gen_random_uuid());
 	UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(), lease_owner = token,
 		lease_expires = now() + make_interval(secs => lease_seconds), error = NULL, bytes_done = 0
-	WHERE id = (SELECT q.id FROM tenant_backup.jobs q WHERE q.state = 'queued' AND q.engine = agent_claim.engine
-				ORDER BY q.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+	WHERE id = (SELECT tenant_backup._job_next(agent_claim.engine))
 	RETURNING * INTO j;
 	IF NOT FOUND THEN
 		RETURN;
