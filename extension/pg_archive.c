@@ -228,17 +228,24 @@ tb_archive_step_done(tb_archive *a, int64 value, char *str)
 			tb_archive_expect(a, --a->timestamp_left > 0 ? TB_AR_TIMESTAMP : TB_AR_DBNAME);
 			return true;
 		case TB_AR_TOC_COUNT:
-			if (value < 0 || value > 100000000)
+			if (value < 0 || value > PG_INT32_MAX)
 				return tb_archive_fail(a, "its TOC count is out of range");
 			a->toc_left = value;
-			a->entries = value > 0 ? palloc0(sizeof(tb_archive_entry) * value) : NULL;
 			tb_archive_expect(a, value > 0 ? TB_AR_DUMP_ID : TB_AR_BLOCK_TYPE);
 			a->toc_done = value == 0;
 			return true;
 		case TB_AR_DUMP_ID:
 			if (value <= 0)
 				return tb_archive_fail(a, "a TOC entry has no dump id");
+			/* Grown as entries come, not sized by the count the archive claims. */
+			if (a->nentries == a->allocated)
+			{
+				a->allocated = Max(64, 2 * a->allocated);
+				a->entries = a->entries ? repalloc(a->entries, sizeof(tb_archive_entry) * a->allocated)
+										: palloc(sizeof(tb_archive_entry) * a->allocated);
+			}
 			e = &a->entries[a->nentries++];
+			memset(e, 0, sizeof(*e));
 			e->dump_id = value;
 			break;
 		case TB_AR_SECTION:

@@ -46,6 +46,7 @@ typedef struct tb_archive
 	bool toc_done;
 	tb_archive_entry *entries;
 	int nentries;
+	int allocated;
 	char *error; /* why the archive was refused; NULL while it is well formed */
 	/* internal */
 	int step;

@@ -183,7 +183,8 @@ tb_restore_acl_before_load(const tb_archive_entry *e)
  * Phase A, superuser on fresh, before any tenant code exists there: pg_dump's own
  * CREATE EXTENSION statements, the schemas (from their names) with their owners,
  * the ACLs the load needs, and the role's temporary grants: USAGE and CREATE on
- * every schema, CONNECT and TEMPORARY on the database.
+ * every schema, all rights on the extensions' configuration tables the archive has
+ * data for, CONNECT and TEMPORARY on the database.
  */
 static char *
 tb_restore_phase_a(PGconn *conn, const tb_archive *toc, const char *role, const char *fresh)
@@ -203,6 +204,18 @@ tb_restore_phase_a(PGconn *conn, const tb_archive *toc, const char *role, const 
 		}
 		else if ((strcmp(e->desc, "EXTENSION") == 0 || tb_restore_acl_before_load(e)) && e->defn != NULL)
 			failure = tb_admin_exec(conn, e->defn);
+	}
+	/* Data for what exists already is an extension's configuration table or sequence: the role may write it. */
+	for (int i = 0; i < toc->nentries && failure == NULL; i++)
+	{
+		const tb_archive_entry *e = &toc->entries[i];
+		char *relation;
+
+		if ((!e->table_data && strcmp(e->desc, "SEQUENCE SET") != 0) || e->namespace == NULL || e->tag == NULL)
+			continue;
+		relation = psprintf("%s.%s", quote_identifier(e->namespace), quote_identifier(e->tag));
+		if (tb_admin_value(conn, psprintf("SELECT pg_catalog.to_regclass(%s)", quote_literal_cstr(relation))) != NULL)
+			failure = tb_admin_exec(conn, psprintf("GRANT ALL ON TABLE %s TO %s", relation, quote_identifier(role)));
 	}
 	if (failure != NULL)
 		return psprintf("could not prepare database \"%s\" for the load: %s", fresh, failure);

@@ -174,4 +174,31 @@ out=$(psql_q "SELECT tenant_backup.tenant_restore('victim', backup_id => $second
 ok $((! $?)) "restoring it to a target fails too"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'victim_copy'")" 0 "and leaves no target behind"
 
+# ------------------------------------------------------------ 4: the backup reads pg_dump's archive strictly
+# pg_dump stand-ins (tenant_backup.bin_dir) whose output is not what PostgreSQL 15's
+# pg_dump --format=custom --compress=0 writes: each backup fails naming why.
+mkdir -p "$D/fakebin"
+chown postgres "$D/fakebin"
+fake_dump() { # BODY: the stand-in's shell script
+	printf '#!/bin/sh\n%s\n' "$1" >"$D/fakebin/pg_dump"
+	chmod 755 "$D/fakebin/pg_dump"
+}
+psql_q "ALTER SYSTEM SET tenant_backup.bin_dir = '$D/fakebin'" "SELECT pg_reload_conf()" >/dev/null
+before=$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'shady' AND status = 'complete'")
+zeros='\000\000\000\000\000'
+while IFS='~' read -r script why name; do
+	fake_dump "$script"
+	out=$(psql_q "SELECT tenant_backup.tenant_backup('shady', wait => true)" 2>&1)
+	like "$out" "$why" "$name"
+done <<STANDINS
+$PG_BIN/pg_dump "\$@" | head -c 3000~ends before its table of contents does~a truncated archive is refused
+$PG_BIN/pg_dump "\$@"; printf junk~a data block of an unknown type~bytes after the last data block are refused
+$PG_BIN/pg_dump "\$@" --compress=1~its data is compressed~a compressed archive is refused
+printf 'PGDMP\\001\\017\\000\\004\\010\\001'~archive version 1.15; only 1.14~another archive version is refused
+printf 'PGDMP\\001\\016\\000\\004\\010\\001$zeros$zeros$zeros$zeros$zeros$zeros$zeros$zeros\\000\\377\\377\\377\\177'~more than the 64 MB~a string above the cap is refused before it is read
+STANDINS
+is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'shady' AND status = 'complete'")" "$before" \
+	"none of them became a complete backup"
+psql_q "ALTER SYSTEM RESET tenant_backup.bin_dir" "SELECT pg_reload_conf()" >/dev/null
+
 done_testing
