@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "job.h"
+#include "metrics.h"
 
 PG_MODULE_MAGIC;
 
@@ -150,11 +151,23 @@ _PG_init(void)
 	DefineCustomStringVariable("tenant_backup.database", "Database where the tenant_backup worker runs.",
 							   "The database holding CREATE EXTENSION tenant_backup.", &tb_database, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.metrics_address",
+							   "host:port where a worker of its own serves Prometheus metrics (empty: off).",
+							   "A numeric address of one interface, such as 127.0.0.1:9187 or [::1]:9187.",
+							   &tb_metrics_address, "", PGC_POSTMASTER, 0, tb_check_metrics_address, NULL, NULL);
 	MarkGUCPrefixReserved("tenant_backup");
 	tb_preloaded = true;
 	tb_worker_describe(&launcher, "tenant_backup_launcher_main", "tenant_backup launcher", "tenant_backup launcher");
 	launcher.bgw_restart_time = 5;
 	RegisterBackgroundWorker(&launcher);
+	if (tb_metrics_address[0] != '\0')
+	{
+		BackgroundWorker metrics;
+
+		tb_worker_describe(&metrics, "tenant_backup_metrics_main", "tenant_backup metrics", "tenant_backup metrics");
+		metrics.bgw_restart_time = 10;
+		RegisterBackgroundWorker(&metrics);
+	}
 }
 
 void

@@ -10,7 +10,8 @@ postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron li
 libtap-parser-sourcehandler-pgtap-perl
 mariadb-server mariadb-client libmariadb-dev default-libmysqlclient-dev mydumper
 redis-server redis-tools libhiredis-dev
-libmongoc-dev libbson-dev python3-mockupdb python3-mongomock"
+libmongoc-dev libbson-dev python3-mockupdb python3-mongomock
+prometheus"
 
 missing=""
 for p in $PACKAGES; do

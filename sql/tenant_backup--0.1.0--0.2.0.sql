@@ -889,3 +889,175 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------- agents: nothing on trust
+
+-- The job whose running attempt p_lease holds; raises (42501) otherwise. An agent
+-- speaks only for the job it holds.
+CREATE FUNCTION tenant_backup._agent_held_job(p_job bigint, p_lease text)
+RETURNS tenant_backup.jobs LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+BEGIN
+	SELECT * INTO j FROM tenant_backup.jobs WHERE id = p_job AND lease_owner = p_lease AND state = 'running';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'job % is not held by this lease', p_job
+			USING ERRCODE = 'insufficient_privilege', HINT = 'The lease was lost to another attempt: stop the job.';
+	END IF;
+	RETURN j;
+END
+$$;
+
+CREATE FUNCTION tenant_backup.agent_job_trust(job_id bigint, lease text)
+RETURNS TABLE (locator_trusted boolean, backup_sha256 text, backup_key_id text)
+LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs := tenant_backup._agent_held_job(job_id, lease);
+BEGIN
+	RETURN QUERY
+		SELECT s.added_by_superuser,
+			   CASE WHEN j.kind <> 'backup' THEN b.sha256 END,
+			   CASE WHEN j.kind <> 'backup' THEN b.key_id END
+		FROM tenant_backup.sources s LEFT JOIN tenant_backup.backups b ON b.id = j.backup_id
+		WHERE s.id = j.source_id;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_job_trust(bigint, text) IS
+	'What an agent must not take from the locator or from storage, for the job its lease holds: whether a superuser added the locator (if not, it must carry its own credentials), and for a restore or drill the SHA-256 and key id the catalog recorded for the backup.';
+
+-- Redis: the server's run_id and the database number, as the agent saw them on its
+-- connection; the prefix comes from the source's options, what the agent uses.
+CREATE FUNCTION tenant_backup._redis_identity_check(p_source tenant_backup.sources, p_identity text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	mine_dedicated boolean := (SELECT t.tier = 'dedicated' FROM tenant_backup.tenants t WHERE t.name = p_source.tenant);
+	mine_prefix text := coalesce(p_source.options->>'key_prefix', '');
+	other record;
+BEGIN
+	IF p_identity !~ '^[0-9a-f]{40}/[0-9]+$' THEN
+		RAISE EXCEPTION 'invalid Redis identity for tenant "%"', p_source.tenant
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'A Redis identity is <run_id>/<database number>.';
+	END IF;
+	LOCK TABLE tenant_backup.sources IN SHARE ROW EXCLUSIVE MODE;
+	SELECT o.tenant, split_part(o.identity, '/', 2) AS db, coalesce(o.options->>'key_prefix', '') AS prefix,
+		   t.tier = 'dedicated' AS dedicated INTO other
+	FROM tenant_backup.sources o JOIN tenant_backup.tenants t ON t.name = o.tenant
+	WHERE o.engine = 'redis' AND o.tenant <> p_source.tenant
+	  AND split_part(o.identity, '/', 1) = split_part(p_identity, '/', 1)
+	  AND (mine_dedicated OR t.tier = 'dedicated' OR split_part(o.identity, '/', 2) = split_part(p_identity, '/', 2))
+	  AND (mine_dedicated OR t.tier = 'dedicated' OR starts_with(coalesce(o.options->>'key_prefix', ''), mine_prefix)
+		   OR starts_with(mine_prefix, coalesce(o.options->>'key_prefix', '')))
+	LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'the Redis keys of tenant "%" overlap those of tenant "%" on the same server (database %, prefix "%")',
+			p_source.tenant, other.tenant, other.db, other.prefix
+			USING ERRCODE = 'duplicate_object',
+				  DETAIL = format('Both locators reach the Redis server with run_id %s.', split_part(p_identity, '/', 1)),
+				  HINT = CASE WHEN mine_dedicated OR other.dedicated
+							  THEN 'A dedicated tenant''s server holds no other tenant: give it a server of its own.'
+							  ELSE 'Give each tenant its own database number, or key prefixes of which none begins another.' END;
+	END IF;
+END
+$$;
+
+CREATE FUNCTION tenant_backup.agent_source_identity(job_id bigint, lease text, identity text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs := tenant_backup._agent_held_job(job_id, lease);
+	s tenant_backup.sources;
+BEGIN
+	SELECT * INTO s FROM tenant_backup.sources WHERE id = j.source_id;
+	IF s.engine = 'redis' THEN
+		PERFORM tenant_backup._redis_identity_check(s, identity);
+	END IF;
+	PERFORM tenant_backup._source_identity_claim(s.id, identity);
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_source_identity(bigint, text, text) IS
+	'An agent, before it reads or writes anything for the job its lease holds, reports what its connection reached (<server identity>/<database>; redis: <run_id>/<db>). Refuses (42710) a database another tenant''s source already is, a server shared with a dedicated tenant, and Redis keys overlapping another tenant''s on the same server.';
+
+-- Add-time check of Redis locators on their text, normalised so that the spellings of
+-- one address meet: host lowercased, without brackets or a trailing dot, IPv4-mapped
+-- IPv6 as IPv4, every loopback spelling as one; the default port; the db without
+-- leading zeros. An alias the text cannot show (another DNS name) is caught by the
+-- agent's report of the server's run_id (agent_source_identity).
+CREATE OR REPLACE FUNCTION tenant_backup._redis_keyspace(p_tenant text, p_locator text, p_options jsonb,
+														  OUT server text, OUT db text, OUT prefix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN h.host IN ('localhost', '::1', '0.0.0.0', '::', '') OR h.host ~ '^127\.' THEN 'loopback'
+				ELSE h.host END || ':' || h.port,
+		   CASE WHEN (SELECT t.tier FROM tenant_backup.tenants t WHERE t.name = p_tenant) = 'dedicated' THEN '*'
+				ELSE coalesce(nullif(ltrim(substring(p_locator FROM '^[a-z]+://[^/]*/([0-9]+)'), '0'), ''), '0') END,
+		   coalesce(p_options->>'key_prefix', '')
+	FROM (SELECT regexp_replace(rtrim(lower(coalesce(substring(a.hostport FROM '^\[([^]]*)\]'),
+														  substring(a.hostport FROM '^([^:]*)'))), '.'),
+								'^::ffff:([0-9.]+)$', '\1') AS host,
+				 coalesce(substring(a.hostport FROM '^(?:\[[^]]*\]|[^:]*):([0-9]+)$')::int, 6379) AS port
+		  FROM (SELECT substring(p_locator FROM '^[a-zA-Z]+://(?:[^@/]*@)?([^/?]*)') AS hostport) a) h
+$$;
+
+-- Restore targets are checked by engine when the job is queued, before any agent sees
+-- them: a MySQL target is a schema name (MariaDB's own rules, and never '-' first, which
+-- a tool could read as an option), a MongoDB target a database name outside admin,
+-- local and config.
+CREATE FUNCTION tenant_backup._restore_target_check(p_engine text, p_target text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_target IS NULL THEN
+		RETURN;
+	END IF;
+	IF p_engine = 'mysql' AND (char_length(p_target) NOT BETWEEN 1 AND 64 OR p_target ~ '^-' OR p_target ~ '[/\\.]'
+							   OR p_target ~ ' $' OR p_target ~ '[[:cntrl:]]') THEN
+		RAISE EXCEPTION 'invalid MySQL target database name "%"', p_target
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '1 to 64 characters, not beginning with "-", without "/", "\", "." or control characters, not ending with a space.';
+	END IF;
+	IF p_engine = 'mongodb' AND (octet_length(p_target) NOT BETWEEN 1 AND 63 OR p_target ~ '[/\\. "$*<>:|?[:cntrl:]]'
+								 OR lower(p_target) IN ('admin', 'local', 'config')) THEN
+		RAISE EXCEPTION 'invalid MongoDB target database name "%"', p_target
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '1 to 63 bytes, without / \ . " $ * < > : | ? spaces or control characters; not admin, local or config.';
+	END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_restore(tenant text, engine text DEFAULT NULL,
+														 backup_id bigint DEFAULT NULL, target text DEFAULT NULL,
+														 wait boolean DEFAULT true)
+RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	-- A database name unless the engine says otherwise (redis: a number, a key prefix or
+	-- the directory for an RDB snapshot, each checked by the agent).
+	IF target IS NOT NULL AND (target = '' OR octet_length(target) > CASE WHEN engine = 'redis' THEN 1023 ELSE 63 END) THEN
+		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- The engine of the backup that will be restored: the named one, else the newest.
+	PERFORM tenant_backup._restore_target_check(
+		coalesce(engine,
+				 (SELECT b.engine FROM tenant_backup.backups b WHERE b.id = tenant_restore.backup_id),
+				 (SELECT b.engine FROM tenant_backup.backups b WHERE b.tenant = tenant_restore.tenant
+				  AND b.status = 'complete' ORDER BY b.finished DESC, b.id DESC LIMIT 1)),
+		target);
+	RETURN QUERY SELECT tenant_backup._request('restore', tenant, engine, backup_id, target, wait);
+END
+$$;
+
+REVOKE ALL ON FUNCTION tenant_backup._agent_held_job(bigint, text), tenant_backup._redis_identity_check(tenant_backup.sources, text),
+	tenant_backup._restore_target_check(text, text), tenant_backup.agent_job_trust(bigint, text),
+	tenant_backup.agent_source_identity(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.agent_job_trust(bigint, text),
+	tenant_backup.agent_source_identity(bigint, text, text) TO tenant_backup_agent;
