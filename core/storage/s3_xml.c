@@ -67,7 +67,10 @@ s3_xml_child_text(xmlNodePtr parent, const char *name)
 	return text;
 }
 
-/* Copies parent's child text called name into out (truncated), "" if absent. */
+/*
+ * Copies parent's child text called name into out (truncated), "" if absent, with
+ * control characters as '?': the server's words end up in messages and logs.
+ */
 static void
 s3_xml_child_copy(xmlNodePtr parent, const char *name, char *out, size_t size)
 {
@@ -75,6 +78,9 @@ s3_xml_child_copy(xmlNodePtr parent, const char *name, char *out, size_t size)
 
 	snprintf(out, size, "%s", text ? text : "");
 	free(text);
+	for (char *c = out; *c; c++)
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+			*c = '?';
 }
 
 bool

@@ -20,7 +20,7 @@ import urllib.parse
 PORT, MODE, LOG = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
-         b'<Message>We encountered an internal error. Please try again.</Message></Error>')
+         b'<Message>We encountered an internal error.\nFAKE: backup complete</Message></Error>')
 
 
 def listing(contents, truncated, token):
