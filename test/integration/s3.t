@@ -32,19 +32,25 @@ want=$(aws_s3 s3 cp "s3://$TB_S3_BUCKET/backups/${obj%.tbk}.json" - | sed -n 's/
 is "$(sha256sum < "$D/third-party.tbk" | cut -d' ' -f1)" "$want" "third-party copy matches the manifest's sha256"
 mkdir -p "$D/local/acme/postgres" "$D/local/acme/keys"
 cp "$D/third-party.tbk" "$D/local/$obj"
+aws_s3 s3 cp "s3://$TB_S3_BUCKET/backups/${obj%.tbk}.json" "$D/local/${obj%.tbk}.json" --only-show-errors
 aws_s3 s3 cp "s3://$TB_S3_BUCKET/backups/acme/keys/" "$D/local/acme/keys/" --recursive --only-show-errors
 TENANT_BACKUP_STORAGE="file://$D/local" "$TB" cat "$obj" | cmp -s - "$D/big"
 ok $? "the downloaded object and key open with file storage too"
 
-# 1100 more manifests: listing must follow ListObjectsV2 continuation tokens.
+# 1100 more backups (object and manifest, each its own): listing must follow ListObjectsV2 continuation tokens.
 mkdir -p "$D/many/globex/redis"
 small=$(echo "globex" | "$TB" put --tenant globex --engine redis)
 manifest=$(aws_s3 s3 cp "s3://$TB_S3_BUCKET/backups/${small%.tbk}.json" -)
+aws_s3 s3 cp "s3://$TB_S3_BUCKET/backups/$small" "$D/small.tbk" --only-show-errors
+small_id=${small##*-}
+small_id=${small_id%.tbk}
 for i in $(seq -w 1 1100); do
-	printf '%s' "$manifest" > "$D/many/globex/redis/2026-01-01T000000Z-copy$i.json"
+	printf '%s' "$manifest" | sed -e "s|$small|globex/redis/2026-01-01T000000Z-copy$i.tbk|" -e "s|\"$small_id\"|\"copy$i\"|" \
+		> "$D/many/globex/redis/2026-01-01T000000Z-copy$i.json"
+	cp "$D/small.tbk" "$D/many/globex/redis/2026-01-01T000000Z-copy$i.tbk"
 done
 aws_s3 s3 cp "$D/many/" "s3://$TB_S3_BUCKET/backups/" --recursive --only-show-errors
-ok $? "uploaded 1100 manifests with aws s3"
+ok $? "uploaded 1100 backups with aws s3"
 is "$("$TB" ls globex | wc -l)" 1101 "ls pages past 1000 keys (1101 backups of globex)"
 is "$("$TB" ls acme | wc -l)" 1 "ls acme is still only acme"
 
