@@ -41,22 +41,29 @@ char *tb_archive_tenant = NULL;
 
 void _PG_init(void);
 
-/* default_schedule must be a positive interval: checked here, without throwing, not by the launcher later. */
+/* Parses an interval such as '1 day' or '6 hours' without throwing; false if it is not one with no negative part. */
 static bool
-tb_check_interval(char **newval, void **extra, GucSource source)
+tb_interval_parse(const char *text, struct pg_itm_in *itm)
 {
 	char workbuf[MAXDATELEN + MAXDATEFIELDS];
 	char *field[MAXDATEFIELDS];
 	int ftype[MAXDATEFIELDS];
 	int nf, dtype;
+
+	return text != NULL && ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
+		   DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, itm) == 0 && dtype == DTK_DELTA &&
+		   itm->tm_usec >= 0 && itm->tm_mday >= 0 && itm->tm_mon >= 0 && itm->tm_year >= 0;
+}
+
+/* default_schedule must be a positive interval: checked here, without throwing, not by the launcher later. */
+static bool
+tb_check_interval(char **newval, void **extra, GucSource source)
+{
 	struct pg_itm_in itm;
 
 	(void) extra;
 	(void) source;
-	if (*newval == NULL || ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
-		DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm) != 0 || dtype != DTK_DELTA ||
-		itm.tm_usec < 0 || itm.tm_mday < 0 || itm.tm_mon < 0 || itm.tm_year < 0 ||
-		itm.tm_usec + itm.tm_mday + itm.tm_mon + itm.tm_year == 0)
+	if (!tb_interval_parse(*newval, &itm) || itm.tm_usec + itm.tm_mday + itm.tm_mon + itm.tm_year == 0)
 	{
 		GUC_check_errdetail("The value must be a positive interval such as '1 day' or '6 hours'.");
 		return false;
@@ -76,15 +83,9 @@ tb_check_interval_list(char **newval, void **extra, GucSource source)
 	(void) source;
 	for (item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
 	{
-		char workbuf[MAXDATELEN + MAXDATEFIELDS];
-		char *field[MAXDATEFIELDS];
-		int ftype[MAXDATEFIELDS];
-		int nf, dtype;
 		struct pg_itm_in itm;
 
-		if (ParseDateTime(item, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
-			DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm) != 0 || dtype != DTK_DELTA ||
-			itm.tm_usec < 0 || itm.tm_mday < 0 || itm.tm_mon < 0 || itm.tm_year < 0)
+		if (!tb_interval_parse(item, &itm))
 		{
 			GUC_check_errdetail("tenant_backup.retry_delays must be intervals separated by commas, such as "
 								"'1 min, 5 min, 25 min'.");

@@ -23,6 +23,25 @@ tenant_backup.retry_delays = '3 s, 6 s'"
 psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
 job_state() { psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $1"; }
+# A psql session NAME that runs SQL and then stays in its transaction until
+# session_commit NAME (it reads from a FIFO held open on an fd of this shell).
+session_begin() { # NAME SQL
+	local fd
+	mkfifo "$D/$1.in"
+	"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 <"$D/$1.in" >"$D/$1.out" 2>&1 &
+	eval "session_pid_$1=$!"
+	exec {fd}>"$D/$1.in"
+	eval "session_fd_$1=$fd"
+	echo "BEGIN; $2; SELECT 'in transaction';" >&"$fd"
+	wait_for 50 0.1 "in transaction" grep -o "in transaction" "$D/$1.out" >/dev/null
+}
+session_commit() { # NAME
+	local fd pid
+	eval "fd=\$session_fd_$1 pid=\$session_pid_$1"
+	echo "COMMIT;" >&"$fd"
+	exec {fd}>&-
+	wait "$pid"
+}
 queue_idle() { psql_q "SELECT count(*) FROM tenant_backup.jobs WHERE state IN ('queued', 'running')"; }
 
 # ------------------------------------------------------------ 200 duplicate requests
@@ -88,20 +107,13 @@ psql_q "SELECT tenant_backup.tenant_add_database('globex', 'mysql', 'mysql://app
 psql_q "SELECT tenant_backup.tenant_backup('globex', 'mysql')" >/dev/null
 IFS='|' read -r job lease < <(psql_q "SELECT job_id, lease FROM tenant_backup.agent_claim('racer', 'mysql', 5)")
 backup=$(psql_q "SELECT id FROM tenant_backup.backups WHERE job_id = $job")
-mkfifo "$D/holder.in"
-"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 <"$D/holder.in" >"$D/holder.out" 2>&1 &
-holder=$!
-exec 7>"$D/holder.in"
-echo "BEGIN; SELECT 1 FROM tenant_backup.backups WHERE id = $backup FOR UPDATE; SELECT 'held';" >&7
-wait_for 50 0.1 held bash -c "grep -o held '$D/holder.out'" >/dev/null
+session_begin holder "SELECT 1 FROM tenant_backup.backups WHERE id = $backup FOR UPDATE"
 result="{\"object\": \"globex/mysql/x.tbk\", \"sha256\": \"$(printf '0%.0s' $(seq 64))\", \"bytes_in\": 1, \"bytes_stored\": 1, \"key_id\": \"0000000000000000\"}"
 psql_q "SELECT tenant_backup._job_finish($job, '$lease', NULL, '$result')" >"$D/finish.out" 2>&1 &
 finisher=$!
 # The lease (5 s) runs out while the finish waits; the launcher's reclaim runs every 0.2 s.
 sleep 6.5
-echo "COMMIT;" >&7
-exec 7>&-
-wait "$holder"
+session_commit holder
 wait "$finisher"
 ok $? "the finish completes"
 is "$(cat "$D/finish.out")" t "and held the lease"
@@ -114,12 +126,7 @@ unlike "$(cat "$D/pg/server.log")" "launcher.*exited with exit code" "the launch
 
 # pg_cron or an application leaves its transaction open after bigco's call: only
 # bigco's audited actions wait for it (its audit chain's head is locked), not globex's.
-mkfifo "$D/idle.in"
-"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 <"$D/idle.in" >"$D/idle.out" 2>&1 &
-idle=$!
-exec 8>"$D/idle.in"
-echo "BEGIN; SELECT tenant_backup.tenant_set_schedule('bigco', '2 days'); SELECT 'called';" >&8
-wait_for 50 0.1 called bash -c "grep -o called '$D/idle.out'" >/dev/null
+session_begin idle "SELECT tenant_backup.tenant_set_schedule('bigco', '2 days')"
 start=$(date +%s%N)
 PGOPTIONS="-c statement_timeout=1s" psql_q "SELECT tenant_backup.tenant_set_schedule('globex', '2 days') IS NOT NULL" \
 	"SELECT count(*) FROM tenant_backup.tenant_backup('globex', 'postgres')" >"$D/globex.out" 2>&1
@@ -128,9 +135,7 @@ elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 ok $((elapsed_ms >= 1000)) "within 1 s (${elapsed_ms} ms)"
 like "$(PGOPTIONS="-c statement_timeout=1s" psql_q "SELECT tenant_backup.tenant_set_schedule('bigco', '3 days')" 2>&1)" \
 	"statement timeout" "bigco's own next audited call waits for it (its chain is serialised)"
-echo "COMMIT;" >&8
-exec 8>&-
-wait "$idle"
+session_commit idle
 is "$(psql_q "SELECT ok FROM tenant_backup.tenant_audit_verify()")" t "the audit chains verify after all of this"
 
 done_testing
