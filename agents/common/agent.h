@@ -45,6 +45,14 @@ typedef struct agent_job
 	char *password; /* opened from the catalog's sealed form, percent-decoded; NULL if none */
 	char *options;  /* the source's options, a JSON object */
 	int64_t backup_id;
+	/*
+	 * Whether a superuser added the locator. If not, an operator did, and the locator
+	 * must carry its own credentials: the agent's own (its configuration's fallback user
+	 * and password, its OS identity through a socket) never work for it.
+	 */
+	bool locator_trusted;
+	char *backup_sha256;  /* restore, drill: the SHA-256 of the object as stored, as the catalog recorded it */
+	char *backup_key_id;  /* restore, drill: the key id the catalog recorded for the backup */
 	char *object_key;     /* restore: the backup to restore */
 	char *restore_target; /* restore: another database, NULL for in place */
 	int attempt;
@@ -89,6 +97,32 @@ int agent_main(const agent_engine *engine, int argc, char **argv);
  * job must stop (job->stop says why).
  */
 int agent_job_tick(agent_job *job, tb_error *err);
+
+/*
+ * Reports what the job's working connection reached (the server and the database, as
+ * the server itself says; sent percent-encoded as <server>/<database>) before anything
+ * is read or written there; the control plane refuses one that another tenant's source
+ * already is (err then says why: fail the job).
+ */
+int agent_job_identity(agent_job *job, const char *server, const char *database, tb_error *err);
+
+/*
+ * Whether the agent's fallback credentials (<engine>_user, <engine>_password of its
+ * configuration) may be sent to host:port: only to an entry of
+ * <engine>_fallback_credentials_hosts ("host" or "host:port", comma-separated).
+ */
+bool agent_fallback_credentials_allowed(const agent_job *job, const char *host, int port);
+
+/*
+ * A restore's or drill's backup as the catalog knows it, against what storage gave: the
+ * authenticated header must name the job's tenant and engine, the backup id in the
+ * object's name and the catalog's key id (agent_job_check_header); the object as stored
+ * must have the catalog's SHA-256 (agent_job_check_stored, once the whole object was
+ * read with hash_stored). A mismatch is an error naming the backup; call both before
+ * anything live changes.
+ */
+int agent_job_check_header(const agent_job *job, const stream_header *hdr, tb_error *err);
+int agent_job_check_stored(const agent_job *job, const stream_stats *stats, tb_error *err);
 
 /* A repo_progress_fn that records bytes into job->bytes_done (ctx is the job). */
 void agent_job_progress(void *ctx, uint64_t bytes);
@@ -154,6 +188,8 @@ int agent_uri_parse(const char *text, agent_uri *out, tb_error *err);
 /* A query parameter, percent-decoded (caller frees), or NULL. */
 char *agent_uri_param(const agent_uri *uri, const char *name);
 void agent_uri_free(agent_uri *uri);
+/* text with every byte but letters, digits and "_-.:@" as %XX, for an identity; caller frees. */
+char *agent_uri_encode(const char *text);
 /* Decodes %XX escapes of len bytes of in; caller frees *out. */
 int agent_uri_decode(const char *in, size_t len, char **out, tb_error *err);
 

@@ -161,6 +161,50 @@ control_open_password(agent *a, const char *sealed, agent_job *job, tb_error *er
 	return rc;
 }
 
+/* What the job must not take from its locator or from storage: agent_job_trust's answer. */
+static int
+control_trust(agent *a, agent_job *job, tb_error *err)
+{
+	char id[24];
+	const char *params[2] = {id, job->lease};
+	PGresult *res;
+
+	snprintf(id, sizeof(id), "%lld", (long long) job->id);
+	res =
+		control_call(a, "the trust check of the job",
+					 "SELECT locator_trusted, backup_sha256, backup_key_id FROM tenant_backup.agent_job_trust($1, $2)",
+					 2, params, err);
+	if (res == NULL)
+		return -1;
+	if (PQntuples(res) != 1)
+	{
+		PQclear(res);
+		return tb_error_set(err, TB_ERR_INVALID, "the control plane knows no source for job %lld of tenant \"%s\"",
+							(long long) job->id, job->tenant);
+	}
+	job->locator_trusted = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	job->backup_sha256 = field(res, 1);
+	job->backup_key_id = field(res, 2);
+	PQclear(res);
+	return 0;
+}
+
+int
+control_identity(agent *a, agent_job *job, const char *identity, tb_error *err)
+{
+	char id[24];
+	const char *params[3] = {id, job->lease, identity};
+	PGresult *res;
+
+	snprintf(id, sizeof(id), "%lld", (long long) job->id);
+	res = control_call(a, "the identity of the database", "SELECT tenant_backup.agent_source_identity($1, $2, $3)", 3,
+					   params, err);
+	if (res == NULL)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
 int
 control_claim(agent *a, agent_job *job, tb_error *err)
 {
@@ -216,6 +260,8 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 		tb_error_prefix(err, "unwrapping the key of tenant \"%s\"", job->tenant);
 		rc = -2;
 	}
+	else if (control_trust(a, job, err) != 0)
+		rc = -2;
 	free(sealed);
 	free(key_doc);
 	return rc == 0 ? 1 : rc;

@@ -276,6 +276,8 @@ agent_job_free(agent_job *job)
 	}
 	free(job->options);
 	free(job->object_key);
+	free(job->backup_sha256);
+	free(job->backup_key_id);
 	free(job->restore_target);
 	free(job->contents);
 	free(job->key_command);

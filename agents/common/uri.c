@@ -52,6 +52,29 @@ agent_uri_decode(const char *in, size_t len, char **out, tb_error *err)
 	return 0;
 }
 
+char *
+agent_uri_encode(const char *text)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = malloc(3 * strlen(text) + 1), *p = out;
+
+	if (out == NULL)
+		return NULL;
+	for (const unsigned char *c = (const unsigned char *) text; *c; c++)
+	{
+		if (isalnum(*c) || strchr("_-.:@", *c))
+			*p++ = (char) *c;
+		else
+		{
+			*p++ = '%';
+			*p++ = hex[*c >> 4];
+			*p++ = hex[*c & 15];
+		}
+	}
+	*p = '\0';
+	return out;
+}
+
 static int
 decode_part(const char *start, const char *end, char **out, tb_error *err)
 {

@@ -346,6 +346,11 @@ mongo_backup(agent_job *job, repo_put *put, tb_error *err)
 
 	if (mongo_source_open(job, &src, err) != 0)
 		return -1;
+	if (mongo_claim_identity(&src, job, err) != 0)
+	{
+		mongo_source_close(&src);
+		return -1;
+	}
 	bson_init(&d.counts);
 	d.db = mongoc_client_get_database(src.client, src.database);
 	rc = dump_database(&d, err);

@@ -14,7 +14,20 @@ typedef struct mongo_source
 	char *where; /* host:port list, for messages */
 } mongo_source;
 
+/*
+ * Refuses a locator naming admin, local or config, or carrying a URI option outside the
+ * allow-list (none reads a file); the agent's mongodb_user and mongodb_password go only
+ * to servers listed in mongodb_fallback_credentials_hosts.
+ */
 int mongo_source_open(const agent_job *job, mongo_source *src, tb_error *err);
+/* admin, local, config: the server's own. */
+bool mongo_is_reserved_database(const char *name);
+/*
+ * Reports which server and database the client reached (hello's replica set and hosts,
+ * or a standalone's own host name in serverStatus) to the control plane; call it before
+ * anything is read or written.
+ */
+int mongo_claim_identity(mongo_source *src, agent_job *job, tb_error *err);
 void mongo_source_close(mongo_source *src);
 
 /* A libmongoc error as err: what was being done, and the server's or driver's words. */

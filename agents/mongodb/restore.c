@@ -442,19 +442,18 @@ static int
 load_staging(mongo_load *l, tb_error *err)
 {
 	agent_job *job = l->job;
-	stream_reader_options options = {.readahead = true, .hash_stored = job->drill};
-	const stream_header *hdr;
+	/* The SHA-256 of the object as stored: a drill reports it, a restore compares it with the catalog's. */
+	stream_reader_options options = {.readahead = true, .hash_stored = true};
+	stream_stats stats;
 
 	if (job->object_key == NULL)
 		return tb_error_set(err, TB_ERR_INVALID, "the %s job names no backup object", job->kind);
 	if ((l->reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL ||
-		(l->ar = mongo_archive_reader_open(l->reader, err)) == NULL)
+		agent_job_check_header(job, repo_reader_header(l->reader), err) != 0 ||
+		(l->ar = mongo_archive_reader_open(l->reader, err)) == NULL || load_archive(l, err) != 0)
 		return -1;
-	hdr = repo_reader_header(l->reader);
-	if (strcmp(hdr->tenant, job->tenant) != 0 || strcmp(hdr->engine, "mongodb") != 0)
-		return tb_error_set(err, TB_ERR_CORRUPT, "backup %s belongs to tenant \"%s\" (%s), not to \"%s\" (mongodb)",
-							job->object_key, hdr->tenant, hdr->engine, job->tenant);
-	return load_archive(l, err);
+	repo_reader_stats(l->reader, &stats);
+	return job->drill ? 0 : agent_job_check_stored(job, &stats, err);
 }
 
 /* A drill's findings: the documents each staging collection holds, and the SHA-256 of the object as read. */
@@ -512,6 +511,19 @@ mongo_restore(agent_job *job, tb_error *err)
 		return -1;
 	/* A drill has no target: its staging is beside the live collections, as a restore's in place. */
 	l.dest = job->restore_target && !job->drill ? job->restore_target : src.database;
+	if (mongo_is_reserved_database(l.dest))
+	{
+		mongo_source_close(&src);
+		return tb_error_set(err, TB_ERR_INVALID,
+							"the restore target of tenant \"%s\" is one of the server's own databases (admin, local, "
+							"config); give a database of the tenant",
+							job->tenant);
+	}
+	if (mongo_claim_identity(&src, job, err) != 0)
+	{
+		mongo_source_close(&src);
+		return -1;
+	}
 	l.db = mongoc_client_get_database(src.client, l.dest);
 	if ((!job->restore_target || job->drill || dest_is_empty(&l, err) == 0) && load_staging(&l, err) == 0)
 	{

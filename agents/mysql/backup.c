@@ -17,9 +17,12 @@
 
 #define DUMP_BUFFER (1024 * 1024)
 
-/* The dumped database's defaults, which the dump tool leaves out without --databases. */
+/*
+ * The dumped database's defaults, which the dump tool leaves out without --databases;
+ * first the database's identity is claimed, before anything is read from it.
+ */
 static int
-dump_preamble(const mysql_source *src, const agent_job *job, char *out, size_t size, tb_error *err)
+dump_preamble(const mysql_source *src, agent_job *job, char *out, size_t size, tb_error *err)
 {
 	MYSQL *conn = mysql_source_connect(src, job, err);
 	char *charset = NULL, *collation = NULL;
@@ -27,6 +30,11 @@ dump_preamble(const mysql_source *src, const agent_job *job, char *out, size_t s
 
 	if (conn == NULL)
 		return -1;
+	if (my_claim_identity(conn, src, job, err) != 0)
+	{
+		mysql_close(conn);
+		return -1;
+	}
 	found = my_database_defaults(conn, src->database, &charset, &collation, err);
 	mysql_close(conn);
 	if (found == 0)
@@ -59,7 +67,7 @@ mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 	if (dump_preamble(&src, job, preamble, sizeof(preamble), err) != 0 ||
 		repo_put_write(put, preamble, strlen(preamble), err) != 0 || (fd = mysql_option_pipe(&src, err)) < 0)
 		goto done;
-	snprintf(defaults, sizeof(defaults), "--defaults-extra-file=/dev/fd/%d", fd);
+	snprintf(defaults, sizeof(defaults), "--defaults-file=/dev/fd/%d", fd);
 	argv[n++] = src.dump_command;
 	argv[n++] = defaults;
 	argv[n++] = "--single-transaction";

@@ -19,14 +19,38 @@ typedef struct mysql_source
 	const char *client_command; /* mariadb or mysql */
 } mysql_source;
 
+#define MY_NAME_MAX 64
+
+/*
+ * Refuses a name this agent will not pass to a tool or a statement as a database:
+ * MariaDB's rules (1 to 64 characters, no '/', '\\' or '.', no trailing space), no
+ * control character, and no '-' first, which a tool could read as an option. what
+ * names it in the error ("the restore target").
+ */
+int my_name_check(const char *what, const char *name, tb_error *err);
+/* mysql, information_schema, performance_schema, sys: the server's own. */
+bool my_is_system_schema(const char *name);
+
+/*
+ * From the job: the locator, its sealed password, the agent's configuration. The
+ * database name is checked (my_name_check); a locator a superuser did not add must carry
+ * its own user and password, over TCP, to no system schema; the configuration's
+ * mysql_user and mysql_password go only to a server in mysql_fallback_credentials_hosts.
+ */
 int mysql_source_from_job(const agent_job *job, mysql_source *src, tb_error *err);
 void mysql_source_free(mysql_source *src);
 
 /* The [client] option file for the server's tools, as a pipe (see agent_secret_pipe). */
 int mysql_option_pipe(const mysql_source *src, tb_error *err);
 
-/* A C API connection in utf8mb4, to no database. */
+/*
+ * A C API connection in utf8mb4, to no database, as the locator's user: CURRENT_USER()
+ * is checked to be it.
+ */
 MYSQL *mysql_source_connect(const mysql_source *src, const agent_job *job, tb_error *err);
+
+/* Reports the server and schema conn reached to the control plane (agent_job_identity). */
+int my_claim_identity(MYSQL *conn, const mysql_source *src, agent_job *job, tb_error *err);
 
 /* Runs one statement built from fmt; an error names the statement's purpose (what). */
 int my_exec(MYSQL *conn, const char *what, tb_error *err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

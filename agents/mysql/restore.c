@@ -20,7 +20,6 @@
 #include "dump_count.h"
 
 #define LOAD_BUFFER (1024 * 1024)
-#define MY_NAME_MAX 64
 
 /* Bytes of name that leave room for a "_tb_new_<job>" suffix, not splitting a UTF-8 character. */
 static int
@@ -44,10 +43,10 @@ clip(const char *name)
 static int
 load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error *err)
 {
-	stream_reader_options options = {.readahead = true, .hash_stored = job->drill};
+	stream_reader_options options = {.readahead = true, .hash_stored = true};
 	repo_reader *reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err);
 	const stream_header *hdr;
-	char defaults[64];
+	char defaults[64], *database = NULL;
 	const char *argv[6];
 	agent_child *child = NULL;
 	char *buf = NULL;
@@ -56,20 +55,22 @@ load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error
 	if (reader == NULL)
 		return -1;
 	hdr = repo_reader_header(reader);
-	if (strcmp(hdr->tenant, job->tenant) != 0 || strcmp(hdr->engine, "mysql") != 0)
+	if (agent_job_check_header(job, hdr, err) != 0)
+		goto done;
+	if (asprintf(&database, "--database=%s", fresh) < 0)
 	{
-		tb_error_set(err, TB_ERR_CORRUPT, "backup %s belongs to tenant \"%s\" (%s), not to \"%s\" (mysql)",
-					 job->object_key, hdr->tenant, hdr->engine, job->tenant);
+		database = NULL;
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 		goto done;
 	}
 	if ((fd = mysql_option_pipe(src, err)) < 0)
 		goto done;
-	snprintf(defaults, sizeof(defaults), "--defaults-extra-file=/dev/fd/%d", fd);
+	snprintf(defaults, sizeof(defaults), "--defaults-file=/dev/fd/%d", fd);
 	argv[0] = src->client_command;
 	argv[1] = defaults;
 	argv[2] = "--default-character-set=utf8mb4";
 	argv[3] = "--batch";
-	argv[4] = fresh;
+	argv[4] = database; /* the name as an option's value: never an option itself */
 	argv[5] = NULL;
 	child = agent_child_start(argv, AGENT_CHILD_STDIN, &fd, 1, err);
 	close(fd);
@@ -86,19 +87,23 @@ load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error
 		job->bytes_done += (uint64_t) got;
 	}
 	rc = agent_child_finish(child, job, err);
-	if (rc == 0 && job->drill)
+	if (rc == 0)
 	{
 		stream_stats stats;
 
+		/* A drill reports the hash for the catalog to compare; a restore compares it before any swap. */
 		repo_reader_stats(reader, &stats);
-		if (stats.stored_sha256_known)
-			crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), job->object_sha256);
-		else
+		if (!stats.stored_sha256_known)
 			rc = tb_error_set(err, TB_ERR_INTERNAL, "the SHA-256 of backup %s as stored was not computed",
 							  job->object_key);
+		else if (job->drill)
+			crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), job->object_sha256);
+		else
+			rc = agent_job_check_stored(job, &stats, err);
 	}
 done:
 	agent_child_kill(child);
+	free(database);
 	free(buf);
 	repo_reader_close(reader);
 	return rc;
@@ -252,7 +257,7 @@ mysql_restore(agent_job *job, tb_error *err)
 		tb_error_set(err, TB_ERR_INVALID, "the restore job names no backup object");
 		goto done;
 	}
-	if ((conn = mysql_source_connect(&src, job, err)) == NULL)
+	if ((conn = mysql_source_connect(&src, job, err)) == NULL || my_claim_identity(conn, &src, job, err) != 0)
 		goto done;
 	live_exists = my_database_defaults(conn, src.database, NULL, NULL, err);
 	if (live_exists < 0)
@@ -262,12 +267,8 @@ mysql_restore(agent_job *job, tb_error *err)
 		rc = drill(job, &src, conn, fresh, live_exists ? src.database : NULL, err);
 	else if (job->restore_target)
 	{
-		if (strlen(job->restore_target) == 0 || strlen(job->restore_target) > MY_NAME_MAX)
-		{
-			tb_error_set(err, TB_ERR_INVALID, "target database name \"%s\" must be 1 to 64 characters",
-						 job->restore_target);
+		if (my_name_check("the restore target", job->restore_target, err) != 0)
 			goto done;
-		}
 		rc = load_fresh(job, &src, conn, job->restore_target, live_exists ? src.database : NULL, err);
 	}
 	else if (!live_exists)

@@ -1,8 +1,9 @@
 /*
  * Reaching a tenant's MySQL/MariaDB database: mysql://user@host:port/db (or
- * ?socket=/path), the password sealed in the catalog or mysql_password in the agent's
- * configuration. Tools get their credentials from an option file read through a pipe;
- * the C API gets them directly. Neither ever sees argv.
+ * ?socket=/path, from a superuser only), the password sealed in the catalog or
+ * mysql_password in the agent's configuration (for the servers it lists). Tools get
+ * their credentials from the only option file they read (--defaults-file), through a
+ * pipe; the C API gets them directly. Neither ever sees argv.
  */
 #include "mysql_agent.h"
 
@@ -10,41 +11,116 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* The schemas of the server itself, never a tenant's. */
+static const char *const my_system_schemas[] = {"mysql", "information_schema", "performance_schema", "sys", NULL};
+
+int
+my_name_check(const char *what, const char *name, tb_error *err)
+{
+	size_t chars = 0;
+
+	for (const unsigned char *c = (const unsigned char *) name; *c; c++)
+		chars += (*c & 0xC0) != 0x80;
+	/* MariaDB's own rules for a database name, and no '-' first: a tool could take it for an option. */
+	if (chars == 0 || chars > MY_NAME_MAX || name[0] == '-' || strpbrk(name, "/\\.") || name[strlen(name) - 1] == ' ')
+		return tb_error_set(err, TB_ERR_INVALID,
+							"%s is not a database name this agent accepts: 1 to 64 characters, not beginning with "
+							"'-', without '/', '\\' or '.', not ending with a space",
+							what);
+	for (const unsigned char *c = (const unsigned char *) name; *c; c++)
+		if (*c < 0x20 || *c == 0x7F)
+			return tb_error_set(err, TB_ERR_INVALID, "%s holds a control character", what);
+	return 0;
+}
+
+bool
+my_is_system_schema(const char *name)
+{
+	for (const char *const *s = my_system_schemas; *s; s++)
+		if (strcasecmp(name, *s) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * An operator's locator (not a superuser's) carries its own credentials, and the work
+ * must be done with them: TCP only (a socket would let the agent's OS identity log in),
+ * its own user and password, no schema of the server itself.
+ */
+static int
+untrusted_locator_check(const agent_job *job, const agent_uri *uri, const mysql_source *src, tb_error *err)
+{
+	if (src->socket)
+		return tb_error_set(err, TB_ERR_INVALID,
+							"the locator of tenant \"%s\" names a socket; a locator added by an operator connects "
+							"over TCP only (ask a superuser to add a socket locator)",
+							job->tenant);
+	if (src->host == NULL || strcasecmp(src->host, "localhost") == 0)
+		return tb_error_set(err, TB_ERR_INVALID,
+							"the locator of tenant \"%s\" names no TCP host (\"localhost\" is the socket); a locator "
+							"added by an operator names a host such as 127.0.0.1",
+							job->tenant);
+	if (uri->user == NULL || *uri->user == '\0' || job->password == NULL || *job->password == '\0')
+		return tb_error_set(err, TB_ERR_INVALID,
+							"the locator of tenant \"%s\" carries no user and password of its own; a locator added "
+							"by an operator must (mysql://user:password@host:port/db)",
+							job->tenant);
+	if (my_is_system_schema(src->database))
+		return tb_error_set(err, TB_ERR_INVALID,
+							"the locator of tenant \"%s\" names the server's own schema \"%s\", which is no tenant's",
+							job->tenant, src->database);
+	return 0;
+}
 
 int
 mysql_source_from_job(const agent_job *job, mysql_source *src, tb_error *err)
 {
 	agent_uri uri;
-	const char *password, *user;
+	const char *password = job->password, *user;
+	bool fallback;
+	int rc = -1;
 
 	memset(src, 0, sizeof(*src));
 	if (agent_uri_parse(job->locator, &uri, err) != 0)
 		return tb_error_prefix(err, "the locator of tenant \"%s\"", job->tenant);
 	if (strcmp(uri.scheme, "mysql") != 0 && strcmp(uri.scheme, "mariadb") != 0)
 	{
-		agent_uri_free(&uri);
-		return tb_error_set(err, TB_ERR_INVALID, "the locator of tenant \"%s\" is not a mysql:// URI", job->tenant);
+		tb_error_set(err, TB_ERR_INVALID, "the locator of tenant \"%s\" is not a mysql:// URI", job->tenant);
+		goto done;
 	}
 	if (uri.path == NULL || strchr(uri.path, '/'))
 	{
-		agent_uri_free(&uri);
-		return tb_error_set(err, TB_ERR_INVALID,
-							"the locator of tenant \"%s\" names no database (mysql://user@host/db)", job->tenant);
+		tb_error_set(err, TB_ERR_INVALID, "the locator of tenant \"%s\" names no database (mysql://user@host/db)",
+					 job->tenant);
+		goto done;
+	}
+	if (my_name_check("the database of the locator", uri.path, err) != 0)
+	{
+		tb_error_prefix(err, "tenant \"%s\"", job->tenant);
+		goto done;
 	}
 	src->host = uri.host && *uri.host ? strdup(uri.host) : NULL;
 	src->port = uri.port ? uri.port : 3306;
 	src->socket = agent_uri_param(&uri, "socket");
 	src->database = strdup(uri.path);
-	user = uri.user ? uri.user : agent_config_get(job->config, "mysql_user");
+	if (!job->locator_trusted && untrusted_locator_check(job, &uri, src, err) != 0)
+		goto done;
+	/* The agent's own user and password go only where its configuration allows. */
+	fallback = agent_fallback_credentials_allowed(job, src->host ? src->host : "localhost", src->port);
+	user = uri.user ? uri.user : fallback ? agent_config_get(job->config, "mysql_user") : NULL;
 	if (user == NULL)
 	{
-		agent_uri_free(&uri);
-		mysql_source_free(src);
-		return tb_error_set(err, TB_ERR_INVALID,
-							"no MySQL user for tenant \"%s\": name one in the locator or set mysql_user", job->tenant);
+		tb_error_set(err, TB_ERR_INVALID,
+					 "no MySQL user for tenant \"%s\": name one in the locator, or set mysql_user and list the "
+					 "server in mysql_fallback_credentials_hosts",
+					 job->tenant);
+		goto done;
 	}
+	if (password == NULL && fallback)
+		password = agent_config_get(job->config, "mysql_password");
 	src->user = strdup(user);
-	password = job->password ? job->password : agent_config_get(job->config, "mysql_password");
 	src->password = password ? strdup(password) : NULL;
 	src->dump_command = agent_config_get(job->config, "mysql_dump_command");
 	src->client_command = agent_config_get(job->config, "mysql_client_command");
@@ -52,8 +128,12 @@ mysql_source_from_job(const agent_job *job, mysql_source *src, tb_error *err)
 		src->dump_command = "mariadb-dump";
 	if (src->client_command == NULL)
 		src->client_command = "mariadb";
+	rc = 0;
+done:
 	agent_uri_free(&uri);
-	return 0;
+	if (rc != 0)
+		mysql_source_free(src);
+	return rc;
 }
 
 void
@@ -115,6 +195,45 @@ mysql_option_pipe(const mysql_source *src, tb_error *err)
 	return fd;
 }
 
+/* The first column of the first row of sql, malloc'd; NULL with err set. */
+static char *
+my_value(MYSQL *conn, const char *sql, const char *what, tb_error *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	char *value = NULL;
+
+	if (mysql_query(conn, sql) != 0 || (res = mysql_store_result(conn)) == NULL)
+		return tb_error_set(err, TB_ERR_IO, "cannot read %s: %s", what, mysql_error(conn)), NULL;
+	row = mysql_fetch_row(res);
+	if (row == NULL || row[0] == NULL || (value = strdup(row[0])) == NULL)
+		tb_error_set(err, TB_ERR_IO, "the server told nothing of %s", what);
+	mysql_free_result(res);
+	return value;
+}
+
+/* The user the server authenticated (CURRENT_USER(), user@host) must be the locator's. */
+static int
+my_current_user_check(MYSQL *conn, const mysql_source *src, const agent_job *job, tb_error *err)
+{
+	char *current = my_value(conn, "SELECT CURRENT_USER()", "the authenticated user", err);
+	char *at;
+	int rc = 0;
+
+	if (current == NULL)
+		return -1;
+	at = strrchr(current, '@');
+	if (at)
+		*at = '\0';
+	if (strcmp(current, src->user) != 0)
+		rc = tb_error_set(err, TB_ERR_INVALID,
+						  "the MySQL server of tenant \"%s\" authenticated another user than the locator's \"%s\"; "
+						  "nothing was read or written",
+						  job->tenant, src->user);
+	free(current);
+	return rc;
+}
+
 MYSQL *
 mysql_source_connect(const mysql_source *src, const agent_job *job, tb_error *err)
 {
@@ -139,7 +258,27 @@ mysql_source_connect(const mysql_source *src, const agent_job *job, tb_error *er
 		mysql_close(conn);
 		return NULL;
 	}
+	if (my_current_user_check(conn, src, job, err) != 0)
+	{
+		mysql_close(conn);
+		return NULL;
+	}
 	return conn;
+}
+
+int
+my_claim_identity(MYSQL *conn, const mysql_source *src, agent_job *job, tb_error *err)
+{
+	/* MariaDB has no @@server_uuid: its id, host name and port say which server it is. */
+	char *server = my_value(conn, "SELECT CONCAT(@@server_id, '@', @@hostname, ':', @@port)",
+							"the identity of the MySQL server", err);
+	int rc;
+
+	if (server == NULL)
+		return tb_error_prefix(err, "tenant \"%s\"", job->tenant);
+	rc = agent_job_identity(job, server, src->database, err);
+	free(server);
+	return rc;
 }
 
 int

@@ -77,7 +77,9 @@ redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_err
 
 	if (c == NULL)
 		return -1;
-	rc = repo_put_write(put, REDIS_KEYS_MAGIC, strlen(REDIS_KEYS_MAGIC), err);
+	rc = redis_claim_identity(c, src, job, err);
+	if (rc == 0)
+		rc = repo_put_write(put, REDIS_KEYS_MAGIC, strlen(REDIS_KEYS_MAGIC), err);
 	if (rc == 0)
 		rc = redis_record_write(put, &source, err);
 	if (rc == 0)

@@ -344,11 +344,12 @@ keys_unstage(keys_restore *kr, bool failed, tb_error *err)
 static int
 keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 {
-	const agent_job *job = kr->job;
+	agent_job *job = kr->job;
 	char mark[64];
 
 	if (restore_destination(job, kr->src, &kr->db, &kr->prefix, err) != 0 ||
-		(kr->c = redis_connect(kr->src, kr->db, err)) == NULL)
+		(kr->c = redis_connect(kr->src, kr->db, err)) == NULL ||
+		redis_claim_identity(kr->c, kr->src, kr->job, err) != 0)
 		return -1;
 	kr->prefix_len = strlen(kr->prefix);
 	if (job->restore_target)
@@ -386,10 +387,18 @@ int
 redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err)
 {
 	keys_restore kr = {.job = job, .src = src};
+	stream_stats stats;
 	int rc = -1;
 
 	if (keys_stage(&kr, reader, err) != 0)
 		goto done;
+	/* The reader was opened with hash_stored: the object must be the one the catalog recorded. */
+	repo_reader_stats(reader, &stats);
+	if (agent_job_check_stored(job, &stats, err) != 0)
+	{
+		keys_unstage(&kr, true, err);
+		goto done;
+	}
 	/*
 	 * The whole backup authenticated and is loaded: only now does live change. Once
 	 * begun, the swap (only UNLINKs and RENAMEs, no data moves) runs to its end: a stop

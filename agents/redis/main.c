@@ -23,18 +23,14 @@ redis_backup(agent_job *job, repo_put *put, tb_error *err)
 static int
 backup_kind(agent_job *job, repo_reader **reader, bool *rdb, tb_error *err)
 {
-	/* A drill reports the SHA-256 of the object as stored. */
-	stream_reader_options options = {.hash_stored = job->drill, .readahead = true};
-	const stream_header *hdr;
+	/* The SHA-256 of the object as stored: a drill reports it, a restore compares it with the catalog's. */
+	stream_reader_options options = {.hash_stored = true, .readahead = true};
 	char magic[sizeof(REDIS_KEYS_MAGIC) - 1];
 	size_t have = 0;
 
-	if ((*reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL)
+	if ((*reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL ||
+		agent_job_check_header(job, repo_reader_header(*reader), err) != 0)
 		return -1;
-	hdr = repo_reader_header(*reader);
-	if (strcmp(hdr->tenant, job->tenant) != 0 || strcmp(hdr->engine, "redis") != 0)
-		return tb_error_set(err, TB_ERR_CORRUPT, "backup %s belongs to tenant \"%s\" (%s), not to \"%s\" (redis)",
-							job->object_key, hdr->tenant, hdr->engine, job->tenant);
 	while (have < sizeof(magic))
 	{
 		ssize_t got = repo_reader_read(*reader, magic + have, sizeof(magic) - have, err);

@@ -3,7 +3,8 @@
  * replica (and redis-cli --rdb) gets one: REPLCONF capa eof and rdb-only, SYNC, then the payload,
  * either "$<length>" bytes or, diskless, "$EOF:<40-byte mark>" up to that mark. It goes
  * into storage as it arrives, never through a temporary file. Restoring one writes
- * dump.rdb into a directory, for a server started with --dir there; a drill writes it
+ * dump.rdb into a directory confined to redis_restore_dir, for a server started with
+ * --dir there; a drill writes it
  * into a scratch directory, has redis-check-rdb check it, and removes the directory.
  */
 #include "redis_agent.h"
@@ -195,6 +196,8 @@ redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_erro
 
 	if ((f.c = redis_connect(src, 0, err)) == NULL)
 		return -1;
+	if (redis_claim_identity(f.c, src, job, err) != 0)
+		goto done;
 	if ((f.buf = malloc(RDB_BUFFER)) == NULL)
 	{
 		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
@@ -258,35 +261,135 @@ rdb_restore_keep_going(void *ctx, tb_error *err)
 }
 
 /*
- * What a restore and a drill share: the backup, authenticated whole, as dir/dump.rdb,
- * which must not exist yet; on failure there is no dump.rdb, not even a partial one.
+ * What a restore and a drill share: the backup, authenticated whole, as dump.rdb in the
+ * directory dir_fd (named dir in messages), which must not exist yet, not even as a
+ * dangling symbolic link. It is written under a temporary name and linked into place
+ * only once everything checked out (for a restore, the SHA-256 the catalog recorded
+ * too): on failure there is no dump.rdb, not even a partial one.
  */
 static int
-rdb_write(agent_job *job, const char *dir, stream_stats *stats, tb_error *err)
+rdb_write(agent_job *job, int dir_fd, const char *dir, stream_stats *stats, tb_error *err)
 {
-	/* A drill also hashes the object as stored (checked against its manifest) for the catalog. */
+	/* The object as stored is hashed (and checked against its manifest when there is one). */
 	repo_read_options options = {.progress = agent_job_progress,
 								 .progress_ctx = job,
-								 .check_sha256 = job->drill,
+								 .check_sha256 = true,
 								 .readahead = true,
 								 .keep_going = rdb_restore_keep_going};
+	char tmp[64];
+	struct stat st;
+	int fd, rc = -1;
 
-	if (repo_read_to_file(job->storage, job->master, job->object_key, dir, "dump.rdb", &options, stats, err) != 0)
-		return tb_error_prefix(err, "writing dump.rdb of tenant \"%s\" into %s", job->tenant, dir);
-	return 0;
+	if (fstatat(dir_fd, "dump.rdb", &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+		return tb_error_set(err, TB_ERR_EXISTS,
+							"%s/dump.rdb already exists (or cannot be looked at): move it away or restore into "
+							"another directory",
+							dir);
+	snprintf(tmp, sizeof(tmp), ".dump.rdb.tenant-backup-%lld", (long long) job->id);
+	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return tb_error_set(err, TB_ERR_IO, "cannot create %s/%s: %s", dir, tmp, strerror(errno));
+	if (repo_read_to_fd(job->storage, job->master, job->object_key, fd, &options, stats, err) == 0 &&
+		(job->drill || agent_job_check_stored(job, stats, err) == 0))
+	{
+		if (fsync(fd) != 0)
+			tb_error_set(err, TB_ERR_IO, "cannot write %s/%s: %s", dir, tmp, strerror(errno));
+		else if (linkat(dir_fd, tmp, dir_fd, "dump.rdb", 0) != 0)
+			tb_error_set(err, errno == EEXIST ? TB_ERR_EXISTS : TB_ERR_IO, "cannot put %s/dump.rdb in place: %s", dir,
+						 strerror(errno));
+		else
+			rc = fsync(dir_fd) == 0 ? 0 : tb_error_set(err, TB_ERR_IO, "cannot sync %s: %s", dir, strerror(errno));
+	}
+	close(fd);
+	unlinkat(dir_fd, tmp, 0);
+	if (rc != 0)
+		tb_error_prefix(err, "writing dump.rdb of tenant \"%s\" into %s", job->tenant, dir);
+	return rc;
+}
+
+/*
+ * The directory a restore writes into: redis_restore_dir itself, or the target inside
+ * it, each component below it opened without following a symbolic link. Nothing is
+ * created. Returns its descriptor, -1 with err set.
+ */
+static int
+rdb_open_target(agent_job *job, const char *base, tb_error *err)
+{
+	const char *target = job->restore_target, *p;
+	size_t base_len = strlen(base);
+	int dir_fd;
+
+	while (base_len > 1 && base[base_len - 1] == '/')
+		base_len--;
+	if (target && target[0] == '/')
+	{
+		if (strncmp(target, base, base_len) != 0 || (target[base_len] != '/' && target[base_len] != '\0'))
+			return tb_error_set(err, TB_ERR_INVALID,
+								"the target directory of tenant \"%s\" is outside redis_restore_dir (%s): give a "
+								"directory inside it",
+								job->tenant, base);
+		target += base_len;
+	}
+	dir_fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return tb_error_set(err, TB_ERR_IO, "cannot open redis_restore_dir %s: %s", base, strerror(errno));
+	for (p = target; p && *p;)
+	{
+		char part[NAME_MAX + 1];
+		size_t len = strcspn(p, "/");
+		int next;
+
+		if (len == 0)
+		{
+			p++;
+			continue;
+		}
+		if (len > NAME_MAX || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+		{
+			close(dir_fd);
+			return tb_error_set(err, TB_ERR_INVALID,
+								"the target directory of tenant \"%s\" has a \".\" or \"..\" component or one too "
+								"long; give a plain path inside redis_restore_dir",
+								job->tenant);
+		}
+		memcpy(part, p, len);
+		part[len] = '\0';
+		next = openat(dir_fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0)
+		{
+			int saved = errno;
+
+			close(dir_fd);
+			return tb_error_set(err, TB_ERR_INVALID,
+								"the target directory of tenant \"%s\" under %s: component \"%s\" %s", job->tenant,
+								base, part,
+								saved == ENOENT ? "does not exist (create it first: nothing is created)"
+								: saved == ELOOP || saved == ENOTDIR ? "is a symbolic link or not a directory"
+																	 : strerror(saved));
+		}
+		close(dir_fd);
+		dir_fd = next;
+		p += len;
+	}
+	return dir_fd;
 }
 
 int
 redis_rdb_restore(agent_job *job, tb_error *err)
 {
-	const char *dir = job->restore_target ? job->restore_target : agent_config_get(job->config, "redis_restore_dir");
+	const char *base = agent_config_get(job->config, "redis_restore_dir");
 	stream_stats stats;
+	int dir_fd, rc;
 
-	if (dir == NULL)
+	if (base == NULL || base[0] != '/')
 		return tb_error_set(err, TB_ERR_INVALID,
-							"an RDB snapshot is restored as a file: give a target directory "
-							"(tenant_restore(..., target => '/dir')) or set redis_restore_dir");
-	return rdb_write(job, dir, &stats, err);
+							"an RDB snapshot is restored as a file into the agent's redis_restore_dir (an absolute "
+							"path): set it, and give a target directory inside it or none");
+	if ((dir_fd = rdb_open_target(job, base, err)) < 0)
+		return -1;
+	rc = rdb_write(job, dir_fd, job->restore_target ? job->restore_target : base, &stats, err);
+	close(dir_fd);
+	return rc;
 }
 
 /* What redis-check-rdb printed that says why it failed. */
@@ -418,7 +521,7 @@ redis_rdb_drill(agent_job *job, tb_error *err)
 	char scratch[PATH_MAX], file[PATH_MAX + 16];
 	unsigned char crc[RDB_CRC_LEN];
 	stream_stats stats;
-	int rc = -1;
+	int scratch_fd = -1, rc = -1;
 
 	if (base == NULL)
 		base = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -432,14 +535,19 @@ redis_rdb_drill(agent_job *job, tb_error *err)
 		return tb_error_set(err, TB_ERR_IO, "cannot make the drill's scratch directory in %s: %s", base,
 							strerror(errno));
 	snprintf(file, sizeof(file), "%s/dump.rdb", scratch);
-	if (rdb_write(job, scratch, &stats, err) == 0 && rdb_check(job, file, err) == 0 &&
-		rdb_read_crc(file, crc, err) == 0 && rdb_contents(job, crc, err) == 0)
+	scratch_fd = open(scratch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (scratch_fd < 0)
+		tb_error_set(err, TB_ERR_IO, "cannot open the drill's scratch directory %s: %s", scratch, strerror(errno));
+	else if (rdb_write(job, scratch_fd, scratch, &stats, err) == 0 && rdb_check(job, file, err) == 0 &&
+			 rdb_read_crc(file, crc, err) == 0 && rdb_contents(job, crc, err) == 0)
 	{
 		crypto_hex_encode(stats.stored_sha256, sizeof(stats.stored_sha256), job->object_sha256);
 		snprintf(job->detail, sizeof(job->detail), "drill: dump.rdb of %llu bytes checked by redis-check-rdb",
 				 (unsigned long long) stats.plain_bytes);
 		rc = 0;
 	}
+	if (scratch_fd >= 0)
+		close(scratch_fd);
 	if (rdb_remove_scratch(scratch, rc != 0, err) != 0)
 		rc = -1;
 	return rc;

@@ -27,6 +27,13 @@ void redis_source_free(redis_source *src);
 /* Connected, authenticated and on database db; NULL with err set. */
 redisContext *redis_connect(const redis_source *src, int db, tb_error *err);
 
+/*
+ * Reports the server c reached (its run_id) and the source's database number to the
+ * control plane, which refuses keys overlapping another tenant's on that server. Call
+ * it on the working connection before anything is read or written.
+ */
+int redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, tb_error *err);
+
 /* A reply that is an error (or none: the connection failed) as err, naming what was done. */
 int redis_reply_error(redisContext *c, const redisReply *reply, const char *what, tb_error *err);
 
@@ -95,7 +102,11 @@ int redis_keys_drill(agent_job *job, const redis_source *src, repo_reader *reade
  * the checksum the snapshot ends with, its 8 bytes in their order in the file.
  */
 int redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_error *err);
-/* Writes dump.rdb into the target directory (or redis_restore_dir), never over an existing one. */
+/*
+ * Writes dump.rdb into redis_restore_dir, or into the target directory inside it (a
+ * path relative to it, or absolute under it), never over an existing file or through a
+ * symbolic link, and creating no directory.
+ */
 int redis_rdb_restore(agent_job *job, tb_error *err);
 /*
  * Writes dump.rdb into a new scratch directory (under redis_restore_dir, else the temp

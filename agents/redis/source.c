@@ -3,7 +3,8 @@
  * key_prefix for a tenant sharing a database; a dedicated tenant's locator names its
  * server, whose whole dataset is backed up as an RDB snapshot (option "format": "keys"
  * asks for the logical format instead). The password is the catalog's sealed one or
- * redis_password from the agent's configuration; it goes to the server in AUTH only.
+ * redis_password from the agent's configuration, the latter only for a server listed in
+ * redis_fallback_credentials_hosts; it goes to the server in AUTH only.
  */
 #include "redis_agent.h"
 
@@ -61,6 +62,7 @@ redis_source_from_job(const agent_job *job, redis_source *src, tb_error *err)
 {
 	agent_uri uri;
 	const char *password, *user;
+	bool fallback;
 	char *end;
 
 	memset(src, 0, sizeof(*src));
@@ -81,9 +83,11 @@ redis_source_from_job(const agent_job *job, redis_source *src, tb_error *err)
 	}
 	src->host = strdup(uri.host && *uri.host ? uri.host : "127.0.0.1");
 	src->port = uri.port ? uri.port : 6379;
-	user = uri.user && *uri.user ? uri.user : agent_config_get(job->config, "redis_user");
+	/* The agent's own user and password go only to the servers its configuration lists. */
+	fallback = agent_fallback_credentials_allowed(job, src->host, src->port);
+	user = uri.user && *uri.user ? uri.user : fallback ? agent_config_get(job->config, "redis_user") : NULL;
 	src->user = user ? strdup(user) : NULL;
-	password = job->password ? job->password : agent_config_get(job->config, "redis_password");
+	password = job->password ? job->password : fallback ? agent_config_get(job->config, "redis_password") : NULL;
 	src->password = password ? strdup(password) : NULL;
 	agent_uri_free(&uri);
 	if (source_options(job, src, err) != 0)
@@ -168,6 +172,32 @@ fail:
 	tb_error_prefix(err, "Redis at %s:%d", src->host, src->port);
 	redisFree(c);
 	return NULL;
+}
+
+int
+redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, tb_error *err)
+{
+	redisReply *reply = redisCommand(c, "INFO server");
+	const char *at;
+	char run_id[41], db[16];
+	size_t len;
+
+	if (redis_reply_error(c, reply, "INFO server", err) != 0)
+	{
+		freeReplyObject(reply);
+		return tb_error_prefix(err, "Redis at %s:%d", src->host, src->port);
+	}
+	at = reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "\nrun_id:") : NULL;
+	len = at ? strspn(at + 8, "0123456789abcdef") : 0;
+	if (len != 40)
+	{
+		freeReplyObject(reply);
+		return tb_error_set(err, TB_ERR_INVALID, "Redis at %s:%d tells no run_id in INFO server", src->host, src->port);
+	}
+	snprintf(run_id, sizeof(run_id), "%.40s", at + 8);
+	snprintf(db, sizeof(db), "%d", src->db);
+	freeReplyObject(reply);
+	return agent_job_identity(job, run_id, db, err);
 }
 
 char *

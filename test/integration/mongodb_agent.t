@@ -20,8 +20,8 @@ agent_use tenant-backup-agent-mongodb
 PLAIN_AGENT=$(dirname "$TB")/tenant-backup-agent-mongodb
 
 scratch_dir
-agent_bed_setup 25461 mongodb
-mongo_start "$D/mongo" 27461
+agent_bed_setup "$(free_port)" mongodb
+mongo_start "$D/mongo" "$(free_port)"
 for t in acme globex initech; do
 	mtool drop "$MONGO_URI_BASE" "$t" >/dev/null 2>&1
 	mtool fill "$MONGO_URI_BASE" "$t" "$t"
@@ -198,14 +198,14 @@ agent_kms_refusal acme
 # --- 100k documents in bounded memory (the plain build: ASan's own memory would blur it)
 mtool many "$MONGO_URI_BASE" initech bulk 100000 200 >/dev/null
 psql_q "SELECT tenant_backup.tenant_backup('initech', 'mongodb')" >/dev/null
-/usr/bin/time -f '%M' -o "$D/rss.backup" "$PLAIN_AGENT" --name big --once >>"$D/big.log" 2>&1
+/usr/bin/time -f '%M' -o "$D/rss.backup" "${AGENT_AS_SERVER_USER[@]}" "$PLAIN_AGENT" --name big --once >>"$D/big.log" 2>&1
 ok $? "a backup of 100k documents succeeds"
 [ "$(cat "$D/rss.backup")" -lt 65536 ]
 ok $? "with peak agent RSS under 64 MB ($(cat "$D/rss.backup") kB)"
 mtool snapshot "$MONGO_URI_BASE" initech >"$D/initech.before"
 mtool drop "$MONGO_URI_BASE" initech >/dev/null
 psql_q "SELECT tenant_backup.tenant_restore('initech', 'mongodb', wait => false)" >/dev/null
-/usr/bin/time -f '%M' -o "$D/rss.restore" "$PLAIN_AGENT" --name big --once >>"$D/big.log" 2>&1
+/usr/bin/time -f '%M' -o "$D/rss.restore" "${AGENT_AS_SERVER_USER[@]}" "$PLAIN_AGENT" --name big --once >>"$D/big.log" 2>&1
 ok $? "its restore succeeds"
 [ "$(cat "$D/rss.restore")" -lt 65536 ]
 ok $? "with peak agent RSS under 64 MB ($(cat "$D/rss.restore") kB)"
@@ -216,7 +216,7 @@ ok $? "and all 100k documents are back byte for byte"
 # --- a standalone server: no snapshot, and the job says so
 if [ -z "${TB_TEST_MONGO_URI:-}" ]; then
 	base=$MONGO_URI_BASE
-	mongo_start "$D/solo" 27462 ""
+	mongo_start "$D/solo" "$(free_port)" ""
 	mtool fill "$MONGO_URI_BASE" solo solo
 	psql_q "SELECT tenant_backup.tenant_create('solo')" \
 		"SELECT tenant_backup.tenant_add_database('solo', 'mongodb', '$MONGO_URI_BASE/solo')" >/dev/null

@@ -22,10 +22,10 @@ agent_use tenant-backup-agent-mysql
 
 scratch_dir
 if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
-	S3_PORT=21441
-	mysql_tenants_setup 25443 23443
+	S3_PORT=$(free_port)
+	mysql_tenants_setup "$(free_port)" "$(free_port)"
 else
-	mysql_tenants_setup 25441 23441
+	mysql_tenants_setup "$(free_port)" "$(free_port)"
 fi
 
 "$TB_BIN/tenant-backup-agent-mysql" --help | grep -q -- "--once"
@@ -244,10 +244,10 @@ psql_q "SELECT tenant_backup.tenant_set_key_source('acme', NULL)" >/dev/null
 ok $? "acme goes back to the master key"
 
 # --- secrets
-grep -rqF "$MY_PASSWORD" "$D"/dump-argv "$D"/*.log
+grep -rqF "$MY_PASSWORD" "$D"/dump/argv "$D"/*.log
 ok $((! $?)) "the MariaDB password is in no tool's argv and no agent log"
-grep -qF -- "--defaults-extra-file=/dev/fd/" "$D/dump-argv"
-ok $? "the dump tool got its credentials from an option file through a pipe"
+grep -qF -- "--defaults-file=/dev/fd/" "$D/dump/argv"
+ok $? "the dump tool got its credentials from the only option file it reads, through a pipe"
 is "$(psql_q "SELECT count(*) FROM tenant_backup.sources WHERE locator LIKE '%s3cr%' OR sealed_password NOT LIKE 'tbs1:%'")" 0 \
 	"the catalog keeps the locator without the password, which is sealed"
 grep -qF "$MY_PASSWORD" "$D/pg/server.log"

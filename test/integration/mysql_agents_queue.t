@@ -12,14 +12,14 @@
 TB_BIN=$(dirname "$TB")
 
 scratch_dir
-mysql_tenants_setup 25442 23442
+mysql_tenants_setup "$(free_port)" "$(free_port)"
 
 runner() { psql_q "SELECT coalesce(split_part(lease_owner, ':', 2), state) FROM tenant_backup.jobs WHERE id = $1"; }
 job_state() { psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $1"; }
 backups_of() { psql_q "SELECT string_agg(status, ',' ORDER BY status) FROM tenant_backup.backups WHERE job_id = $1"; }
 # The dump wrapper of a slow agent writes its PID before sleeping: stop it when done.
-kill_slow_dump() { [ -f "$D/dump-wrapper.pid" ] && kill -KILL "$(cat "$D/dump-wrapper.pid")" 2>/dev/null; rm -f "$D/dump-wrapper.pid"; }
-sed -i 's|^sleep |[ -n "${SLOW_DUMP_SECONDS:-}" ] \&\& echo $$ >"'"$D"'/dump-wrapper.pid"; exec sleep |' "$D/dump-wrapper"
+kill_slow_dump() { [ -f "$D/dump/wrapper.pid" ] && kill -KILL "$(cat "$D/dump/wrapper.pid")" 2>/dev/null; rm -f "$D/dump/wrapper.pid"; }
+sed -i 's|^sleep |[ -n "${SLOW_DUMP_SECONDS:-}" ] \&\& echo $$ >"'"$D"'/dump/wrapper.pid"; exec sleep |' "$D/dump-wrapper"
 on_exit kill_slow_dump
 
 # --- two agents, one queue of 20 jobs
@@ -43,7 +43,7 @@ SLOW_DUMP_SECONDS=60 agent_start victim --lease-seconds 5
 victim=$AGENT_PID
 job=$(psql_q "SELECT tenant_backup.tenant_backup('initech', 'mysql')")
 is "$(wait_for 100 0.1 victim runner "$job")" victim "the victim agent claims the job"
-wait_for 100 0.1 1 bash -c "[ -f '$D/dump-wrapper.pid' ] && echo 1" >/dev/null
+wait_for 100 0.1 1 bash -c "[ -f '$D/dump/wrapper.pid' ] && echo 1" >/dev/null
 { kill -KILL "$victim" && wait "$victim"; } 2>/dev/null
 kill_slow_dump
 agent_start rescuer --lease-seconds 5 --poll-seconds 1
@@ -75,7 +75,7 @@ SLOW_DUMP_SECONDS=60 agent_start leaver --lease-seconds 30
 leaver=$AGENT_PID
 job=$(psql_q "SELECT tenant_backup.tenant_backup('acme', 'mysql')")
 is "$(wait_for 100 0.1 leaver runner "$job")" leaver "the leaving agent claims the job"
-wait_for 100 0.1 1 bash -c "[ -f '$D/dump-wrapper.pid' ] && echo 1" >/dev/null
+wait_for 100 0.1 1 bash -c "[ -f '$D/dump/wrapper.pid' ] && echo 1" >/dev/null
 start=$SECONDS
 kill -TERM "$leaver"
 wait "$leaver" 2>/dev/null

@@ -15,8 +15,8 @@
 . "$(dirname "$0")/../lib/redis.sh"
 # The agent built with AddressSanitizer/UBSan when there is one (make test builds it).
 agent_use tenant-backup-agent-redis
-PG_PORT=25451
-R=26451
+PG_PORT=$(free_port)
+R=$(free_port)
 GLOB='a*?[x]:'
 
 scratch_dir
@@ -231,7 +231,7 @@ agent_kms_refusal acme
 # --- keyspaces that overlap are refused
 psql_q "SELECT tenant_backup.tenant_create('nested')" >/dev/null
 err=$(psql_q "SELECT tenant_backup.tenant_add_database('nested', 'redis', 'redis://127.0.0.1:$R/0', '{\"key_prefix\": \"acme\"}')" 2>&1)
-like "$err" 'the Redis keys of tenant "nested" would overlap those of tenant "acme"' "a prefix that begins another tenant's is refused"
+like "$err" 'the Redis keys of tenant "nested" would overlap those of tenant "acme2?"' "a prefix that begins other tenants' prefixes (acme: and acme2:) is refused"
 err=$(psql_q "SELECT tenant_backup.tenant_add_database('nested', 'redis', 'redis://127.0.0.1:$R/1', '{\"key_prefix\": \"n:\"}')" 2>&1)
 like "$err" 'would overlap those of tenant "dbone"' "a prefix inside a database a tenant owns whole is refused"
 psql_q "SELECT tenant_backup.tenant_add_database('nested', 'redis', 'redis://127.0.0.1:$R/0', '{\"key_prefix\": \"acmf:\"}')" >/dev/null

@@ -3,7 +3,8 @@
 # replication protocol (diskless "$EOF:" transfer and the disk-based "$<length>" one),
 # restored through the SQL API and with tenant-backup restore-rdb as dump.rdb, which a
 # second redis-server loads with the same 100k keys, values and TTLs. dump.rdb is never
-# overwritten; credentials come from the agent's configuration file. A backup records the
+# overwritten, and goes only into redis_restore_dir (agent_attacks.t tries the ways out);
+# credentials come from the agent's configuration file, for the server it lists. A backup records the
 # snapshot's CRC-64; a restore drill checks the file with redis-check-rdb and compares it.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
@@ -11,8 +12,10 @@
 . "$(dirname "$0")/../lib/redis.sh"
 # The agent built with AddressSanitizer/UBSan when there is one (make test builds it).
 agent_use tenant-backup-agent-redis
-PG_PORT=25452
-R=26461
+PG_PORT=$(free_port)
+R=$(free_port)
+R2=$(free_port)
+R3=$(free_port)
 
 scratch_dir
 agent_bed_setup $PG_PORT redis-rdb
@@ -24,9 +27,14 @@ rtool snapshot $R 0 "" >"$D/db0.before"
 rtool snapshot $R 4 "" >"$D/db4.before"
 is "$(rtool cmd $R 0 DBSIZE)" 100000 "the dedicated server holds 100k keys in database 0"
 
-# The agent's credentials from its configuration file (0600), not the locator.
-printf 'redis_user = tbagent\nredis_password = %s\n' "$REDIS_PASSWORD" >"$D/agent.conf"
-chmod 600 "$D/agent.conf"
+# The agent's credentials from its configuration file (0600), not the locator, for the
+# server it lists; restores go into redis_restore_dir (restore.conf) and nowhere else.
+printf 'redis_user = tbagent\nredis_password = %s\nredis_fallback_credentials_hosts = 127.0.0.1:%s\n' \
+	"$REDIS_PASSWORD" "$R" >"$D/agent.conf"
+printf 'redis_restore_dir = %s\n' "$D/restores" | cat "$D/agent.conf" - >"$D/restore.conf"
+mkdir -p "$D/restores/restored"
+chown -R postgres "$D/agent.conf" "$D/restore.conf" "$D/restores"
+chmod 600 "$D/agent.conf" "$D/restore.conf"
 psql_q "SELECT tenant_backup.tenant_create('dedi', tier => 'dedicated')" \
 	"SELECT tenant_backup.tenant_add_database('dedi', 'redis', 'redis://127.0.0.1:$R')" >/dev/null
 
@@ -48,31 +56,30 @@ is "$(head -c 5 "$D/snap.rdb")" REDIS "it decrypts to an RDB snapshot"
 ok $? "tenant-backup verify checks it"
 
 # --- restore through the SQL API into a directory, then a second server on it
-mkdir -p "$D/restored"
-job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', target => '$D/restored', wait => false)")
-agent_once rdb-restore --config "$D/agent.conf"
+job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', target => '$D/restores/restored', wait => false)")
+agent_once rdb-restore --config "$D/restore.conf"
 is "$(psql_q "SELECT state || coalesce(': ' || error, '') FROM tenant_backup.jobs WHERE id = $job")" succeeded \
 	"tenant_restore('dedi', 'redis', target => DIR) succeeds"
-cmp -s "$D/snap.rdb" "$D/restored/dump.rdb"
+cmp -s "$D/snap.rdb" "$D/restores/restored/dump.rdb"
 ok $? "DIR/dump.rdb is the snapshot, byte for byte"
-redis_start "$D/restored" 26462
-is "$(rtool cmd 26462 0 DBSIZE)" 100000 "a redis-server started with --dir DIR serves the 100k keys"
-rtool snapshot 26462 0 "" >"$D/db0.after"
+redis_start "$D/restores/restored" $R2
+is "$(rtool cmd $R2 0 DBSIZE)" 100000 "a redis-server started with --dir DIR serves the 100k keys"
+rtool snapshot $R2 0 "" >"$D/db0.after"
 out=$(rtool compare "$D/db0.before" "$D/db0.after")
 ok $? "every key of database 0 with its type, value and TTL"
 [ -n "$out" ] && diag "$(echo "$out" | head -5)"
-rtool snapshot 26462 4 "" >"$D/db4.after"
+rtool snapshot $R2 4 "" >"$D/db4.after"
 rtool compare "$D/db4.before" "$D/db4.after" >/dev/null
 ok $? "and of database 4"
 
-job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', target => '$D/restored', wait => false)")
-agent_once rdb-restore --config "$D/agent.conf"
-like "$(psql_q "SELECT error FROM tenant_backup.jobs WHERE id = $job")" "dump.rdb' already exists" \
+job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', target => 'restored', wait => false)")
+agent_once rdb-restore --config "$D/restore.conf"
+like "$(psql_q "SELECT error FROM tenant_backup.jobs WHERE id = $job")" "restored/dump.rdb already exists" \
 	"a second restore into the same directory refuses to overwrite its dump.rdb"
 job=$(psql_q "SELECT tenant_backup.tenant_restore('dedi', 'redis', wait => false)")
 agent_once rdb-restore --config "$D/agent.conf"
-like "$(psql_q "SELECT error FROM tenant_backup.jobs WHERE id = $job")" "give a target directory .* or set redis_restore_dir" \
-	"without a target or redis_restore_dir the restore says what to give"
+like "$(psql_q "SELECT error FROM tenant_backup.jobs WHERE id = $job")" "into the agent's redis_restore_dir \\(an absolute path\\): set it" \
+	"without redis_restore_dir the restore says what to set"
 
 # --- the CLI, with nothing but storage and the master key
 "$TB" restore-rdb "$obj" --dir "$D/cli" 2>"$D/cli.err"
@@ -92,8 +99,8 @@ ok $? "a backup over a disk-based transfer completes too"
 grep -q 'Starting BGSAVE for SYNC with target: disk' "$D/live/redis.log"
 ok $? "(the server sent it from disk, the \$<length> form)"
 "$TB" restore-rdb "$obj2" --dir "$D/disk" 2>/dev/null
-redis_start "$D/disk" 26463
-is "$(rtool cmd 26463 0 GET k:after),$(rtool cmd 26463 0 DBSIZE)" "second backup,100001" "and holds the later key"
+redis_start "$D/disk" $R3
+is "$(rtool cmd $R3 0 GET k:after),$(rtool cmd $R3 0 DBSIZE)" "second backup,100001" "and holds the later key"
 
 # --- restore drill: the newest snapshot written into a scratch directory (under TMPDIR: no
 # redis_restore_dir is set), checked by redis-check-rdb, its checksum compared with the one
@@ -108,6 +115,7 @@ drill() { # [PATH_HEAD]: tenant_restore_drill with an agent running; prints "ok"
 			FROM (SELECT \$j\$$out\$j\$::jsonb r) s"
 }
 mkdir -p "$D/drilltmp"
+chown postgres "$D/drilltmp"
 crc=$("$TB" cat "$obj2" | tail -c 8 | od -An -tx1 | tr -d ' \n')
 is "$(psql_q "SELECT contents FROM tenant_backup.backups WHERE object_key = '$obj2'")" "{\"rdb_crc64\": \"$crc\"}" \
 	"the backup records the CRC-64 its snapshot ends with"

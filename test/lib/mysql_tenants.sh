@@ -10,8 +10,8 @@
 #
 # The agent's password for MariaDB is MY_PASSWORD (it has ':', '@', '%' and '"', so the
 # locator carries it percent-encoded). Every dump goes through $D/dump-wrapper, which
-# records its arguments in $D/dump-argv and, with SLOW_DUMP_SECONDS, keeps the job
-# busy that long after the dump.
+# records its arguments in $D/dump/argv and, with SLOW_DUMP_SECONDS, keeps the job
+# busy that long after the dump; $D/dump is writable by the agents' OS user (agents.sh).
 
 MY_PASSWORD='s3cr:t@p%w"d'
 AGENT_BIN=${AGENT_BIN:-$(dirname "$TB")/tenant-backup-agent-mysql}
@@ -35,9 +35,10 @@ mysql_tenants_setup() { # PG_PORT MY_PORT
 			>/dev/null
 	done
 
+	mkdir -p "$D/dump" && touch "$D/dump/argv" && chown -R postgres "$D/dump"
 	cat >"$D/dump-wrapper" <<EOF
 #!/bin/bash
-printf '%s\n' "\$@" >>"$D/dump-argv"
+printf '%s\n' "\$@" >>"$D/dump/argv"
 mariadb-dump "\$@" || exit
 sleep "\${SLOW_DUMP_SECONDS:-0}"
 EOF

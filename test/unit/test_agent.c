@@ -229,6 +229,78 @@ test_tick_stops_on_lost_lease(void **state)
 	agent_child_kill(c);
 }
 
+static void
+test_uri_encode(void **state)
+{
+	char *out = agent_uri_encode("db 1/x%\xc3\xa9_-.:@");
+
+	(void) state;
+	/* An identity's part: nothing but the safe characters stays as it is; '/' and spaces never. */
+	assert_string_equal(out, "db%201%2Fx%25%C3%A9_-.:@");
+	free(out);
+}
+
+static void
+test_fallback_credentials_hosts(void **state)
+{
+	char *keys[] = {"mysql_fallback_credentials_hosts"}, *values[] = {" db.internal:3307, 127.0.0.1 ,Cache"};
+	agent_config config = {.engine = "mysql", .nentries = 1, .keys = keys, .values = values};
+	agent_config empty = {.engine = "mysql"};
+	agent_job job = {.engine = "mysql", .config = &config};
+
+	(void) state;
+	unsetenv("TENANT_BACKUP_MYSQL_FALLBACK_CREDENTIALS_HOSTS");
+	assert_true(agent_fallback_credentials_allowed(&job, "db.internal", 3307));
+	assert_false(agent_fallback_credentials_allowed(&job, "db.internal", 3306)); /* host:port: that port only */
+	assert_true(agent_fallback_credentials_allowed(&job, "127.0.0.1", 1));       /* host: any port */
+	assert_true(agent_fallback_credentials_allowed(&job, "cache", 6379));        /* host names in any case */
+	assert_false(agent_fallback_credentials_allowed(&job, "127.0.0.10", 3306));
+	assert_false(agent_fallback_credentials_allowed(&job, "db.internal.evil", 3307));
+	assert_false(agent_fallback_credentials_allowed(&job, "localhost", 3306));
+	job.config = &empty; /* nothing listed: the agent's credentials go nowhere */
+	assert_false(agent_fallback_credentials_allowed(&job, "127.0.0.1", 3306));
+}
+
+static void
+test_backup_checks(void **state)
+{
+	agent_job job = {.tenant = "acme",
+					 .engine = "mysql",
+					 .backup_id = 7,
+					 .object_key = "acme/mysql/2026-12-01T000000Z-00aa11.tbk",
+					 .backup_key_id = "1111222233334444",
+					 .backup_sha256 = "ab00000000000000000000000000000000000000000000000000000000000000"};
+	stream_header hdr = {.tenant = "acme", .engine = "mysql", .backup_id = "00aa11", .key_id = "1111222233334444"};
+	stream_stats stats = {.stored_sha256 = {0xab}, .stored_sha256_known = true};
+	tb_error err;
+
+	(void) state;
+	assert_int_equal(agent_job_check_header(&job, &hdr, &err), 0);
+	assert_int_equal(agent_job_check_stored(&job, &stats, &err), 0);
+	/* Another backup of the same tenant under this one's name. */
+	strcpy(hdr.backup_id, "aa11");
+	assert_int_equal(agent_job_check_header(&job, &hdr, &err), -1);
+	assert_non_null(strstr(err.msg, "is another backup of tenant \"acme\""));
+	strcpy(hdr.backup_id, "00aa11");
+	strcpy(hdr.key_id, "5555222233334444");
+	assert_int_equal(agent_job_check_header(&job, &hdr, &err), -1);
+	assert_non_null(strstr(err.msg, "not with key 1111222233334444"));
+	strcpy(hdr.key_id, "1111222233334444");
+	strcpy(hdr.tenant, "globex");
+	assert_int_equal(agent_job_check_header(&job, &hdr, &err), -1);
+	assert_non_null(strstr(err.msg, "belongs to tenant \"globex\""));
+	/* Not the bytes the catalog recorded; or not hashed at all. */
+	stats.stored_sha256[31] = 1;
+	assert_int_equal(agent_job_check_stored(&job, &stats, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "as the catalog recorded it"));
+	stats.stored_sha256_known = false;
+	assert_int_equal(agent_job_check_stored(&job, &stats, &err), -1);
+	job.backup_sha256 = NULL;
+	stats.stored_sha256_known = true;
+	assert_int_equal(agent_job_check_stored(&job, &stats, &err), -1);
+}
+
 int
 main(void)
 {
@@ -240,6 +312,9 @@ main(void)
 		cmocka_unit_test(test_child_pipes_and_failures),
 		cmocka_unit_test(test_secret_pipe_reaches_tool),
 		cmocka_unit_test(test_tick_stops_on_lost_lease),
+		cmocka_unit_test(test_uri_encode),
+		cmocka_unit_test(test_fallback_credentials_hosts),
+		cmocka_unit_test(test_backup_checks),
 	};
 
 	return cmocka_run_group_tests_name("agent", tests, NULL, NULL);
