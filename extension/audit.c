@@ -1,8 +1,9 @@
 /*
  * The audit log's keyed chain: each row's MAC is an HMAC-SHA256, under a key derived
  * from the master key with HKDF, over the row's fields length-prefixed; the chain
- * heads are written to storage sealed with the master key, so that removing the
- * newest rows shows. The key never reaches the catalog or SQL.
+ * heads are written to storage sealed with the master key (_audit/head-<master key
+ * id>.json, so a master key rotation starts a new one), so that removing the newest
+ * rows shows. The key never reaches the catalog or SQL.
  */
 #include "tenant_backup.h"
 
@@ -26,7 +27,6 @@ PG_FUNCTION_INFO_V1(tenant_backup_audit_mac);
 PG_FUNCTION_INFO_V1(tenant_backup_audit_head_put);
 PG_FUNCTION_INFO_V1(tenant_backup_audit_head_get);
 
-#define TB_AUDIT_HEAD_OBJECT "_audit/head.json"
 #define TB_AUDIT_HEAD_CONTEXT "audit head"
 #define TB_AUDIT_HEAD_MAX (16 * 1024 * 1024)
 
@@ -149,6 +149,13 @@ tenant_backup_audit_mac(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
+/* The storage object of the chain heads sealed with this master key. */
+static char *
+tb_audit_head_object(const master_key *master)
+{
+	return psprintf("_audit/head-%s.json", master->id);
+}
+
 /* _audit_head_put(doc): stores the chain heads (a JSON document) sealed with the master key. */
 Datum
 tenant_backup_audit_head_put(PG_FUNCTION_ARGS)
@@ -156,61 +163,70 @@ tenant_backup_audit_head_put(PG_FUNCTION_ARGS)
 	char *doc = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	master_key master;
 	tb_error err = {0};
-	char *sealed, *object;
+	char *sealed, *object, *name;
 	storage *st;
 	int rc;
 
 	tb_master_key(&master);
 	sealed = keys_secret_seal(&master, TB_AUDIT_HEAD_CONTEXT, doc, &err);
+	name = tb_audit_head_object(&master);
 	keys_master_wipe(&master);
 	if (sealed == NULL)
 		tb_raise(&err, "could not seal the audit log's chain heads");
 	object = psprintf("{\"sealed\": \"%s\"}\n", sealed);
 	free(sealed);
 	st = tb_storage();
-	rc = storage_put(st, TB_AUDIT_HEAD_OBJECT, object, strlen(object), &err);
+	rc = storage_put(st, name, object, strlen(object), &err);
 	storage_close(st);
 	if (rc != 0)
-		tb_raise(&err, "could not store the audit log's chain heads in " TB_AUDIT_HEAD_OBJECT);
+		tb_raise(&err, psprintf("could not store the audit log's chain heads in %s", name));
 	PG_RETURN_VOID();
 }
 
 /*
- * _audit_head_get() -> the chain heads last stored, opened with the master key; NULL
- * if storage has none. Raises if the object is not one this master key sealed.
+ * _audit_head_get() -> the chain heads last stored under this master key, opened with
+ * it; NULL if storage has none. Raises if the object is not one this master key sealed.
  */
 Datum
 tenant_backup_audit_head_get(PG_FUNCTION_ARGS)
 {
 	master_key master;
 	tb_error err = {0};
-	char *buf = NULL, *object, *doc = NULL;
+	char *buf = NULL, *object, *doc = NULL, *name;
 	const char *sealed, *end;
 	size_t len = 0;
-	storage *st = tb_storage();
-	int rc = storage_get(st, TB_AUDIT_HEAD_OBJECT, TB_AUDIT_HEAD_MAX, &buf, &len, &err);
+	storage *st;
 	text *result;
+	int rc;
 
+	tb_master_key(&master);
+	name = tb_audit_head_object(&master);
+	st = tb_storage();
+	rc = storage_get(st, name, TB_AUDIT_HEAD_MAX, &buf, &len, &err);
 	storage_close(st);
-	if (rc != 0 && err.code == TB_ERR_NOT_FOUND)
-		PG_RETURN_NULL();
 	if (rc != 0)
-		tb_raise(&err, "could not read the audit log's chain heads from " TB_AUDIT_HEAD_OBJECT);
+	{
+		keys_master_wipe(&master);
+		if (err.code == TB_ERR_NOT_FOUND)
+			PG_RETURN_NULL();
+		tb_raise(&err, psprintf("could not read the audit log's chain heads from %s", name));
+	}
 	object = pnstrdup(buf, len);
 	free(buf);
 	sealed = strstr(object, "\"sealed\": \"");
 	end = sealed ? strchr(sealed + strlen("\"sealed\": \""), '"') : NULL;
 	if (end == NULL)
-		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-						errmsg("storage object " TB_AUDIT_HEAD_OBJECT " is not a sealed audit head"),
-						errhint("Something other than tenant_backup wrote it; the next launcher round writes it "
-								"again.")));
+	{
+		keys_master_wipe(&master);
+		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED), errmsg("storage object %s is not a sealed audit head", name),
+						errhint("Something other than tenant_backup wrote it: the audit log cannot be checked "
+								"against it.")));
+	}
 	sealed += strlen("\"sealed\": \"");
-	tb_master_key(&master);
 	rc = keys_secret_open(&master, TB_AUDIT_HEAD_CONTEXT, pnstrdup(sealed, end - sealed), &doc, &err);
 	keys_master_wipe(&master);
 	if (rc != 0)
-		tb_raise(&err, "the audit head in " TB_AUDIT_HEAD_OBJECT " does not open with the master key");
+		tb_raise(&err, psprintf("the audit head in %s does not open with the master key", name));
 	result = cstring_to_text(doc);
 	free(doc);
 	PG_RETURN_TEXT_P(result);

@@ -625,7 +625,7 @@ COMMENT ON COLUMN tenant_backup.audit.prev_hash IS
 CREATE INDEX audit_unkeyed ON tenant_backup.audit (id) WHERE mac_key_id IS NULL;
 CREATE INDEX audit_chain ON tenant_backup.audit ((coalesce(tenant, '')), id) WHERE mac_key_id IS NOT NULL;
 COMMENT ON TABLE tenant_backup.audit IS
-	'Append-only audit trail, a keyed hash chain per tenant: each row''s HMAC (key derived from the master key) covers the previous row of its chain, so edits and deletions show; the chain heads are stored sealed in storage (_audit/head.json), so removing the newest rows shows too (tenant_audit_verify()).';
+	'Append-only audit trail, a keyed hash chain per tenant: each row''s HMAC (key derived from the master key) covers the previous row of its chain, so edits and deletions show; the chain heads are stored sealed in storage (_audit/head-<master key id>.json), so removing the newest rows shows too (tenant_audit_verify()).';
 
 CREATE TABLE tenant_backup.audit_heads (
 	chain text PRIMARY KEY,
@@ -637,10 +637,11 @@ COMMENT ON TABLE tenant_backup.audit_heads IS
 
 CREATE TABLE tenant_backup.audit_head_stored (
 	heads_sum numeric NOT NULL,
-	stored timestamptz NOT NULL
+	stored timestamptz NOT NULL,
+	master_key_id text NOT NULL
 );
 COMMENT ON TABLE tenant_backup.audit_head_stored IS
-	'When the chain heads were last written to storage, and their sum of ids then (unchanged: nothing to write).';
+	'When the chain heads were last written to storage (_audit/head-<master_key_id>.json), and their sum of ids then (unchanged, and the same master key: nothing to write).';
 
 CREATE FUNCTION tenant_backup._audit_mac(p_id bigint, p_chain text, p_prev text, p_at timestamptz, p_actor text,
 										 p_action text, p_tenant text, p_detail jsonb,
@@ -654,13 +655,13 @@ CREATE FUNCTION tenant_backup._audit_head_put(p_doc text)
 RETURNS void LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'tenant_backup_audit_head_put';
 COMMENT ON FUNCTION tenant_backup._audit_head_put(text) IS
-	'Writes the audit chain heads (JSON) to storage as _audit/head.json, sealed with the master key.';
+	'Writes the audit chain heads (JSON) to storage as _audit/head-<master key id>.json, sealed with the master key.';
 
 CREATE FUNCTION tenant_backup._audit_head_get()
 RETURNS text LANGUAGE c
 AS 'MODULE_PATHNAME', 'tenant_backup_audit_head_get';
 COMMENT ON FUNCTION tenant_backup._audit_head_get() IS
-	'The audit chain heads last written to storage (NULL if none); raises if _audit/head.json does not open with the master key.';
+	'The audit chain heads last written to storage under the configured master key (NULL if none); raises if _audit/head-<master key id>.json does not open with it.';
 
 -- Appends an audit row to its tenant's chain. p_actor: who asked (default: the session user).
 CREATE OR REPLACE FUNCTION tenant_backup._audit(p_action text, p_tenant text, p_detail jsonb, p_actor text DEFAULT NULL)
@@ -695,8 +696,9 @@ COMMENT ON FUNCTION tenant_backup._audit(text, text, jsonb, text) IS
 
 -- Why the chain heads stored in storage do not match the table (NULL: they do): a head
 -- names a row that is missing or changed, or storage lost the heads the catalog says
--- were written. Both verification and the next write of the heads ask it, so that
--- removed rows are never sealed over.
+-- were written under this master key (after a rotation there are none yet, rightly).
+-- Both verification and the next write of the heads ask it, so that removed rows are
+-- never sealed over.
 CREATE FUNCTION tenant_backup._audit_head_mismatch(OUT row_id bigint, OUT problem text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -708,7 +710,7 @@ BEGIN
 	IF stored IS NULL THEN
 		SELECT format('the audit chain heads were written to storage at %s but storage has none: they were removed',
 					  s.stored) INTO problem
-		FROM tenant_backup.audit_head_stored s;
+		FROM tenant_backup.audit_head_stored s WHERE s.master_key_id = tenant_backup._master_key_id();
 		RETURN;
 	END IF;
 	FOR head IN SELECT h.key AS chain, (h.value->>'id')::bigint AS id, h.value->>'mac' AS mac
@@ -739,7 +741,8 @@ DECLARE
 	mismatch record;
 BEGIN
 	SELECT sum(last_id) INTO heads_now FROM tenant_backup.audit_heads;
-	IF heads_now IS NULL OR heads_now = (SELECT s.heads_sum FROM tenant_backup.audit_head_stored s) THEN
+	IF heads_now IS NULL OR EXISTS (SELECT 1 FROM tenant_backup.audit_head_stored s WHERE s.heads_sum = heads_now
+									  AND s.master_key_id = tenant_backup._master_key_id()) THEN
 		RETURN false;
 	END IF;
 	SELECT * INTO mismatch FROM tenant_backup._audit_head_mismatch();
@@ -753,7 +756,8 @@ BEGIN
 		'chains', (SELECT jsonb_object_agg(h.chain, jsonb_build_object('id', h.last_id, 'mac', h.last_hash))
 				   FROM tenant_backup.audit_heads h WHERE h.last_id IS NOT NULL))::text);
 	DELETE FROM tenant_backup.audit_head_stored;
-	INSERT INTO tenant_backup.audit_head_stored (heads_sum, stored) VALUES (heads_now, now());
+	INSERT INTO tenant_backup.audit_head_stored (heads_sum, stored, master_key_id)
+	VALUES (heads_now, now(), tenant_backup._master_key_id());
 	RETURN true;
 EXCEPTION WHEN OTHERS THEN
 	RAISE WARNING 'tenant_backup: the audit chain heads could not be written to storage: %', SQLERRM
@@ -762,7 +766,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup._audit_head_store() IS
-	'Writes every audit chain''s newest row (id and MAC) to storage, sealed, when they changed since the last write; true if it wrote. Called by the launcher each round.';
+	'Writes every audit chain''s newest row (id and MAC) to storage, sealed, when they or the master key changed since the last write, unless rows they named went missing; true if it wrote. Called by the launcher each round.';
 
 -- Same result columns as 0.1.0's. Unkeyed rows (0.1.0) are accepted up to the first
 -- keyed row and verified as before; after it, only keyed rows, whose MACs are checked

@@ -48,9 +48,10 @@ catalog_digest() {
 }
 is "$(wait_for 50 0.2 t psql_q "SELECT count(*) = 1 FROM tenant_backup.audit_head_stored")" t \
 	"the launcher wrote the audit chain heads to storage"
-test -f "$D/store/_audit/head.json"
-ok $? "as _audit/head.json"
-unlike "$(cat "$D/store/_audit/head.json")" "acme" "sealed: the object names no tenant in clear"
+head="$D/store/_audit/head-$(psql_q "SELECT tenant_backup._master_key_id()").json"
+test -f "$head"
+ok $? "as _audit/head-<master key id>.json"
+unlike "$(cat "$head")" "acme" "sealed: the object names no tenant in clear"
 before=$(catalog_digest)
 is "$(printf '%s\n' "$before" | awk '$2 == 0 {print $1}')" "" "every catalog table has rows"
 
@@ -77,6 +78,21 @@ psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'acme_back')" >/de
 ok $? "acme restores from its backup through the restored catalog"
 is "$(PGDATABASE=acme_back psql_q "SELECT v FROM canary")" acme "with its rows"
 
+# ------------------------------------------------------------ a master key rotation
+
+"$TB" keygen --out "$D/master2.key" 2>/dev/null
+chown postgres "$D/master2.key"
+psql_q "SELECT tenant_backup.tenant_rotate_master_key('$D/master2.key')" \
+	"ALTER SYSTEM SET tenant_backup.master_key_file = '$D/master2.key'" "SELECT pg_reload_conf()" >/dev/null
+ok $? "the master key is rotated and the server pointed at the new one"
+sleep 0.5
+psql_q "SELECT tenant_backup.tenant_set_schedule('acme', '8 hours')" >/dev/null
+head="$D/store/_audit/head-$(psql_q "SELECT tenant_backup._master_key_id()").json"
+is "$(wait_for 50 0.2 yes bash -c "[ -f '$head' ] && echo yes")" yes "the launcher wrote the heads under the new master key"
+like "$(psql_q "SELECT ok || ' ' || problem FROM tenant_backup.tenant_audit_verify()")" \
+	"^true [0-9]+ rows were written under an earlier master key: their links are checked" \
+	"the chains verify, the rows MAC'd under the old key by their links"
+
 # ------------------------------------------------------------ the newest audit rows removed
 
 is "$(wait_for 50 0.2 t psql_q "SELECT (SELECT heads_sum FROM tenant_backup.audit_head_stored) =
@@ -98,11 +114,11 @@ sleep 1
 is "$(psql_q "SELECT ok FROM tenant_backup.tenant_audit_verify()")" f \
 	"the launcher did not seal the shortened chain over the stored heads"
 like "$(cat "$D/new/server.log")" "the audit chain heads are not written over: row $newest" "and warned why"
-rm "$D/store/_audit/head.json"
+rm "$head"
 like "$(psql_q "SELECT ok || ' ' || problem FROM tenant_backup.tenant_audit_verify()")" \
 	"^false the audit chain heads were written to storage at .* but storage has none" \
 	"heads removed from storage show too"
-echo '{"sealed": "tbs1:0000000000000000:00:00"}' >"$D/store/_audit/head.json"
+echo '{"sealed": "tbs1:0000000000000000:00:00"}' >"$head"
 like "$(psql_q "SELECT ok || ' ' || problem FROM tenant_backup.tenant_audit_verify()")" \
 	"^false the audit chain heads in storage cannot be read" "a forged head in storage is refused, not believed"
 
