@@ -641,7 +641,7 @@ CREATE TABLE tenant_backup.audit_head_stored (
 	master_key_id text NOT NULL
 );
 COMMENT ON TABLE tenant_backup.audit_head_stored IS
-	'When the chain heads were last written to storage (_audit/head-<master_key_id>.json), and their sum of ids then (unchanged, and the same master key: nothing to write).';
+	'When the chain heads were last written to storage (_audit/head-<master_key_id>.json), and their sum of ids then (unchanged: nothing to write).';
 
 CREATE FUNCTION tenant_backup._audit_mac(p_id bigint, p_chain text, p_prev text, p_at timestamptz, p_actor text,
 										 p_action text, p_tenant text, p_detail jsonb,
@@ -741,8 +741,9 @@ DECLARE
 	mismatch record;
 BEGIN
 	SELECT sum(last_id) INTO heads_now FROM tenant_backup.audit_heads;
-	IF heads_now IS NULL OR EXISTS (SELECT 1 FROM tenant_backup.audit_head_stored s WHERE s.heads_sum = heads_now
-									  AND s.master_key_id = tenant_backup._master_key_id()) THEN
+	-- Unchanged heads: nothing to do, and the master key is not even loaded (a key
+	-- command would run every round). A rotated key gets its head file with the next row.
+	IF heads_now IS NULL OR heads_now = (SELECT s.heads_sum FROM tenant_backup.audit_head_stored s) THEN
 		RETURN false;
 	END IF;
 	SELECT * INTO mismatch FROM tenant_backup._audit_head_mismatch();
@@ -766,7 +767,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup._audit_head_store() IS
-	'Writes every audit chain''s newest row (id and MAC) to storage, sealed, when they or the master key changed since the last write, unless rows they named went missing; true if it wrote. Called by the launcher each round.';
+	'Writes every audit chain''s newest row (id and MAC) to storage, sealed with the master key, when they changed since the last write, unless rows the stored heads named went missing; true if it wrote. Called by the launcher each round.';
 
 -- Same result columns as 0.1.0's. Unkeyed rows (0.1.0) are accepted up to the first
 -- keyed row and verified as before; after it, only keyed rows, whose MACs are checked
