@@ -381,7 +381,8 @@ base_newest_first(const void *a, const void *b)
  * The newest base backup of the tenant that began before the target, decided by
  * authenticated data: its header must say this tenant, postgres and the backup id
  * of its name (whose time orders and filters), whatever its manifest says about when
- * it finished. A candidate whose header disagrees is skipped with a warning.
+ * it finished. A candidate whose header disagrees is skipped with a warning. NULL:
+ * none (err clear), or err set when a header could not be read for another reason.
  */
 static const manifest *
 base_choose(base_choice *c, tb_error *err)
@@ -394,6 +395,9 @@ base_choose(base_choice *c, tb_error *err)
 		repo_reader *r = repo_reader_open(c->st, c->master, m->object, NULL, err);
 		bool same;
 
+		/* Not authentic or not in its place: not a base backup. Anything else (storage, key) stops the choice. */
+		if (r == NULL && err->code != TB_ERR_CORRUPT)
+			return NULL;
 		if (r == NULL)
 		{
 			base_skip(m->object, err->msg, NULL);
@@ -638,7 +642,9 @@ cmd_restore_pitr(int argc, char **argv)
 						  &(cli_listing_handlers){.backup = base_consider, .problem = base_skip, .arg = &choice}, &err);
 	if (rc == 0 && choice.out_of_memory)
 		rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory listing base backups");
-	if (rc == 0 && (base = base_choose(&choice, &err)) == NULL)
+	if (rc == 0 && (base = base_choose(&choice, &err)) == NULL && err.code != TB_OK)
+		rc = -1;
+	else if (rc == 0 && base == NULL)
 	{
 		rc = tb_error_set(&err, TB_ERR_NOT_FOUND,
 						  "tenant '%s' has no base backup that ended before %s: none that began before it (by the "
