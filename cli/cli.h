@@ -90,6 +90,8 @@ typedef struct cli_listing_handlers
 	/* Everything else found (key and why, both unescaped): bad manifests, lone objects or manifests. */
 	void (*problem)(const char *key, const char *why, void *arg);
 	void *arg;
+	/* With tenant and engine: only what lies below <tenant>/<engine>/<below> ("base/"); NULL: all. */
+	const char *below;
 } cli_listing_handlers;
 
 /*

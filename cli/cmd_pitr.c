@@ -638,8 +638,9 @@ cmd_restore_pitr(int argc, char **argv)
 	choice.tenant = args.tenant;
 	choice.before_given = args.to != NULL;
 	choice.before = args.to_time.seconds;
-	rc = cli_list_backups(choice.st, args.tenant, "postgres",
-						  &(cli_listing_handlers){.backup = base_consider, .problem = base_skip, .arg = &choice}, &err);
+	rc = cli_list_backups(
+		choice.st, args.tenant, "postgres",
+		&(cli_listing_handlers){.backup = base_consider, .problem = base_skip, .arg = &choice, .below = "base/"}, &err);
 	if (rc == 0 && choice.out_of_memory)
 		rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory listing base backups");
 	if (rc == 0 && (base = base_choose(&choice, &err)) == NULL && err.code != TB_OK)

@@ -220,7 +220,8 @@ cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_
 	if ((tenant && names_check_tenant(tenant, err) != 0) || (engine && names_check_engine(engine, err) != 0))
 		return -1;
 	if (tenant)
-		snprintf(prefix, sizeof(prefix), "%s/%s%s", tenant, engine ? engine : "", engine ? "/" : "");
+		snprintf(prefix, sizeof(prefix), "%s/%s%s%s", tenant, engine ? engine : "", engine ? "/" : "",
+				 engine && handlers->below ? handlers->below : "");
 	rc = storage_list(st, prefix, listing_add, &l, err);
 	if (rc == 0 && !l.out_of_memory && (valid = listing_read_manifests(&l, &count)) == NULL)
 		l.out_of_memory = true;
