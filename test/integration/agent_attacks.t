@@ -242,9 +242,10 @@ rdb_restore() { # TARGET: prints the job's outcome
 }
 like "$(rdb_restore ../escape)" '^failed: .*has a "." or ".." component' "a target with .. is refused"
 like "$(rdb_restore "$D/outside")" '^failed: .*is outside redis_restore_dir' "an absolute target outside redis_restore_dir is refused"
-like "$(rdb_restore new/deep/dir)" '^failed: .*component "new" does not exist \(create it first: nothing is created\)' \
+like "$(rdb_restore "$D/rdbdir/new/deep/dir")" '^failed: .*component "new" does not exist \(create it first: nothing is created\)' \
 	"a target that does not exist is refused"
-[ ! -e "$D/rdbdir/new" ] && [ ! -e "$D/escape" ]
+like "$(rdb_restore made/deep)" '^failed: .*component "made" does not exist' "relative to redis_restore_dir as well"
+[ ! -e "$D/rdbdir/new" ] && [ ! -e "$D/rdbdir/made" ] && [ ! -e "$D/escape" ]
 ok $? "and no directory was created"
 like "$(rdb_restore link)" '^failed: .*component "link" is a symbolic link' "a target through a symbolic link is refused"
 like "$(rdb_restore "$D/rdbdir/dangling")" '^failed: .*dump.rdb already exists' \

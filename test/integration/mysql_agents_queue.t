@@ -22,9 +22,15 @@ kill_slow_dump() { [ -f "$D/dump/wrapper.pid" ] && kill -KILL "$(cat "$D/dump/wr
 sed -i 's|^sleep |[ -n "${SLOW_DUMP_SECONDS:-}" ] \&\& echo $$ >"'"$D"'/dump/wrapper.pid"; exec sleep |' "$D/dump-wrapper"
 on_exit kill_slow_dump
 
-# --- two agents, one queue of 20 jobs
-for i in $(seq 20); do
-	t=$(echo acme globex initech | cut -d' ' -f$((i % 3 + 1)))
+# --- two agents, one queue of 20 jobs: one per database (the queue keeps one queued backup
+# of a database, whatever the requests), so 17 more tenants with a database each
+for i in $(seq 4 20); do
+	my_q "CREATE DATABASE q$i" "CREATE TABLE q$i.t (id INT)"
+	psql_q "SELECT tenant_backup.tenant_create('q$i')" \
+		"SELECT tenant_backup.tenant_add_database('q$i', 'mysql', 'mysql://tbagent:$MY_PASSWORD_URI@127.0.0.1:$MARIADB_PORT/q$i')" \
+		>/dev/null
+done
+for t in acme globex initech q{4..20}; do
 	psql_q "SELECT tenant_backup.tenant_backup('$t', 'mysql')" >/dev/null
 done
 agent_once q1 & p1=$!

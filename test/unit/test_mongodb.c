@@ -5,6 +5,7 @@
 #include "unit.h"
 #include "unit_repo.h"
 
+#include "agent_internal.h"
 #include "mongodb_agent.h"
 
 static char dir[] = "/tmp/tb-test-mongodb-XXXXXX";
@@ -128,6 +129,45 @@ test_reader_errors(void **state)
 						12, "the archive holds a malformed document (corrupt BSON)");
 }
 
+/* Locators: never admin, local or config; only the allowed URI options, none that reads a file. */
+static void
+test_locator_rules(void **state)
+{
+	agent_config config = {.engine = "mongodb"};
+	agent_job job = {.tenant = "t", .engine = "mongodb", .config = &config};
+	mongo_source src;
+	tb_error err;
+	static const struct
+	{
+		const char *locator;
+		const char *error;
+	} refused[] = {
+		{"mongodb://127.0.0.1:1/admin", "one of the server's own databases"},
+		{"mongodb://127.0.0.1:1/Config", "one of the server's own databases"},
+		{"mongodb://127.0.0.1:1/local?replicaSet=rs0", "one of the server's own databases"},
+		{"mongodb://127.0.0.1:1/x?tls=true&tlsCAFile=/etc/shadow", "has a URI option this agent does not take"},
+		{"mongodb://127.0.0.1:1/x?TLSCERTIFICATEKEYFILE=/k.pem", "has a URI option this agent does not take"},
+		{"mongodb://127.0.0.1:1/x?sslclientcertificatekeyfile=/k.pem", "has a URI option this agent does not take"},
+		{"mongodb://127.0.0.1:1/x?authMechanism=GSSAPI", "only those are allowed"},
+		{"mongodb://127.0.0.1:1/x?authMechanism=MONGODB-X509", "only those are allowed"},
+		{"mongodb://127.0.0.1:1/x?tls=yes", "a value other than true or false"},
+	};
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+	{
+		job.locator = (char *) refused[i].locator;
+		assert_int_equal(mongo_source_open(&job, &src, &err), -1);
+		assert_non_null(strstr(err.msg, refused[i].error));
+	}
+	job.locator = "mongodb://shopper@127.0.0.1:1/shop?replicaSet=rs0&authSource=admin&authMechanism=SCRAM-SHA-256&tls=false"
+				  "&readPreference=primary&connectTimeoutMS=100&serverSelectionTimeoutMS=100&appname=a";
+	assert_int_equal(mongo_source_open(&job, &src, &err), 0);
+	assert_string_equal(src.database, "shop");
+	mongo_source_close(&src);
+	assert_true(mongo_is_reserved_database("ADMIN") && !mongo_is_reserved_database("admins"));
+}
+
 static int
 setup(void **state)
 {
@@ -149,6 +189,7 @@ main(void)
 		cmocka_unit_test(test_crc64),
 		cmocka_unit_test(test_reader),
 		cmocka_unit_test(test_reader_errors),
+		cmocka_unit_test(test_locator_rules),
 	};
 
 	return cmocka_run_group_tests_name("mongodb", tests, setup, teardown);

@@ -6,7 +6,9 @@
 
 #include <stdio.h>
 
+#include "agent_internal.h"
 #include "dump_count.h"
+#include "mysql_agent.h"
 
 /* A piece of mariadb-dump's output, with everything that must not count as rows. */
 static const char dump[] =
@@ -167,6 +169,99 @@ test_contents(void **state)
 	my_contents_free(c);
 }
 
+/* Database names the agent passes to tools and statements: MariaDB's rules, and never an option. */
+static void
+test_name_check(void **state)
+{
+	char name[200];
+	tb_error err;
+
+	(void) state;
+	assert_int_equal(my_name_check("t", "acme", &err), 0);
+	assert_int_equal(my_name_check("t",
+								   "Stra\xc3\x9f"
+								   "en-1_$",
+								   &err),
+					 0);
+	/* 64 characters, counted as characters: 64 two-byte ones pass. */
+	name[0] = '\0';
+	for (int i = 0; i < 64; i++)
+		strcat(name, "\xc3\xbc");
+	assert_int_equal(my_name_check("t", name, &err), 0);
+	strcat(name, "x");
+	assert_int_equal(my_name_check("t", name, &err), -1);
+	assert_int_equal(my_name_check("the restore target", "--init-command=DROP DATABASE x", &err), -1);
+	assert_non_null(strstr(err.msg, "the restore target is not a database name this agent accepts"));
+	assert_non_null(strstr(err.msg, "not beginning with '-'"));
+	assert_int_equal(my_name_check("t", "", &err), -1);
+	assert_int_equal(my_name_check("t", "a/b", &err), -1);
+	assert_int_equal(my_name_check("t", "a.b", &err), -1);
+	assert_int_equal(my_name_check("t", "a\\b", &err), -1);
+	assert_int_equal(my_name_check("t", "trailing ", &err), -1);
+	assert_int_equal(my_name_check("t", "tab\there", &err), -1);
+	assert_non_null(strstr(err.msg, "control character"));
+	assert_true(my_is_system_schema("MySQL") && my_is_system_schema("sys") && !my_is_system_schema("mysql2"));
+}
+
+/* An operator's locator carries its own credentials; the agent's go only to the hosts it lists. */
+static void
+test_locator_rules(void **state)
+{
+	char *keys[] = {"mysql_user", "mysql_password", "mysql_fallback_credentials_hosts"};
+	char *values[] = {"agent", "agentpw", "127.0.0.1"};
+	agent_config config = {.engine = "mysql", .nentries = 3, .keys = keys, .values = values};
+	agent_job job = {.tenant = "t", .engine = "mysql", .config = &config, .password = "pw"};
+	mysql_source src;
+	tb_error err;
+	static const struct
+	{
+		const char *locator;
+		const char *error;
+	} refused[] = {
+		{"mysql://root@localhost/acme?socket=/run/mysqld/mysqld.sock", "names a socket"},
+		{"mysql://root@localhost/acme", "names no TCP host"},
+		{"mysql://u@127.0.0.1/MySQL", "names the server's own schema"},
+		{"mysql://u@127.0.0.1/information_schema", "names the server's own schema"},
+		{"mysql://u@127.0.0.1/--init-command=x", "is not a database name this agent accepts"},
+		{"mysql://127.0.0.1/acme", "carries no user and password of its own"},
+	};
+
+	(void) state;
+	unsetenv("TENANT_BACKUP_MYSQL_USER");
+	unsetenv("TENANT_BACKUP_MYSQL_PASSWORD");
+	unsetenv("TENANT_BACKUP_MYSQL_FALLBACK_CREDENTIALS_HOSTS");
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+	{
+		job.locator = (char *) refused[i].locator;
+		assert_int_equal(mysql_source_from_job(&job, &src, &err), -1);
+		assert_non_null(strstr(err.msg, refused[i].error));
+	}
+	job.locator = "mysql://u@127.0.0.1/acme";
+	job.password = NULL;
+	assert_int_equal(mysql_source_from_job(&job, &src, &err), -1);
+	assert_non_null(strstr(err.msg, "carries no user and password of its own"));
+	job.password = "pw";
+	assert_int_equal(mysql_source_from_job(&job, &src, &err), 0);
+	assert_string_equal(src.user, "u");
+	assert_string_equal(src.password, "pw");
+	mysql_source_free(&src);
+	/* A superuser's locator may use the agent's own credentials, on a listed host only. */
+	job.locator_trusted = true;
+	job.password = NULL;
+	job.locator = "mysql://127.0.0.1/acme";
+	assert_int_equal(mysql_source_from_job(&job, &src, &err), 0);
+	assert_string_equal(src.user, "agent");
+	assert_string_equal(src.password, "agentpw");
+	mysql_source_free(&src);
+	job.locator = "mysql://bob@db.elsewhere/acme";
+	assert_int_equal(mysql_source_from_job(&job, &src, &err), 0);
+	assert_null(src.password);
+	mysql_source_free(&src);
+	job.locator = "mysql://db.elsewhere/acme";
+	assert_int_equal(mysql_source_from_job(&job, &src, &err), -1);
+	assert_non_null(strstr(err.msg, "mysql_fallback_credentials_hosts"));
+}
+
 int
 main(void)
 {
@@ -174,6 +269,7 @@ main(void)
 		cmocka_unit_test(test_counts_a_dump), cmocka_unit_test(test_any_piece_size),
 		cmocka_unit_test(test_empty_dump),    cmocka_unit_test(test_refuses_unknown_shapes),
 		cmocka_unit_test(test_long_name),     cmocka_unit_test(test_contents),
+		cmocka_unit_test(test_name_check),    cmocka_unit_test(test_locator_rules),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 
+#include "agent_internal.h"
 #include "redis_agent.h"
 
 static char dir[] = "/tmp/tb-test-redis-XXXXXX";
@@ -198,6 +199,42 @@ test_read_to_file(void **state)
 	assert_int_equal(err.code, TB_ERR_INVALID);
 }
 
+/* The agent's own Redis credentials go only to the servers it lists; a locator's own always. */
+static void
+test_fallback_credentials(void **state)
+{
+	char *keys[] = {"redis_user", "redis_password", "redis_fallback_credentials_hosts"};
+	char *values[] = {"agent", "agentpw", "127.0.0.1:6380"};
+	agent_config config = {.engine = "redis", .nentries = 3, .keys = keys, .values = values};
+	agent_job job = {.tenant = "t", .engine = "redis", .config = &config, .options = "{}"};
+	redis_source src;
+	tb_error err;
+
+	(void) state;
+	unsetenv("TENANT_BACKUP_REDIS_PASSWORD");
+	unsetenv("TENANT_BACKUP_REDIS_FALLBACK_CREDENTIALS_HOSTS");
+	job.locator = "redis://127.0.0.1:6380/1";
+	assert_int_equal(redis_source_from_job(&job, &src, &err), 0);
+	assert_string_equal(src.user, "agent");
+	assert_string_equal(src.password, "agentpw");
+	redis_source_free(&src);
+	for (const char *const *l = (const char *const[]){"redis://127.0.0.1:6379/1", "redis://collector.example:6380/0",
+													  "redis://localhost:6380/0", NULL};
+		 *l; l++)
+	{
+		job.locator = (char *) *l;
+		assert_int_equal(redis_source_from_job(&job, &src, &err), 0);
+		assert_null(src.user);
+		assert_null(src.password);
+		redis_source_free(&src);
+	}
+	job.password = "own";
+	job.locator = "redis://collector.example:6380/0";
+	assert_int_equal(redis_source_from_job(&job, &src, &err), 0);
+	assert_string_equal(src.password, "own");
+	redis_source_free(&src);
+}
+
 static int
 setup(void **state)
 {
@@ -218,7 +255,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_prefix_pattern),     cmocka_unit_test(test_staging_key),
 		cmocka_unit_test(test_records_round_trip), cmocka_unit_test(test_record_errors),
-		cmocka_unit_test(test_read_to_file),
+		cmocka_unit_test(test_read_to_file),       cmocka_unit_test(test_fallback_credentials),
 	};
 
 	return cmocka_run_group_tests_name("redis", tests, setup, teardown);
