@@ -121,6 +121,14 @@ tb_restore_role_create(PGconn *admin, const tb_job *job, const tb_archive *toc, 
 	/* One marker role for every job, made once; two jobs racing to make it is no failure. */
 	failure = tb_admin_exec(admin, "DO $$BEGIN CREATE ROLE " TB_RESTORER_ROLE " NOLOGIN;"
 								   " EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$");
+	/* Every restore role inherits from the marker: it must carry no right of its own. */
+	if (failure == NULL &&
+		tb_admin_value(admin,
+					   "SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) '" TB_RESTORER_ROLE
+					   "' AND (r.rolsuper OR r.rolcanlogin OR r.rolbypassrls OR EXISTS (SELECT 1 FROM"
+					   " pg_catalog.pg_auth_members m WHERE m.member OPERATOR(pg_catalog.=) r.oid))") != NULL)
+		failure = pstrdup("role " TB_RESTORER_ROLE " has rights of its own (a login, superuser, BYPASSRLS or a "
+						  "membership): restore roles would inherit them; make it a bare NOLOGIN role again");
 	if (failure == NULL)
 	{
 		if (!exit_callback)

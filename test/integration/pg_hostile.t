@@ -151,6 +151,15 @@ like "$out" 'pg_restore: error: .*no restores here' "with pg_restore's first err
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'bomb_copy'")|$(restore_roles)" "0|0" \
 	"no target and no restore role are left"
 
+# The marker role every restore role is a member of must stay bare.
+psql_q "GRANT pg_execute_server_program TO tenant_backup_restorer" >/dev/null
+out=$(psql_q "SELECT tenant_backup.tenant_restore('trap', target => 'trap_marker')" 2>&1)
+like "$out" "role tenant_backup_restorer has rights of its own" \
+	"a restore refuses a marker role that was given a membership"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'trap_marker'")|$(restore_roles)" "0|0" \
+	"and leaves no target and no restore role"
+psql_q "REVOKE pg_execute_server_program FROM tenant_backup_restorer" >/dev/null
+
 # ------------------------------------------------------------ 3: an object copied over another
 psql_q "CREATE DATABASE victim OWNER app" >/dev/null
 in_db victim "CREATE TABLE t (v text)" "INSERT INTO t VALUES ('first backup')" "ALTER TABLE t OWNER TO app"
