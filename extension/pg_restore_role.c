@@ -351,22 +351,21 @@ tb_restore_phase_c(PGconn *conn, const tb_archive *toc, const char *role, const 
 
 /* The pg_restore --use-list file of what the role loads: every entry but the superuser's. */
 static char *
-tb_restore_list_write(const tb_job *job, const tb_archive *toc, char **path)
+tb_restore_list_write(const tb_archive *toc, const char *path)
 {
 	StringInfoData list;
 	FILE *f;
 	bool written;
 
-	*path = tb_tool_messages_file(job, "pg_restore_list");
 	initStringInfo(&list);
 	for (int i = 0; i < toc->nentries; i++)
 		if (!tb_restore_by_superuser(&toc->entries[i]))
 			appendStringInfo(&list, INT64_FORMAT ";\n", toc->entries[i].dump_id);
-	if ((f = AllocateFile(*path, PG_BINARY_W)) == NULL)
-		return psprintf("could not write the restore list \"%s\": %m", *path);
+	if ((f = AllocateFile(path, PG_BINARY_W)) == NULL)
+		return psprintf("could not write the restore list \"%s\": %m", path);
 	written = fwrite(list.data, 1, list.len, f) == (size_t) list.len;
 	if (FreeFile(f) != 0 || !written)
-		return psprintf("could not write the restore list \"%s\": %m", *path);
+		return psprintf("could not write the restore list \"%s\": %m", path);
 	return NULL;
 }
 
@@ -388,7 +387,7 @@ tb_pg_load_as_tenant(tb_job *job, repo_reader *reader, const tb_archive *toc, PG
 					 const char *fresh_conninfo)
 {
 	char role[NAMEDATALEN], password[2 * TB_RESTORE_PASSWORD_BYTES + 1] = "";
-	char *failure, *list = NULL;
+	char *failure, *list = tb_tool_messages_file(job, "pg_restore_list");
 	PGconn *conn = tb_tenant_connect(fresh_conninfo, &failure);
 
 	if (failure != NULL)
@@ -398,20 +397,29 @@ tb_pg_load_as_tenant(tb_job *job, repo_reader *reader, const tb_archive *toc, PG
 	if (failure == NULL)
 		failure = tb_restore_phase_a(conn, toc, role, fresh);
 	if (failure == NULL)
-		failure = tb_restore_list_write(job, toc, &list);
+		failure = tb_restore_list_write(toc, list);
 	if (failure == NULL)
 	{
 		tb_passfile_remove();
 		tb_passfile_create_with_login(job, role, password);
 		explicit_bzero(password, sizeof(password));
-		failure = tb_pg_run_restore(
-			job, reader,
-			psprintf("--no-owner --no-acl --exit-on-error --no-password --use-list=%s", tb_shell_quote(list)),
-			tb_restore_role_conninfo(job, fresh_conninfo, role));
+		PG_TRY();
+		{
+			failure = tb_pg_run_restore(
+				job, reader,
+				psprintf("--no-owner --no-acl --exit-on-error --no-password --use-list=%s", tb_shell_quote(list)),
+				tb_restore_role_conninfo(job, fresh_conninfo, role));
+		}
+		PG_CATCH();
+		{
+			unlink(list);
+			PQfinish(conn);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 	}
 	explicit_bzero(password, sizeof(password));
-	if (list != NULL)
-		unlink(list);
+	unlink(list);
 	if (failure == NULL)
 		failure = tb_restore_phase_c(conn, toc, role, fresh);
 	PQfinish(conn);

@@ -160,6 +160,19 @@ is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'trap_marker'")|$
 	"and leaves no target and no restore role"
 psql_q "REVOKE pg_execute_server_program FROM tenant_backup_restorer" >/dev/null
 
+# A source reached with the tenant's own login (not a superuser): the load runs as that login.
+psql_q "ALTER ROLE app CREATEDB PASSWORD 'app-login-pw'" "CREATE DATABASE trap_login TEMPLATE trap OWNER app" >/dev/null
+psql_q "SELECT tenant_backup.tenant_create('trap_login')" "SELECT tenant_backup.tenant_add_database('trap_login',
+	'postgres', 'host=127.0.0.1 port=$PGPORT dbname=trap_login user=app password=app-login-pw')" \
+	"SELECT tenant_backup.tenant_backup('trap_login', wait => true)" >/dev/null
+ok $? "a backup of trap_login through app's own login"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('trap_login', target => 'trap_login_copy')" 2>&1)
+ok $? "its restore to a target as app" || diag "$out"
+is "$(superuser_of)|$(find "$D/pg" -maxdepth 1 -name 'pwned_*' | wc -l)|$(restore_roles)" "f|0|0" \
+	"app's code ran as app: no superuser, no program, no restore role"
+is "$(rows_of_trap trap_login_copy)" "5/3/4" "and every row is back"
+psql_q "ALTER ROLE app NOCREATEDB" >/dev/null
+
 # ------------------------------------------------------------ 3: an object copied over another
 psql_q "CREATE DATABASE victim OWNER app" >/dev/null
 in_db victim "CREATE TABLE t (v text)" "INSERT INTO t VALUES ('first backup')" "ALTER TABLE t OWNER TO app"
