@@ -234,8 +234,9 @@ cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_
 				handlers->problem(l.objects.items[i].key, "a backup object without a manifest", handlers->arg);
 		if (count > 0)
 			qsort(valid, count, sizeof(manifest), listing_newest_first);
-		for (size_t i = 0; i < count && handlers->backup(&valid[i], handlers->arg) == 0; i++)
-			;
+		for (size_t i = 0; i < count; i++)
+			if (handlers->backup(&valid[i], handlers->arg) != 0)
+				break;
 	}
 	free(valid);
 	listing_keys_free(&l.manifests);
