@@ -1066,3 +1066,532 @@ REVOKE ALL ON FUNCTION tenant_backup._agent_held_job(bigint, text), tenant_backu
 	tenant_backup.agent_source_identity(bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.agent_job_trust(bigint, text),
 	tenant_backup.agent_source_identity(bigint, text, text) TO tenant_backup_agent;
+
+-- ---------------------------------------------------------------- operators: views, check, control
+
+-- A tenant's schedule can be paused (tenant_pause) or switched off for tenants driven by
+-- pg_cron only (tenant_set_schedule(tenant, 'off')); either keeps next_due at infinity,
+-- which the launcher never reaches.
+ALTER TABLE tenant_backup.tenants ADD COLUMN paused_since timestamptz, ADD COLUMN paused_by text,
+	ADD COLUMN schedule_off boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN tenant_backup.tenants.paused_since IS
+	'Set by tenant_pause(): the built-in schedule queues no backup of the tenant until tenant_resume().';
+COMMENT ON COLUMN tenant_backup.tenants.schedule_off IS
+	'tenant_set_schedule(tenant, ''off''): no built-in schedule at all (backups come from pg_cron or the application).';
+
+-- What operators see of a job: who queued it, who cancelled it, what it is doing now.
+ALTER TABLE tenant_backup.jobs ADD COLUMN IF NOT EXISTS phase text, ADD COLUMN queued_by text,
+	ADD COLUMN cancelled_by text;
+COMMENT ON COLUMN tenant_backup.jobs.phase IS
+	'What a running job is doing (dump, upload, load, index, swap), as its worker or agent reports it; NULL when not reported.';
+COMMENT ON COLUMN tenant_backup.jobs.queued_by IS
+	'Who queued the job: the session user of the request, or "schedule" for the launcher''s scheduled backups.';
+COMMENT ON COLUMN tenant_backup.jobs.cancelled_by IS 'Who cancelled the job with tenant_cancel(); NULL if it was not cancelled.';
+
+-- The status view's lookups, each an index probe per database instead of a scan.
+CREATE INDEX backups_source_complete ON tenant_backup.backups (source_id, finished DESC) WHERE status = 'complete';
+CREATE INDEX jobs_source_backup_finished ON tenant_backup.jobs (source_id, finished DESC)
+	WHERE kind = 'backup' AND state IN ('succeeded', 'failed') AND cancelled_by IS NULL;
+CREATE INDEX jobs_active ON tenant_backup.jobs (source_id) WHERE state IN ('queued', 'running');
+CREATE INDEX jobs_restore_drill_finished ON tenant_backup.jobs (source_id, kind, finished DESC)
+	WHERE kind <> 'backup' AND state IN ('succeeded', 'failed') AND cancelled_by IS NULL;
+
+CREATE FUNCTION tenant_backup._jobs_queued_by()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.queued_by IS NULL THEN
+		NEW.queued_by := CASE WHEN (SELECT a.backend_type FROM pg_stat_get_activity(pg_backend_pid()) a)
+									= 'tenant_backup launcher' THEN 'schedule' ELSE session_user END;
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER jobs_queued_by BEFORE INSERT ON tenant_backup.jobs
+	FOR EACH ROW EXECUTE FUNCTION tenant_backup._jobs_queued_by();
+
+-- The schedule's own default, as tenant_set_schedule() and the launcher read it.
+CREATE FUNCTION tenant_backup._default_schedule()
+RETURNS interval LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(nullif(current_setting('tenant_backup.default_schedule', true), ''), '1 day')::interval
+$$;
+
+-- Paused or off: next_due stays at infinity whoever writes the row (the launcher too).
+CREATE FUNCTION tenant_backup._tenants_schedule_hold()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.paused_since IS NOT NULL OR NEW.schedule_off THEN
+		NEW.next_due := 'infinity';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER tenants_schedule_hold BEFORE INSERT OR UPDATE ON tenant_backup.tenants
+	FOR EACH ROW EXECUTE FUNCTION tenant_backup._tenants_schedule_hold();
+
+-- A database that was never backed up is due within tenant_backup.first_backup_delay
+-- of being added (default 5 minutes), not at the tenant's next daily slot.
+CREATE FUNCTION tenant_backup._sources_first_backup()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	first_due timestamptz := now() + coalesce(nullif(current_setting('tenant_backup.first_backup_delay', true), ''),
+											  '5 minutes')::interval;
+BEGIN
+	UPDATE tenant_backup.tenants t SET next_due = first_due
+	WHERE t.name = NEW.tenant AND NOT t.schedule_off AND t.paused_since IS NULL
+	  AND (t.next_due IS NULL OR t.next_due > first_due);
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER sources_first_backup AFTER INSERT ON tenant_backup.sources
+	FOR EACH ROW EXECUTE FUNCTION tenant_backup._sources_first_backup();
+
+-- ---- the operator's read access: views owned by the extension, without secrets
+
+-- The built-in retention policy, in one place: _retention_policy() and tenant_overview
+-- (whose readers may not read the catalog) both take it from here.
+CREATE FUNCTION tenant_backup._builtin_retention()
+RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT '{"keep_last": 7, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "max_age": null}'::jsonb
+$$;
+
+CREATE OR REPLACE FUNCTION tenant_backup._retention_policy(p_tenant text, OUT policy jsonb, OUT origin text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(t.retention, d.value, tenant_backup._builtin_retention()),
+		   CASE WHEN t.retention IS NOT NULL THEN 'tenant' WHEN d.value IS NOT NULL THEN 'default' ELSE 'built-in' END
+	FROM (SELECT p_tenant AS name) n
+	LEFT JOIN tenant_backup.tenants t ON t.name = n.name
+	LEFT JOIN tenant_backup.settings d ON d.name = 'default_retention'
+$$;
+
+CREATE VIEW tenant_backup.tenant_overview WITH (security_barrier) AS
+SELECT t.name AS tenant, t.tier,
+	   coalesce(t.schedule, tenant_backup._default_schedule()) AS schedule,
+	   t.schedule IS NULL AS default_schedule,
+	   CASE WHEN t.schedule_off THEN 'off' WHEN t.paused_since IS NOT NULL THEN 'paused' ELSE 'on' END AS schedule_state,
+	   CASE WHEN t.next_due < 'infinity' THEN t.next_due END AS next_due,
+	   t.paused_since, t.paused_by,
+	   coalesce(t.retention, dflt.value, tenant_backup._builtin_retention()) AS retention,
+	   CASE WHEN t.retention IS NOT NULL THEN 'tenant' WHEN dflt.value IS NOT NULL THEN 'default' ELSE 'built-in' END
+		   AS retention_origin,
+	   t.hold_reason, t.hold_since, t.hold_by,
+	   CASE WHEN t.key_command IS NULL THEN 'master' ELSE 'command' END AS key_source,
+	   k.active_key_id, k.active_key_created, k.keys_retired, k.keys_destroyed,
+	   coalesce(d.databases, '[]') AS databases,
+	   t.created
+FROM tenant_backup.tenants t
+LEFT JOIN tenant_backup.settings dflt ON dflt.name = 'default_retention'
+LEFT JOIN LATERAL (SELECT max(x.key_id) FILTER (WHERE x.state = 'active') AS active_key_id,
+						  max(x.created) FILTER (WHERE x.state = 'active') AS active_key_created,
+						  count(*) FILTER (WHERE x.state = 'retired') AS keys_retired,
+						  count(*) FILTER (WHERE x.state = 'destroyed') AS keys_destroyed
+				   FROM tenant_backup.key_store x WHERE x.tenant = t.name) k ON true
+LEFT JOIN LATERAL (SELECT jsonb_agg(jsonb_build_object('source_id', s.id, 'engine', s.engine, 'database', s.locator,
+													   'options', s.options, 'added', s.created) ORDER BY s.id) AS databases
+				   FROM tenant_backup.sources s WHERE s.tenant = t.name) d ON true;
+COMMENT ON VIEW tenant_backup.tenant_overview IS
+	'One row per tenant: tier, schedule (and whether it is the default), schedule_state on / paused / off, next due, retention policy and where it comes from, legal hold, key source and key states, its databases (locators never hold passwords). No key material, no key command, no sealed password.';
+
+CREATE VIEW tenant_backup.job_log WITH (security_barrier) AS
+SELECT j.id AS job_id, j.kind, j.tenant, j.engine, j.source_id, s.locator AS database, j.state,
+	   j.cancelled_by IS NOT NULL AS cancelled, j.phase, j.attempts, j.max_attempts, j.error,
+	   j.queued_by, j.cancelled_by,
+	   CASE WHEN j.lease_owner LIKE 'agent:%' THEN split_part(j.lease_owner, ':', 2)
+			WHEN j.lease_owner IS NOT NULL THEN 'background worker' END AS running_on,
+	   j.created AS queued_at, j.not_before, j.started, j.finished,
+	   CASE WHEN j.started IS NOT NULL THEN coalesce(j.finished, now()) - j.started END AS duration,
+	   j.bytes_done, j.backup_id, b.bytes_in, b.bytes_stored, j.restore_target
+FROM tenant_backup.jobs j
+LEFT JOIN tenant_backup.sources s ON s.id = j.source_id
+LEFT JOIN tenant_backup.backups b ON b.id = j.backup_id;
+COMMENT ON VIEW tenant_backup.job_log IS
+	'Every job (backup, restore, drill): state, whether it was cancelled and by whom, phase, attempts, last error, who queued it, where it runs (an agent''s name or the background worker), timings, bytes done and the backup''s sizes. Never a lease token, password or key.';
+
+CREATE VIEW tenant_backup.audit_log WITH (security_barrier) AS
+SELECT a.id, a.at, a.actor, a.action, a.tenant, a.detail, a.prev_hash, a.hash
+FROM tenant_backup.audit a;
+COMMENT ON VIEW tenant_backup.audit_log IS
+	'The append-only audit trail with its hash chain (tenant_audit_verify() checks it).';
+
+-- Agents that said nothing for a day drop out of the view; agent_registry keeps them.
+CREATE OR REPLACE VIEW tenant_backup.agents AS
+SELECT r.name, r.host, r.engines, r.version, r.started, r.last_seen, now() - r.last_seen AS silent_for,
+	   (SELECT count(*) FROM tenant_backup.jobs j WHERE j.state = 'running'
+		AND j.lease_owner LIKE 'agent:' || r.name || ':%') AS running_jobs,
+	   r.jobs_done, r.jobs_failed
+FROM tenant_backup.agent_registry r
+WHERE r.last_seen > now() - interval '1 day';
+COMMENT ON VIEW tenant_backup.agents IS
+	'Agents seen in the last day: their last heartbeat, running jobs and totals (older ones stay in agent_registry).';
+
+-- Why the queued jobs of an engine may wait for ever: no agent for it seen lately. NULL
+-- for postgres (the extension's own workers) or while an agent was seen in 5 minutes.
+CREATE FUNCTION tenant_backup._agent_missing(p_engine text, p_last_seen timestamptz)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN p_engine = 'postgres' THEN NULL
+				WHEN p_last_seen IS NULL THEN format('no agent for %s has ever been seen', p_engine)
+				WHEN p_last_seen < now() - interval '5 minutes'
+				THEN format('no agent for %s has been seen for %s min', p_engine,
+							floor(extract(epoch FROM now() - p_last_seen) / 60)) END
+$$;
+
+DROP VIEW tenant_backup.status;
+CREATE VIEW tenant_backup.status WITH (security_barrier) AS
+WITH agent_seen AS (SELECT e.engine, max(r.last_seen) AS last_seen
+					FROM tenant_backup.agent_registry r, unnest(r.engines) e(engine) GROUP BY e.engine),
+active AS (SELECT j.source_id,
+				  count(*) FILTER (WHERE j.state = 'queued') AS queued_jobs,
+				  min(j.created) FILTER (WHERE j.state = 'queued') AS oldest_queued,
+				  min(j.not_before) FILTER (WHERE j.state = 'queued' AND j.not_before > now()) AS next_retry,
+				  (array_agg(j.error ORDER BY j.id) FILTER (WHERE j.state = 'queued' AND j.error IS NOT NULL))[1]
+					  AS retry_error,
+				  (array_agg(j ORDER BY j.id) FILTER (WHERE j.state = 'running'))[1] AS running
+		   FROM tenant_backup.jobs j WHERE j.state IN ('queued', 'running') GROUP BY j.source_id),
+-- The newest finished restore and drill of each database: few rows, joined by hash.
+other_last AS (SELECT DISTINCT ON (j.source_id, j.kind) j.source_id, j.kind, j.state, j.error
+			   FROM tenant_backup.jobs j
+			   WHERE j.kind <> 'backup' AND j.state IN ('succeeded', 'failed') AND j.cancelled_by IS NULL
+			   ORDER BY j.source_id, j.kind, j.finished DESC),
+other_failures AS (SELECT o.source_id,
+						  max(o.error) FILTER (WHERE o.kind = 'restore' AND o.state = 'failed') AS restore_error,
+						  max(o.error) FILTER (WHERE o.kind = 'drill' AND o.state = 'failed') AS drill_error
+				   FROM other_last o GROUP BY o.source_id)
+SELECT t.name AS tenant,
+	   s.engine,
+	   s.id AS source_id,
+	   s.locator,
+	   last_ok.finished AS last_success,
+	   now() - last_ok.finished AS age,
+	   t.next_due,
+	   CASE WHEN last_job.state = 'failed' THEN last_job.error END AS last_error,
+	   (a.running).id AS running_job,
+	   (a.running).kind AS running_kind,
+	   (a.running).bytes_done AS running_bytes,
+	   CASE WHEN (a.running).lease_owner LIKE 'agent:%' THEN split_part((a.running).lease_owner, ':', 2)
+			WHEN (a.running).lease_owner IS NOT NULL THEN 'background worker' END AS running_on,
+	   wal.pending AS wal_pending,
+	   wal.oldest_pending AS wal_oldest_pending,
+	   wal.last_archived AS wal_last_archived,
+	   wal.last_failure AS wal_last_failure,
+	   wal.gap AS wal_gap,
+	   CASE WHEN t.schedule_off THEN 'off' WHEN t.paused_since IS NOT NULL THEN 'paused' ELSE 'on' END AS schedule_state,
+	   CASE WHEN last_ok.finished IS NULL THEN s.created < now() - interval '1 hour'
+			ELSE last_ok.finished < now() - 2 * coalesce(t.schedule, tenant_backup._default_schedule()) END AS overdue,
+	   CASE WHEN last_job.state = 'failed' THEN last_job.finished END AS last_error_at,
+	   other.restore_error AS last_restore_error,
+	   other.drill_error AS last_drill_error,
+	   (a.running).phase AS running_phase,
+	   (a.running).started AS running_since,
+	   CASE WHEN (a.running).kind = 'backup' THEN last_ok.bytes_in
+			WHEN (a.running).backup_id IS NOT NULL
+			THEN (SELECT b.bytes_in FROM tenant_backup.backups b WHERE b.id = (a.running).backup_id) END AS expected_bytes,
+	   rate.bytes_per_second AS rate_bytes_per_second,
+	   CASE WHEN rate.bytes_per_second > 0 AND (a.running).kind = 'backup' AND last_ok.bytes_in > (a.running).bytes_done
+			THEN make_interval(secs => (last_ok.bytes_in - (a.running).bytes_done) / rate.bytes_per_second) END AS eta,
+	   coalesce(a.queued_jobs, 0) AS queued_jobs,
+	   a.oldest_queued,
+	   a.next_retry,
+	   a.retry_error,
+	   CASE WHEN a.queued_jobs > 0 THEN tenant_backup._agent_missing(s.engine, seen.last_seen) END AS waiting_for_agent
+FROM tenant_backup.tenants t
+JOIN tenant_backup.sources s ON s.tenant = t.name
+LEFT JOIN LATERAL (SELECT b.finished, b.bytes_in FROM tenant_backup.backups b
+				   WHERE b.source_id = s.id AND b.status = 'complete'
+				   ORDER BY b.finished DESC LIMIT 1) last_ok ON true
+LEFT JOIN LATERAL (SELECT j.state, j.error, j.finished FROM tenant_backup.jobs j
+				   WHERE j.source_id = s.id AND j.kind = 'backup' AND j.state IN ('succeeded', 'failed')
+				   AND j.cancelled_by IS NULL
+				   ORDER BY j.finished DESC LIMIT 1) last_job ON true
+LEFT JOIN active a ON a.source_id = s.id
+LEFT JOIN other_failures other ON other.source_id = s.id
+LEFT JOIN agent_seen seen ON seen.engine = s.engine
+LEFT JOIN LATERAL (SELECT (a.running).bytes_done / nullif(extract(epoch FROM now() - (a.running).started), 0)
+						  AS bytes_per_second) rate ON true
+LEFT JOIN tenant_backup._wal_archive_lag() wal ON wal.tenant = t.name AND s.engine = 'postgres';
+COMMENT ON VIEW tenant_backup.status IS
+	'Per tenant database: last successful backup and its age, next due, schedule_state, overdue (the last success is older than twice the schedule, or there is none and the database was added over an hour ago), the last backup error (a failed newest backup job) kept apart from the last restore and drill errors, the running job with its phase, bytes done, expected total (the previous backup''s bytes), rate and ETA and who runs it, queued jobs with the next retry and the last attempt''s error, and waiting_for_agent when no agent for the engine was seen lately; for the dedicated tenant whose WAL this cluster archives, the WAL archiver''s state.';
+
+GRANT SELECT ON tenant_backup.status, tenant_backup.tenant_overview, tenant_backup.job_log, tenant_backup.audit_log
+	TO tenant_backup_operator;
+-- A view's functions run with its reader's rights: these read no table.
+REVOKE ALL ON FUNCTION tenant_backup._default_schedule(), tenant_backup._agent_missing(text, timestamptz),
+	tenant_backup._builtin_retention() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup._default_schedule(), tenant_backup._agent_missing(text, timestamptz),
+	tenant_backup._builtin_retention() TO tenant_backup_operator;
+
+-- ---- control: cancel a job, pause a schedule, switch it off
+
+CREATE FUNCTION tenant_backup.tenant_cancel(job_id bigint)
+RETURNS tenant_backup.job_log LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs;
+	why text := format('cancelled by %s', session_user);
+	result tenant_backup.job_log;
+BEGIN
+	SELECT * INTO j FROM tenant_backup.jobs x WHERE x.id = tenant_cancel.job_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'job % does not exist', job_id
+			USING ERRCODE = 'undefined_object', HINT = 'tenant_backup.job_log lists the jobs.';
+	END IF;
+	IF j.state NOT IN ('queued', 'running') THEN
+		RAISE EXCEPTION 'job % (% of tenant "%") already %', job_id, j.kind, j.tenant, j.state
+			USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only a queued or running job can be cancelled.';
+	END IF;
+	-- The lease goes with the state: the worker or agent holding it finds out at its
+	-- next renewal, stops, and can record nothing any more.
+	UPDATE tenant_backup.jobs x SET state = 'failed', error = why, cancelled_by = session_user, finished = now(),
+		lease_owner = NULL, lease_expires = NULL
+	WHERE x.id = j.id;
+	UPDATE tenant_backup.backups b SET status = 'failed', finished = now(), error = why
+	WHERE b.job_id = j.id AND b.status = 'running';
+	PERFORM tenant_backup._audit('job cancelled', j.tenant,
+		jsonb_build_object('job', j.id, 'kind', j.kind, 'engine', j.engine, 'was', j.state, 'attempt', j.attempts,
+						   'running_on', CASE WHEN j.lease_owner LIKE 'agent:%' THEN split_part(j.lease_owner, ':', 2)
+											  WHEN j.lease_owner IS NOT NULL THEN 'background worker' END));
+	SELECT * INTO result FROM tenant_backup.job_log l WHERE l.job_id = j.id;
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_cancel(bigint) IS
+	'Cancels a job: a queued one at once; a running one loses its lease, so its worker or agent stops at its next renewal (within seconds) and its unfinished object is never recorded. The job ends failed ("cancelled by <user>"), its running backup failed; audited. Returns the job as tenant_backup.job_log shows it.';
+
+-- When a tenant whose schedule comes back is next due: at once if it is overdue by its
+-- schedule, else at its next slot.
+CREATE FUNCTION tenant_backup._schedule_resume_due(p_tenant text, p_every interval)
+RETURNS timestamptz LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN EXISTS (SELECT 1 FROM tenant_backup.sources s WHERE s.tenant = p_tenant
+							 AND coalesce((SELECT max(b.finished) FROM tenant_backup.backups b
+										   WHERE b.source_id = s.id AND b.status = 'complete'), '-infinity')
+								 < now() - p_every)
+				THEN now() ELSE tenant_backup._next_due(p_tenant, p_every, now()) END
+$$;
+
+CREATE FUNCTION tenant_backup.tenant_pause(tenant text)
+RETURNS tenant_backup.tenant_overview LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants := tenant_backup._tenant_check(tenant);
+	result tenant_backup.tenant_overview;
+BEGIN
+	IF t.paused_since IS NOT NULL THEN
+		RAISE EXCEPTION 'the schedule of tenant "%" is already paused (since %, by %)', tenant, t.paused_since, t.paused_by
+			USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'tenant_backup.tenant_resume() resumes it.';
+	END IF;
+	UPDATE tenant_backup.tenants x SET paused_since = now(), paused_by = session_user WHERE x.name = tenant;
+	PERFORM tenant_backup._audit('schedule paused', tenant, jsonb_build_object('next_due_was', t.next_due));
+	SELECT * INTO result FROM tenant_backup.tenant_overview o WHERE o.tenant = tenant_pause.tenant;
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_pause(text) IS
+	'Pauses the tenant''s built-in schedule: no scheduled backup is queued until tenant_resume(). Jobs already queued or running go on (tenant_cancel() stops them); tenant_backup() still works. Audited.';
+
+CREATE FUNCTION tenant_backup.tenant_resume(tenant text)
+RETURNS tenant_backup.tenant_overview LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants := tenant_backup._tenant_check(tenant);
+	result tenant_backup.tenant_overview;
+BEGIN
+	IF t.paused_since IS NULL THEN
+		RAISE EXCEPTION 'the schedule of tenant "%" is not paused', tenant
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	UPDATE tenant_backup.tenants x SET paused_since = NULL, paused_by = NULL,
+		next_due = tenant_backup._schedule_resume_due(x.name, coalesce(x.schedule, tenant_backup._default_schedule()))
+	WHERE x.name = tenant;
+	PERFORM tenant_backup._audit('schedule resumed', tenant,
+								 jsonb_build_object('paused_since', t.paused_since, 'paused_by', t.paused_by));
+	SELECT * INTO result FROM tenant_backup.tenant_overview o WHERE o.tenant = tenant_resume.tenant;
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_resume(text) IS
+	'Resumes a paused schedule: due at once if a database of the tenant is older than its schedule, else at its next slot. Audited.';
+
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_set_schedule(tenant text, every interval)
+RETURNS tenant_backup.tenants LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	IF every IS NOT NULL AND every < interval '1 second' THEN
+		RAISE EXCEPTION 'schedule interval % is too short', every
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use at least 1 second; NULL means the default, ''off'' none.';
+	END IF;
+	UPDATE tenant_backup.tenants SET schedule = every, schedule_off = false,
+		next_due = tenant_backup._next_due(tenants.name, coalesce(every, tenant_backup._default_schedule()), now())
+	WHERE name = tenant RETURNING * INTO t;
+	PERFORM tenant_backup._audit('schedule set', tenant, jsonb_build_object('every', every));
+	RETURN t;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_set_schedule(text, interval) IS
+	'Backs the tenant up every interval (NULL: tenant_backup.default_schedule), starting at an offset derived from its name; switches an ''off'' schedule back on (a pause stays until tenant_resume()).';
+
+CREATE FUNCTION tenant_backup.tenant_set_schedule(tenant text, every text)
+RETURNS tenant_backup.tenants LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants;
+	period interval;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	IF lower(btrim(every)) = 'off' THEN
+		UPDATE tenant_backup.tenants x SET schedule_off = true WHERE x.name = tenant RETURNING * INTO t;
+		PERFORM tenant_backup._audit('schedule set', tenant, jsonb_build_object('every', 'off'));
+		RETURN t;
+	END IF;
+	BEGIN
+		period := every::interval;
+	EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+		RAISE EXCEPTION 'invalid schedule for tenant "%"', tenant
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give an interval such as ''6 hours'', NULL for tenant_backup.default_schedule, or ''off'' for tenants backed up by pg_cron only.';
+	END;
+	RETURN tenant_backup.tenant_set_schedule(tenant, period);
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_set_schedule(text, text) IS
+	'The text form: an interval (''6 hours''), NULL for tenant_backup.default_schedule, or ''off'': no built-in schedule, for tenants whose backups pg_cron (or the application) starts with tenant_backup().';
+
+-- ---- check(): is this installation able to back up and restore, now
+
+CREATE FUNCTION tenant_backup._check_storage()
+RETURNS TABLE (name text, status text, detail text, hint text) LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_check_storage';
+COMMENT ON FUNCTION tenant_backup._check_storage() IS
+	'check(): tenant_backup.storage opens, and a write, read, list and delete of a probe object _check-<random>.probe at its root succeed as the server''s own user.';
+
+CREATE FUNCTION tenant_backup._check_master_key(p_tenants text[], p_key_ids text[])
+RETURNS TABLE (name text, status text, detail text, hint text) LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_check_master_key';
+COMMENT ON FUNCTION tenant_backup._check_master_key(text[], text[]) IS
+	'check(): the master key is configured and loads (a key file is 0600 and the server''s), and it opens the tenant keys <tenant>/keys/<key id>.json in storage (p_tenants and p_key_ids side by side; NULL: none).';
+
+CREATE FUNCTION tenant_backup._check_tools()
+RETURNS TABLE (name text, status text, detail text, hint text) LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_check_tools';
+COMMENT ON FUNCTION tenant_backup._check_tools() IS
+	'check(): pg_dump and pg_restore in tenant_backup.bin_dir run, and are not older than this server.';
+
+CREATE FUNCTION tenant_backup.check()
+RETURNS TABLE (name text, status text, detail text, hint text) LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e record;
+	wrong_master bigint;
+	master_id text;
+BEGIN
+	IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)
+	   AND NOT pg_has_role(session_user, 'tenant_backup_operator', 'MEMBER') THEN
+		RAISE EXCEPTION 'only a superuser or a member of tenant_backup_operator can run tenant_backup.check()'
+			USING ERRCODE = 'insufficient_privilege';
+	END IF;
+	RETURN QUERY SELECT * FROM tenant_backup._check_storage();
+	-- The catalog's master-wrapped keys name the master key that wraps them; storage's
+	-- copies of the newest of them are read back and compared (a sample: one per tenant, 20 tenants).
+	master_id := (SELECT c.detail FROM tenant_backup._check_master_key(NULL, NULL) c WHERE c.name = 'master key id');
+	SELECT count(*) INTO wrong_master FROM tenant_backup.key_store k
+	WHERE k.source = 'master' AND k.state <> 'destroyed' AND k.wrapped->>'master_key_id' IS DISTINCT FROM master_id;
+	RETURN QUERY SELECT c.* FROM
+		(SELECT coalesce(array_agg(k.tenant), '{}') AS tenants, coalesce(array_agg(k.key_id), '{}') AS key_ids
+		 FROM (SELECT DISTINCT ON (x.tenant) x.tenant, x.key_id FROM tenant_backup.key_store x
+			   WHERE x.source = 'master' AND x.state = 'active' ORDER BY x.tenant, x.created DESC LIMIT 20) k) sample,
+		LATERAL tenant_backup._check_master_key(sample.tenants, sample.key_ids) c WHERE c.name <> 'master key id';
+	IF master_id IS NOT NULL THEN
+		RETURN QUERY SELECT 'catalog keys'::text, CASE WHEN wrong_master = 0 THEN 'ok' ELSE 'error' END,
+			CASE WHEN wrong_master = 0 THEN format('every tenant key wrapped by a master key is wrapped by %s', master_id)
+				 ELSE format('%s tenant keys are wrapped by another master key than %s', wrong_master, master_id) END,
+			CASE WHEN wrong_master > 0 THEN 'tenant_backup.master_key_file points at another key than the one that wrapped them: point it at the right file, or finish tenant_rotate_master_key().' END;
+	END IF;
+	RETURN QUERY SELECT * FROM tenant_backup._check_tools();
+	-- settings
+	RETURN QUERY SELECT 'shared_preload_libraries'::text,
+		CASE WHEN current_setting('shared_preload_libraries') ~ '(^|[\s,])tenant_backup($|[\s,])' THEN 'ok' ELSE 'error' END,
+		format('shared_preload_libraries = ''%s''', current_setting('shared_preload_libraries')),
+		CASE WHEN current_setting('shared_preload_libraries') !~ '(^|[\s,])tenant_backup($|[\s,])'
+			 THEN 'Add tenant_backup to shared_preload_libraries and restart: without its workers nothing runs.' END;
+	RETURN QUERY SELECT 'max_workers'::text,
+		CASE WHEN current_setting('tenant_backup.max_workers')::int + 2 > current_setting('max_worker_processes')::int
+			 THEN 'warning' ELSE 'ok' END,
+		format('tenant_backup.max_workers = %s, max_worker_processes = %s', current_setting('tenant_backup.max_workers'),
+			   current_setting('max_worker_processes')),
+		CASE WHEN current_setting('tenant_backup.max_workers')::int + 2 > current_setting('max_worker_processes')::int
+			 THEN 'Raise max_worker_processes to at least tenant_backup.max_workers + 2 (the launcher and a request worker), or jobs wait for a free slot.' END;
+	RETURN QUERY SELECT 'lease_timeout'::text,
+		CASE WHEN current_setting('tenant_backup.lease_timeout')::interval < 2 * current_setting('tenant_backup.naptime')::interval
+			 THEN 'warning' ELSE 'ok' END,
+		format('tenant_backup.lease_timeout = %s, naptime = %s', current_setting('tenant_backup.lease_timeout'),
+			   current_setting('tenant_backup.naptime')),
+		CASE WHEN current_setting('tenant_backup.lease_timeout')::interval < 2 * current_setting('tenant_backup.naptime')::interval
+			 THEN 'A lease shorter than two launcher rounds expires before it is looked at: raise tenant_backup.lease_timeout.' END;
+	-- archive_library for the dedicated tenants' PostgreSQL clusters
+	IF EXISTS (SELECT 1 FROM tenant_backup.tenants t JOIN tenant_backup.sources s ON s.tenant = t.name
+			   WHERE t.tier = 'dedicated' AND s.engine = 'postgres') THEN
+		RETURN QUERY
+			SELECT 'wal archive'::text,
+				CASE WHEN current_setting('archive_library') <> 'tenant_backup' OR current_setting('archive_mode') = 'off'
+						  OR w.tenant IS NULL THEN 'warning'
+					 WHEN w.gap IS NOT NULL OR w.last_failure IS NOT NULL THEN 'error' ELSE 'ok' END,
+				CASE WHEN current_setting('archive_library') <> 'tenant_backup' OR current_setting('archive_mode') = 'off'
+					 THEN format('archive_mode = %s, archive_library = ''%s''', current_setting('archive_mode'),
+								 current_setting('archive_library'))
+					 WHEN w.tenant IS NULL THEN 'tenant_backup.archive_tenant is not set'
+					 ELSE format('archiving tenant "%s": %s files waiting%s%s', w.tenant, w.pending,
+								 coalesce(', last failure ' || w.last_failure, ''), coalesce(', gap: ' || w.gap, '')) END,
+				CASE WHEN current_setting('archive_library') <> 'tenant_backup' OR current_setting('archive_mode') = 'off'
+						  OR w.tenant IS NULL
+					 THEN 'A dedicated tenant''s cluster archives its WAL with archive_mode = on, archive_library = ''tenant_backup'' and tenant_backup.archive_tenant on that cluster; if this cluster is not one, ignore this.'
+					 WHEN w.gap IS NOT NULL THEN 'Take a base backup of the tenant (tenant_backup()): WAL before the gap cannot be replayed past it.'
+					 WHEN w.last_failure IS NOT NULL THEN 'See the server log for why archiving failed.' END
+			FROM (SELECT 1) one LEFT JOIN tenant_backup._wal_archive_lag() w ON true;
+	END IF;
+	-- an agent alive for every engine in use other than postgres
+	FOR e IN SELECT DISTINCT s.engine,
+					(SELECT max(r.last_seen) FROM tenant_backup.agent_registry r WHERE s.engine = ANY (r.engines)) AS seen
+			 FROM tenant_backup.sources s WHERE s.engine <> 'postgres' ORDER BY s.engine
+	LOOP
+		RETURN QUERY SELECT 'agents ' || e.engine,
+			CASE WHEN tenant_backup._agent_missing(e.engine, e.seen) IS NULL THEN 'ok' ELSE 'error' END,
+			coalesce(tenant_backup._agent_missing(e.engine, e.seen),
+					 format('an agent for %s was seen %s ago', e.engine, date_trunc('second', now() - e.seen))),
+			CASE WHEN tenant_backup._agent_missing(e.engine, e.seen) IS NOT NULL
+				 THEN format('Start tenant-backup-agent-%s for the %s databases: their jobs wait until one claims them.',
+							 e.engine, e.engine) END;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.check() IS
+	'Like pgbackrest check: one row per check (name, ok / warning / error, detail, hint) — settings, a storage write/read/list/delete round trip as the server''s user, the master key (present, 0600, the one wrapping the tenant keys in the catalog and in storage), pg_dump and pg_restore in bin_dir, the WAL archiver for dedicated tenants, an agent alive per engine in use. Superuser or tenant_backup_operator; never shows a secret.';
+
+REVOKE ALL ON FUNCTION tenant_backup._jobs_queued_by(),
+	tenant_backup._tenants_schedule_hold(), tenant_backup._sources_first_backup(), tenant_backup._schedule_resume_due(text, interval),
+	tenant_backup.tenant_cancel(bigint), tenant_backup.tenant_pause(text), tenant_backup.tenant_resume(text),
+	tenant_backup.tenant_set_schedule(text, text), tenant_backup._check_storage(),
+	tenant_backup._check_master_key(text[], text[]), tenant_backup._check_tools(), tenant_backup.check() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_cancel(bigint), tenant_backup.tenant_pause(text),
+	tenant_backup.tenant_resume(text), tenant_backup.tenant_set_schedule(text, text), tenant_backup.check()
+	TO tenant_backup_operator;

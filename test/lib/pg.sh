@@ -58,6 +58,8 @@ shared_preload_libraries = '$preload'
 cron.database_name = 'postgres'
 # Failed jobs retry at once unless a test sets its own back-off.
 tenant_backup.retry_delays = '0'
+# A new database is not backed up by itself unless a test sets a delay of its own.
+tenant_backup.first_backup_delay = '100 years'
 $extra
 EOF
 	pg_as_postgres "$dir" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||

@@ -75,8 +75,10 @@ SELECT set_eq($$SELECT proname::text FROM pg_proc WHERE pronamespace = 'tenant_b
 	ARRAY['tenant_create', 'tenant_add_database', 'tenant_backup', 'tenant_restore', 'tenant_backups',
 		  'tenant_set_schedule', 'tenant_rotate_key', 'tenant_set_key_source', 'tenant_rotate_master_key',
 		  'tenant_set_retention', 'tenant_hold', 'tenant_release', 'tenant_expire', 'tenant_drop',
-		  'tenant_audit_verify', 'tenant_restore_drill', 'tenant_compliance_report', '_wal_archive_lag'],
-	'tenant_backup_operator may execute the API functions, and the read-only WAL lag the status view calls, and nothing else in the schema');
+		  'tenant_audit_verify', 'tenant_restore_drill', 'tenant_compliance_report', '_wal_archive_lag',
+		  'tenant_cancel', 'tenant_pause', 'tenant_resume', 'check', '_default_schedule', '_agent_missing',
+		  '_builtin_retention'],
+	'tenant_backup_operator may execute the API functions, and the read-only helpers the operators'' views call, and nothing else in the schema');
 SELECT table_privs_are('tenant_backup', 'keys', 'tenant_backup_operator', ARRAY['SELECT'],
 	'tenant_backup_operator may only SELECT the keys view');
 SELECT is_empty($$SELECT proname FROM pg_proc WHERE pronamespace = 'tenant_backup'::regnamespace

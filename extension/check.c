@@ -1,0 +1,551 @@
+/*
+ * tenant_backup.check()'s C parts (storage round trip, master key, pg_dump and
+ * pg_restore) and the settings' own checks: a bad value is refused when it is set, what
+ * needs the file system is warned about at reload.
+ */
+#include "tenant_backup.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/resowner.h"
+#include "utils/tuplestore.h"
+
+#include "check.h"
+
+PG_FUNCTION_INFO_V1(tenant_backup_check_storage);
+PG_FUNCTION_INFO_V1(tenant_backup_check_master_key);
+PG_FUNCTION_INFO_V1(tenant_backup_check_tools);
+
+/* At the storage root, where each new tenant needs to write; no tenant name begins with "_". */
+#define TB_CHECK_PREFIX "_check-"
+#define TB_CHECK_TOOL_TIMEOUT_MS 10000
+#define TB_KEY_DOC_MAX 65536
+
+/* ------------------------------------------------------------ settings */
+
+bool
+tb_check_storage_url(char **newval, void **extra, GucSource source)
+{
+	tb_error err = {0};
+	storage *st;
+
+	(void) extra;
+	(void) source;
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	/* Opening parses the URL and its options; it touches neither the file system nor the network. */
+	st = storage_open(*newval, &err);
+	if (st == NULL)
+	{
+		GUC_check_errdetail("%s.", err.msg);
+		GUC_check_errhint("Use file:///absolute/directory, or s3://bucket/prefix with the options endpoint, region, "
+						  "part_size, retries and stall_timeout (credentials come from the server's AWS_* "
+						  "environment).");
+		return false;
+	}
+	storage_close(st);
+	return true;
+}
+
+/* Empty, or an absolute path. */
+static bool
+tb_check_absolute(const char *value, const char *example)
+{
+	if (value == NULL || value[0] == '\0' || value[0] == '/')
+		return true;
+	GUC_check_errdetail("The value must be an absolute path.");
+	GUC_check_errhint("Give the full path, such as %s: the server resolves relative paths from its data directory.",
+					  example);
+	return false;
+}
+
+bool
+tb_check_key_file_path(char **newval, void **extra, GucSource source)
+{
+	(void) extra;
+	(void) source;
+	return tb_check_absolute(*newval, "/etc/tenant_backup/master.key");
+}
+
+bool
+tb_check_bin_dir(char **newval, void **extra, GucSource source)
+{
+	(void) extra;
+	(void) source;
+	return tb_check_absolute(*newval, "/usr/lib/postgresql/15/bin");
+}
+
+bool
+tb_check_tenant_name(char **newval, void **extra, GucSource source)
+{
+	const char *name = *newval;
+	size_t len = name ? strlen(name) : 0;
+
+	(void) extra;
+	(void) source;
+	if (len == 0 || (len <= 63 && strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") == len && name[0] != '_' &&
+					 name[0] != '-'))
+		return true;
+	GUC_check_errdetail("The value must be a tenant name: 1 to 63 lower-case letters, digits, \"_\" and \"-\", "
+						"starting with a letter or digit.");
+	return false;
+}
+
+/* Why the master key file cannot be used, or NULL; *mode set when the file exists. */
+static const char *
+tb_key_file_problem(const char *path, mode_t *mode)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) != 0)
+		return errno == ENOENT ? "does not exist" : "cannot be read by the server";
+	*mode = sb.st_mode & 07777;
+	if (!S_ISREG(sb.st_mode))
+		return "is not a regular file";
+	if ((sb.st_mode & 077) != 0)
+		return "can be read by other users than its owner";
+	if (sb.st_uid != geteuid())
+		return "is not owned by the server's user";
+	return NULL;
+}
+
+void
+tb_settings_warn(void)
+{
+	mode_t mode = 0;
+	const char *problem;
+
+	if (tb_master_key_file && tb_master_key_file[0] &&
+		(problem = tb_key_file_problem(tb_master_key_file, &mode)) != NULL)
+		ereport(WARNING, (errmsg("tenant_backup.master_key_file \"%s\" %s", tb_master_key_file, problem),
+						  errdetail("Backups, restores and new tenants fail until the master key loads."),
+						  errhint("Make it a file of mode 0600 owned by the server's user (made by 'tenant-backup "
+								  "keygen'), then reload.")));
+	if (tb_bin_dir && tb_bin_dir[0])
+	{
+		char *tool = psprintf("%s/pg_dump", tb_bin_dir);
+
+		if (access(tool, X_OK) != 0)
+			ereport(WARNING,
+					(errmsg("tenant_backup.bin_dir \"%s\" holds no pg_dump the server can run", tb_bin_dir),
+					 errhint("Point it at the bin directory of PostgreSQL %d or later.", PG_VERSION_NUM / 10000)));
+		pfree(tool);
+	}
+	if (tb_storage_url && strncmp(tb_storage_url, "file:///", 8) == 0)
+	{
+		const char *dir = tb_storage_url + strlen("file://");
+
+		if (access(dir, W_OK | X_OK) != 0)
+			ereport(WARNING, (errmsg("tenant_backup.storage directory \"%s\" is missing or not writable by the "
+									 "server",
+									 dir),
+							  errhint("Create it and give the server's operating system user write access.")));
+	}
+}
+
+/* ------------------------------------------------------------ rows of check() */
+
+static void
+tb_check_row(ReturnSetInfo *rsinfo, const char *name, const char *status, const char *detail, const char *hint)
+{
+	Datum values[4];
+	bool nulls[4] = {false, false, detail == NULL, hint == NULL};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(status);
+	values[2] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	values[3] = hint ? CStringGetTextDatum(hint) : (Datum) 0;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/* ------------------------------------------------------------ storage */
+
+/* What to do about storage the server's user cannot use. */
+static const char *
+tb_storage_hint(void)
+{
+	struct passwd *pw = getpwuid(geteuid());
+
+	if (strncmp(tb_storage_url, "file://", 7) == 0)
+		return psprintf("The server runs as operating system user \"%s\": give it write access to the storage "
+						"directory and everything below it (chown or chmod).",
+						pw ? pw->pw_name : "postgres");
+	return "The server's AWS_* credentials need s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject on "
+		   "the bucket and prefix.";
+}
+
+typedef struct tb_check_listing
+{
+	const char *key;
+	bool found;
+} tb_check_listing;
+
+static int
+tb_check_list_cb(const char *key, const storage_info *info, void *arg)
+{
+	tb_check_listing *listing = arg;
+
+	(void) info;
+	if (strcmp(key, listing->key) == 0)
+		listing->found = true;
+	return 0;
+}
+
+/* Write, read, list and delete of one probe object; stops at the first step that fails. */
+static void
+tb_check_round_trip(ReturnSetInfo *rsinfo, storage *st)
+{
+	tb_error err = {0};
+	uint8 random[8];
+	char hex[2 * sizeof(random) + 1];
+	char *key, *body, *got = NULL;
+	size_t got_len = 0;
+	storage_info info;
+	tb_check_listing listing;
+
+	if (!pg_strong_random(random, sizeof(random)))
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a name for the storage probe")));
+	hex_encode((const char *) random, sizeof(random), hex);
+	hex[sizeof(hex) - 1] = '\0';
+	key = psprintf(TB_CHECK_PREFIX "%s.probe", hex);
+	body = psprintf("tenant_backup.check() probe of server process %d", MyProcPid);
+
+	if (storage_put(st, key, body, strlen(body), &err) != 0)
+	{
+		tb_check_row(rsinfo, "storage write", "error", err.msg, tb_storage_hint());
+		return;
+	}
+	tb_check_row(rsinfo, "storage write", "ok", psprintf("wrote %s", key), NULL);
+
+	if (storage_get(st, key, 4096, &got, &got_len, &err) != 0)
+		tb_check_row(rsinfo, "storage read", "error", err.msg, tb_storage_hint());
+	else if (got_len != strlen(body) || memcmp(got, body, got_len) != 0)
+		tb_check_row(rsinfo, "storage read", "error", psprintf("%s read back with other bytes than were written", key),
+					 "Another writer changed the probe, or the storage does not keep what it is given.");
+	else
+		tb_check_row(rsinfo, "storage read", "ok", psprintf("read %s back", key), NULL);
+	free(got);
+
+	listing.key = key;
+	listing.found = false;
+	if (storage_list(st, TB_CHECK_PREFIX, tb_check_list_cb, &listing, &err) != 0)
+		tb_check_row(rsinfo, "storage list", "error", err.msg, tb_storage_hint());
+	else if (!listing.found)
+		tb_check_row(
+			rsinfo, "storage list", "error", psprintf("listing " TB_CHECK_PREFIX " does not show %s", key),
+			"Retention, tenant_drop and the CLI find objects by listing: the storage must list what it holds.");
+	else
+		tb_check_row(rsinfo, "storage list", "ok", psprintf("listing " TB_CHECK_PREFIX " shows %s", key), NULL);
+
+	if (storage_delete(st, key, &err) != 0)
+		tb_check_row(rsinfo, "storage delete", "error", err.msg, tb_storage_hint());
+	else if (storage_head(st, key, &info, &err) == 0)
+		tb_check_row(rsinfo, "storage delete", "error", psprintf("%s is still there after it was deleted", key),
+					 "Retention and tenant_drop delete objects: the storage must remove what it is told to.");
+	else
+		tb_check_row(rsinfo, "storage delete", "ok", psprintf("deleted %s", key), NULL);
+}
+
+Datum
+tenant_backup_check_storage(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	tb_error err = {0};
+	storage *st;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (tb_storage_url == NULL || tb_storage_url[0] == '\0')
+	{
+		tb_check_row(rsinfo, "storage", "error", "tenant_backup.storage is not set",
+					 "Set it to file:///some/dir or s3://bucket/prefix and reload.");
+		PG_RETURN_VOID();
+	}
+	st = storage_open(tb_storage_url, &err);
+	if (st == NULL)
+	{
+		tb_check_row(rsinfo, "storage", "error", err.msg, "Fix tenant_backup.storage and reload.");
+		PG_RETURN_VOID();
+	}
+	PG_TRY();
+	{
+		tb_check_row(rsinfo, "storage", "ok", storage_describe(st), NULL);
+		tb_check_round_trip(rsinfo, st);
+	}
+	PG_FINALLY();
+	{
+		storage_close(st);
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
+}
+
+/* ------------------------------------------------------------ master key */
+
+/*
+ * Loads the master key into *out; false with an error row when it cannot be. A key
+ * command's failure is caught in a subtransaction, so check() goes on to its next rows.
+ */
+static bool
+tb_check_master_key_load(ReturnSetInfo *rsinfo, master_key *out)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool loaded = false;
+
+	if (tb_master_key_file && tb_master_key_file[0])
+	{
+		mode_t mode = 0;
+		const char *problem = tb_key_file_problem(tb_master_key_file, &mode);
+
+		if (problem != NULL)
+		{
+			tb_check_row(rsinfo, "master key", "error",
+						 mode ? psprintf("the master key file %s %s (mode %04o)", tb_master_key_file, problem, mode)
+							  : psprintf("the master key file %s %s", tb_master_key_file, problem),
+						 "Make tenant_backup.master_key_file a file of mode 0600 owned by the server's user (made "
+						 "by 'tenant-backup keygen'), then reload.");
+			return false;
+		}
+	}
+	else if (tb_master_key_command == NULL || tb_master_key_command[0] == '\0')
+	{
+		tb_check_row(rsinfo, "master key", "error", "no master key configured",
+					 "Set tenant_backup.master_key_file (a 0600 file made by 'tenant-backup keygen') or "
+					 "tenant_backup.master_key_command, then reload.");
+		return false;
+	}
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		tb_master_key(out);
+		loaded = true;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		tb_check_row(rsinfo, "master key", "error", edata->message,
+					 tb_master_key_file && tb_master_key_file[0]
+						 ? "tenant_backup.master_key_file must hold the 64 hex digits 'tenant-backup keygen' writes."
+						 : "tenant_backup.master_key_command must print the master key's 64 hex digits.");
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	if (loaded)
+		tb_check_row(rsinfo, "master key", "ok",
+					 tb_master_key_file && tb_master_key_file[0]
+						 ? psprintf("the master key file %s loads, mode 0600", tb_master_key_file)
+						 : "the master key command prints a key",
+					 NULL);
+	return loaded;
+}
+
+/*
+ * Reads each named tenant key document from storage and opens it with the master key:
+ * one row, an error naming the first key that does not open.
+ */
+static void
+tb_check_storage_keys(ReturnSetInfo *rsinfo, const master_key *master, ArrayType *tenants, ArrayType *key_ids)
+{
+	Datum *tenant_items, *key_items;
+	bool *tenant_nulls, *key_nulls;
+	int count, key_count;
+	volatile int missing = 0, wrong = 0;
+	char *volatile first_problem = NULL;
+	tb_error err = {0};
+	storage *st;
+
+	deconstruct_array(tenants, TEXTOID, -1, false, TYPALIGN_INT, &tenant_items, &tenant_nulls, &count);
+	deconstruct_array(key_ids, TEXTOID, -1, false, TYPALIGN_INT, &key_items, &key_nulls, &key_count);
+	if (count == 0 || key_count != count || tb_storage_url == NULL || tb_storage_url[0] == '\0' ||
+		(st = storage_open(tb_storage_url, &err)) == NULL)
+		return;
+	PG_TRY();
+	{
+		for (int i = 0; i < count; i++)
+		{
+			char *tenant = TextDatumGetCString(tenant_items[i]);
+			char *key_id = TextDatumGetCString(key_items[i]);
+			char *object = psprintf("%s/keys/%s.json", tenant, key_id);
+			char *doc = NULL;
+			size_t len = 0;
+			tenant_key key = {0};
+
+			if (storage_get(st, object, TB_KEY_DOC_MAX, &doc, &len, &err) != 0)
+			{
+				missing++;
+				if (first_problem == NULL)
+					first_problem = psprintf("%s: %s", object, err.msg);
+			}
+			else if (keys_tenant_unwrap(master, doc, tenant, key_id, &key, &err) != 0)
+			{
+				wrong++;
+				if (first_problem == NULL)
+					first_problem = psprintf("%s: %s", object, err.msg);
+			}
+			keys_tenant_wipe(&key);
+			free(doc);
+		}
+	}
+	PG_FINALLY();
+	{
+		storage_close(st);
+	}
+	PG_END_TRY();
+	if (wrong > 0)
+		tb_check_row(rsinfo, "storage keys", "error",
+					 psprintf("%d of %d tenant keys in storage do not open with master key %s; first: %s", wrong, count,
+							  master->id, first_problem),
+					 "tenant_backup.master_key_file is not the key these tenant keys were wrapped with: point it at "
+					 "the right key file (agents and the CLI need the same one), or finish "
+					 "tenant_rotate_master_key().");
+	else if (missing > 0)
+		tb_check_row(
+			rsinfo, "storage keys", "error",
+			psprintf("%d of %d tenant keys cannot be read from storage; first: %s", missing, count, first_problem),
+			"Without its key document in storage a tenant's backups cannot be read without the catalog: "
+			"tenant_rotate_key() writes a new key.");
+	else
+		tb_check_row(rsinfo, "storage keys", "ok",
+					 psprintf("the active keys of %d tenants in storage open with master key %s", count, master->id),
+					 NULL);
+}
+
+Datum
+tenant_backup_check_master_key(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	master_key master;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (!tb_check_master_key_load(rsinfo, &master))
+		PG_RETURN_VOID();
+	PG_TRY();
+	{
+		tb_check_row(rsinfo, "master key id", "ok", master.id, NULL);
+		if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1))
+			tb_check_storage_keys(rsinfo, &master, PG_GETARG_ARRAYTYPE_P(0), PG_GETARG_ARRAYTYPE_P(1));
+	}
+	PG_FINALLY();
+	{
+		keys_master_wipe(&master);
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
+}
+
+/* ------------------------------------------------------------ pg_dump and pg_restore */
+
+/*
+ * Runs "path --version" without a shell, stdin and stderr on /dev/null, and returns
+ * its first line of output, or NULL (errno set) if it did not run and exit 0 in time.
+ */
+static char *
+tb_tool_version(const char *path)
+{
+	int fds[2];
+	pid_t pid;
+	char buf[256];
+	size_t used = 0;
+	int status = 0;
+	struct pollfd pfd;
+
+	if (pipe(fds) != 0)
+		return NULL;
+	pid = fork();
+	if (pid < 0)
+	{
+		close(fds[0]);
+		close(fds[1]);
+		return NULL;
+	}
+	if (pid == 0)
+	{
+		char *const argv[] = {(char *) path, "--version", NULL};
+		int null_fd = open("/dev/null", O_RDWR);
+
+		dup2(null_fd, STDIN_FILENO);
+		dup2(fds[1], STDOUT_FILENO);
+		dup2(null_fd, STDERR_FILENO);
+		closefrom(3);
+		execv(path, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	pfd.fd = fds[0];
+	pfd.events = POLLIN;
+	while (used < sizeof(buf) - 1 && poll(&pfd, 1, TB_CHECK_TOOL_TIMEOUT_MS) > 0)
+	{
+		ssize_t n = read(fds[0], buf + used, sizeof(buf) - 1 - used);
+
+		if (n <= 0)
+			break;
+		used += (size_t) n;
+	}
+	close(fds[0]);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	buf[used] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (used == 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	{
+		errno = ENOEXEC;
+		return NULL;
+	}
+	return pstrdup(buf);
+}
+
+static void
+tb_check_tool(ReturnSetInfo *rsinfo, const char *tool)
+{
+	char *path = psprintf("%s/%s", tb_pg_bin_dir(), tool);
+	char *name = psprintf("%s version", tool);
+	char *hint =
+		psprintf("Set tenant_backup.bin_dir to the bin directory of PostgreSQL %d or later.", PG_VERSION_NUM / 10000);
+	char *version = tb_tool_version(path);
+	const char *number;
+
+	if (version == NULL)
+	{
+		tb_check_row(rsinfo, name, "error", psprintf("%s does not run (%s --version failed)", path, path), hint);
+		return;
+	}
+	/* "pg_dump (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)": the major version follows ") ". */
+	number = strstr(version, ") ");
+	if (number == NULL || atoi(number + 2) < PG_VERSION_NUM / 10000)
+		tb_check_row(rsinfo, name, "error",
+					 psprintf("%s: %s, older than this server (%d)", path, version, PG_VERSION_NUM / 10000), hint);
+	else
+		tb_check_row(rsinfo, name, "ok", psprintf("%s: %s", path, version), NULL);
+}
+
+Datum
+tenant_backup_check_tools(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	tb_check_tool(rsinfo, "pg_dump");
+	tb_check_tool(rsinfo, "pg_restore");
+	PG_RETURN_VOID();
+}
