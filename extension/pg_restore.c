@@ -22,10 +22,11 @@ static char *
 tb_pg_create_like(PGconn *conn, const char *live, const char *fresh)
 {
 	char *like = tb_admin_value(
-		conn, psprintf("SELECT format(' OWNER %%I ENCODING %%L LC_COLLATE %%L LC_CTYPE %%L CONNECTION LIMIT %%s',"
-					   " pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, datconnlimit)"
-					   " FROM pg_database WHERE datname = %s",
-					   quote_literal_cstr(live)));
+		conn,
+		psprintf("SELECT pg_catalog.format(' OWNER %%I ENCODING %%L LC_COLLATE %%L LC_CTYPE %%L CONNECTION LIMIT %%s',"
+				 " pg_catalog.pg_get_userbyid(datdba), pg_catalog.pg_encoding_to_char(encoding), datcollate,"
+				 " datctype, datconnlimit) FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) %s",
+				 quote_literal_cstr(live)));
 	char *failure = tb_admin_exec(
 		conn, psprintf("CREATE DATABASE %s TEMPLATE template0%s", quote_identifier(fresh), like ? like : ""));
 

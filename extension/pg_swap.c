@@ -18,11 +18,12 @@ tb_pg_grants_of(PGconn *conn, const char *live, const char *onto)
 {
 	return tb_admin_value(
 		conn,
-		psprintf("SELECT coalesce(string_agg(format('GRANT %%s ON DATABASE %%I TO %%s', a.privilege_type, %s,"
-				 "   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END), '; '),"
-				 "   '') || ';'"
-				 " FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a"
-				 " WHERE d.datname = %s",
+		psprintf("SELECT pg_catalog.concat(pg_catalog.string_agg(pg_catalog.format('GRANT %%s ON DATABASE %%I TO %%s',"
+				 "   a.privilege_type, %s, CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'"
+				 "   ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END), '; '), ';')"
+				 " FROM pg_catalog.pg_database d,"
+				 " pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba))) a"
+				 " WHERE d.datname OPERATOR(pg_catalog.=) %s",
 				 quote_literal_cstr(onto), quote_literal_cstr(live)));
 }
 
@@ -49,9 +50,12 @@ tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old)
 	failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS false", qlive));
 	while (failure == NULL)
 	{
-		char *left = tb_admin_value(conn, psprintf("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-												   "WHERE datname = %s AND pid <> pg_backend_pid()",
-												   quote_literal_cstr(live)));
+		char *left = tb_admin_value(
+			conn,
+			psprintf("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+					 " WHERE datname OPERATOR(pg_catalog.=) %s AND pid OPERATOR(pg_catalog.<>) "
+					 "pg_catalog.pg_backend_pid()",
+					 quote_literal_cstr(live)));
 
 		if (left != NULL && strcmp(left, "0") == 0)
 			break;
