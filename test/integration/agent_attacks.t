@@ -50,6 +50,14 @@ psql_q "SELECT tenant_backup.tenant_backup(t, 'mysql') FROM unnest(ARRAY['acme',
 run_jobs mysql-first
 is "$(complete_backups acme)$(complete_backups globex)$(complete_backups initech)" 111 "acme, globex and initech back up"
 
+# --- an agent speaks only for the job its lease holds
+job=$(psql_q "SELECT id FROM tenant_backup.jobs WHERE tenant = 'acme' ORDER BY id LIMIT 1")
+out=$(PGUSER=agent psql_q "SELECT * FROM tenant_backup.agent_job_trust($job, 'agent:forged:lease')" 2>&1)
+like "$out" "job $job is not held by this lease" "agent_job_trust answers only the lease holding the job"
+out=$(PGUSER=agent psql_q "SELECT tenant_backup.agent_source_identity($job, 'agent:forged:lease', 'x/acme')" 2>&1)
+like "$out" "job $job is not held by this lease" "agent_source_identity takes an identity only from that lease"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.sources WHERE identity = 'x/acme'")" 0 "and records nothing"
+
 # --- item 6: a restore target that the client would read as an option
 out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', 'mysql', target => '--init-command=DROP DATABASE globex')" 2>&1)
 like "$out" 'invalid MySQL target database name' "tenant_restore refuses a MySQL target beginning with '-'"
