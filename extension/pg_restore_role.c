@@ -370,16 +370,17 @@ tb_restore_list_write(const tb_archive *toc, const char *path)
 }
 
 /*
- * The session pg_restore runs in: the job's role over TCP, at the locator's server
- * (a conninfo) or this cluster's port on 127.0.0.1, with the role's password from
- * the job's password file. Later keywords override earlier ones.
+ * The session pg_restore runs in: the job's role, with its password from the job's
+ * password file, at the locator's server (a conninfo), or this cluster over TCP on
+ * 127.0.0.1 (over its socket when it listens on no address: pg_hba.conf then needs a
+ * "local" line for the role). Later keywords override earlier ones.
  */
 static char *
 tb_restore_role_conninfo(const tb_job *job, const char *fresh_conninfo, const char *role)
 {
-	return !tb_is_conninfo(job->locator)
-			   ? psprintf("%s host='127.0.0.1' port=%d user='%s'", fresh_conninfo, PostPortNumber, role)
-			   : psprintf("%s user='%s'", fresh_conninfo, role);
+	if (tb_is_conninfo(job->locator) || ListenAddresses == NULL || ListenAddresses[0] == '\0')
+		return psprintf("%s user='%s'", fresh_conninfo, role);
+	return psprintf("%s host='127.0.0.1' port=%d user='%s'", fresh_conninfo, PostPortNumber, role);
 }
 
 char *

@@ -223,4 +223,18 @@ is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'shady' 
 	"none of them became a complete backup"
 psql_q "ALTER SYSTEM RESET tenant_backup.bin_dir" "SELECT pg_reload_conf()" >/dev/null
 
+# ------------------------------------------------------------ 5: a cluster that listens on its socket only
+# The restore role then logs in over the socket, with the one documented "local" line.
+cat >"$D/pg/data/pg_hba.conf" <<'HBA'
+local all postgres peer
+local all +tenant_backup_restorer scram-sha-256
+local all all peer
+HBA
+echo "listen_addresses = ''" >>"$D/pg/data/postgresql.conf"
+pg_restart "$D/pg"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('trap', target => 'trap_socket')" 2>&1)
+ok $? "a restore on a cluster without TCP, as the restore role over the socket" || diag "$out"
+is "$(rows_of_trap trap_socket)|$(superuser_of)|$(restore_roles)" "5/3/4|f|0" \
+	"every row is back, no superuser was gained, no restore role is left"
+
 done_testing
