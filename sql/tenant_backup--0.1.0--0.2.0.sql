@@ -1595,3 +1595,147 @@ REVOKE ALL ON FUNCTION tenant_backup._jobs_queued_by(),
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_cancel(bigint), tenant_backup.tenant_pause(text),
 	tenant_backup.tenant_resume(text), tenant_backup.tenant_set_schedule(text, text), tenant_backup.check()
 	TO tenant_backup_operator;
+
+-- ---------------------------------------------------------------- metrics
+
+-- Failed backup jobs per database, for the failure counts of every scrape: failures
+-- are few, so this stays small however long the job history grows.
+CREATE INDEX jobs_backup_failed ON tenant_backup.jobs (source_id, finished)
+	WHERE kind = 'backup' AND state = 'failed' AND cancelled_by IS NULL;
+
+-- A label value of the Prometheus text format, quoted: backslash, double quote and
+-- line feed escaped (tenant and agent names are validated already; escaped anyway).
+CREATE FUNCTION tenant_backup._metrics_label(p_value text)
+RETURNS text LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT '"' || replace(replace(replace(p_value, '\', '\\'), '"', '\"'), E'\n', '\n') || '"'
+$$;
+COMMENT ON FUNCTION tenant_backup._metrics_label(text) IS
+	'A label value in the Prometheus text exposition format: double-quoted, with \, " and line feeds escaped.';
+
+-- One query over the base tables (not the status view): per database (tenant, engine,
+-- source id; never a locator), per archived tenant, per agent and per engine served by
+-- agents. audit_ok and audit_verified_at come from the caller's cached
+-- tenant_audit_verify() (the metrics worker runs it every few minutes): NULL leaves the
+-- audit metrics out.
+CREATE FUNCTION tenant_backup._metrics(audit_ok boolean DEFAULT NULL, audit_verified_at timestamptz DEFAULT NULL)
+RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH active AS (
+		SELECT j.source_id, count(*) FILTER (WHERE j.state = 'queued') AS queued,
+			   count(*) FILTER (WHERE j.state = 'running') AS running
+		FROM tenant_backup.jobs j WHERE j.state IN ('queued', 'running') GROUP BY j.source_id),
+	per_source AS (
+		SELECT '{tenant=' || tenant_backup._metrics_label(s.tenant) || ',engine=' || tenant_backup._metrics_label(s.engine)
+				   || ',source_id="' || s.id || '"}' AS labels,
+			   last_ok.started, last_ok.finished, last_ok.bytes_in, last_ok.bytes_stored,
+			   coalesce(t.schedule, tenant_backup._default_schedule()) AS schedule,
+			   -- the status view's rule: older than twice the schedule, or never and added over an hour ago
+			   CASE WHEN last_ok.finished IS NULL THEN s.created < now() - interval '1 hour'
+					ELSE last_ok.finished < now() - 2 * coalesce(t.schedule, tenant_backup._default_schedule()) END
+				   AS overdue,
+			   failures.total AS failures_total, failures.since_success AS consecutive_failures,
+			   coalesce(a.queued, 0) AS queued, coalesce(a.running, 0) AS running
+		FROM tenant_backup.sources s
+		JOIN tenant_backup.tenants t ON t.name = s.tenant
+		LEFT JOIN LATERAL (SELECT b.started, b.finished, b.bytes_in, b.bytes_stored FROM tenant_backup.backups b
+						   WHERE b.source_id = s.id AND b.status = 'complete'
+						   ORDER BY b.finished DESC LIMIT 1) last_ok ON true
+		CROSS JOIN LATERAL (SELECT count(*) AS total,
+								   count(*) FILTER (WHERE j.finished > coalesce(last_ok.finished, '-infinity'))
+									   AS since_success
+							FROM tenant_backup.jobs j
+							WHERE j.source_id = s.id AND j.kind = 'backup' AND j.state = 'failed'
+							AND j.cancelled_by IS NULL) failures
+		LEFT JOIN active a ON a.source_id = s.id),
+	wal AS (
+		SELECT '{tenant=' || tenant_backup._metrics_label(w.tenant) || ',engine="postgres"}' AS labels, w.*
+		FROM tenant_backup._wal_archive_lag() w WHERE w.tenant IS NOT NULL),
+	agents AS (
+		SELECT '{agent=' || tenant_backup._metrics_label(r.name) || '}' AS labels, r.last_seen, r.jobs_done,
+			   r.jobs_failed,
+			   (SELECT count(*) FROM tenant_backup.jobs j WHERE j.state = 'running'
+				AND j.lease_owner LIKE 'agent:' || r.name || ':%') AS running
+		FROM tenant_backup.agent_registry r WHERE r.last_seen > now() - interval '1 day'),
+	engines AS (
+		SELECT '{engine=' || tenant_backup._metrics_label(e.engine) || '}' AS labels,
+			   (SELECT max(r.last_seen) FROM tenant_backup.agent_registry r WHERE e.engine = ANY (r.engines)) AS last_seen
+		FROM (SELECT DISTINCT s.engine FROM tenant_backup.sources s WHERE s.engine <> 'postgres') e),
+	samples(metric, labels, value) AS (
+		SELECT v.metric, p.labels, v.value
+		FROM per_source p CROSS JOIN LATERAL (VALUES
+			('last_success_timestamp_seconds', extract(epoch FROM p.finished)),
+			('last_success_age_seconds', extract(epoch FROM now() - p.finished)),
+			('last_backup_duration_seconds', extract(epoch FROM p.finished - p.started)),
+			('last_backup_input_bytes', p.bytes_in::numeric),
+			('last_backup_stored_bytes', p.bytes_stored::numeric),
+			('schedule_seconds', extract(epoch FROM p.schedule)),
+			('backup_overdue', p.overdue::int::numeric),
+			('backup_failures_total', p.failures_total::numeric),
+			('backup_consecutive_failures', p.consecutive_failures::numeric),
+			('jobs_queued', p.queued::numeric),
+			('jobs_running', p.running::numeric)) v(metric, value)
+		WHERE v.value IS NOT NULL
+		UNION ALL
+		SELECT v.metric, w.labels, v.value
+		FROM wal w CROSS JOIN LATERAL (VALUES
+			('wal_pending_files', w.pending::numeric),
+			('wal_archive_lag_seconds', coalesce(extract(epoch FROM now() - w.oldest_pending), 0)),
+			('wal_last_archived_timestamp_seconds', extract(epoch FROM w.last_archived)),
+			('wal_archive_failing', (w.last_failure IS NOT NULL)::int::numeric),
+			('wal_gap', (w.gap IS NOT NULL)::int::numeric)) v(metric, value)
+		WHERE v.value IS NOT NULL
+		UNION ALL
+		SELECT v.metric, g.labels, v.value
+		FROM agents g CROSS JOIN LATERAL (VALUES
+			('agent_last_seen_timestamp_seconds', extract(epoch FROM g.last_seen)),
+			('agent_jobs_done_total', g.jobs_done::numeric),
+			('agent_jobs_failed_total', g.jobs_failed::numeric),
+			('agent_jobs_running', g.running::numeric)) v(metric, value)
+		UNION ALL
+		SELECT 'engine_agent_last_seen_timestamp_seconds', e.labels, coalesce(extract(epoch FROM e.last_seen), 0)
+		FROM engines e
+		UNION ALL
+		SELECT v.metric, '', v.value
+		FROM (VALUES ('audit_chain_ok', audit_ok::int::numeric),
+					 ('audit_chain_verified_timestamp_seconds', extract(epoch FROM audit_verified_at))) v(metric, value)
+		WHERE audit_ok IS NOT NULL AND v.value IS NOT NULL),
+	families(ord, metric, type, help) AS (VALUES
+		(1, 'last_success_timestamp_seconds', 'gauge', 'When the newest complete backup of the database finished (Unix time).'),
+		(2, 'last_success_age_seconds', 'gauge', 'Seconds since the newest complete backup of the database finished.'),
+		(3, 'last_backup_duration_seconds', 'gauge', 'How long the newest complete backup took.'),
+		(4, 'last_backup_input_bytes', 'gauge', 'Bytes dumped by the newest complete backup, before compression.'),
+		(5, 'last_backup_stored_bytes', 'gauge', 'Bytes stored by the newest complete backup, compressed and encrypted.'),
+		(6, 'schedule_seconds', 'gauge', 'The tenant''s backup interval (its schedule or tenant_backup.default_schedule).'),
+		(7, 'backup_overdue', 'gauge', '1 when the newest complete backup is older than twice the schedule, or there is none an hour after the database was added.'),
+		(8, 'backup_failures_total', 'counter', 'Backup jobs of the database that failed after all their attempts (cancelled ones not counted).'),
+		(9, 'backup_consecutive_failures', 'gauge', 'Backup jobs of the database that failed since its newest complete backup.'),
+		(10, 'jobs_queued', 'gauge', 'Jobs (backup, restore, drill) of the database waiting to start.'),
+		(11, 'jobs_running', 'gauge', 'Jobs of the database running now.'),
+		(12, 'wal_pending_files', 'gauge', 'WAL files of the archived dedicated tenant waiting to be archived.'),
+		(13, 'wal_archive_lag_seconds', 'gauge', 'Age of the oldest WAL file waiting to be archived (0: none waiting).'),
+		(14, 'wal_last_archived_timestamp_seconds', 'gauge', 'When the archiver last archived a WAL file (Unix time).'),
+		(15, 'wal_archive_failing', 'gauge', '1 when the archiver''s last attempt failed.'),
+		(16, 'wal_gap', 'gauge', '1 when the archive has a gap in the tenant''s WAL (until its next base backup).'),
+		(17, 'agent_last_seen_timestamp_seconds', 'gauge', 'When the agent was last heard from (Unix time); agents silent for a day are left out.'),
+		(18, 'agent_jobs_done_total', 'counter', 'Jobs the agent finished successfully.'),
+		(19, 'agent_jobs_failed_total', 'counter', 'Jobs the agent reported as failed.'),
+		(20, 'agent_jobs_running', 'gauge', 'Jobs the agent holds now.'),
+		(21, 'engine_agent_last_seen_timestamp_seconds', 'gauge', 'When any agent for an engine in use was last heard from (Unix time; 0: never).'),
+		(22, 'audit_chain_ok', 'gauge', '1 when tenant_audit_verify() last found the audit chain intact, 0 when broken.'),
+		(23, 'audit_chain_verified_timestamp_seconds', 'gauge', 'When the audit chain was last verified (Unix time).'))
+	SELECT string_agg(block, '' ORDER BY ord)
+	FROM (SELECT f.ord,
+				 format(E'# HELP tenant_backup_%s %s\n# TYPE tenant_backup_%s %s\n', f.metric, f.help, f.metric, f.type)
+				 || coalesce(string_agg(format(E'tenant_backup_%s%s %s\n', s.metric, s.labels, s.value::float8), ''
+										ORDER BY s.labels), '') AS block
+		  FROM families f JOIN samples s ON s.metric = f.metric
+		  GROUP BY f.ord, f.metric, f.type, f.help) b
+$$;
+COMMENT ON FUNCTION tenant_backup._metrics(boolean, timestamptz) IS
+	'The Prometheus text exposition served at tenant_backup.metrics_address: per database (labels tenant, engine, source_id) the last success, its age, size and duration, the schedule, overdue, failures, queued and running jobs; the WAL archiver''s lag and gap; per agent last seen and jobs done; per engine the newest agent heartbeat; the audit chain state passed in by the caller. No locator, password or key.';
+
+REVOKE ALL ON FUNCTION tenant_backup._metrics(boolean, timestamptz), tenant_backup._metrics_label(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup._metrics(boolean, timestamptz) TO tenant_backup_operator;
