@@ -10,15 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #define STORAGE_S3_DEFAULT_PART_SIZE (16 * STORAGE_S3_MIB)
 #define STORAGE_S3_DEFAULT_RETRIES 7 /* 8 attempts in all */
 #define STORAGE_S3_MAX_RETRIES 100
 #define STORAGE_S3_DEFAULT_STALL_TIMEOUT 15L
 #define STORAGE_S3_MAX_STALL_TIMEOUT 3600L
 #define STORAGE_S3_DEFAULT_REGION "us-east-1"
-#define STORAGE_S3_MAX_LIST_PAGES 100000 /* 100 million keys at S3's 1000 a page */
+#define STORAGE_S3_MAX_LIST_PAGES 100000               /* 100 million keys at S3's 1000 a page */
+#define STORAGE_S3_MIN_BANDWIDTH ((size_t) 100 * 1000) /* bytes per second */
+#define STORAGE_S3_MAX_BANDWIDTH ((size_t) 100 * 1000 * 1000 * 1000)
+#define STORAGE_S3_KNOWN_OPTIONS                                                                                       \
+	"endpoint, region, style, sse, kms_key_id, storage_class, max_bandwidth, part_size, retries or stall_timeout"
+
+/* Storage classes whose objects read back at once: GLACIER and DEEP_ARCHIVE would need a restore first. */
+static const char *const storage_s3_storage_classes[] = {
+	"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "REDUCED_REDUNDANCY",
+};
 
 static pthread_once_t storage_s3_once = PTHREAD_ONCE_INIT;
 static CURLcode storage_s3_init_result;
@@ -59,13 +66,10 @@ storage_s3_close(storage *base)
 {
 	storage_s3 *st = (storage_s3 *) base;
 
-	if (st->secret_key != NULL)
-		OPENSSL_cleanse(st->secret_key, strlen(st->secret_key));
-	if (st->session_token != NULL)
-		OPENSSL_cleanse(st->session_token, strlen(st->session_token));
-	free(st->secret_key);
-	free(st->session_token);
-	free(st->access_key);
+	s3_credentials_clear(&st->creds);
+	free(st->sse);
+	free(st->kms_key_id);
+	free(st->storage_class);
 	free(st->endpoint);
 	free(st->host);
 	free(st->bucket);
@@ -100,6 +104,61 @@ storage_s3_parse_size(const char *text, size_t *size)
 			return true;
 		}
 	return false;
+}
+
+/* A rate such as 50MB/s, 512KB/s, 1GB/s, 20MiB/s or 1000000 (bytes per second; "/s" may be left out). */
+static bool
+storage_s3_parse_bandwidth(const char *text, size_t *rate)
+{
+	static const struct
+	{
+		const char *suffix;
+		size_t factor;
+	} units[] = {{"", 1},
+				 {"B", 1},
+				 {"KB", 1000},
+				 {"MB", 1000 * 1000},
+				 {"GB", 1000 * 1000 * 1000},
+				 {"KiB", 1024},
+				 {"MiB", STORAGE_S3_MIB},
+				 {"GiB", 1024 * STORAGE_S3_MIB}};
+	char *end;
+	unsigned long long n;
+	size_t unit_len;
+
+	if (text[0] < '0' || text[0] > '9')
+		return false;
+	n = strtoull(text, &end, 10);
+	unit_len = strlen(end) >= 2 && strcmp(end + strlen(end) - 2, "/s") == 0 ? strlen(end) - 2 : strlen(end);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strlen(units[i].suffix) == unit_len && strncmp(end, units[i].suffix, unit_len) == 0)
+		{
+			if (n > SIZE_MAX / units[i].factor)
+				return false;
+			*rate = (size_t) n * units[i].factor;
+			return true;
+		}
+	return false;
+}
+
+/* Whether value is one of the n words. */
+static bool
+storage_s3_one_of(const char *value, const char *const *words, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(value, words[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Replaces *field with a copy of value. */
+static int
+storage_s3_set_string(char **field, const char *value, tb_error *err)
+{
+	free(*field);
+	if ((*field = strdup(value)) == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	return 0;
 }
 
 /* A whole number in [min, max]. */
@@ -179,15 +238,57 @@ storage_s3_set_endpoint(storage_s3 *st, const char *endpoint, tb_error *err)
 static int
 storage_s3_set_option(storage_s3 *st, const char *name, const char *value, tb_error *err)
 {
+	static const char *const styles[] = {"path", "virtual"};
+	static const char *const encryptions[] = {"AES256", "aws:kms"};
 	long number;
+	size_t rate;
 
 	if (strcmp(name, "endpoint") == 0)
 		return storage_s3_set_endpoint(st, value, err);
 	if (strcmp(name, "region") == 0)
+		return storage_s3_set_string(&st->region, value, err);
+	if (strcmp(name, "style") == 0)
 	{
-		free(st->region);
-		if ((st->region = strdup(value)) == NULL)
-			return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+		if (!storage_s3_one_of(value, styles, 2))
+			return tb_error_set(err, TB_ERR_INVALID, "S3 storage URL option style= must be path or virtual");
+		st->style_given = true;
+		st->virtual_host = value[0] == 'v';
+		return 0;
+	}
+	if (strcmp(name, "sse") == 0)
+	{
+		if (!storage_s3_one_of(value, encryptions, 2))
+			return tb_error_set(err, TB_ERR_INVALID, "S3 storage URL option sse= must be AES256 or aws:kms");
+		return storage_s3_set_string(&st->sse, value, err);
+	}
+	if (strcmp(name, "kms_key_id") == 0)
+	{
+		/* a key id, alias or ARN: it becomes a header value */
+		if (value[0] == '\0' || strlen(value) > 2048 ||
+			strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:/_-+=,.@") != strlen(value))
+			return tb_error_set(err, TB_ERR_INVALID,
+								"S3 storage URL option kms_key_id= is not a KMS key id, alias or ARN (letters, digits "
+								"and :/_-+=,.@)");
+		return storage_s3_set_string(&st->kms_key_id, value, err);
+	}
+	if (strcmp(name, "storage_class") == 0)
+	{
+		if (!storage_s3_one_of(value, storage_s3_storage_classes,
+							   sizeof(storage_s3_storage_classes) / sizeof(storage_s3_storage_classes[0])))
+			return tb_error_set(err, TB_ERR_INVALID,
+								"S3 storage URL option storage_class= must be STANDARD, STANDARD_IA, ONEZONE_IA, "
+								"INTELLIGENT_TIERING, GLACIER_IR or REDUCED_REDUNDANCY (GLACIER and DEEP_ARCHIVE "
+								"objects cannot be read without a restore: move backups there with a lifecycle rule)");
+		return storage_s3_set_string(&st->storage_class, value, err);
+	}
+	if (strcmp(name, "max_bandwidth") == 0)
+	{
+		if (!storage_s3_parse_bandwidth(value, &rate) || rate < STORAGE_S3_MIN_BANDWIDTH ||
+			rate > STORAGE_S3_MAX_BANDWIDTH)
+			return tb_error_set(err, TB_ERR_INVALID,
+								"S3 storage URL option max_bandwidth= is not a rate from 100KB/s to 100GB/s, such as "
+								"50MB/s");
+		st->max_bandwidth = (curl_off_t) rate;
 		return 0;
 	}
 	if (strcmp(name, "part_size") == 0)
@@ -216,8 +317,8 @@ storage_s3_set_option(storage_s3 *st, const char *name, const char *value, tb_er
 		return 0;
 	}
 	return tb_error_set(err, TB_ERR_INVALID,
-						"unknown option '%s' in S3 storage URL: use endpoint, region, part_size, retries or "
-						"stall_timeout (credentials come only from AWS_* environment variables)",
+						"unknown option '%s' in S3 storage URL: use " STORAGE_S3_KNOWN_OPTIONS
+						" (credentials never come from the URL)",
 						name);
 }
 
@@ -303,11 +404,64 @@ storage_s3_parse_url(storage_s3 *st, const char *url, tb_error *err)
 	return query != NULL ? storage_s3_parse_options(st, query + 1, err) : 0;
 }
 
-/* Region and endpoint not given in the URL come from the environment, then the defaults. */
+/* Whether a bucket name can be a host name label chain: lower case, digits, '-' and (without TLS) '.'. */
+static bool
+storage_s3_bucket_dns_compatible(const char *bucket, bool tls)
+{
+	size_t len = strlen(bucket);
+
+	return len >= 3 && len <= 63 &&
+		   strspn(bucket, tls ? "abcdefghijklmnopqrstuvwxyz0123456789-" : "abcdefghijklmnopqrstuvwxyz0123456789-.") ==
+			   len &&
+		   bucket[0] != '-' && bucket[len - 1] != '-' && bucket[0] != '.' && bucket[len - 1] != '.' &&
+		   strstr(bucket, "..") == NULL;
+}
+
+/*
+ * Chooses the URL style: style= if given, else virtual-hosted for AWS's own
+ * endpoint (path style for a bucket name that cannot be a host name) and path
+ * style for an explicit endpoint. Virtual-hosted style puts the bucket in front
+ * of the endpoint's host.
+ */
+static int
+storage_s3_set_style(storage_s3 *st, bool explicit_endpoint, tb_error *err)
+{
+	bool tls = strncmp(st->endpoint, "https://", 8) == 0;
+	char *host;
+	char *endpoint;
+
+	if (!st->style_given)
+		st->virtual_host = !explicit_endpoint && storage_s3_bucket_dns_compatible(st->bucket, tls);
+	if (!st->virtual_host)
+		return 0;
+	if (!storage_s3_bucket_dns_compatible(st->bucket, tls))
+		return tb_error_set(err, TB_ERR_INVALID,
+							"S3 bucket '%s' cannot be named in a host name (style=virtual needs 3 to 63 lower-case "
+							"letters, digits and '-'%s): use style=path",
+							st->bucket, tls ? ", and no '.' over https" : " or '.'");
+	if (asprintf(&host, "%s.%s", st->bucket, st->host) < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	if (asprintf(&endpoint, "%s%s", tls ? "https://" : "http://", host) < 0)
+	{
+		free(host);
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
+	}
+	free(st->host);
+	free(st->endpoint);
+	st->host = host;
+	st->endpoint = endpoint;
+	return 0;
+}
+
+/*
+ * Region and endpoint not given in the URL come from the environment, then the
+ * defaults; then the URL style and the encryption settings are checked together.
+ */
 static int
 storage_s3_settings(storage_s3 *st, tb_error *err)
 {
 	const char *endpoint = getenv("AWS_ENDPOINT_URL");
+	bool explicit_endpoint = st->endpoint != NULL || (endpoint != NULL && endpoint[0] != '\0');
 	char *default_endpoint;
 	int rc;
 
@@ -322,33 +476,20 @@ storage_s3_settings(storage_s3 *st, tb_error *err)
 	}
 	if (st->region[0] == '\0' || strspn(st->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(st->region))
 		return tb_error_set(err, TB_ERR_INVALID, "S3 region '%s' is not a region name such as us-east-1", st->region);
+	if (st->kms_key_id != NULL && (st->sse == NULL || strcmp(st->sse, "aws:kms") != 0))
+		return tb_error_set(err, TB_ERR_INVALID, "S3 storage URL option kms_key_id= needs sse=aws:kms");
 	if (st->endpoint != NULL)
-		return 0;
-	if (endpoint != NULL && endpoint[0] != '\0')
-		return storage_s3_set_endpoint(st, endpoint, err);
-	if (asprintf(&default_endpoint, "https://s3.%s.amazonaws.com", st->region) < 0)
+		rc = 0;
+	else if (endpoint != NULL && endpoint[0] != '\0')
+		rc = storage_s3_set_endpoint(st, endpoint, err);
+	else if (asprintf(&default_endpoint, "https://s3.%s.amazonaws.com", st->region) < 0)
 		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
-	rc = storage_s3_set_endpoint(st, default_endpoint, err);
-	free(default_endpoint);
-	return rc;
-}
-
-/* Credentials come from the environment only, never from the URL. */
-static int
-storage_s3_credentials(storage_s3 *st, tb_error *err)
-{
-	const char *access_key = getenv("AWS_ACCESS_KEY_ID");
-	const char *secret_key = getenv("AWS_SECRET_ACCESS_KEY");
-	const char *session_token = getenv("AWS_SESSION_TOKEN");
-
-	if (access_key == NULL || access_key[0] == '\0' || secret_key == NULL || secret_key[0] == '\0')
-		return tb_error_set(err, TB_ERR_INVALID,
-							"S3 credentials are missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
-							"AWS_SESSION_TOKEN for temporary credentials)");
-	if ((st->access_key = strdup(access_key)) == NULL || (st->secret_key = strdup(secret_key)) == NULL ||
-		(session_token != NULL && session_token[0] != '\0' && (st->session_token = strdup(session_token)) == NULL))
-		return tb_error_set(err, TB_ERR_NOMEM, "out of memory opening S3 storage");
-	return 0;
+	else
+	{
+		rc = storage_s3_set_endpoint(st, default_endpoint, err);
+		free(default_endpoint);
+	}
+	return rc != 0 ? rc : storage_s3_set_style(st, explicit_endpoint, err);
 }
 
 static storage *
@@ -374,7 +515,7 @@ storage_s3_open(const char *url, tb_error *err)
 	st->retries = STORAGE_S3_DEFAULT_RETRIES;
 	st->stall_timeout = STORAGE_S3_DEFAULT_STALL_TIMEOUT;
 	if (storage_s3_parse_url(st, url, err) != 0 || storage_s3_settings(st, err) != 0 ||
-		storage_s3_credentials(st, err) != 0)
+		s3_credentials_resolve(&st->creds, st->region, err) != 0)
 	{
 		storage_s3_close(&st->base);
 		return NULL;

@@ -22,7 +22,8 @@
 #define S3_REQUEST_MIN_RATE (128L * 1024) /* bytes per second */
 #define S3_REQUEST_BACKOFF_BASE_MS 100
 #define S3_REQUEST_BACKOFF_CAP_MS 5000
-#define S3_REQUEST_MAX_HEADERS 8 /* 6 signed, Authorization, Expect */
+#define S3_REQUEST_MAX_HEADERS 11       /* 9 signed, Authorization, Expect */
+#define S3_REQUEST_CREDENTIALS_RETRY 10 /* seconds between attempts to renew credentials that still work */
 
 /* How long an attempt may take; set from the transfer as libcurl reports it. */
 typedef struct s3_request_deadline
@@ -31,6 +32,7 @@ typedef struct s3_request_deadline
 	long floor;            /* seconds, whatever the size */
 	curl_off_t body_len;   /* bytes sent */
 	curl_off_t answer_max; /* bytes accepted in the answer */
+	curl_off_t min_rate;   /* bytes per second: S3_REQUEST_MIN_RATE, or a lower max_bandwidth */
 	long allowed;          /* seconds the attempt was allowed when it was stopped */
 } s3_request_deadline;
 
@@ -40,7 +42,7 @@ s3_request_check_deadline(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_
 {
 	s3_request_deadline *d = arg;
 	curl_off_t answer = dltotal > 0 && dltotal < d->answer_max ? dltotal : d->answer_max;
-	long allowed = d->floor + (long) ((d->body_len + answer) / S3_REQUEST_MIN_RATE);
+	long allowed = d->floor + (long) ((d->body_len + answer) / d->min_rate);
 	struct timespec now;
 
 	(void) dlnow;
@@ -131,8 +133,7 @@ s3_request_header(char *line, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* "/bucket" or "/bucket/<encoded prefix and key>": both the URL path and the canonical URI. */
-static char *
+char *
 s3_request_path(const storage_s3 *st, const s3_request *req)
 {
 	char *full_key;
@@ -140,25 +141,22 @@ s3_request_path(const storage_s3 *st, const s3_request *req)
 	char *path;
 
 	if (req->bucket_level)
-		return asprintf(&path, "/%s", st->bucket) < 0 ? NULL : path;
+		return asprintf(&path, "/%s", st->virtual_host ? "" : st->bucket) < 0 ? NULL : path;
 	if (asprintf(&full_key, "%s%s", st->prefix, req->key) < 0)
 		return NULL;
 	encoded = s3_sign_uri_encode(full_key, true);
 	free(full_key);
-	if (encoded == NULL || asprintf(&path, "/%s/%s", st->bucket, encoded) < 0)
+	if (encoded == NULL ||
+		asprintf(&path, "%s%s/%s", st->virtual_host ? "" : "/", st->virtual_host ? "" : st->bucket, encoded) < 0)
 		path = NULL;
 	free(encoded);
 	return path;
 }
 
-/*
- * The headers of one attempt, signed with the current time, as a curl list; NULL
- * when out of memory.
- */
-static struct curl_slist *
-s3_request_headers(const storage_s3 *st, const s3_request *req, const char *path, const char *payload_hash)
+struct curl_slist *
+s3_request_headers(const storage_s3 *st, const s3_request *req, const char *path, const char *payload_hash,
+				   const char *amz_date)
 {
-	char amz_date[S3_SIGN_AMZ_DATE_LEN + 1];
 	s3_sign_pair headers[S3_REQUEST_MAX_HEADERS];
 	size_t n = 0;
 	s3_sign_request sign;
@@ -166,16 +164,21 @@ s3_request_headers(const storage_s3 *st, const s3_request *req, const char *path
 	struct curl_slist *list = NULL;
 	char *line = NULL;
 
-	s3_sign_amz_date(time(NULL), amz_date);
 	headers[n++] = (s3_sign_pair){"Host", st->host};
 	headers[n++] = (s3_sign_pair){"x-amz-date", amz_date};
 	headers[n++] = (s3_sign_pair){"x-amz-content-sha256", payload_hash};
-	if (st->session_token != NULL)
-		headers[n++] = (s3_sign_pair){"x-amz-security-token", st->session_token};
+	if (st->creds.session_token != NULL)
+		headers[n++] = (s3_sign_pair){"x-amz-security-token", st->creds.session_token};
 	if (req->range != NULL)
 		headers[n++] = (s3_sign_pair){"Range", req->range};
 	if (req->if_match != NULL)
 		headers[n++] = (s3_sign_pair){"If-Match", req->if_match};
+	if (req->creates_object && st->sse != NULL)
+		headers[n++] = (s3_sign_pair){"x-amz-server-side-encryption", st->sse};
+	if (req->creates_object && st->kms_key_id != NULL)
+		headers[n++] = (s3_sign_pair){"x-amz-server-side-encryption-aws-kms-key-id", st->kms_key_id};
+	if (req->creates_object && st->storage_class != NULL)
+		headers[n++] = (s3_sign_pair){"x-amz-storage-class", st->storage_class};
 
 	sign = (s3_sign_request){
 		.method = req->method,
@@ -189,7 +192,7 @@ s3_request_headers(const storage_s3 *st, const s3_request *req, const char *path
 		.region = st->region,
 		.service = "s3",
 	};
-	authorization = s3_sign_authorization(&sign, st->access_key, st->secret_key);
+	authorization = s3_sign_authorization(&sign, st->creds.access_key, st->creds.secret_key);
 	if (authorization == NULL)
 		return NULL;
 	headers[n++] = (s3_sign_pair){"Authorization", authorization};
@@ -221,7 +224,8 @@ s3_request_attempt(storage_s3 *st, const s3_request *req, const char *url, const
 {
 	CURL *curl = st->curl;
 	s3_request_upload upload = {.data = req->body, .len = req->body_len};
-	struct curl_slist *headers = s3_request_headers(st, req, path, payload_hash);
+	char amz_date[S3_SIGN_AMZ_DATE_LEN + 1];
+	struct curl_slist *headers;
 	curl_off_t length = -1;
 	curl_off_t mtime = -1;
 	CURLcode rc;
@@ -231,10 +235,13 @@ s3_request_attempt(storage_s3 *st, const s3_request *req, const char *url, const
 	resp->total_size = UINT64_MAX;
 	resp->body->len = 0;
 	curl_error[0] = '\0';
-	if (headers == NULL)
+	s3_sign_amz_date(time(NULL), amz_date);
+	if ((headers = s3_request_headers(st, req, path, payload_hash, amz_date)) == NULL)
 		return CURLE_OUT_OF_MEMORY;
 	*deadline = (s3_request_deadline){
 		.floor = 2 * st->stall_timeout,
+		.min_rate =
+			st->max_bandwidth > 0 && st->max_bandwidth < S3_REQUEST_MIN_RATE ? st->max_bandwidth : S3_REQUEST_MIN_RATE,
 		.body_len = (curl_off_t) req->body_len,
 		.answer_max = (curl_off_t) resp->body->max,
 	};
@@ -251,6 +258,11 @@ s3_request_attempt(storage_s3 *st, const s3_request *req, const char *url, const
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, s3_request_check_deadline);
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, deadline);
 	curl_easy_setopt(curl, CURLOPT_FILETIME, 1L);
+	if (st->max_bandwidth > 0)
+	{
+		curl_easy_setopt(curl, CURLOPT_MAX_SEND_SPEED_LARGE, st->max_bandwidth);
+		curl_easy_setopt(curl, CURLOPT_MAX_RECV_SPEED_LARGE, st->max_bandwidth);
+	}
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s3_request_write_body);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, resp->body);
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, s3_request_header);
@@ -307,7 +319,7 @@ s3_request_curl_retryable(CURLcode rc)
 static bool
 s3_request_status_retryable(const s3_response *resp)
 {
-	return resp->status >= 500 || resp->status == 429 || strcmp(resp->error.code, "SlowDown") == 0 ||
+	return (resp->status >= 500 && resp->status != 501) || resp->status == 429 || strcmp(resp->error.code, "SlowDown") == 0 ||
 		   strcmp(resp->error.code, "RequestTimeout") == 0 || strcmp(resp->error.code, "InternalError") == 0;
 }
 
@@ -341,13 +353,15 @@ static const struct
 	tb_errcode errcode;
 	const char *hint;
 } s3_request_known_errors[] = {
-	{"SignatureDoesNotMatch", TB_ERR_STORAGE_AUTH, "check AWS_SECRET_ACCESS_KEY"},
-	{"InvalidAccessKeyId", TB_ERR_STORAGE_AUTH, "check AWS_ACCESS_KEY_ID"},
-	{"InvalidToken", TB_ERR_STORAGE_AUTH, "check AWS_SESSION_TOKEN"},
-	{"ExpiredToken", TB_ERR_STORAGE_AUTH, "renew the temporary credentials in AWS_SESSION_TOKEN"},
-	{"AccessDenied", TB_ERR_STORAGE_AUTH, "check the permissions of AWS_ACCESS_KEY_ID on the bucket"},
+	{"SignatureDoesNotMatch", TB_ERR_STORAGE_AUTH, "check the secret access key"},
+	{"InvalidAccessKeyId", TB_ERR_STORAGE_AUTH, "check the access key id"},
+	{"InvalidToken", TB_ERR_STORAGE_AUTH, "check the session token"},
+	{"ExpiredToken", TB_ERR_STORAGE_AUTH, "renew the temporary credentials"},
+	{"AccessDenied", TB_ERR_STORAGE_AUTH, "check the permissions of the access key on the bucket"},
 	{"AuthorizationHeaderMalformed", TB_ERR_STORAGE_AUTH, "check region= in the storage URL or AWS_REGION"},
 	{"RequestTimeTooSkewed", TB_ERR_STORAGE_AUTH, "check this host's clock"},
+	{"KMS.NotFoundException", TB_ERR_STORAGE, "check kms_key_id= in the storage URL"},
+	{"InvalidStorageClass", TB_ERR_STORAGE, "check storage_class= in the storage URL"},
 	{"NoSuchBucket", TB_ERR_STORAGE, "create the bucket or correct the storage URL"},
 };
 
@@ -360,17 +374,44 @@ s3_request_http_error(const storage_s3 *st, const s3_request *req, const s3_resp
 	for (size_t i = 0; i < sizeof(s3_request_known_errors) / sizeof(s3_request_known_errors[0]); i++)
 		if (strcmp(code, s3_request_known_errors[i].code) == 0)
 			return tb_error_set(err, s3_request_known_errors[i].errcode,
-								"S3 rejected %s '%s' in bucket '%s' (%s: %s): %s", req->op, req->key, st->bucket, code,
-								resp->error.message, s3_request_known_errors[i].hint);
+								"S3 rejected %s '%s' in bucket '%s' (%s: %s): %s (credentials from %s)", req->op,
+								req->key, st->bucket, code, resp->error.message, s3_request_known_errors[i].hint,
+								st->creds.source);
 	if (resp->status == 403)
 		return tb_error_set(err, TB_ERR_STORAGE_AUTH,
-							"S3 denied %s '%s' in bucket '%s' (HTTP 403%s%s): check AWS_ACCESS_KEY_ID, "
-							"AWS_SECRET_ACCESS_KEY and their permissions on the bucket",
-							req->op, req->key, st->bucket, code[0] ? " " : "", code);
+							"S3 denied %s '%s' in bucket '%s' (HTTP 403%s%s): check the credentials from %s and "
+							"their permissions on the bucket",
+							req->op, req->key, st->bucket, code[0] ? " " : "", code, st->creds.source);
 	if (!req->bucket_level && s3_response_key_missing(resp))
 		return tb_error_set(err, TB_ERR_NOT_FOUND, "object '%s' does not exist in %s", req->key, st->base.description);
 	return tb_error_set(err, TB_ERR_STORAGE, "S3 %s '%s' failed with HTTP %ld (%s: %s)", req->op, req->key,
 						resp->status, code[0] ? code : "no error code", resp->error.message);
+}
+
+/*
+ * Renews temporary credentials when they are due. A failed renewal leaves the
+ * current ones in use while they last (tried again after a pause), and is an error
+ * once they expired.
+ */
+static int
+s3_request_renew_credentials(storage_s3 *st, const s3_request *req, tb_error *err)
+{
+	time_t now = time(NULL);
+	s3_credentials fresh;
+
+	if (!s3_credentials_due(&st->creds, now) || (now < st->creds.expiration && now < st->creds_retry_after))
+		return 0;
+	if (s3_credentials_resolve(&fresh, st->region, err) == 0)
+	{
+		s3_credentials_clear(&st->creds);
+		st->creds = fresh;
+		return 0;
+	}
+	st->creds_retry_after = now + S3_REQUEST_CREDENTIALS_RETRY;
+	if (now < st->creds.expiration)
+		return 0;
+	return tb_error_prefix(err, "S3 %s '%s': the temporary credentials from %s expired and could not be renewed",
+						   req->op, req->key, st->creds.source);
 }
 
 int
@@ -397,8 +438,12 @@ s3_request_execute(storage_s3 *st, const s3_request *req, s3_response *resp, tb_
 
 	for (int attempt = 0;; attempt++)
 	{
-		CURLcode curl_rc = s3_request_attempt(st, req, url, path, payload_hash, resp, &deadline, curl_error);
+		CURLcode curl_rc;
 		bool retry;
+
+		if (s3_request_renew_credentials(st, req, err) != 0)
+			break;
+		curl_rc = s3_request_attempt(st, req, url, path, payload_hash, resp, &deadline, curl_error);
 
 		resp->error.code[0] = '\0';
 		resp->error.message[0] = '\0';
@@ -426,7 +471,7 @@ s3_request_execute(storage_s3 *st, const s3_request *req, s3_response *resp, tb_
 				tb_error_set(err, TB_ERR_STORAGE,
 							 "S3 %s '%s' at %s did not finish within its deadline of %ld s (2 x stall_timeout, plus "
 							 "its size at %ld KiB/s): check the network and the endpoint",
-							 req->op, req->key, st->endpoint, deadline.allowed, S3_REQUEST_MIN_RATE / 1024);
+							 req->op, req->key, st->endpoint, deadline.allowed, (long) (deadline.min_rate / 1024));
 			else
 				tb_error_set(err, curl_rc == CURLE_OUT_OF_MEMORY ? TB_ERR_NOMEM : TB_ERR_STORAGE,
 							 "S3 %s '%s' at %s failed: %s", req->op, req->key, st->endpoint,

@@ -85,6 +85,7 @@ storage_s3_create_upload(storage_s3_write *w, tb_error *err)
 		.key = w->key,
 		.query = query,
 		.nquery = 1,
+		.creates_object = true,
 	};
 	s3_response resp;
 	s3_buffer buf;
@@ -198,6 +199,7 @@ storage_s3_put_object(storage_s3_write *w, tb_error *err)
 		.key = w->key,
 		.body = w->part,
 		.body_len = w->part_len,
+		.creates_object = true,
 	};
 	s3_response resp;
 

@@ -180,6 +180,54 @@ s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *arg, b
 	return rc;
 }
 
+/* The element reached from parent through the child names in path, or NULL. */
+static xmlNodePtr
+s3_xml_descend(xmlNodePtr parent, const char *const *path, size_t n)
+{
+	for (size_t i = 0; parent != NULL && i < n; i++)
+		parent = s3_xml_child(parent, path[i]);
+	return parent;
+}
+
+bool
+s3_xml_parse_sts_credentials(const char *body, size_t len, s3_xml_sts_credentials *out, s3_xml_error *error)
+{
+	static const char *const credentials_path[] = {"AssumeRoleWithWebIdentityResult", "Credentials"};
+	xmlDocPtr doc = s3_xml_read(body, len);
+	xmlNodePtr creds = s3_xml_descend(s3_xml_root(doc, "AssumeRoleWithWebIdentityResponse"), credentials_path, 2);
+	xmlNodePtr error_root = s3_xml_root(doc, "ErrorResponse");
+	xmlNodePtr sts_error = error_root ? s3_xml_child(error_root, "Error") : NULL;
+	bool ok = false;
+
+	*out = (s3_xml_sts_credentials){0};
+	error->code[0] = error->message[0] = '\0';
+	if (creds != NULL)
+	{
+		out->access_key = s3_xml_child_text(creds, "AccessKeyId");
+		out->secret_key = s3_xml_child_text(creds, "SecretAccessKey");
+		out->session_token = s3_xml_child_text(creds, "SessionToken");
+		out->expiration = s3_xml_child_text(creds, "Expiration");
+		ok = out->access_key && out->access_key[0] && out->secret_key && out->secret_key[0] && out->session_token &&
+			 out->session_token[0] && out->expiration && out->expiration[0];
+	}
+	else if (sts_error != NULL)
+	{
+		s3_xml_child_copy(sts_error, "Code", error->code, sizeof(error->code));
+		s3_xml_child_copy(sts_error, "Message", error->message, sizeof(error->message));
+	}
+	if (!ok)
+	{
+		free(out->access_key);
+		free(out->secret_key);
+		free(out->session_token);
+		free(out->expiration);
+		*out = (s3_xml_sts_credentials){0};
+	}
+	if (doc != NULL)
+		xmlFreeDoc(doc);
+	return ok;
+}
+
 char *
 s3_xml_complete_body(char *const *etags, int nparts, size_t *len)
 {

@@ -1,6 +1,6 @@
 /*
  * The XML the S3 driver reads (Error, InitiateMultipartUploadResult,
- * ListBucketResult) and writes (CompleteMultipartUpload), through libxml2.
+ * ListBucketResult, STS AssumeRoleWithWebIdentityResponse) and writes (CompleteMultipartUpload), through libxml2.
  */
 #ifndef TB_S3_XML_H
 #define TB_S3_XML_H
@@ -32,6 +32,22 @@ char *s3_xml_parse_upload_id(const char *body, size_t len);
  * skipped), -1 if the body is malformed or memory ran out.
  */
 int s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *arg, bool *truncated, char **next_token);
+
+/* Credentials of an STS AssumeRoleWithWebIdentity answer, each malloc'd (free()). */
+typedef struct s3_xml_sts_credentials
+{
+	char *access_key;
+	char *secret_key;
+	char *session_token;
+	char *expiration; /* ISO 8601 */
+} s3_xml_sts_credentials;
+
+/*
+ * Fills *out from an AssumeRoleWithWebIdentityResponse (all four present and
+ * non-empty): true; false if the body is anything else (out left empty), with the
+ * error code of an STS <ErrorResponse> in *error when there is one.
+ */
+bool s3_xml_parse_sts_credentials(const char *body, size_t len, s3_xml_sts_credentials *out, s3_xml_error *error);
 
 /*
  * The CompleteMultipartUpload body listing parts 1..nparts with their ETags.

@@ -1,7 +1,9 @@
 /*
  * Unit tests of the SigV4 signer (core/storage/s3_sign.c) against AWS's published
  * examples: the S3 API reference's header-based examples and unnormalised cases of
- * the aws-c-auth signing test suite (tests/aws-signing-test-suite/v4).
+ * the aws-c-auth signing test suite (tests/aws-signing-test-suite/v4); and the
+ * driver's own requests (virtual-hosted style, encryption and storage class
+ * headers, session token) against signatures computed by botocore's S3SigV4Auth.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "storage/s3_request.h"
 #include "storage/s3_sign.h"
 
 /* The S3 API reference's examples (sig-v4-header-based-auth). */
@@ -501,6 +504,226 @@ test_amz_date(void **state)
 	assert_string_equal(date, "20000229T000000Z");
 }
 
+/* ---- the driver's requests, signed as botocore 2 (the aws CLI's) S3SigV4Auth signs them ---- */
+
+#define DRIVER_TOKEN "session-token-example"
+#define DRIVER_KMS_KEY "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+/* An S3 storage for url with the S3 reference's keys and a session token in the environment. */
+static storage_s3 *
+driver_open(const char *url)
+{
+	tb_error err;
+	storage *st;
+
+	setenv("AWS_ACCESS_KEY_ID", S3DOC_ACCESS_KEY, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", S3DOC_SECRET, 1);
+	setenv("AWS_SESSION_TOKEN", DRIVER_TOKEN, 1);
+	unsetenv("AWS_ENDPOINT_URL");
+	st = storage_open(url, &err);
+	if (st == NULL)
+		fail_msg("storage_open: %s", err.msg);
+	return (storage_s3 *) st;
+}
+
+/* The value of header name in list ("" if it is there without a value), or NULL. */
+static const char *
+driver_header(const struct curl_slist *list, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (; list != NULL; list = list->next)
+		if (strncmp(list->data, name, len) == 0 && list->data[len] == ':')
+			return list->data[len + 1] == ' ' ? list->data + len + 2 : list->data + len + 1;
+	return NULL;
+}
+
+/* Signs req for st at S3DOC_DATE; checks its path, Host and Signature, and returns the header list. */
+static struct curl_slist *
+assert_driver_request(storage_s3 *st, const s3_request *req, const char *payload_hash, const char *path,
+					  const char *host, const char *signed_headers, const char *signature)
+{
+	char *actual_path = s3_request_path(st, req);
+	struct curl_slist *list;
+	char expected[1024];
+
+	assert_non_null(actual_path);
+	assert_string_equal(actual_path, path);
+	list = s3_request_headers(st, req, actual_path, payload_hash, S3DOC_DATE);
+	free(actual_path);
+	assert_non_null(list);
+	assert_string_equal(driver_header(list, "Host"), host);
+	assert_string_equal(driver_header(list, "x-amz-security-token"), DRIVER_TOKEN);
+	snprintf(expected, sizeof(expected),
+			 "AWS4-HMAC-SHA256 Credential=" S3DOC_ACCESS_KEY "/20130524/us-east-1/s3/aws4_request, "
+			 "SignedHeaders=%s, Signature=%s",
+			 signed_headers, signature);
+	assert_string_equal(driver_header(list, "Authorization"), expected);
+	return list;
+}
+
+/* Without an endpoint, AWS's virtual-hosted style: the bucket in the host, the key alone in the path. */
+static void
+test_driver_virtual_hosted_put_with_kms_and_storage_class(void **state)
+{
+	storage_s3 *st = driver_open("s3://examplebucket/backups?region=us-east-1&sse=aws:kms&kms_key_id=" DRIVER_KMS_KEY
+								 "&storage_class=STANDARD_IA");
+	const char *body = "Welcome to Amazon S3.";
+	char hash[S3_SIGN_SHA256_HEX_LEN + 1];
+	s3_request put = {.op = "PUT", .method = "PUT", .key = "acme/redis/x.tbk", .creates_object = true};
+	struct curl_slist *list;
+
+	(void) state;
+	assert_true(st->virtual_host);
+	assert_string_equal(st->endpoint, "https://examplebucket.s3.us-east-1.amazonaws.com");
+	s3_sign_sha256_hex(body, strlen(body), hash);
+	list =
+		assert_driver_request(st, &put, hash, "/backups/acme/redis/x.tbk", "examplebucket.s3.us-east-1.amazonaws.com",
+							  "host;x-amz-content-sha256;x-amz-date;x-amz-security-token;x-amz-server-side-encryption;"
+							  "x-amz-server-side-encryption-aws-kms-key-id;x-amz-storage-class",
+							  "01a5ebaa478e2a9dd79070174ef1ef6dbeb92ce9d072e45ce1f8e85212c2d3bd");
+	assert_string_equal(driver_header(list, "x-amz-server-side-encryption"), "aws:kms");
+	assert_string_equal(driver_header(list, "x-amz-server-side-encryption-aws-kms-key-id"), DRIVER_KMS_KEY);
+	assert_string_equal(driver_header(list, "x-amz-storage-class"), "STANDARD_IA");
+	curl_slist_free_all(list);
+	storage_close(&st->base);
+}
+
+/* CreateMultipartUpload carries the encryption header; UploadPart does not (S3 refuses it there). */
+static void
+test_driver_multipart_headers(void **state)
+{
+	storage_s3 *st = driver_open("s3://examplebucket/backups?region=us-east-1&sse=AES256");
+	const s3_sign_pair uploads[] = {{"uploads", ""}};
+	const s3_sign_pair part_query[] = {{"partNumber", "1"}, {"uploadId", "abc"}};
+	s3_request create = {.op = "CreateMultipartUpload",
+						 .method = "POST",
+						 .key = "acme/redis/x.tbk",
+						 .query = uploads,
+						 .nquery = 1,
+						 .creates_object = true};
+	s3_request part = {
+		.op = "UploadPart", .method = "PUT", .key = "acme/redis/x.tbk", .query = part_query, .nquery = 2};
+	struct curl_slist *list;
+	char *path = s3_request_path(st, &part);
+
+	(void) state;
+	list = assert_driver_request(
+		st, &create, S3_SIGN_EMPTY_SHA256, "/backups/acme/redis/x.tbk", "examplebucket.s3.us-east-1.amazonaws.com",
+		"host;x-amz-content-sha256;x-amz-date;x-amz-security-token;x-amz-server-side-encryption",
+		"d173e47f4bf42b064800510789abdb2aaf2d88e94818938084682d5099cfe18b");
+	curl_slist_free_all(list);
+	list = s3_request_headers(st, &part, path, S3_SIGN_EMPTY_SHA256, S3DOC_DATE);
+	assert_non_null(list);
+	assert_null(driver_header(list, "x-amz-server-side-encryption"));
+	assert_null(driver_header(list, "x-amz-storage-class"));
+	curl_slist_free_all(list);
+	free(path);
+	storage_close(&st->base);
+}
+
+/* A virtual-hosted listing asks for "/" with the prefix in the query. */
+static void
+test_driver_virtual_hosted_list(void **state)
+{
+	storage_s3 *st = driver_open("s3://examplebucket/backups/?region=us-east-1");
+	const s3_sign_pair query[] = {{"list-type", "2"}, {"prefix", "backups/acme/"}};
+	s3_request list_req = {
+		.op = "LIST", .method = "GET", .key = "backups/acme/", .bucket_level = true, .query = query, .nquery = 2};
+	struct curl_slist *list;
+
+	(void) state;
+	list = assert_driver_request(st, &list_req, S3_SIGN_EMPTY_SHA256, "/", "examplebucket.s3.us-east-1.amazonaws.com",
+								 "host;x-amz-content-sha256;x-amz-date;x-amz-security-token",
+								 "4bfd8ff1ec4e301c2de4ebbc8b1364a16dd06617662b235adc013f2421707b5d");
+	curl_slist_free_all(list);
+	storage_close(&st->base);
+}
+
+/* An explicit endpoint keeps path style unless style=virtual, which puts the bucket before its host. */
+static void
+test_driver_endpoint_styles(void **state)
+{
+	storage_s3 *path_style =
+		driver_open("s3://examplebucket/backups?region=us-east-1&endpoint=http://s3.localhost:9000");
+	storage_s3 *virtual_style =
+		driver_open("s3://examplebucket/backups?region=us-east-1&endpoint=http://s3.localhost:9000&style=virtual");
+	s3_request get = {.op = "GET", .method = "GET", .key = "acme/keys/k.json", .range = "bytes=0-9"};
+	struct curl_slist *list;
+	char *path = s3_request_path(path_style, &get);
+
+	(void) state;
+	assert_false(path_style->virtual_host);
+	assert_string_equal(path_style->endpoint, "http://s3.localhost:9000");
+	assert_string_equal(path, "/examplebucket/backups/acme/keys/k.json");
+	free(path);
+	assert_string_equal(virtual_style->endpoint, "http://examplebucket.s3.localhost:9000");
+	list = assert_driver_request(virtual_style, &get, S3_SIGN_EMPTY_SHA256, "/backups/acme/keys/k.json",
+								 "examplebucket.s3.localhost:9000",
+								 "host;range;x-amz-content-sha256;x-amz-date;x-amz-security-token",
+								 "c5ce5c2bdb935fb3601c1b6866099278b36c3baa25b74dc5718555927a10f9ce");
+	curl_slist_free_all(list);
+	storage_close(&path_style->base);
+	storage_close(&virtual_style->base);
+}
+
+/* URL options that would put something else in a header or a host name are refused, naming what is allowed. */
+static void
+test_driver_refused_options(void **state)
+{
+	static const struct
+	{
+		const char *url;
+		const char *message;
+	} refused[] = {
+		{"s3://examplebucket/?sse=aws:kms&kms_key_id=a%0D%0Ax-evil:%201", "kms_key_id= is not a KMS key id"},
+		{"s3://examplebucket/?kms_key_id=alias/x", "kms_key_id= needs sse=aws:kms"},
+		{"s3://examplebucket/?sse=aws:kms:dsse", "sse= must be AES256 or aws:kms"},
+		{"s3://examplebucket/?storage_class=GLACIER", "lifecycle rule"},
+		{"s3://examplebucket/?storage_class=STANDARD%0D%0A", "storage_class= must be"},
+		{"s3://examplebucket/?style=dns", "style= must be path or virtual"},
+		{"s3://Example_Bucket/?style=virtual", "use style=path"},
+		{"s3://my.bucket/?style=virtual", "no '.' over https"},
+		{"s3://examplebucket/?max_bandwidth=50kB/s", "max_bandwidth= is not a rate"},
+		{"s3://examplebucket/?max_bandwidth=1KB/s", "from 100KB/s"},
+		{"s3://examplebucket/?profile=prod",
+		 "use endpoint, region, style, sse, kms_key_id, storage_class, max_bandwidth"},
+	};
+
+	(void) state;
+	setenv("AWS_ACCESS_KEY_ID", S3DOC_ACCESS_KEY, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", S3DOC_SECRET, 1);
+	unsetenv("AWS_ENDPOINT_URL");
+	for (size_t i = 0; i < N_ELEMENTS(refused); i++)
+	{
+		tb_error err;
+		storage *st = storage_open(refused[i].url, &err);
+
+		if (st != NULL)
+			fail_msg("%s was accepted", refused[i].url);
+		if (strstr(err.msg, refused[i].message) == NULL)
+			fail_msg("%s: '%s' does not say '%s'", refused[i].url, err.msg, refused[i].message);
+	}
+}
+
+/* A bucket that cannot be a host name falls back to path style at AWS; max_bandwidth takes decimal and binary units. */
+static void
+test_driver_defaults(void **state)
+{
+	storage_s3 *legacy = driver_open("s3://Legacy_Bucket/?region=eu-west-1");
+	storage_s3 *limited = driver_open("s3://examplebucket/?max_bandwidth=50MB/s");
+	storage_s3 *binary = driver_open("s3://examplebucket/?max_bandwidth=2MiB");
+
+	(void) state;
+	assert_false(legacy->virtual_host);
+	assert_string_equal(legacy->endpoint, "https://s3.eu-west-1.amazonaws.com");
+	assert_int_equal(limited->max_bandwidth, 50000000);
+	assert_int_equal(binary->max_bandwidth, 2 * 1024 * 1024);
+	storage_close(&legacy->base);
+	storage_close(&limited->base);
+	storage_close(&binary->base);
+}
+
 int
 main(void)
 {
@@ -523,6 +746,12 @@ main(void)
 		cmocka_unit_test(test_suite_post_x_www_form_urlencoded),
 		cmocka_unit_test(test_encoding_for_s3_requests),
 		cmocka_unit_test(test_amz_date),
+		cmocka_unit_test(test_driver_virtual_hosted_put_with_kms_and_storage_class),
+		cmocka_unit_test(test_driver_multipart_headers),
+		cmocka_unit_test(test_driver_virtual_hosted_list),
+		cmocka_unit_test(test_driver_endpoint_styles),
+		cmocka_unit_test(test_driver_refused_options),
+		cmocka_unit_test(test_driver_defaults),
 	};
 
 	return cmocka_run_group_tests_name("s3_sign", tests, NULL, NULL);
