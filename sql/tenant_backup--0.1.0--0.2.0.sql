@@ -988,6 +988,39 @@ $$;
 COMMENT ON FUNCTION tenant_backup.agent_source_identity(bigint, text, text) IS
 	'An agent, before it reads or writes anything for the job its lease holds, reports what its connection reached (<server identity>/<database>; redis: <run_id>/<db>). Refuses (42710) a database another tenant''s source already is, a server shared with a dedicated tenant, and Redis keys overlapping another tenant''s on the same server.';
 
+-- A restore into a target writes where no other tenant is: the agent reports the
+-- target's identity (and for Redis its key prefix, '' for a whole database).
+CREATE FUNCTION tenant_backup.agent_restore_target(job_id bigint, lease text, identity text, key_prefix text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs := tenant_backup._agent_held_job(job_id, lease);
+	s tenant_backup.sources;
+	other text;
+BEGIN
+	IF j.kind <> 'restore' OR j.restore_target IS NULL THEN
+		RAISE EXCEPTION 'job % restores into no target', job_id USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO s FROM tenant_backup.sources WHERE id = j.source_id;
+	IF s.engine = 'redis' THEN
+		s.options := jsonb_set(s.options, '{key_prefix}', to_jsonb(coalesce(key_prefix, '')));
+		PERFORM tenant_backup._redis_identity_check(s, identity);
+		RETURN;
+	END IF;
+	SELECT o.tenant INTO other FROM tenant_backup.sources o
+	WHERE o.engine = s.engine AND o.tenant <> s.tenant AND o.identity = agent_restore_target.identity LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'the restore target "%" of tenant "%" is a database of tenant "%"', j.restore_target, s.tenant, other
+			USING ERRCODE = 'duplicate_object', HINT = 'Restore into a database that belongs to no other tenant.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_restore_target(bigint, text, text, text) IS
+	'An agent, before a restore writes into its target, reports what the target is (<server identity>/<database>; redis: <run_id>/<db> and the key prefix,  for a whole database). Refuses (42710) a target that is another tenant''s database, or Redis keys overlapping another tenant''s.';
+REVOKE ALL ON FUNCTION tenant_backup.agent_restore_target(bigint, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.agent_restore_target(bigint, text, text, text) TO tenant_backup_agent;
+
 -- Add-time check of Redis locators on their text, normalised so that the spellings of
 -- one address meet: host lowercased, without brackets or a trailing dot, IPv4-mapped
 -- IPv6 as IPv4, every loopback spelling as one; the default port; the db without

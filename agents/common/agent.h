@@ -105,6 +105,13 @@ int agent_job_tick(agent_job *job, tb_error *err);
  * already is (err then says why: fail the job).
  */
 int agent_job_identity(agent_job *job, const char *server, const char *database, tb_error *err);
+/*
+ * A restore into a target, before it writes there: the same for the target (with, for
+ * Redis, the key prefix it writes under, "" for a whole database); refused when the
+ * target is, or overlaps, another tenant's source.
+ */
+int agent_job_target_identity(agent_job *job, const char *server, const char *database, const char *key_prefix,
+							  tb_error *err);
 
 /*
  * Whether the agent's fallback credentials (<engine>_user, <engine>_password of its

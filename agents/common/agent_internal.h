@@ -60,8 +60,13 @@ int control_hello(agent *a, tb_error *err);
  * claimed but cannot run (err says why: report it as the job's failure).
  */
 int control_claim(agent *a, agent_job *job, tb_error *err);
-/* Reports what the job's connection reached (agent_source_identity); -1 with err when refused. */
-int control_identity(agent *a, agent_job *job, const char *identity, tb_error *err);
+/*
+ * Reports what the job's connection reached (agent_source_identity), or with target
+ * where its restore will write (agent_restore_target, key_prefix for Redis); -1 with err
+ * when refused.
+ */
+int control_identity(agent *a, agent_job *job, const char *identity, bool target, const char *key_prefix,
+					 tb_error *err);
 /* 1 while the lease holds, 0 once lost. */
 int control_renew(agent *a, agent_job *job, tb_error *err);
 int control_report(agent *a, agent_job *job, const char *error, const char *result_json, tb_error *err);

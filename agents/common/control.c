@@ -190,15 +190,17 @@ control_trust(agent *a, agent_job *job, tb_error *err)
 }
 
 int
-control_identity(agent *a, agent_job *job, const char *identity, tb_error *err)
+control_identity(agent *a, agent_job *job, const char *identity, bool target, const char *key_prefix, tb_error *err)
 {
 	char id[24];
-	const char *params[3] = {id, job->lease, identity};
+	const char *params[4] = {id, job->lease, identity, key_prefix};
 	PGresult *res;
 
 	snprintf(id, sizeof(id), "%lld", (long long) job->id);
-	res = control_call(a, "the identity of the database", "SELECT tenant_backup.agent_source_identity($1, $2, $3)", 3,
-					   params, err);
+	res = target ? control_call(a, "the restore target", "SELECT tenant_backup.agent_restore_target($1, $2, $3, $4)", 4,
+								params, err)
+				 : control_call(a, "the identity of the database",
+								"SELECT tenant_backup.agent_source_identity($1, $2, $3)", 3, params, err);
 	if (res == NULL)
 		return -1;
 	PQclear(res);

@@ -14,8 +14,10 @@
 
 #include "crypto.h"
 
-int
-agent_job_identity(agent_job *job, const char *server, const char *database, tb_error *err)
+/* <server>/<database>, each percent-encoded, to the control plane as a source's identity or a target's. */
+static int
+job_identity(agent_job *job, const char *server, const char *database, bool target, const char *key_prefix,
+			 tb_error *err)
 {
 	char *server_part = agent_uri_encode(server), *database_part = agent_uri_encode(database), *identity = NULL;
 	int rc;
@@ -25,12 +27,26 @@ agent_job_identity(agent_job *job, const char *server, const char *database, tb_
 		identity = NULL;
 		rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory");
 	}
-	else if ((rc = control_identity(job->owner, job, identity, err)) != 0)
-		tb_error_prefix(err, "the %s database of tenant \"%s\"", job->engine, job->tenant);
+	else if ((rc = control_identity(job->owner, job, identity, target, key_prefix, err)) != 0)
+		tb_error_prefix(err, "the %s %s of tenant \"%s\"", job->engine, target ? "restore target" : "database",
+						job->tenant);
 	free(identity);
 	free(server_part);
 	free(database_part);
 	return rc;
+}
+
+int
+agent_job_identity(agent_job *job, const char *server, const char *database, tb_error *err)
+{
+	return job_identity(job, server, database, false, NULL, err);
+}
+
+int
+agent_job_target_identity(agent_job *job, const char *server, const char *database, const char *key_prefix,
+						  tb_error *err)
+{
+	return job_identity(job, server, database, true, key_prefix, err);
 }
 
 /* One entry of the allow-list against host:port: "host" allows every port. */

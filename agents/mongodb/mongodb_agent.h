@@ -24,8 +24,8 @@ int mongo_source_open(const agent_job *job, mongo_source *src, tb_error *err);
 bool mongo_is_reserved_database(const char *name);
 /*
  * Reports which server and database the client reached (hello's replica set and hosts,
- * or a standalone's own host name in serverStatus) to the control plane; call it before
- * anything is read or written.
+ * or a standalone's own host name in serverStatus) to the control plane, and a restore's
+ * target; call it before anything is read or written.
  */
 int mongo_claim_identity(mongo_source *src, agent_job *job, tb_error *err);
 void mongo_source_close(mongo_source *src);

@@ -315,6 +315,14 @@ mongo_claim_identity(mongo_source *src, agent_job *job, tb_error *err)
 	for (char *c = lower; *c; c++)
 		*c = (char) tolower((unsigned char) *c);
 	rc = agent_job_identity(job, server, lower, err);
+	if (rc == 0 && job->restore_target && !job->drill)
+	{
+		bson_free(lower);
+		lower = bson_strdup(job->restore_target);
+		for (char *c = lower; *c; c++)
+			*c = (char) tolower((unsigned char) *c);
+		rc = agent_job_target_identity(job, server, lower, NULL, err);
+	}
 	bson_free(lower);
 	bson_free(server);
 	return rc;

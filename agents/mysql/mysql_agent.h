@@ -49,7 +49,10 @@ int mysql_option_pipe(const mysql_source *src, tb_error *err);
  */
 MYSQL *mysql_source_connect(const mysql_source *src, const agent_job *job, tb_error *err);
 
-/* Reports the server and schema conn reached to the control plane (agent_job_identity). */
+/*
+ * Reports the server and schema conn reached to the control plane (agent_job_identity),
+ * and a restore's target (agent_job_target_identity).
+ */
 int my_claim_identity(MYSQL *conn, const mysql_source *src, agent_job *job, tb_error *err);
 
 /* Runs one statement built from fmt; an error names the statement's purpose (what). */

@@ -257,6 +257,8 @@ mysql_restore(agent_job *job, tb_error *err)
 		tb_error_set(err, TB_ERR_INVALID, "the restore job names no backup object");
 		goto done;
 	}
+	if (job->restore_target && !job->drill && my_name_check("the restore target", job->restore_target, err) != 0)
+		goto done;
 	if ((conn = mysql_source_connect(&src, job, err)) == NULL || my_claim_identity(conn, &src, job, err) != 0)
 		goto done;
 	live_exists = my_database_defaults(conn, src.database, NULL, NULL, err);
@@ -266,11 +268,7 @@ mysql_restore(agent_job *job, tb_error *err)
 	if (job->drill)
 		rc = drill(job, &src, conn, fresh, live_exists ? src.database : NULL, err);
 	else if (job->restore_target)
-	{
-		if (my_name_check("the restore target", job->restore_target, err) != 0)
-			goto done;
 		rc = load_fresh(job, &src, conn, job->restore_target, live_exists ? src.database : NULL, err);
-	}
 	else if (!live_exists)
 		rc = load_fresh(job, &src, conn, src.database, NULL, err);
 	else

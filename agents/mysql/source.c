@@ -277,6 +277,8 @@ my_claim_identity(MYSQL *conn, const mysql_source *src, agent_job *job, tb_error
 	if (server == NULL)
 		return tb_error_prefix(err, "tenant \"%s\"", job->tenant);
 	rc = agent_job_identity(job, server, src->database, err);
+	if (rc == 0 && job->restore_target && !job->drill)
+		rc = agent_job_target_identity(job, server, job->restore_target, NULL, err);
 	free(server);
 	return rc;
 }

@@ -73,11 +73,12 @@ redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_err
 	redisContext *c = redis_connect(src, src->db, err);
 	redis_record source = {.type = 'S', .db = (uint32_t) src->db, .name = src->prefix, .name_len = kb.prefix_len};
 	redis_record end = {.type = 'E'};
+	char run_id[REDIS_RUN_ID_LEN + 1];
 	int rc;
 
 	if (c == NULL)
 		return -1;
-	rc = redis_claim_identity(c, src, job, err);
+	rc = redis_claim_identity(c, src, job, run_id, err);
 	if (rc == 0)
 		rc = repo_put_write(put, REDIS_KEYS_MAGIC, strlen(REDIS_KEYS_MAGIC), err);
 	if (rc == 0)

@@ -345,15 +345,19 @@ static int
 keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 {
 	agent_job *job = kr->job;
-	char mark[64];
+	char mark[64], run_id[REDIS_RUN_ID_LEN + 1], db[16];
 
 	if (restore_destination(job, kr->src, &kr->db, &kr->prefix, err) != 0 ||
 		(kr->c = redis_connect(kr->src, kr->db, err)) == NULL ||
-		redis_claim_identity(kr->c, kr->src, kr->job, err) != 0)
+		redis_claim_identity(kr->c, kr->src, kr->job, run_id, err) != 0)
 		return -1;
 	kr->prefix_len = strlen(kr->prefix);
 	if (job->restore_target)
 	{
+		/* Another tenant's database or prefix is no target, empty or not. */
+		snprintf(db, sizeof(db), "%d", kr->db);
+		if (agent_job_target_identity(job, run_id, db, kr->prefix, err) != 0)
+			return -1;
 		if (redis_scan(kr->c, kr->job, kr->prefix, kr->prefix_len, count_batch, kr, err) != 0)
 			return -1;
 		if (kr->existing > 0)

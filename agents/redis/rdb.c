@@ -190,13 +190,13 @@ int
 redis_rdb_backup(agent_job *job, const redis_source *src, repo_put *put, tb_error *err)
 {
 	rdb_fetch f = {.job = job, .put = put};
-	char line[128];
+	char line[128], run_id[REDIS_RUN_ID_LEN + 1];
 	redisReply *reply;
 	int rc = -1;
 
 	if ((f.c = redis_connect(src, 0, err)) == NULL)
 		return -1;
-	if (redis_claim_identity(f.c, src, job, err) != 0)
+	if (redis_claim_identity(f.c, src, job, run_id, err) != 0)
 		goto done;
 	if ((f.buf = malloc(RDB_BUFFER)) == NULL)
 	{

@@ -32,7 +32,9 @@ redisContext *redis_connect(const redis_source *src, int db, tb_error *err);
  * control plane, which refuses keys overlapping another tenant's on that server. Call
  * it on the working connection before anything is read or written.
  */
-int redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, tb_error *err);
+#define REDIS_RUN_ID_LEN 40
+int redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, char run_id[REDIS_RUN_ID_LEN + 1],
+						 tb_error *err);
 
 /* A reply that is an error (or none: the connection failed) as err, naming what was done. */
 int redis_reply_error(redisContext *c, const redisReply *reply, const char *what, tb_error *err);

@@ -175,11 +175,12 @@ fail:
 }
 
 int
-redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, tb_error *err)
+redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, char run_id[REDIS_RUN_ID_LEN + 1],
+					 tb_error *err)
 {
 	redisReply *reply = redisCommand(c, "INFO server");
 	const char *at;
-	char run_id[41], db[16];
+	char db[16];
 	size_t len;
 
 	if (redis_reply_error(c, reply, "INFO server", err) != 0)
@@ -189,12 +190,13 @@ redis_claim_identity(redisContext *c, const redis_source *src, agent_job *job, t
 	}
 	at = reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "\nrun_id:") : NULL;
 	len = at ? strspn(at + 8, "0123456789abcdef") : 0;
-	if (len != 40)
+	if (len != REDIS_RUN_ID_LEN)
 	{
 		freeReplyObject(reply);
 		return tb_error_set(err, TB_ERR_INVALID, "Redis at %s:%d tells no run_id in INFO server", src->host, src->port);
 	}
-	snprintf(run_id, sizeof(run_id), "%.40s", at + 8);
+	memcpy(run_id, at + 8, REDIS_RUN_ID_LEN);
+	run_id[REDIS_RUN_ID_LEN] = '\0';
 	snprintf(db, sizeof(db), "%d", src->db);
 	freeReplyObject(reply);
 	return agent_job_identity(job, run_id, db, err);

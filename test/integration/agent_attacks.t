@@ -7,7 +7,7 @@
 # through two spellings; Redis locators aliasing one server (by text, and through
 # another address the text cannot show); the agent's Redis password sent to any host;
 # RDB restore targets outside redis_restore_dir, through symbolic links or creating
-# directories; MongoDB locators on admin or with file-reading options; a restore of an
+# directories; restore targets that are another tenant's database; MongoDB locators on admin or with file-reading options; a restore of an
 # object storage swapped or that is not the one the catalog recorded.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
@@ -137,6 +137,19 @@ run_jobs mysql-twin-restore
 like "$(last_job twin)" '^failed: ' "a restore through it fails too"
 is "$(my_canaries acme)" "acme canary,acme live" "acme is untouched"
 
+# --- a restore target that is another tenant's database (gone from the server for now)
+my_q "CREATE DATABASE gonedb"
+psql_q "SELECT tenant_backup.tenant_create('gone')" \
+	"SELECT tenant_backup.tenant_add_database('gone', 'mysql', 'mysql://tbagent:$MY_PASSWORD_URI@127.0.0.1:$MARIADB_PORT/gonedb')" \
+	"SELECT tenant_backup.tenant_backup('gone', 'mysql')" >/dev/null
+run_jobs mysql-gone
+my_q "DROP DATABASE gonedb"
+psql_q "SELECT tenant_backup.tenant_restore('globex', 'mysql', target => 'gonedb', wait => false)" >/dev/null
+run_jobs mysql-gone-target
+like "$(last_job globex)" '^failed: .*the restore target "gonedb" of tenant "globex" is a database of tenant "gone"' \
+	"a restore into a database name that is another tenant's source is refused"
+is "$(my_q "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'gonedb'")" 0 "and creates nothing"
+
 # --- item 14.5: storage swaps an older backup in under a newer one's name
 b1_obj=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")
 psql_q "SELECT tenant_backup.tenant_backup('acme', 'mysql')" >/dev/null
@@ -214,6 +227,20 @@ rtool snapshot "$R" 1 "" >"$D/ra.after"
 rtool compare "$D/ra.live" "$D/ra.after" >/dev/null
 ok $? "ra's keys are untouched"
 
+# --- a restore target that is another tenant's (empty) database
+psql_q "SELECT tenant_backup.tenant_create('rempty')" "SELECT tenant_backup.tenant_create('rc')" \
+	"SELECT tenant_backup.tenant_add_database('rempty', 'redis', 'redis://127.0.0.1:$R/6')" \
+	"SELECT tenant_backup.tenant_add_database('rc', 'redis', 'redis://127.0.0.1:$R/3')" >/dev/null
+rtool fill "$R" 3 "" rc
+psql_q "SELECT tenant_backup.tenant_backup('rempty', 'redis')" "SELECT tenant_backup.tenant_backup('rc', 'redis')" >/dev/null
+run_jobs redis-rc
+is "$(last_job rempty),$(last_job rc)" "succeeded,succeeded" "rempty (database 6, empty) and rc (database 3) back up"
+psql_q "SELECT tenant_backup.tenant_restore('rc', 'redis', target => '6', wait => false)" >/dev/null
+run_jobs redis-rc-target
+like "$(last_job rc)" '^failed: .*the Redis keys of tenant "rc" overlap those of tenant "rempty" on the same server \(database 6' \
+	"a restore into another tenant's database is refused, empty as it is"
+is "$(rtool cmd "$R" 6 DBSIZE)" 0 "nothing was written there"
+
 # --- item 10: the agent's Redis password goes only to the listed servers
 op_q "SELECT tenant_backup.tenant_create('leak')" \
 	"SELECT tenant_backup.tenant_add_database('leak', 'redis', 'redis://127.0.0.1:$RECORDER/0')" >/dev/null
@@ -284,6 +311,17 @@ run_jobs mongo-twin
 like "$(last_job mtwin)" '^failed: .*is already a database of tenant "shop"' \
 	"shop's database (another case, another URI) is refused for another tenant"
 is "$(complete_backups mtwin)|$(stored_objects mtwin)" "0|0" "no copy of shop's documents for mtwin"
+
+# --- a restore target that is another tenant's (empty) database
+psql_q "SELECT tenant_backup.tenant_create('mempty')" \
+	"SELECT tenant_backup.tenant_add_database('mempty', 'mongodb', '$MONGO_URI_BASE/mempty')" \
+	"SELECT tenant_backup.tenant_backup('mempty', 'mongodb')" >/dev/null
+run_jobs mongo-mempty
+psql_q "SELECT tenant_backup.tenant_restore('shop', 'mongodb', target => 'MEmpty', wait => false)" >/dev/null
+run_jobs mongo-target
+like "$(last_job shop)" '^failed: .*the restore target "MEmpty" of tenant "shop" is a database of tenant "mempty"' \
+	"a restore into another tenant's database (in any case) is refused"
+is "$(mtool cmd "$MONGO_URI_BASE" MEmpty '{"listCollections": 1, "nameOnly": true}' | grep -c '"name"')" 0 "nothing was written there"
 
 # --- item 15.10: reserved databases and URI options that read files
 op_q "SELECT tenant_backup.tenant_create('mbad')" >/dev/null
