@@ -7,8 +7,8 @@
 # run against that real server (the standalone check is then skipped).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/mongo.sh"
-P=27441
-PS=27442
+P=$(free_port)
+PS=$(free_port)
 
 scratch_dir
 mongo_start "$D/rs" $P

@@ -10,7 +10,7 @@
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 
 scratch_dir
-PORT=25495
+PORT=$(free_port)
 mkdir -p "$D/store" "$D/kms"
 chown postgres "$D/store" "$D/kms"
 STORAGE="file://$D/store"

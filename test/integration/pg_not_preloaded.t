@@ -9,7 +9,7 @@ mkdir -p "$D/store"
 chown postgres "$D/store"
 "$TB" keygen --out "$D/master.key" 2>/dev/null
 chown postgres "$D/master.key"
-pg_start "$D/pg" 25431 "shared_preload_libraries = ''
+pg_start "$D/pg" "$(free_port)" "shared_preload_libraries = ''
 tenant_backup.storage = 'file://$D/store'
 tenant_backup.master_key_file = '$D/master.key'"
 

@@ -9,7 +9,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/pitr.sh"
-PORT=25471
+PORT=$(free_port)
 
 scratch_dir
 mkdir -p "$D/store"
@@ -71,18 +71,20 @@ rc=$?
 ok $rc "restore-pitr --to '$target' sets up a data directory"
 [ -f "$D/restore/r1/recovery.signal" ] && grep -q "wal-fetch --tenant acme" "$D/restore/r1/postgresql.auto.conf"
 ok $? "with recovery.signal and a restore_command calling tenant-backup wal-fetch"
-start_copy "$D/restore/r1" 25472
+R1_PORT=$(free_port)
+start_copy "$D/restore/r1" $R1_PORT
 ok $? "PostgreSQL started on it recovers and promotes"
-is "$(copy_q 25472 "SELECT count(*), min(id), max(id) FROM orders")" "300|1|300" \
+is "$(copy_q $R1_PORT "SELECT count(*), min(id), max(id) FROM orders")" "300|1|300" \
 	"the table is there with exactly the 300 rows committed before the target"
-is "$(copy_q 25472 "SELECT count(*) FROM orders WHERE at > '$target'")" 0 "and none committed after it"
+is "$(copy_q $R1_PORT "SELECT count(*) FROM orders WHERE at > '$target'")" 0 "and none committed after it"
 
 # --- everything archived
 restore_pitr "$D/restore/r2" --to-latest 2>"$D/r2.err"
-start_copy "$D/restore/r2" 25473
+R2_PORT=$(free_port)
+start_copy "$D/restore/r2" $R2_PORT
 ok $? "restore-pitr --to-latest recovers"
-is "$(copy_q 25473 "SELECT note FROM later")" "written last" "to the last archived transaction"
-is "$(copy_q 25473 "SELECT count(*) FROM pg_class WHERE relname = 'orders'")" 0 "(after the drop)"
+is "$(copy_q $R2_PORT "SELECT note FROM later")" "written last" "to the last archived transaction"
+is "$(copy_q $R2_PORT "SELECT count(*) FROM pg_class WHERE relname = 'orders'")" 0 "(after the drop)"
 
 # --- the same WAL file archived twice; different content under an archived name
 first=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk$' | sort | head -1)
@@ -159,7 +161,8 @@ victim=$(ls "$D/store/acme/postgres/wal/00000001/" | grep -E '^[0-9A-F]{24}\.tbk
 victim=${victim%.tbk}
 flip_byte "$D/store/acme/postgres/wal/00000001/$victim.tbk" 5000
 restore_pitr "$D/restore/r3" --to-latest 2>/dev/null
-start_copy "$D/restore/r3" 25474
+R3_PORT=$(free_port)
+start_copy "$D/restore/r3" $R3_PORT
 ok $((! $?)) "recovery through a tampered segment does not complete"
 grep -qE "WAL file $victim of tenant 'acme': .*(fails authentication|is corrupt)" "$D/restore/r3.log"
 ok $? "the server log names the segment that failed authentication"

@@ -8,8 +8,8 @@
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/pitr.sh"
 . "$(dirname "$0")/../lib/s3.sh"
-PORT=25476
-S3_PORT=21476
+PORT=$(free_port)
+S3_PORT=$(free_port)
 
 scratch_dir
 s3_start "$D" $S3_PORT
@@ -51,9 +51,10 @@ ok $? "archiving catches up once S3 is back"
 is "$(psql_q "SELECT wal_pending FROM tenant_backup.status WHERE tenant = 'acme'")" 0 "and nothing waits any more"
 restore_pitr "$D/restore/r" --to-latest 2>"$D/r.err"
 ok $? "restore-pitr --to-latest from S3"
-start_copy "$D/restore/r" 25477
+R_PORT=$(free_port)
+start_copy "$D/restore/r" $R_PORT
 ok $? "the recovered copy starts and recovers to the end of the archive"
-is "$(copy_q 25477 "SELECT count(*) FILTER (WHERE id BETWEEN 1000 AND 1099),
+is "$(copy_q $R_PORT "SELECT count(*) FILTER (WHERE id BETWEEN 1000 AND 1099),
 	count(*) FILTER (WHERE id BETWEEN 2000 AND 2099), max(id) FROM orders")" \
 	"100|100|$(PGDATABASE=app psql_q "SELECT max(id) FROM orders")" \
 	"every row is there, those written during the outage too: no segment is missing"

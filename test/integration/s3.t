@@ -6,7 +6,7 @@
 . "$(dirname "$0")/../lib/s3.sh"
 
 scratch_dir
-s3_start "$D" 21000
+s3_start "$D" "$(free_port)"
 export TENANT_BACKUP_STORAGE="s3://$TB_S3_BUCKET/backups"
 export TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 "$TB" keygen --out "$D/master.key" 2>/dev/null

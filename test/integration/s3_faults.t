@@ -7,8 +7,8 @@
 . "$(dirname "$0")/../lib/s3.sh"
 
 scratch_dir
-s3_start "$D" 21200
-PROXY_PORT=21210
+s3_start "$D" "$(free_port)"
+PROXY_PORT=$(free_port)
 : > "$D/schedule"
 /usr/bin/python3 "$(dirname "$0")/../lib/faultproxy.py" $PROXY_PORT "${AWS_ENDPOINT_URL##*:}" "$D/schedule" \
 	"$D/proxy.log" 2>"$D/proxy.err" &
