@@ -127,7 +127,9 @@ list_collections(mongo_dump *d, tb_error *err)
 		return mongo_error(err, &error, "listing the collections");
 	}
 	mongoc_cursor_destroy(cursor);
-	qsort(d->colls, d->ncolls, sizeof(*d->colls), by_name);
+	/* An empty database has no array to sort (qsort of NULL is undefined, even for none). */
+	if (d->ncolls > 1)
+		qsort(d->colls, d->ncolls, sizeof(*d->colls), by_name);
 	return 0;
 }
 
