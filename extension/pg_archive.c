@@ -76,14 +76,15 @@ tb_archive_fail(tb_archive *a, const char *what)
 }
 
 /*
- * The statements of these entries are run as they are by a restore (pg_dump's own
- * CREATE EXTENSION, GRANT, REVOKE, COMMENT ON EXTENSION); no other entry's is kept.
+ * The statements of these entries are run by a restore (pg_dump's own CREATE
+ * EXTENSION, GRANT, REVOKE, COMMENT ON EXTENSION; the database's own CREATE DATABASE
+ * and properties, retargeted by pg_database_props.c); no other entry's is kept.
  */
 static bool
 tb_archive_defn_wanted(const char *desc)
 {
 	return strcmp(desc, "EXTENSION") == 0 || strcmp(desc, "ACL") == 0 || strcmp(desc, "DEFAULT ACL") == 0 ||
-		   strcmp(desc, "COMMENT") == 0;
+		   strcmp(desc, "COMMENT") == 0 || strcmp(desc, "DATABASE") == 0 || strcmp(desc, "DATABASE PROPERTIES") == 0;
 }
 
 /*

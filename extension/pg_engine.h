@@ -134,8 +134,30 @@ char *tb_pg_load_as_tenant(tb_job *job, repo_reader *reader, const tb_archive *t
 /* Drops the job's restore role, if one exists (a warning if it cannot). Call before the admin connection ends. */
 void tb_restore_role_end(void);
 
+/* pg_database_props.c */
+/* An entry about the database itself (CREATE DATABASE, its properties, comment, grants). */
+bool tb_pg_database_entry(const tb_archive_entry *e);
+/*
+ * Creates fresh as the archive's CREATE DATABASE says (encoding, locale provider,
+ * collation, tablespace), owned by the backed-up owner if that role exists here (else
+ * by live's owner), closed to PUBLIC. NULL, or why not.
+ */
+char *tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, const char *fresh);
+/*
+ * Once fresh is loaded: the archive's database settings, role-in-database settings,
+ * connection limit and comment; with privileges, its grants (PUBLIC's defaults
+ * first). NULL, or why not.
+ */
+char *tb_pg_database_props_apply(PGconn *admin, const tb_archive *toc, const char *fresh, bool privileges);
+
 /* pg_swap.c */
-char *tb_pg_swap(PGconn *conn, const char *live, const char *fresh, const char *old);
+/* The steps of a restore, journaled in tenant_backup.restore_swaps (committed) before each is taken. */
+void tb_pg_swap_journal(const tb_job *job, const char *step, const char *live, const char *fresh, const char *old);
+/*
+ * Renames fresh over live in one transaction (old NULL: live is gone, fresh only takes
+ * its name), live kept as old; connections to live are ended just for the swap.
+ */
+char *tb_pg_swap(PGconn *conn, const tb_job *job, const char *live, const char *fresh, const char *old);
 
 /* pg_drill.c */
 char *tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo);

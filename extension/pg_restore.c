@@ -13,28 +13,6 @@
 
 #include "pg_engine.h"
 
-/*
- * Creates fresh like live: same owner, encoding, collation, ctype and connection
- * limit, closed to PUBLIC while it loads (the live one's grants follow at the swap).
- * A target with no live database to copy is created with the defaults.
- */
-static char *
-tb_pg_create_like(PGconn *conn, const char *live, const char *fresh)
-{
-	char *like = tb_admin_value(
-		conn,
-		psprintf("SELECT pg_catalog.format(' OWNER %%I ENCODING %%L LC_COLLATE %%L LC_CTYPE %%L CONNECTION LIMIT %%s',"
-				 " pg_catalog.pg_get_userbyid(datdba), pg_catalog.pg_encoding_to_char(encoding), datcollate,"
-				 " datctype, datconnlimit) FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) %s",
-				 quote_literal_cstr(live)));
-	char *failure = tb_admin_exec(
-		conn, psprintf("CREATE DATABASE %s TEMPLATE template0%s", quote_identifier(fresh), like ? like : ""));
-
-	if (failure == NULL)
-		failure = tb_admin_exec(conn, psprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", quote_identifier(fresh)));
-	return failure;
-}
-
 /* Streams the authenticated plaintext of reader into a tool (pg_restore, tar); NULL or why it failed. */
 char *
 tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool)
@@ -187,12 +165,60 @@ tb_pg_load(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn *admi
 	return failure ? failure : tb_pg_check_stored_hash(reader, backup_id);
 }
 
+/* Whether database name exists on admin's server. */
+static bool
+tb_pg_database_exists(PGconn *admin, const char *name)
+{
+	return tb_admin_value(admin,
+						  psprintf("SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) %s",
+								   quote_literal_cstr(name))) != NULL;
+}
+
+/*
+ * Loads the backup into fresh, created for it as the backup's CREATE DATABASE says,
+ * and then gives it the backup's database properties; its grants too unless it
+ * replaces a live database (old), whose own grants the swap carries over. NULL, or
+ * why not; on failure fresh is dropped.
+ */
+static char *
+tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn *admin, const char *live,
+				 const char *fresh, const char *old, const char *backup_id)
+{
+	char *fresh_conninfo = tb_source_conninfo(job, fresh);
+	char *failure = tb_pg_database_create(admin, toc, live, fresh);
+
+	PG_TRY();
+	{
+		if (failure == NULL)
+			failure = tb_pg_load(job, reader, toc, admin, fresh, fresh_conninfo, backup_id);
+		if (failure == NULL)
+			failure = tb_pg_database_props_apply(admin, toc, fresh, !job->drill && old == NULL);
+	}
+	PG_CATCH();
+	{
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+		tb_restore_role_end();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (failure != NULL)
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+	/* Once fresh is gone (or owns nothing of the role's), the role goes. */
+	tb_restore_role_end();
+	if (failure == NULL && job->drill)
+		failure = tb_pg_drill_check(job, reader, toc, fresh_conninfo);
+	return failure;
+}
+
 char *
 tb_pg_restore(tb_job *job)
 {
 	char backup_id[32];
 	const char *args[1] = {backup_id};
-	char *object, *live, *fresh, *admin_conninfo, *fresh_conninfo, *failure = NULL, *connect_failure;
+	char *object, *live, *fresh, *admin_conninfo, *failure = NULL, *connect_failure;
+	char *volatile old = NULL;
+	bool in_place = job->restore_target == NULL && !job->drill;
+	volatile bool journaled = false;
 	stream_reader_options read_options = {.hash_stored = true};
 	master_key master;
 	tb_error err = {0};
@@ -238,29 +264,29 @@ tb_pg_restore(tb_job *job)
 	}
 
 	admin_conninfo = tb_source_conninfo(job, "postgres");
-	fresh_conninfo = tb_source_conninfo(job, fresh);
 	tb_passfile_create(job);
 	failure = tb_check_password_used(job, admin_conninfo);
 	admin = tb_tenant_connect(admin_conninfo, &connect_failure);
 	if (failure == NULL && connect_failure != NULL)
 		failure = psprintf("could not connect to the server of database \"%s\": %s", live, connect_failure);
-	else if (failure == NULL &&
-			 tb_admin_value(admin,
-							psprintf("SELECT 1 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) %s",
-									 quote_literal_cstr(fresh))) != NULL)
-		failure = psprintf("database \"%s\" already exists", fresh);
-	else if (failure == NULL)
-		failure = tb_pg_create_like(admin, live, fresh);
+	if (failure == NULL && tb_pg_database_exists(admin, fresh))
+		failure = psprintf("database \"%s\" already exists; nothing was changed", fresh);
+	/* A live database that is gone (dropped) is recreated: the restored one only takes its name. */
+	if (failure == NULL && in_place && tb_pg_database_exists(admin, live))
+		old = psprintf("%.*s_tb_old_" INT64_FORMAT, tb_clip(live), live, job->id);
+	if (failure == NULL && in_place)
+	{
+		tb_pg_swap_journal(job, "loading", live, fresh, old);
+		journaled = true;
+	}
 	if (failure == NULL)
 	{
 		PG_TRY();
 		{
-			failure = tb_pg_load(job, reader, &toc, admin, fresh, fresh_conninfo, backup_id);
+			failure = tb_pg_load_fresh(job, reader, &toc, admin, live, fresh, old, backup_id);
 		}
 		PG_CATCH();
 		{
-			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
-			tb_restore_role_end();
 			PQfinish(admin);
 			tb_passfile_remove();
 			repo_reader_close(reader);
@@ -268,36 +294,28 @@ tb_pg_restore(tb_job *job)
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		if (failure != NULL)
-			tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
-		/* Once fresh is gone (or owns nothing of the role's), the role goes. */
-		tb_restore_role_end();
 	}
-	if (failure == NULL && job->drill)
-		failure = tb_pg_drill_check(job, reader, &toc, fresh_conninfo);
 	if (job->drill)
 		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	repo_reader_close(reader);
 	storage_close(st);
-	if (job->drill)
-	{
-		PQfinish(admin);
-		tb_passfile_remove();
-		return failure;
-	}
 	/* A restore already given up on (its lease taken back) must not replace anything. */
-	if (failure == NULL && !tb_job_progress(job, job->bytes_done, true))
+	if (failure == NULL && !job->drill && !tb_job_progress(job, job->bytes_done, true))
 	{
 		failure = pstrdup("the job's lease was lost before the swap; nothing live was changed");
 		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}
-	if (failure == NULL && job->restore_target == NULL)
-		failure = tb_pg_swap(admin, live, fresh, psprintf("%.*s_tb_old_" INT64_FORMAT, tb_clip(live), live, job->id));
+	if (failure == NULL && in_place)
+		failure = tb_pg_swap(admin, job, live, fresh, old);
+	else if (journaled)
+		tb_pg_swap_journal(job, "failed", live, fresh, old);
 	PQfinish(admin);
 	tb_passfile_remove();
-	if (failure == NULL)
+	if (failure == NULL && !job->drill)
 		ereport(LOG, (errmsg("tenant_backup: restored backup %s of tenant \"%s\" into \"%s\"%s", backup_id, job->tenant,
-							 job->restore_target ? fresh : live,
-							 job->restore_target ? "" : " (the previous database is kept as *_tb_old_*)")));
+							 in_place ? live : fresh,
+							 !in_place ? ""
+							 : old     ? " (the previous database is kept as *_tb_old_*)"
+									   : " (it had been dropped: recreated)")));
 	return failure;
 }

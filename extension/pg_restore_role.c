@@ -328,7 +328,7 @@ tb_restore_phase_c(PGconn *conn, const tb_archive *toc, const char *role, const 
 		const tb_archive_entry *e = &toc->entries[i];
 
 		if (e->defn != NULL && strcmp(e->desc, "EXTENSION") != 0 && !tb_restore_acl_before_load(e) &&
-			tb_restore_by_superuser(e))
+			tb_restore_by_superuser(e) && !tb_pg_database_entry(e))
 		{
 			appendStringInfo(&statements, "%s\n", e->defn);
 			failure = tb_restore_send(conn, &statements, false);

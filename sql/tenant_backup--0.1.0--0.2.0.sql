@@ -458,7 +458,7 @@ BEGIN
 		-- The newest complete backup of each of the tenant's databases, loaded into scratch.
 		FOR b IN SELECT DISTINCT ON (x.source_id) x.* FROM tenant_backup.backups x
 				 WHERE x.tenant = p_tenant AND x.status = 'complete' AND x.source_id IS NOT NULL
-				 AND (p_engine IS NULL OR x.engine = p_engine)
+				 AND (p_engine IS NULL OR x.engine = p_engine) AND (p_backup_id IS NULL OR x.id = p_backup_id)
 				 ORDER BY x.source_id, x.finished DESC, x.id DESC
 		LOOP
 			INSERT INTO tenant_backup.jobs (kind, tenant, source_id, engine, backup_id, request, max_attempts)
@@ -1070,9 +1070,10 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION tenant_backup.tenant_restore(tenant text, engine text DEFAULT NULL,
-														 backup_id bigint DEFAULT NULL, target text DEFAULT NULL,
-														 wait boolean DEFAULT true)
+DROP FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean);
+CREATE FUNCTION tenant_backup.tenant_restore(tenant text, engine text DEFAULT NULL,
+											 backup_id bigint DEFAULT NULL, target text DEFAULT NULL,
+											 wait boolean DEFAULT true, database text DEFAULT NULL)
 RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1083,6 +1084,8 @@ BEGIN
 	IF target IS NOT NULL AND (target = '' OR octet_length(target) > CASE WHEN engine = 'redis' THEN 1023 ELSE 63 END) THEN
 		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	-- Of a tenant with several databases: the one named (tenant_backup._restore_backup).
+	backup_id := tenant_backup._restore_backup(tenant, engine, backup_id, target, database);
 	-- The engine of the backup that will be restored: the named one, else the newest.
 	PERFORM tenant_backup._restore_target_check(
 		coalesce(engine,
@@ -1772,3 +1775,242 @@ COMMENT ON FUNCTION tenant_backup._metrics(boolean, timestamptz) IS
 
 REVOKE ALL ON FUNCTION tenant_backup._metrics(boolean, timestamptz), tenant_backup._metrics_label(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup._metrics(boolean, timestamptz) TO tenant_backup_operator;
+
+-- ---------------------------------------------------------------- restores: properties, journal, leftovers, databases
+-- An in-place PostgreSQL restore journals each step here, committed before the step is
+-- taken (extension/pg_swap.c): loading (a fresh database is being created and loaded),
+-- swapping (live closed to connections, then both renames in one transaction), and how
+-- it ended. A worker that died leaves its row at loading or swapping; the launcher
+-- finishes it (_restore_swaps_recover).
+CREATE TABLE tenant_backup.restore_swaps (
+	job_id bigint PRIMARY KEY,
+	tenant text NOT NULL,
+	source_id bigint,
+	local boolean NOT NULL,
+	live text NOT NULL,
+	fresh text NOT NULL,
+	old text,
+	step text NOT NULL CHECK (step IN ('loading', 'swapping', 'swapped', 'failed', 'rolled back', 'interrupted')),
+	started timestamptz NOT NULL DEFAULT now(),
+	updated timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE tenant_backup.restore_swaps IS
+	'The journal of in-place PostgreSQL restores: per job the live database, the fresh one loaded beside it, the name the live one is kept under (old; NULL: it had been dropped and is recreated), and the last step begun (loading, swapping) or how it ended (swapped, failed, rolled back, interrupted: its worker died and the launcher found it).';
+SELECT pg_catalog.pg_extension_config_dump('tenant_backup.restore_swaps', '');
+
+-- What a dead worker left: its live database open to connections again, holding the old
+-- data or the restored data (the renames are one transaction), and the journal saying
+-- which. Runs in the launcher (a superuser), for databases of this cluster; a remote
+-- server's row says interrupted and docs/restore.md says what to check there.
+CREATE FUNCTION tenant_backup._restore_swaps_recover()
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r tenant_backup.restore_swaps;
+	outcome text;
+BEGIN
+	FOR r IN SELECT s.* FROM tenant_backup.restore_swaps s
+			 WHERE s.step IN ('loading', 'swapping')
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.id = s.job_id AND j.state IN ('queued', 'running'))
+			 FOR UPDATE OF s SKIP LOCKED
+	LOOP
+		outcome := 'interrupted';
+		IF r.local AND r.step = 'swapping' THEN
+			IF EXISTS (SELECT 1 FROM pg_database WHERE datname = r.live AND NOT datallowconn) THEN
+				EXECUTE format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS true', r.live);
+			END IF;
+			outcome := CASE WHEN EXISTS (SELECT 1 FROM pg_database WHERE datname = r.fresh) THEN 'rolled back'
+							ELSE 'swapped' END;
+		END IF;
+		UPDATE tenant_backup.restore_swaps SET step = outcome, updated = now() WHERE job_id = r.job_id;
+		PERFORM tenant_backup._audit('restore recovered', r.tenant,
+			jsonb_build_object('job_id', r.job_id, 'database', r.live, 'was', r.step, 'outcome', outcome,
+							   'left', CASE WHEN outcome <> 'swapped' THEN r.fresh END));
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._restore_swaps_recover() IS
+	'Finishes the journal rows of in-place restores whose worker died: the live database (of this cluster) accepts connections again; the row says swapped (live holds the restored data, the previous one is kept as old), rolled back (live holds its own data) or interrupted (the load did not finish; its fresh database is a leftover).';
+
+-- Every database a restore or drill made beside a tenant's own on this cluster, by the
+-- names the engine gives them (<live>_tb_new_<job>, _tb_old_<job>, _tb_drill_<job>).
+CREATE VIEW tenant_backup.scratch_databases WITH (security_barrier) AS
+SELECT d.datname AS database, m[1] AS kind, m[2]::bigint AS job_id, j.tenant, j.kind AS job_kind,
+	   j.state AS job_state, s.step AS restore_step, pg_database_size(d.oid) AS bytes,
+	   coalesce(s.updated, j.finished, j.created) AS since, now() - coalesce(s.updated, j.finished, j.created) AS age,
+	   format('DROP DATABASE %I', d.datname) AS drop_command
+FROM pg_database d
+CROSS JOIN LATERAL regexp_match(d.datname, '_tb_(old|new|drill)_([0-9]{1,18})$') m
+LEFT JOIN tenant_backup.jobs j ON j.id = m[2]::bigint
+LEFT JOIN tenant_backup.restore_swaps s ON s.job_id = m[2]::bigint
+WHERE j.id IS NOT NULL OR s.job_id IS NOT NULL;
+COMMENT ON VIEW tenant_backup.scratch_databases IS
+	'Databases restores and drills left on this cluster: previous copies kept by an in-place restore (old), loads a crash interrupted (new), drill scratch (drill); their tenant, job, size and age, and the statement that removes one (a superuser runs it).';
+GRANT SELECT ON tenant_backup.scratch_databases TO tenant_backup_operator;
+
+-- The newest complete backup of the database named by p_database (a source id or
+-- locator) when p_backup_id is not given; a target restore of a tenant with several
+-- databases of the engine must say which.
+CREATE FUNCTION tenant_backup._restore_backup(p_tenant text, p_engine text, p_backup_id bigint, p_target text,
+											  p_database text)
+RETURNS bigint LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	src tenant_backup.sources;
+	matches int;
+	chosen bigint := p_backup_id;
+	v_engine text;
+BEGIN
+	IF p_database IS NULL THEN
+		v_engine := coalesce(p_engine, (SELECT b.engine FROM tenant_backup.backups b WHERE b.id = p_backup_id),
+						   (SELECT b.engine FROM tenant_backup.backups b WHERE b.tenant = p_tenant
+							AND b.status = 'complete' ORDER BY b.finished DESC, b.id DESC LIMIT 1));
+		IF p_target IS NOT NULL AND p_backup_id IS NULL
+		   AND (SELECT count(*) FROM tenant_backup.sources s WHERE s.tenant = p_tenant AND s.engine = v_engine) > 1 THEN
+			RAISE EXCEPTION 'tenant "%" has several % databases: say which one to restore into "%"', p_tenant,
+				v_engine, p_target
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Give database => its locator or source id (tenant_backup.tenant_backups() shows them), or backup_id =>.';
+		END IF;
+		RETURN chosen;
+	END IF;
+	SELECT count(*) INTO matches FROM tenant_backup.sources s
+	WHERE s.tenant = p_tenant AND (p_engine IS NULL OR s.engine = p_engine)
+	AND (s.id::text = p_database OR s.locator = p_database);
+	IF matches <> 1 THEN
+		RAISE EXCEPTION 'tenant "%" has % %database "%"', p_tenant, CASE WHEN matches = 0 THEN 'no' ELSE 'more than one' END,
+			coalesce(p_engine || ' ', ''), p_database
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Name it by its locator or source id as tenant_backup.tenant_backups() shows them, with engine => if two engines share a locator.';
+	END IF;
+	SELECT s.* INTO src FROM tenant_backup.sources s
+	WHERE s.tenant = p_tenant AND (p_engine IS NULL OR s.engine = p_engine)
+	AND (s.id::text = p_database OR s.locator = p_database);
+	IF chosen IS NOT NULL THEN
+		IF NOT EXISTS (SELECT 1 FROM tenant_backup.backups b WHERE b.id = chosen AND b.source_id = src.id) THEN
+			RAISE EXCEPTION 'backup % is not a backup of % database "%" of tenant "%"', chosen, src.engine,
+				src.locator, p_tenant
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		RETURN chosen;
+	END IF;
+	SELECT b.id INTO chosen FROM tenant_backup.backups b
+	WHERE b.source_id = src.id AND b.status = 'complete' ORDER BY b.finished DESC, b.id DESC LIMIT 1;
+	IF chosen IS NULL THEN
+		RAISE EXCEPTION '% database "%" of tenant "%" has no complete backup', src.engine, src.locator, p_tenant
+			USING ERRCODE = 'no_data_found', HINT = 'Back it up first: tenant_backup.tenant_backup().';
+	END IF;
+	RETURN chosen;
+END
+$$;
+
+COMMENT ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text) IS
+	'Restores the latest complete backup (or backup_id; or the latest of database => a locator or source id). In place: loaded into a fresh database beside the live one with the backup''s database properties, swapped only after it loaded completely; the old one is kept as <name>_tb_old_<job>; a dropped database is recreated. With target: restored into that new database with the backup''s properties and grants, the live one untouched; a tenant with several databases of the engine must name one. See docs/restore.md.';
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text) TO tenant_backup_operator;
+
+DROP FUNCTION tenant_backup.tenant_restore_drill(text);
+CREATE FUNCTION tenant_backup.tenant_restore_drill(tenant text, database text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	started timestamptz := clock_timestamp();
+	job_ids bigint[];
+	checks jsonb;
+	all_ok boolean;
+	drill_id bigint;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._require_worker();
+	SELECT array_agg(id) INTO job_ids
+	FROM tenant_backup._run_request('drill', tenant, NULL,
+									tenant_backup._restore_backup(tenant, NULL, NULL, NULL, database), NULL) id;
+	SELECT jsonb_agg(jsonb_build_object(
+			   'engine', j.engine, 'database', s.locator, 'source_id', j.source_id, 'backup_id', j.backup_id,
+			   'backup_started', b.started, 'key_id', b.key_id, 'ok', j.state = 'succeeded', 'error', j.error,
+			   'sha256', b.sha256, 'contents', b.contents, 'seconds', j.result->'seconds') ORDER BY j.id),
+		   bool_and(j.state = 'succeeded')
+	INTO checks, all_ok
+	FROM tenant_backup.jobs j
+	JOIN tenant_backup.backups b ON b.id = j.backup_id
+	LEFT JOIN tenant_backup.sources s ON s.id = j.source_id
+	WHERE j.id = ANY (job_ids);
+	INSERT INTO tenant_backup.drills (tenant, at, finished, ok, checks)
+	VALUES (tenant, started, clock_timestamp(), coalesce(all_ok, false), coalesce(checks, '[]'))
+	RETURNING id INTO drill_id;
+	PERFORM tenant_backup._audit('restore drill', tenant,
+		jsonb_build_object('drill_id', drill_id, 'ok', coalesce(all_ok, false),
+			'checks', (SELECT jsonb_agg(c - 'contents') FROM jsonb_array_elements(checks) c)));
+	RETURN jsonb_build_object('tenant', tenant, 'drill_id', drill_id, 'ok', coalesce(all_ok, false),
+							  'started', started, 'finished', clock_timestamp(), 'checks', coalesce(checks, '[]'));
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_restore_drill(text, text) IS
+	'Restores the newest complete backup of each of the tenant''s databases (or of database => a locator or source id) into scratch, compares what loaded (row, document, key or file counts and the object''s SHA-256) with what the backup recorded when it was made, removes the scratch, and records the outcome (tenant_backup.drills and the audit log). Returns it; a failed check is ok = false, not an error. Cannot run inside a transaction block.';
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_restore_drill(text, text) TO tenant_backup_operator;
+
+DROP FUNCTION tenant_backup.tenant_backups(text);
+CREATE FUNCTION tenant_backup.tenant_backups(tenant text)
+RETURNS TABLE (id bigint, engine text, status text, started timestamptz, finished timestamptz, bytes_in bigint,
+			   bytes_stored bigint, sha256 text, object_key text, key_id text, error text, source_id bigint,
+			   database text)
+LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	RETURN QUERY
+		SELECT b.id, b.engine, b.status, b.started, b.finished, b.bytes_in, b.bytes_stored, b.sha256,
+			   b.object_key, b.key_id, b.error, b.source_id, s.locator
+		FROM tenant_backup.backups b LEFT JOIN tenant_backup.sources s ON s.id = b.source_id
+		WHERE b.tenant = tenant_backups.tenant
+		ORDER BY b.started DESC, b.id DESC;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_backups(text) IS
+	'The tenant''s backups, newest first, each with the database it is of (source_id and its locator; NULL once that database was removed).';
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_backups(text) TO tenant_backup_operator;
+
+-- Removing a database of a tenant: no more backups of it are queued; its backups stay
+-- (readable with the CLI's restore-direct) until the tenant's retention removes them.
+-- Refused while one of its jobs runs.
+CREATE FUNCTION tenant_backup.tenant_remove_database(tenant text, engine text, database text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	src tenant_backup.sources;
+	kept bigint;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._engine_check(engine);
+	SELECT s.* INTO src FROM tenant_backup.sources s
+	WHERE s.tenant = tenant_remove_database.tenant AND s.engine = tenant_remove_database.engine
+	AND (s.id::text = database OR s.locator = database)
+	FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'tenant "%" has no % database "%"', tenant, engine, database
+			USING ERRCODE = 'undefined_object', HINT = 'tenant_backup.tenant_backups() and the status view show its databases.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.source_id = src.id AND j.state = 'running') THEN
+		RAISE EXCEPTION 'a job of % database "%" of tenant "%" is running', engine, src.locator, tenant
+			USING ERRCODE = 'object_in_use', HINT = 'Wait for it, or stop it with tenant_backup.tenant_cancel(), then remove the database.';
+	END IF;
+	SELECT count(*) INTO kept FROM tenant_backup.backups b WHERE b.source_id = src.id;
+	-- Queued jobs go with it; its backups keep their rows (source_id becomes NULL).
+	DELETE FROM tenant_backup.sources s WHERE s.id = src.id;
+	PERFORM tenant_backup._audit('database removed', tenant,
+		jsonb_build_object('engine', engine, 'locator', src.locator, 'source_id', src.id, 'backups_kept', kept));
+	RETURN kept;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_remove_database(text, text, text) IS
+	'Removes a database (by locator or source id) from the tenant: its backups are no longer scheduled, queued ones are dropped, its backups are kept under the tenant''s retention (readable with the CLI''s restore-direct). Refused while one of its jobs runs; audited. Returns how many backups were kept.';
+
+REVOKE ALL ON FUNCTION tenant_backup._restore_swaps_recover(), tenant_backup._restore_backup(text, text, bigint, text, text),
+	tenant_backup.tenant_remove_database(text, text, text), tenant_backup.tenant_backups(text),
+	tenant_backup.tenant_restore_drill(text, text), tenant_backup.tenant_restore(text, text, bigint, text, boolean, text)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_remove_database(text, text, text) TO tenant_backup_operator;
