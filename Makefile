@@ -14,9 +14,12 @@ PKG_LIBS := $(call pkg_flags,--libs,$(PKGS))
 DEPS ?= sh scripts/install-deps.sh
 DEMO ?= bash scripts/demo.sh
 
+# The version every binary reports (--version, the agents' hello): the extension's own.
+TB_VERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" extension/tenant_backup.control)
+
 WARN := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 OPT ?= -O2 -g
-CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -fPIC -Icore $(PKG_CFLAGS) $(CFLAGS)
+CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -DTB_VERSION='"$(TB_VERSION)"' -fPIC -Icore $(PKG_CFLAGS) $(CFLAGS)
 LIBS := $(PKG_LIBS) -lpthread
 
 BUILD ?= build

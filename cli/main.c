@@ -30,6 +30,7 @@ cli_main_usage(FILE *out)
 	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
 		fprintf(out, "  %-14s %s\n", cli_commands[i].name, cli_commands[i].summary);
 	fprintf(out, "\nCommon options:\n"
+				 "  --version           print the program's name and version, then exit\n"
 				 "  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 				 "  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE
 				 "\n'tenant-backup COMMAND --help' describes each command.\n");
@@ -42,6 +43,11 @@ main(int argc, char **argv)
 	{
 		cli_main_usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0)
+	{
+		printf("tenant-backup %s\n", TB_VERSION);
+		return 0;
 	}
 	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
 		if (strcmp(argv[1], cli_commands[i].name) == 0)

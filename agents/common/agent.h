@@ -137,8 +137,20 @@ void agent_job_progress(void *ctx, uint64_t bytes);
 /* A configuration value: the file's, overridden by TENANT_BACKUP_<KEY> in the environment. */
 const char *agent_config_get(const agent_config *config, const char *key);
 
-/* One line on stderr with the time and the program's name. */
-void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+typedef enum agent_log_level
+{
+	AGENT_LOG_INFO,
+	AGENT_LOG_WARNING,
+	AGENT_LOG_ERROR,
+} agent_log_level;
+
+/*
+ * One line on stderr: the time, the program's name and the message (text, the
+ * default), or with --log-format json one JSON object with time, level, agent, job,
+ * tenant, engine and message, its strings escaped.
+ */
+void agent_log_at(agent_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define agent_log(...) agent_log_at(AGENT_LOG_INFO, __VA_ARGS__)
 
 /*
  * A tool run for a job: argv[0] looked up in PATH, stdin and/or stdout piped to us,

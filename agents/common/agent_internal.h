@@ -19,7 +19,8 @@ struct agent_config
 	int workers;
 	int level;
 	bool once;
-	int nentries; /* the file's key = value lines, kept for agent_config_get */
+	bool log_json; /* --log-format json */
+	int nentries;  /* the file's key = value lines, kept for agent_config_get */
 	char **keys;
 	char **values;
 };
@@ -40,9 +41,14 @@ struct agent
 	int jobs_failed;
 };
 
-/* Reads argv, the file and the environment; returns 0, 1 after an error, -1 after --help. */
+/* Reads argv, the file and the environment; returns 0, 1 after an error, -1 after --help or --version. */
 int agent_config_load(agent_config *config, const agent_engine *engine, int argc, char **argv);
 void agent_config_free(agent_config *config);
+
+/* What every log line names: the program and engine, the agent's name once known, the job being run (NULL: none). */
+void agent_log_setup(const char *program, const char *engine, bool json);
+void agent_log_name(const char *name);
+void agent_log_job(const agent_job *job);
 
 double agent_now(void);
 /* True once SIGTERM or SIGINT arrived. */

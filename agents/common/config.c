@@ -15,8 +15,8 @@
 
 #define CONFIG_LINE_MAX 4096
 
-static const char *const common_keys[] = {"control",      "storage", "master_key_file",   "name", "lease_seconds",
-										  "poll_seconds", "workers", "compression_level", NULL};
+static const char *const common_keys[] = {"control",      "storage", "master_key_file",   "name",       "lease_seconds",
+										  "poll_seconds", "workers", "compression_level", "log_format", NULL};
 
 /* Storage credentials go to the environment, where core/storage reads them. */
 static const char *const aws_keys[] = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token",
@@ -37,10 +37,13 @@ usage(const agent_engine *engine)
 		   "  --poll-seconds N        look for jobs at least this often (default 10)\n"
 		   "  --workers N             compression threads per backup (default 2)\n"
 		   "  --once                  run the queued jobs, exit when none is left (1 if one failed)\n"
+		   "  --log-format FORMAT     text (default) or json: one JSON object per line with time,\n"
+		   "                          level, agent, job, tenant, engine and message\n"
+		   "  --version               print the program's name and version, then exit\n"
 		   "  --help                  this text\n\n"
 		   "Configuration keys (file: key = value; environment: TENANT_BACKUP_<KEY>):\n"
 		   "  control, storage, master_key_file, name, lease_seconds, poll_seconds, workers,\n"
-		   "  compression_level (zstd, default 1), aws_access_key_id, aws_secret_access_key,\n"
+		   "  compression_level (zstd, default 1), log_format, aws_access_key_id, aws_secret_access_key,\n"
 		   "  aws_session_token, aws_region, aws_endpoint_url (for s3:// storage)\n"
 		   "%s",
 		   engine->program, engine->engine, engine->engine, engine->config_help);
@@ -196,10 +199,12 @@ agent_config_load(agent_config *config, const agent_engine *engine, int argc, ch
 											{"poll-seconds", required_argument, NULL, 'p'},
 											{"workers", required_argument, NULL, 'w'},
 											{"once", no_argument, NULL, 'o'},
+											{"log-format", required_argument, NULL, 'f'},
+											{"version", no_argument, NULL, 'V'},
 											{"help", no_argument, NULL, 'h'},
 											{NULL, 0, NULL, 0}};
 	const char *file = getenv("TENANT_BACKUP_CONFIG");
-	const char *lease = NULL, *poll = NULL, *workers = NULL, *level;
+	const char *lease = NULL, *poll = NULL, *workers = NULL, *log_format = NULL, *level;
 	int opt;
 
 	memset(config, 0, sizeof(*config));
@@ -235,6 +240,12 @@ agent_config_load(agent_config *config, const agent_engine *engine, int argc, ch
 			case 'o':
 				config->once = true;
 				break;
+			case 'f':
+				log_format = optarg;
+				break;
+			case 'V':
+				printf("%s %s\n", engine->program, TB_VERSION);
+				return -1;
 			case 'h':
 				usage(engine);
 				return -1;
@@ -273,6 +284,14 @@ agent_config_load(agent_config *config, const agent_engine *engine, int argc, ch
 	if (workers == NULL)
 		workers = agent_config_get(config, "workers");
 	level = agent_config_get(config, "compression_level");
+	if (log_format == NULL)
+		log_format = agent_config_get(config, "log_format");
+	if (log_format && strcmp(log_format, "json") != 0 && strcmp(log_format, "text") != 0)
+	{
+		fprintf(stderr, "%s: log_format must be text or json\n", engine->program);
+		return 1;
+	}
+	config->log_json = log_format && strcmp(log_format, "json") == 0;
 	config->lease_seconds = 60;
 	config->poll_seconds = 10;
 	config->workers = 2;

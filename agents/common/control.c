@@ -13,7 +13,6 @@
 
 #define CONTROL_BACKOFF_MIN 1.0
 #define CONTROL_BACKOFF_MAX 30.0
-#define AGENT_VERSION "0.1.0"
 
 /* The connection dropped (or never came up): the next call reconnects after the backoff. */
 static int
@@ -23,7 +22,7 @@ control_lost(agent *a, const char *what, tb_error *err)
 
 	tb_error_set(err, TB_ERR_IO, "control plane unreachable (%s): %.*s", what, (int) strcspn(why, "\n"),
 				 *why ? why : "no connection");
-	agent_log("%s; retrying in %.0f s", err->msg, a->backoff);
+	agent_log_at(AGENT_LOG_WARNING, "%s; retrying in %.0f s", err->msg, a->backoff);
 	control_disconnect(a);
 	a->reconnect_at = agent_now() + a->backoff;
 	a->backoff = a->backoff * 2 > CONTROL_BACKOFF_MAX ? CONTROL_BACKOFF_MAX : a->backoff * 2;
@@ -129,7 +128,7 @@ int
 control_hello(agent *a, tb_error *err)
 {
 	char engines[32];
-	const char *params[4] = {a->config->name, engines, a->host, AGENT_VERSION};
+	const char *params[4] = {a->config->name, engines, a->host, TB_VERSION};
 	PGresult *res;
 
 	snprintf(engines, sizeof(engines), "{%s}", a->engine->engine);

@@ -10,32 +10,12 @@
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
-
-static const char *agent_program = "tenant-backup-agent";
-
-void
-agent_log(const char *fmt, ...)
-{
-	char stamp[32];
-	time_t now = time(NULL);
-	struct tm tm;
-	va_list ap;
-
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(stderr, "%s %s[%d]: ", stamp, agent_program, (int) getpid());
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 double
 agent_now(void)
@@ -81,7 +61,7 @@ agent_job_renew(agent_job *job)
 	else
 		a->renew_at = agent_now() + a->config->lease_seconds / 4.0;
 	if (held < 0 && a->conn != NULL)
-		agent_log("renewing the lease of job %lld: %s", (long long) job->id, err.msg);
+		agent_log_at(AGENT_LOG_WARNING, "renewing the lease of job %lld: %s", (long long) job->id, err.msg);
 }
 
 int
@@ -109,7 +89,7 @@ agent_delete_object(agent *a, const char *object)
 
 	if (repo_manifest_key(object, manifest_key, sizeof(manifest_key), &err) != 0 ||
 		storage_delete(a->storage, manifest_key, &err) != 0 || storage_delete(a->storage, object, &err) != 0)
-		agent_log("could not delete unreported object %s: %s", object, err.msg);
+		agent_log_at(AGENT_LOG_WARNING, "could not delete unreported object %s: %s", object, err.msg);
 }
 
 /* The report of a backup (what was stored) or of a drill (what was loaded). */
@@ -174,7 +154,7 @@ agent_deliver(agent *a, agent_job *job, const char *error, const char *result, b
 			return rc;
 		if (a->conn != NULL)
 		{
-			agent_log("job %lld: %s", (long long) job->id, err.msg);
+			agent_log_at(AGENT_LOG_ERROR, "job %lld: %s", (long long) job->id, err.msg);
 			return -1;
 		}
 		if (agent_signalled(a) && give_up == 0)
@@ -256,10 +236,11 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 	else
 	{
 		a->jobs_failed++;
-		agent_log("%s failed after %.2f s: %s", what, agent_now() - started, err.msg);
+		agent_log_at(AGENT_LOG_ERROR, "%s failed after %.2f s: %s", what, agent_now() - started, err.msg);
 	}
 	if (delivered < 0)
-		agent_log("%s: the outcome could not be reported; the lease will expire and the job be retried", what);
+		agent_log_at(AGENT_LOG_WARNING,
+					 "%s: the outcome could not be reported; the lease will expire and the job be retried", what);
 }
 
 static void
@@ -302,7 +283,7 @@ agent_drain_queue(agent *a)
 			/* Unreachable is retried by the main loop; a refusal counts as a failure for --once. */
 			if (a->conn != NULL)
 				a->jobs_failed++;
-			agent_log("%s", err.msg);
+			agent_log_at(AGENT_LOG_ERROR, "%s", err.msg);
 			return;
 		}
 		job.storage = a->storage;
@@ -311,7 +292,9 @@ agent_drain_queue(agent *a)
 		job.workers = a->config->workers;
 		job.level = a->config->level;
 		job.owner = a;
+		agent_log_job(&job);
 		agent_run_job(a, &job, claimed, &err);
+		agent_log_job(NULL);
 		agent_job_free(&job);
 	}
 }
@@ -330,7 +313,7 @@ agent_setup(agent *a)
 	a->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (a->signal_fd < 0)
 	{
-		agent_log("cannot watch for signals: %s", strerror(errno));
+		agent_log_at(AGENT_LOG_ERROR, "cannot watch for signals: %s", strerror(errno));
 		return 1;
 	}
 	if (gethostname(a->host, sizeof(a->host)) != 0)
@@ -340,7 +323,7 @@ agent_setup(agent *a)
 	if (keys_master_load(a->config->master_key_file, &a->master, &err) != 0 ||
 		(a->storage = storage_open(a->config->storage, &err)) == NULL)
 	{
-		agent_log("%s", err.msg);
+		agent_log_at(AGENT_LOG_ERROR, "%s", err.msg);
 		return 1;
 	}
 	a->backoff = 1;
@@ -354,14 +337,16 @@ agent_main(const agent_engine *engine, int argc, char **argv)
 	agent a = {.engine = engine, .config = &config, .signal_fd = -1};
 	int rc;
 
-	agent_program = engine->program;
+	agent_log_setup(engine->program, engine->engine, false);
 	rc = agent_config_load(&config, engine, argc, argv);
 	if (rc != 0)
 	{
 		agent_config_free(&config);
 		return rc < 0 ? 0 : 1;
 	}
+	agent_log_setup(engine->program, engine->engine, config.log_json);
 	rc = agent_setup(&a);
+	agent_log_name(config.name);
 	if (rc == 0)
 		agent_log("started as \"%s\" for %s jobs, storage %s", config.name, engine->engine, config.storage);
 	while (rc == 0 && !agent_signalled(&a))
