@@ -2,7 +2,8 @@
  * The request worker of wait => true: queues a request's jobs in a transaction of
  * its own, so that they are committed while the caller's transaction still runs,
  * wakes the launcher so that they start at once, and hands any error back through
- * the request's DSM segment.
+ * the request's DSM segment; and the caller's check, while it waits, that an agent
+ * can take the jobs no launcher worker runs.
  */
 #include "tenant_backup.h"
 
@@ -20,6 +21,63 @@
 #include "utils/snapmgr.h"
 
 #include "request.h"
+
+int tb_agent_wait_s = 600;
+
+/* A duration for a message: seconds, minutes or hours, whichever reads best. */
+static char *
+tb_request_duration(int64 seconds)
+{
+	if (seconds < 120)
+		return psprintf(INT64_FORMAT " s", seconds);
+	if (seconds < 2 * 3600)
+		return psprintf(INT64_FORMAT " min", seconds / 60);
+	return psprintf(INT64_FORMAT " h", seconds / 3600);
+}
+
+void
+tb_request_check_agents(const char *token, TimestampTz waiting_since)
+{
+	Oid types[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
+	Datum values[3] = {CStringGetTextDatum(token), TimestampTzGetDatum(waiting_since), Int32GetDatum(tb_agent_wait_s)};
+	HeapTuple row;
+	TupleDesc desc;
+	char *job, *tenant, *engine, *unseen;
+	bool never_seen;
+
+	if (tb_agent_wait_s == 0)
+		return;
+	/* clock_timestamp(): the caller's transaction, and so its now(), began before the wait. */
+	if (SPI_execute_with_args("SELECT j.id, j.tenant, j.engine, max(r.last_seen) IS NULL,"
+							  " floor(extract(epoch FROM clock_timestamp() - coalesce(max(r.last_seen), $2)))::bigint"
+							  " FROM tenant_backup.jobs j"
+							  " LEFT JOIN tenant_backup.agent_registry r ON j.engine = ANY (r.engines)"
+							  " WHERE j.request = $1 AND j.state = 'queued' AND j.engine <> 'postgres'"
+							  " GROUP BY j.id, j.tenant, j.engine"
+							  " HAVING greatest(max(r.last_seen), $2) < clock_timestamp() - make_interval(secs => $3)"
+							  " ORDER BY j.id LIMIT 1",
+							  3, types, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the agents of request %s", token);
+	if (SPI_processed == 0)
+		return;
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	job = SPI_getvalue(row, desc, 1);
+	tenant = SPI_getvalue(row, desc, 2);
+	engine = SPI_getvalue(row, desc, 3);
+	never_seen = strcmp(SPI_getvalue(row, desc, 4), "t") == 0;
+	unseen = tb_request_duration(pg_strtoint64(SPI_getvalue(row, desc, 5)));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 never_seen ? errmsg("no agent for %s has ever been seen (waited %s)", engine, unseen)
+						: errmsg("no agent for %s has been seen for %s", engine, unseen),
+			 errdetail("Job %s of tenant \"%s\" stays queued and runs once an agent for %s connects; this call "
+					   "stopped waiting after tenant_backup.agent_wait (%s).",
+					   job, tenant, engine, tb_request_duration(tb_agent_wait_s)),
+			 errhint("Start tenant-backup-agent-%s with a login granted tenant_backup_agent (tenant_backup.agents "
+					 "lists the agents seen), or raise tenant_backup.agent_wait.",
+					 engine)));
+}
 
 void
 tenant_backup_request_main(Datum arg)

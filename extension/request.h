@@ -7,6 +7,8 @@
 
 #include "postgres.h"
 
+#include "utils/timestamp.h"
+
 typedef struct tb_request
 {
 	char kind[8]; /* backup or restore */
@@ -22,5 +24,18 @@ typedef struct tb_request
 	char error[1024];
 	char hint[512];
 } tb_request;
+
+/* tenant_backup.agent_wait: seconds a wait => true call waits without any agent for a queued job's engine; 0: forever.
+ */
+extern int tb_agent_wait_s;
+
+/*
+ * For a wait => true call waiting since waiting_since on the jobs of request token
+ * (inside the caller's SPI connection): raises an ERROR naming the engine, the job and
+ * how long no agent for it was seen once a job of the request is still queued for an
+ * engine none of whose agents was seen within agent_wait, counted from the newer of the
+ * agents' last heartbeat and waiting_since. The job stays queued.
+ */
+void tb_request_check_agents(const char *token, TimestampTz waiting_since);
 
 #endif

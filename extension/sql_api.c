@@ -397,6 +397,7 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 	MemoryContext outer;
 	MemoryContext poll;
 	Oid argtypes[1] = {TEXTOID};
+	TimestampTz waiting_since;
 
 	if (IsTransactionBlock())
 		ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -440,6 +441,7 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	tb_queue_request(&req);
+	waiting_since = GetCurrentTimestamp();
 
 	/*
 	 * Poll the jobs in a context reset every round (a long wait must not grow), and
@@ -490,6 +492,8 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 			}
 		SPI_freetuptable(SPI_tuptable);
+		if (!done)
+			tb_request_check_agents(req.token, waiting_since);
 		MemoryContextReset(poll);
 		if (done)
 			break;

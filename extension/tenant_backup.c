@@ -18,6 +18,7 @@
 #include "check.h"
 #include "job.h"
 #include "metrics.h"
+#include "request.h"
 
 PG_MODULE_MAGIC;
 
@@ -136,6 +137,11 @@ _PG_init(void)
 	DefineCustomIntVariable("tenant_backup.compression_level",
 							"zstd level of backups (1: fastest; dumps compress well even so).", NULL,
 							&tb_compression_level, 1, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.agent_wait",
+							"How long wait => true waits for a queued job whose engine has no agent seen lately.",
+							"Counted from the agents' last heartbeat or the start of the wait, whichever is newer; 0: "
+							"forever.",
+							&tb_agent_wait_s, 600, 0, PG_INT32_MAX, PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomStringVariable(
