@@ -245,8 +245,11 @@ repo_tenant_key_current(storage *st, const master_key *master, const char *tenan
 	repo_newest_key newest = {{0}};
 	char prefix[128];
 
-	if (names_check_tenant(tenant, err) != 0)
+	if (repo_active_key_get(st, master, tenant, newest.id, err) == 0)
+		return repo_tenant_key_load(st, master, tenant, newest.id, out, err);
+	if (err->code != TB_ERR_NOT_FOUND)
 		return -1;
+	tb_error_clear(err);
 	snprintf(prefix, sizeof(prefix), "%s/keys/", tenant);
 	if (storage_list(st, prefix, repo_newest_key_cb, &newest, err) != 0)
 		return tb_error_prefix(err, "unable to list keys of tenant '%s'", tenant);

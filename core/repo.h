@@ -59,7 +59,21 @@ int repo_delete_prefix(storage *st, const char *prefix, uint64_t *objects, uint6
 int repo_tenant_key_load(storage *st, const master_key *master, const char *tenant, const char *key_id, tenant_key *out,
 						 tb_error *err);
 
-/* The newest tenant key; with create, makes the first one if the tenant has none. */
+/*
+ * <tenant>/keys/active.json, the key the control plane's catalog made active, sealed
+ * with the master key: put writes it, get reads key_id (KEYS_ID_LEN + 1 bytes) back;
+ * -1 with TB_ERR_NOT_FOUND if there is none, TB_ERR_CORRUPT or TB_ERR_KEY if it is not
+ * one the master key sealed for this tenant. object: its name.
+ */
+int repo_active_key_object(const char *tenant, char *out, size_t size, tb_error *err);
+int repo_active_key_put(storage *st, const master_key *master, const char *tenant, const char *key_id, tb_error *err);
+int repo_active_key_get(storage *st, const master_key *master, const char *tenant, char *key_id, tb_error *err);
+
+/*
+ * The tenant key new backups use: the one active.json names; without it (a repository
+ * the CLI alone writes), the newest key; with create, makes the first one if the tenant
+ * has none.
+ */
 int repo_tenant_key_current(storage *st, const master_key *master, const char *tenant, bool create, tenant_key *out,
 							tb_error *err);
 

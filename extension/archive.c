@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 
 #include "names.h"
+#include "put_guard.h"
 #include "repo.h"
 
 #define ARCHIVE_BUFFER (1024 * 1024)
@@ -92,7 +93,7 @@ tb_archive_store(storage *st, const char *object_name, const char *backup_id, in
 	ssize_t n;
 
 	options.stream.level = tb_compression_level;
-	put = repo_put_begin(st, &archive_key, "postgres", &options, err);
+	put = tb_put_begin(st, &archive_key, "postgres", &options, err);
 	if (put == NULL)
 		return -1;
 	buf = palloc(ARCHIVE_BUFFER);
@@ -100,16 +101,16 @@ tb_archive_store(storage *st, const char *object_name, const char *backup_id, in
 		if (repo_put_write(put, buf, n, err) != 0)
 		{
 			pfree(buf);
-			repo_put_abort(put);
+			tb_put_abort(put);
 			return -1;
 		}
 	pfree(buf);
 	if (n < 0)
 	{
-		repo_put_abort(put);
+		tb_put_abort(put);
 		return tb_error_set(err, TB_ERR_IO, "could not read the file: %s", strerror(errno));
 	}
-	return repo_put_commit(put, &m, err);
+	return tb_put_commit(put, &m, err);
 }
 
 typedef struct wal_older
@@ -174,7 +175,9 @@ tb_archive_check_gap(storage *st, const char *file)
 
 /*
  * The archiver's storage and master key, opened once and kept while the settings that
- * name them stay the same (a reload that changes them opens them again).
+ * name them stay the same (a reload that changes them opens them again). With
+ * tenant_backup.archive_key_command, the tenant's keys wrapped by its own key command
+ * (bring your own key) open with it.
  */
 static storage *archive_st;
 static master_key archive_master;
@@ -183,7 +186,8 @@ static char *archive_settings;
 static void
 tb_archive_open(void)
 {
-	char *settings = psprintf("%s\n%s\n%s", tb_storage_url, tb_master_key_file, tb_master_key_command);
+	char *settings =
+		psprintf("%s\n%s\n%s\n%s", tb_storage_url, tb_master_key_file, tb_master_key_command, tb_archive_key_command);
 
 	if (archive_st != NULL && strcmp(settings, archive_settings) == 0)
 	{
@@ -200,6 +204,9 @@ tb_archive_open(void)
 	tb_master_key(&archive_master);
 	archive_st = tb_storage();
 	archive_settings = MemoryContextStrdup(TopMemoryContext, settings);
+	archive_master.key_command = tb_archive_key_command != NULL && tb_archive_key_command[0] != '\0'
+									 ? MemoryContextStrdup(TopMemoryContext, tb_archive_key_command)
+									 : NULL;
 	pfree(settings);
 }
 

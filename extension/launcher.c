@@ -240,6 +240,7 @@ tenant_backup_launcher_main(Datum arg)
 			tb_launcher_schedule();
 			tb_launcher_dispatch();
 			tb_launcher_retention();
+			tb_janitor_pass();
 			tb_sql("SELECT tenant_backup._audit_head_store()", 0, NULL);
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, tb_naptime_ms, PG_WAIT_EXTENSION);

@@ -15,6 +15,7 @@
 #include "storage/fd.h"
 
 #include "pg_engine.h"
+#include "put_guard.h"
 #include "tar_count.h"
 
 /* Loads the tenant's active key from the catalog, unwrapped with the master key or the tenant's command. */
@@ -203,7 +204,7 @@ tb_pg_backup(tb_job *job)
 	}
 	tb_active_tenant_key(job, &key);
 	st = tb_storage();
-	put = repo_put_begin(st, &key, "postgres", &options, &err);
+	put = tb_put_begin(st, &key, "postgres", &options, &err);
 	keys_tenant_wipe(&key);
 	if (put == NULL)
 	{
@@ -250,7 +251,7 @@ tb_pg_backup(tb_job *job)
 			tb_child_kill(&dump);
 			unlink(messages);
 			tb_passfile_remove();
-			repo_put_abort(put);
+			tb_put_abort(put);
 			storage_close(st);
 			PG_RE_THROW();
 		}
@@ -275,11 +276,11 @@ tb_pg_backup(tb_job *job)
 		failure = pstrdup("pg_basebackup did not say which WAL its backup needs");
 	if (failure != NULL)
 	{
-		repo_put_abort(put);
+		tb_put_abort(put);
 		storage_close(st);
 		return failure;
 	}
-	if (repo_put_commit(put, &m, &err) != 0)
+	if (tb_put_commit(put, &m, &err) != 0)
 	{
 		storage_close(st);
 		return psprintf("could not store the backup: %s", err.msg);

@@ -174,12 +174,124 @@ tenant_backup_require_worker(PG_FUNCTION_ARGS)
 
 #define TB_WAIT_POLL_MS 50
 
+/*
+ * A key document this transaction wrote to storage, put back as it was (previous, or
+ * removed when NULL) if the transaction or the subtransaction that wrote it aborts:
+ * storage then never holds a key the catalog did not commit. Kept in TopMemoryContext
+ * until the end of the top transaction.
+ */
+typedef struct tb_storage_undo
+{
+	struct tb_storage_undo *next;
+	char *object;
+	char *previous;
+	SubTransactionId subid;
+} tb_storage_undo;
+
+static tb_storage_undo *tb_storage_undos;
+
+/* Best effort and never an ERROR (this runs while aborting): a failure is logged. */
+static void
+tb_storage_undo_run(const tb_storage_undo *u)
+{
+	tb_error err = {0};
+	storage *st = storage_open(tb_storage_url, &err);
+	int rc = -1;
+
+	if (st != NULL)
+	{
+		rc = u->previous ? storage_put(st, u->object, u->previous, strlen(u->previous), &err)
+						 : storage_delete(st, u->object, &err);
+		storage_close(st);
+	}
+	if (rc != 0)
+		ereport(WARNING,
+				(errmsg("tenant_backup: could not undo the write of %s after a rollback: %s", u->object, err.msg),
+				 errhint("No catalog row names it; the active key (keys/active.json) does not either.")));
+}
+
+/* Undoes the writes of subid (every write when subid is InvalidSubTransactionId), or forgets them all. */
+static void
+tb_storage_undo_finish(bool undo, SubTransactionId subid)
+{
+	tb_storage_undo **link = &tb_storage_undos;
+
+	while (*link != NULL)
+	{
+		tb_storage_undo *u = *link;
+
+		if (subid != InvalidSubTransactionId && u->subid != subid)
+		{
+			link = &u->next;
+			continue;
+		}
+		if (undo)
+			tb_storage_undo_run(u);
+		*link = u->next;
+		pfree(u->object);
+		if (u->previous)
+			pfree(u->previous);
+		pfree(u);
+	}
+}
+
+static void
+tb_storage_undo_xact(XactEvent event, void *arg)
+{
+	(void) arg;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		tb_storage_undo_finish(true, InvalidSubTransactionId);
+	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PREPARE)
+		tb_storage_undo_finish(false, InvalidSubTransactionId);
+}
+
+static void
+tb_storage_undo_subxact(SubXactEvent event, SubTransactionId subid, SubTransactionId parent, void *arg)
+{
+	(void) arg;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		tb_storage_undo_finish(true, subid);
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		for (tb_storage_undo *u = tb_storage_undos; u != NULL; u = u->next)
+			if (u->subid == subid)
+				u->subid = parent;
+}
+
+/* Registers the undo of a write of object (previous: its content before, NULL if it was new). */
+static void
+tb_storage_undo_on_abort(const char *object, const char *previous)
+{
+	static bool registered = false;
+	tb_storage_undo *u;
+
+	if (!registered)
+	{
+		RegisterXactCallback(tb_storage_undo_xact, NULL);
+		RegisterSubXactCallback(tb_storage_undo_subxact, NULL);
+		registered = true;
+	}
+	u = MemoryContextAllocZero(TopMemoryContext, sizeof(*u));
+	u->object = MemoryContextStrdup(TopMemoryContext, object);
+	u->previous = previous ? MemoryContextStrdup(TopMemoryContext, previous) : NULL;
+	u->subid = GetCurrentSubTransactionId();
+	u->next = tb_storage_undos;
+	tb_storage_undos = u;
+}
+
+/* Where tenant's key document key_id lives in storage. */
+static char *
+tb_key_doc_object(const char *tenant, const char *key_id)
+{
+	return psprintf("%s/keys/%s.json", tenant, key_id);
+}
+
 Datum
 tenant_backup_key_create(PG_FUNCTION_ARGS)
 {
 	char *tenant;
 	master_key master;
-	tenant_key key;
+	tenant_key key = {0};
+	char key_id[KEYS_ID_LEN + 1];
 	tb_error err = {0};
 	char *doc = NULL;
 	storage *st;
@@ -194,11 +306,13 @@ tenant_backup_key_create(PG_FUNCTION_ARGS)
 	master.key_command = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	st = tb_storage();
 	rc = repo_tenant_key_create(st, &master, tenant, &key, &doc, &err);
+	strlcpy(key_id, key.id, sizeof(key_id));
 	keys_master_wipe(&master);
 	keys_tenant_wipe(&key);
 	storage_close(st);
 	if (rc != 0)
 		tb_raise(&err, psprintf("could not create a key for tenant \"%s\"", tenant));
+	tb_storage_undo_on_abort(tb_key_doc_object(tenant, key_id), NULL);
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(pstrdup(doc)));
 	free(doc);
 	PG_RETURN_DATUM(result);
@@ -250,6 +364,11 @@ tenant_backup_key_rewrap(PG_FUNCTION_ARGS)
 	storage_close(st);
 	if (rc != 0)
 		tb_raise(&err, psprintf("could not re-wrap a key of tenant \"%s\"", tenant));
+	/* A rolled-back master key rotation leaves the document wrapped as the catalog has it. */
+	tb_storage_undo_on_abort(
+		tb_key_doc_object(tenant, TextDatumGetCString(DirectFunctionCall2(jsonb_object_field_text, PG_GETARG_DATUM(1),
+																		  CStringGetTextDatum("key_id")))),
+		doc);
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(pstrdup(new_doc)));
 	free(new_doc);
 	PG_RETURN_DATUM(result);

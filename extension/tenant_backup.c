@@ -39,6 +39,10 @@ int tb_lease_seconds = 60;
 int tb_compression_level = 1;
 bool tb_preloaded = false;
 char *tb_archive_tenant = NULL;
+char *tb_archive_key_command = NULL;
+char *tb_janitor_interval = NULL;
+/* Read by SQL (tenant_backup._janitor_run) through current_setting(). */
+static char *tb_janitor_grace = NULL;
 
 void _PG_init(void);
 
@@ -148,6 +152,17 @@ _PG_init(void)
 		"tenant_backup.archive_tenant",
 		"The dedicated tenant whose WAL this cluster archives (archive_library = 'tenant_backup').", NULL,
 		&tb_archive_tenant, "", PGC_SIGHUP, 0, tb_check_tenant_name, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.archive_key_command",
+							   "The archived tenant's key command (bring your own key), run by the WAL archiver.",
+							   "Set it to the command of tenant_set_key_source() before giving the tenant one.",
+							   &tb_archive_key_command, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.janitor_interval",
+							   "How often the launcher looks for unfinished writes and unreferenced objects.", NULL,
+							   &tb_janitor_interval, "10 min", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.janitor_grace",
+							   "Age from which a complete object no catalog row names is removed from storage.",
+							   "Raise it above the age of a control-plane dump before restoring the catalog from it.",
+							   &tb_janitor_grace, "1 day", PGC_SIGHUP, 0, tb_check_interval, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 	{
 		MarkGUCPrefixReserved("tenant_backup");

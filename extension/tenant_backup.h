@@ -25,6 +25,8 @@ extern int tb_lease_seconds;
 extern int tb_compression_level;
 extern bool tb_preloaded;
 extern char *tb_archive_tenant;
+extern char *tb_archive_key_command;
+extern char *tb_janitor_interval;
 
 /* Raises a core error as an ereport(ERROR) with an errcode matching its kind. */
 void tb_raise(const tb_error *err, const char *context) pg_attribute_noreturn();
@@ -60,6 +62,12 @@ int tb_wal_cleanup(const char *tenant, const char *keep);
 
 /* Where the archiver notes a gap in the archived WAL (relative to the data directory). */
 #define TB_WAL_GAP_FILE "pg_stat_tmp/tenant_backup_wal_gap"
+
+/*
+ * The launcher's storage upkeep, each round: finishes the committed storage intents;
+ * every janitor_interval, removes unfinished writes and unreferenced objects (janitor.c).
+ */
+void tb_janitor_pass(void);
 
 /* background worker entry points */
 PGDLLEXPORT void tenant_backup_launcher_main(Datum arg);

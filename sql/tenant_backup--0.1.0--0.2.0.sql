@@ -2014,3 +2014,357 @@ REVOKE ALL ON FUNCTION tenant_backup._restore_swaps_recover(), tenant_backup._re
 	tenant_backup.tenant_restore_drill(text, text), tenant_backup.tenant_restore(text, text, bigint, text, boolean, text)
 	FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_remove_database(text, text, text) TO tenant_backup_operator;
+
+-- ---------------------------------------------------------------- intents and janitor
+-- Storage is acted on only after the catalog committed what it means: a function that
+-- runs in the caller's transaction records an intent, the launcher acts on it after
+-- commit and marks it done (a rolled-back transaction takes its intents with it). Key
+-- documents, which must exist before a key is used, are written at once and removed
+-- again if the transaction aborts (sql_api.c). The janitor removes unfinished writes
+-- and objects no catalog row names.
+
+CREATE TABLE tenant_backup.storage_intents (
+	id bigserial PRIMARY KEY,
+	-- No foreign key: the intents of a dropped tenant outlive it.
+	tenant text NOT NULL,
+	action text NOT NULL CHECK (action IN ('delete backup', 'delete prefix', 'active key')),
+	object text,
+	state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+	created timestamptz NOT NULL DEFAULT now(),
+	created_by text NOT NULL DEFAULT session_user,
+	attempts int NOT NULL DEFAULT 0,
+	finished timestamptz,
+	error text,
+	CHECK ((action = 'active key') = (object IS NULL))
+);
+CREATE INDEX storage_intents_pending ON tenant_backup.storage_intents (id) WHERE state = 'pending';
+COMMENT ON TABLE tenant_backup.storage_intents IS
+	'Storage effects the catalog committed and the launcher carries out after commit: delete backup (an object and its manifest), delete prefix (every object under it), active key (write <tenant>/keys/active.json naming the catalog''s active key). error: why the last attempt failed; done rows go after 7 days.';
+SELECT pg_catalog.pg_extension_config_dump('tenant_backup.storage_intents', '');
+SELECT pg_catalog.pg_extension_config_dump('tenant_backup.storage_intents_id_seq', '');
+
+CREATE FUNCTION tenant_backup._storage_list(p_prefix text, OUT key text, OUT bytes bigint, OUT modified timestamptz)
+RETURNS SETOF record LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_list';
+COMMENT ON FUNCTION tenant_backup._storage_list(text) IS
+	'Every object below a tenant''s prefix (not the hidden temporaries), with its size and modification time (NULL when storage does not say); raises if any part of it cannot be listed.';
+
+CREATE FUNCTION tenant_backup._storage_unfinished(OUT key text, OUT upload text, OUT bytes bigint,
+												  OUT modified timestamptz)
+RETURNS SETOF record LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_unfinished';
+COMMENT ON FUNCTION tenant_backup._storage_unfinished() IS
+	'Writes begun in storage and never committed nor aborted (a temporary file, an S3 multipart upload): the object each was for, its upload name, bytes and last change.';
+
+CREATE FUNCTION tenant_backup._storage_unfinished_abort(p_key text, p_upload text)
+RETURNS void LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_unfinished_abort';
+COMMENT ON FUNCTION tenant_backup._storage_unfinished_abort(text, text) IS
+	'Removes an unfinished write listed by _storage_unfinished().';
+
+CREATE FUNCTION tenant_backup._active_key_put(p_tenant text, p_key_id text)
+RETURNS void LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_active_key_put';
+COMMENT ON FUNCTION tenant_backup._active_key_put(text, text) IS
+	'Writes <tenant>/keys/active.json naming p_key_id, sealed with the master key; the CLI and the WAL archiver seal new objects with the key it names.';
+
+-- A new or changed key row: the tenant's active.json is written again after commit.
+CREATE FUNCTION tenant_backup._key_store_intent()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO tenant_backup.storage_intents (tenant, action)
+	SELECT NEW.tenant, 'active key'
+	WHERE NOT EXISTS (SELECT 1 FROM tenant_backup.storage_intents i
+					  WHERE i.tenant = NEW.tenant AND i.action = 'active key' AND i.state = 'pending');
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER key_store_active_key AFTER INSERT OR UPDATE OF state ON tenant_backup.key_store
+	FOR EACH ROW WHEN (NEW.state = 'active') EXECUTE FUNCTION tenant_backup._key_store_intent();
+
+-- Every tenant's active.json again (the launcher at start and after the master key changed).
+CREATE FUNCTION tenant_backup._intent_active_keys()
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH queued AS (
+		INSERT INTO tenant_backup.storage_intents (tenant, action)
+		SELECT t.name, 'active key' FROM tenant_backup.tenants t
+		WHERE NOT EXISTS (SELECT 1 FROM tenant_backup.storage_intents i
+						  WHERE i.tenant = t.name AND i.action = 'active key' AND i.state = 'pending')
+		RETURNING 1)
+	SELECT count(*) FROM queued
+$$;
+COMMENT ON FUNCTION tenant_backup._intent_active_keys() IS
+	'Queues the writing of every tenant''s keys/active.json (after a master key change it must be sealed with the new key).';
+
+-- Carries out the pending intents, oldest first, each in a subtransaction: one that
+-- fails keeps its error and is tried again next round; the others go on.
+CREATE FUNCTION tenant_backup._intents_run()
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	i tenant_backup.storage_intents;
+	active text;
+	done bigint := 0;
+BEGIN
+	FOR i IN SELECT * FROM tenant_backup.storage_intents x WHERE x.state = 'pending' ORDER BY x.id
+			 FOR UPDATE SKIP LOCKED
+	LOOP
+		BEGIN
+			IF i.action = 'delete backup' THEN
+				PERFORM tenant_backup._storage_delete(i.object);
+			ELSIF i.action = 'delete prefix' THEN
+				PERFORM tenant_backup._storage_delete_prefix(i.object);
+			ELSE
+				-- The catalog's active key now (a dropped tenant has none, and no active.json).
+				SELECT k.key_id INTO active FROM tenant_backup.key_store k
+				WHERE k.tenant = i.tenant AND k.state = 'active' ORDER BY k.created DESC, k.key_id DESC LIMIT 1;
+				IF active IS NOT NULL THEN
+					PERFORM tenant_backup._active_key_put(i.tenant, active);
+				END IF;
+			END IF;
+			UPDATE tenant_backup.storage_intents SET state = 'done', finished = now(), attempts = attempts + 1,
+				error = NULL
+			WHERE id = i.id;
+			done := done + 1;
+		EXCEPTION WHEN OTHERS THEN
+			UPDATE tenant_backup.storage_intents SET attempts = attempts + 1, error = SQLERRM WHERE id = i.id;
+			RAISE WARNING 'tenant_backup: storage intent % (%) of tenant "%" failed: %', i.id, i.action, i.tenant, SQLERRM
+				USING HINT = 'The launcher tries it again next round; tenant_backup.storage_intents shows it.';
+		END;
+	END LOOP;
+	RETURN done;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._intents_run() IS
+	'Carries out the pending storage intents (delete an expired backup''s object, a destroyed key''s document, a dropped tenant''s prefix; write active.json) and marks them done; a failure stays pending with its error. Run by the launcher every round.';
+
+-- 0.1.0's _expire with the storage deletions turned into intents: a failure or a
+-- rollback after it leaves rows and objects as they were, and an expired row never
+-- comes back pointing at nothing. bytes_stored: what the deletion frees.
+CREATE OR REPLACE FUNCTION tenant_backup._expire(p_tenant text, p_actor text)
+RETURNS TABLE (backup_id bigint, engine text, started timestamptz, object_key text, bytes_stored bigint, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	b record;
+	k record;
+BEGIN
+	PERFORM 1 FROM tenant_backup.tenants t WHERE t.name = p_tenant AND t.hold_since IS NULL FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	FOR b IN SELECT * FROM tenant_backup._retention_plan(p_tenant) p WHERE NOT p.keep ORDER BY p.started, p.backup_id
+	LOOP
+		-- A backup a running job reads is left for the next pass.
+		CONTINUE WHEN EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.backup_id = b.backup_id
+							  AND j.kind <> 'backup' AND j.state IN ('queued', 'running'));
+		IF b.object_key IS NOT NULL THEN
+			INSERT INTO tenant_backup.storage_intents (tenant, action, object, created_by)
+			VALUES (p_tenant, 'delete backup', b.object_key, p_actor);
+		END IF;
+		DELETE FROM tenant_backup.backups x WHERE x.id = b.backup_id;
+		PERFORM tenant_backup._audit('backup expired', p_tenant,
+			jsonb_build_object('backup_id', b.backup_id, 'engine', b.engine, 'status', b.status, 'started', b.started,
+							   'object', b.object_key, 'bytes', coalesce(b.bytes_stored, 0)), p_actor);
+		backup_id := b.backup_id; engine := b.engine; started := b.started; object_key := b.object_key;
+		bytes_stored := coalesce(b.bytes_stored, 0); action := 'deleted';
+		RETURN NEXT;
+	END LOOP;
+	-- A retired key no complete backup uses any more opens nothing that is kept. With
+	-- archived WAL, only once a base backup taken well after the rotation is the oldest
+	-- (the archiver picks a new key up within a minute).
+	FOR k IN SELECT * FROM tenant_backup.key_store x
+			 WHERE x.tenant = p_tenant AND x.state = 'retired'
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups y WHERE y.tenant = p_tenant AND y.key_id = x.key_id
+							 AND y.status <> 'failed')
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups y WHERE y.tenant = p_tenant AND y.status = 'complete'
+							 AND y.start_lsn IS NOT NULL AND y.started < x.retired + interval '5 minutes')
+	LOOP
+		INSERT INTO tenant_backup.storage_intents (tenant, action, object, created_by)
+		VALUES (p_tenant, 'delete prefix', p_tenant || '/keys/' || k.key_id || '.json', p_actor);
+		UPDATE tenant_backup.key_store x SET state = 'destroyed', destroyed = now(), wrapped = NULL
+		WHERE x.tenant = p_tenant AND x.key_id = k.key_id;
+		PERFORM tenant_backup._audit('key destroyed', p_tenant,
+									 jsonb_build_object('key_id', k.key_id, 'reason', 'no backup uses it'), p_actor);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._expire(text, text) IS
+	'Removes from the catalog what retention does not keep (an audit row each) and the retired keys no backup needs; their objects and key documents are deleted from storage by the launcher once this commits (tenant_backup.storage_intents).';
+
+-- 0.1.0's tenant_drop, which first lists everything it deletes (so that an unlistable
+-- part refuses before any key is destroyed); storage it then cannot delete is left to
+-- an intent the launcher finishes, and the certificate says what is pending.
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_drop(tenant text, confirm text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants := tenant_backup._tenant_check(tenant);
+	key_ids text[];
+	busy bigint;
+	part text;
+	gone record;
+	objects bigint := 0;
+	bytes bigint := 0;
+	pending text[] := '{}';
+	cert jsonb;
+	cert_hash text;
+BEGIN
+	IF confirm IS DISTINCT FROM tenant THEN
+		RAISE EXCEPTION 'tenant_drop needs confirm => ''%''', tenant USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'Dropping destroys every backup of the tenant for good; repeat its name to confirm.';
+	END IF;
+	PERFORM 1 FROM tenant_backup.tenants x WHERE x.name = tenant FOR UPDATE;
+	IF t.hold_since IS NOT NULL THEN
+		RAISE EXCEPTION 'tenant "%" is on legal hold since %: it cannot be dropped', tenant, t.hold_since
+			USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = format('Reason: %s', t.hold_reason),
+				  HINT = 'tenant_backup.tenant_release() ends the hold.';
+	END IF;
+	SELECT count(*) INTO busy FROM tenant_backup.jobs j WHERE j.tenant = tenant_drop.tenant AND j.state IN ('queued', 'running');
+	IF busy > 0 THEN
+		RAISE EXCEPTION 'tenant "%" has % queued or running jobs', tenant, busy
+			USING ERRCODE = 'object_in_use', HINT = 'Wait for them to finish (tenant_backup.status), then drop.';
+	END IF;
+	BEGIN
+		PERFORM count(*) FROM tenant_backup._storage_list(tenant || '/');
+	EXCEPTION WHEN OTHERS THEN
+		RAISE EXCEPTION 'tenant "%" is not dropped: its storage cannot be listed, so not all of it could be deleted', tenant
+			USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = SQLERRM,
+				  HINT = 'Make every directory under the tenant''s prefix readable by the server (or the bucket listable), then drop again; no key was destroyed.';
+	END;
+	SELECT array_agg(k.key_id ORDER BY k.key_id) INTO key_ids
+	FROM tenant_backup.key_store k WHERE k.tenant = tenant_drop.tenant AND k.state <> 'destroyed';
+	-- Keys first: from then on no copy of the tenant's backups can be read anywhere.
+	FOREACH part IN ARRAY ARRAY[tenant || '/keys/', tenant || '/'] LOOP
+		BEGIN
+			SELECT * INTO gone FROM tenant_backup._storage_delete_prefix(part);
+			objects := objects + gone.objects;
+			bytes := bytes + gone.bytes;
+		EXCEPTION WHEN OTHERS THEN
+			INSERT INTO tenant_backup.storage_intents (tenant, action, object) VALUES (tenant, 'delete prefix', part);
+			pending := pending || part;
+			RAISE WARNING 'tenant_backup: not all of "%" could be deleted now: %', part, SQLERRM
+				USING HINT = 'The launcher deletes the rest (tenant_backup.storage_intents).';
+		END;
+	END LOOP;
+	DELETE FROM tenant_backup.tenants x WHERE x.name = tenant;
+	cert := jsonb_build_object(
+		'tenant', tenant, 'dropped_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'dropped_by', session_user, 'objects_deleted', objects, 'bytes_deleted', bytes,
+		'key_ids_destroyed', coalesce(to_jsonb(key_ids), '[]'),
+		'catalog_rows_removed', 'tenant, databases, keys, jobs, backups, drills; the audit trail is kept');
+	IF cardinality(pending) > 0 THEN
+		cert := cert || jsonb_build_object('storage_pending', to_jsonb(pending));
+	END IF;
+	cert_hash := encode(sha256(convert_to(cert::text, 'UTF8')), 'hex');
+	PERFORM tenant_backup._audit('tenant dropped', tenant, cert || jsonb_build_object('certificate_sha256', cert_hash));
+	RETURN cert || jsonb_build_object('certificate_sha256', cert_hash,
+		'audit_hash', (SELECT a.hash FROM tenant_backup.audit a WHERE a.tenant = tenant_drop.tenant ORDER BY a.id DESC LIMIT 1));
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_drop(text, text) IS
+	'Offboards a tenant: refuses under a legal hold, with jobs queued or running, or when its storage cannot be listed (before any key is destroyed); destroys its keys (storage, then catalog), deletes every object under its prefix (what cannot be deleted now the launcher deletes after commit: storage_pending) and its catalog rows, keeps the audit trail, and returns the deletion certificate (its SHA-256 is chained into the audit log).';
+
+-- 0.1.0's tenant_set_key_source, which also refuses to give the tenant whose WAL this
+-- cluster archives a key command the archiver could not run.
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_set_key_source(tenant text, command text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	PERFORM tenant_backup._require_program_rights('set a tenant''s key command');
+	IF command IS NOT NULL AND (btrim(command) = '' OR command ~ '[\n\r]' OR octet_length(command) > 1024) THEN
+		RAISE EXCEPTION 'invalid key command for tenant "%"', tenant USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'One line of at most 1024 bytes, run by /bin/sh -c; NULL goes back to the master key.';
+	END IF;
+	IF command IS NOT NULL AND tenant = current_setting('tenant_backup.archive_tenant', true)
+	   AND coalesce(current_setting('tenant_backup.archive_key_command', true), '') = '' THEN
+		RAISE EXCEPTION 'tenant "%" cannot get a key command: this cluster archives its WAL and the archiver would have no way to open its new key', tenant
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'tenant_backup.archive_tenant names it and tenant_backup.archive_key_command is empty.',
+				  HINT = 'Set tenant_backup.archive_key_command in postgresql.conf to the same command, reload, and try again.';
+	END IF;
+	PERFORM 1 FROM tenant_backup.tenants t WHERE t.name = tenant FOR UPDATE;
+	UPDATE tenant_backup.tenants t SET key_command = command WHERE t.name = tenant;
+	-- The first key under the new source proves the command wraps and unwraps.
+	RETURN tenant_backup._key_rotate(tenant,
+		CASE WHEN command IS NULL THEN 'key source set to the master key' ELSE 'key source set to a key command' END);
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_set_key_source(text, text) IS
+	'Bring your own key: the tenant''s keys from now on are wrapped by command (a KMS client, say; the contract is in the README) instead of the master key, so reading its new backups needs that command. Makes and checks a new key at once. NULL: back to the master key. The tenant whose WAL the cluster archives needs tenant_backup.archive_key_command set first.';
+
+-- The janitor, every tenant_backup.janitor_interval: unfinished writes older than a
+-- lease whose tenant has no running job, then complete objects under <tenant>/<engine>/
+-- (never keys/, _audit/ or archived WAL) that no backups row names, older than
+-- janitor_grace (at least a lease), of tenants and engines with no running job; an
+-- audit row for each removal.
+CREATE FUNCTION tenant_backup._janitor_run()
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	lease interval := current_setting('tenant_backup.lease_timeout')::interval;
+	grace interval := greatest(current_setting('tenant_backup.janitor_grace')::interval, lease);
+	u record;
+	o record;
+	removed bigint := 0;
+BEGIN
+	FOR u IN SELECT x.*, t.name AS tenant FROM tenant_backup._storage_unfinished() x
+			 LEFT JOIN tenant_backup.tenants t ON t.name = split_part(x.key, '/', 1)
+			 WHERE x.modified < now() - lease
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.tenant = split_part(x.key, '/', 1)
+							 AND j.state = 'running')
+			 ORDER BY x.key
+	LOOP
+		PERFORM tenant_backup._storage_unfinished_abort(u.key, u.upload);
+		PERFORM tenant_backup._audit('unfinished write removed', u.tenant,
+			jsonb_build_object('object', u.key, 'bytes', u.bytes, 'last_written', u.modified), 'tenant_backup janitor');
+		removed := removed + 1;
+	END LOOP;
+	FOR o IN WITH listed AS MATERIALIZED (
+				SELECT t.name AS tenant, e.engine, l.key, l.bytes, l.modified
+				FROM tenant_backup.tenants t
+				CROSS JOIN unnest(ARRAY['postgres', 'mysql', 'mongodb', 'redis']) e(engine)
+				CROSS JOIN LATERAL tenant_backup._storage_list(t.name || '/' || e.engine || '/') l
+				WHERE NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.tenant = t.name AND j.engine = e.engine
+								  AND j.state = 'running'))
+			 SELECT x.* FROM listed x
+			 WHERE x.modified < now() - grace
+			 AND NOT starts_with(x.key, x.tenant || '/postgres/wal/')
+			 AND (x.key LIKE '%.tbk'
+				  OR (x.key LIKE '%.json' AND NOT EXISTS (SELECT 1 FROM listed y
+														  WHERE y.key = left(x.key, -5) || '.tbk')))
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups b
+							 WHERE b.object_key IN (x.key, left(x.key, -5) || '.tbk'))
+			 ORDER BY x.key
+	LOOP
+		IF o.key LIKE '%.tbk' THEN
+			PERFORM tenant_backup._storage_delete(o.key);
+		ELSE
+			PERFORM tenant_backup._storage_delete_prefix(o.key);
+		END IF;
+		PERFORM tenant_backup._audit('unreferenced object removed', o.tenant,
+			jsonb_build_object('engine', o.engine, 'object', o.key, 'bytes', o.bytes, 'modified', o.modified,
+							   'grace', grace), 'tenant_backup janitor');
+		removed := removed + 1;
+	END LOOP;
+	DELETE FROM tenant_backup.storage_intents WHERE state = 'done' AND finished < now() - interval '7 days';
+	RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._janitor_run() IS
+	'Removes unfinished writes older than tenant_backup.lease_timeout whose tenant runs no job, and complete objects under <tenant>/<engine>/ (never keys/, _audit/ or archived WAL) that no backups row names, older than tenant_backup.janitor_grace, of tenants and engines running no job; an audit row each. Returns how many.';
+
+REVOKE ALL ON FUNCTION tenant_backup._storage_list(text), tenant_backup._storage_unfinished(),
+	tenant_backup._storage_unfinished_abort(text, text), tenant_backup._active_key_put(text, text),
+	tenant_backup._key_store_intent(), tenant_backup._intent_active_keys(), tenant_backup._intents_run(),
+	tenant_backup._janitor_run(), tenant_backup._expire(text, text) FROM PUBLIC;

@@ -558,13 +558,32 @@ storage_file_listing_add(storage_file_listing *l, char *key, const struct stat *
 
 /*
  * Collects the regular files below the directory dir_fd (key dir_key, "" for the
- * root; closed here) whose keys start with prefix. Hidden names are temporary files;
- * links, FIFOs, sockets and devices are no objects and are skipped, and directories
- * are entered only through O_NOFOLLOW.
+ * root; closed here) whose keys start with prefix; with temporaries, the temporary
+ * files of unfinished writes instead (the hidden names). Links, FIFOs, sockets and
+ * devices are no objects and are skipped, and directories are entered only through
+ * O_NOFOLLOW.
  */
+/*
+ * Whether name is a temporary file of storage_file_write_open (".<leaf>.tmp-<8 hex
+ * digits>"); its leaf, the object it was for, goes to leaf.
+ */
+static bool
+storage_file_temporary(const char *name, char *leaf, size_t size)
+{
+	size_t len = strlen(name);
+	const size_t suffix = strlen(".tmp-") + 8;
+
+	if (len < 2 + suffix || name[0] != '.' || strncmp(name + len - suffix, ".tmp-", 5) != 0 ||
+		strspn(name + len - 8, "0123456789abcdef") != 8 || len - suffix - 1 >= size)
+		return false;
+	memcpy(leaf, name + 1, len - suffix - 1);
+	leaf[len - suffix - 1] = '\0';
+	return true;
+}
+
 static int
 storage_file_walk(const storage_file *sf, int dir_fd, const char *dir_key, int depth, const char *prefix,
-				  storage_file_listing *l, tb_error *err)
+				  bool temporaries, storage_file_listing *l, tb_error *err)
 {
 	DIR *dir = fdopendir(dir_fd);
 	struct dirent *de;
@@ -586,8 +605,10 @@ storage_file_walk(const storage_file *sf, int dir_fd, const char *dir_key, int d
 		struct stat sb;
 		char *key;
 		size_t key_len;
+		char leaf[NAME_MAX + 1];
+		bool temporary = de->d_name[0] == '.';
 
-		if (de->d_name[0] == '.')
+		if (temporary && !(temporaries && storage_file_temporary(de->d_name, leaf, sizeof(leaf))))
 			continue;
 		if (asprintf(&key, "%s%s%s", dir_key, dir_key[0] ? "/" : "", de->d_name) < 0)
 		{
@@ -607,12 +628,12 @@ storage_file_walk(const storage_file *sf, int dir_fd, const char *dir_key, int d
 
 			/* replaced by something else since fstatat: skipped like it */
 			if (sub >= 0)
-				rc = storage_file_walk(sf, sub, key, depth + 1, prefix, l, err);
+				rc = storage_file_walk(sf, sub, key, depth + 1, prefix, temporaries, l, err);
 			else if (errno != ENOENT && errno != ELOOP && errno != ENOTDIR)
 				rc = tb_error_set(err, TB_ERR_IO, "unable to list '%s' in %s: %s", key, sf->base.description,
 								  strerror(errno));
 		}
-		else if (S_ISREG(sb.st_mode) && key_len >= prefix_len)
+		else if (S_ISREG(sb.st_mode) && key_len >= prefix_len && temporary == temporaries)
 		{
 			if ((rc = storage_file_listing_add(l, key, &sb, err)) == 0)
 				continue; /* the listing owns key */
@@ -632,11 +653,10 @@ storage_file_entry_compare(const void *a, const void *b)
 	return strcmp(((const storage_file_entry *) a)->key, ((const storage_file_entry *) b)->key);
 }
 
+/* The regular files (or, with temporaries, the temporary files) below prefix, sorted. */
 static int
-storage_file_list(storage *st, const char *prefix, storage_list_cb cb, void *arg, tb_error *err)
+storage_file_collect(storage_file *sf, const char *prefix, bool temporaries, storage_file_listing *l, tb_error *err)
 {
-	storage_file *sf = (storage_file *) st;
-	storage_file_listing l = {0};
 	int root_fd = storage_file_open_root(sf, false, err);
 	int rc;
 
@@ -647,15 +667,87 @@ storage_file_list(storage *st, const char *prefix, storage_list_cb cb, void *arg
 		tb_error_clear(err);
 		return 0; /* nothing stored yet */
 	}
-	rc = storage_file_walk(sf, root_fd, "", 0, prefix ? prefix : "", &l, err);
-	if (rc == 0 && l.count > 0)
-		qsort(l.entries, l.count, sizeof(*l.entries), storage_file_entry_compare);
+	rc = storage_file_walk(sf, root_fd, "", 0, prefix ? prefix : "", temporaries, l, err);
+	if (rc == 0 && l->count > 0)
+		qsort(l->entries, l->count, sizeof(*l->entries), storage_file_entry_compare);
+	return rc;
+}
+
+static void
+storage_file_listing_free(storage_file_listing *l)
+{
+	for (size_t i = 0; i < l->count; i++)
+		free(l->entries[i].key);
+	free(l->entries);
+}
+
+static int
+storage_file_list(storage *st, const char *prefix, storage_list_cb cb, void *arg, tb_error *err)
+{
+	storage_file_listing l = {0};
+	int rc = storage_file_collect((storage_file *) st, prefix, false, &l, err);
+
 	for (size_t i = 0; rc == 0 && i < l.count; i++)
 		if (cb(l.entries[i].key, &l.entries[i].info, arg) != 0)
 			break;
-	for (size_t i = 0; i < l.count; i++)
-		free(l.entries[i].key);
-	free(l.entries);
+	storage_file_listing_free(&l);
+	return rc;
+}
+
+/* Each temporary file: the key of the object it was for, and its own name as the upload. */
+static int
+storage_file_list_unfinished(storage *st, const char *prefix, storage_unfinished_cb cb, void *arg, tb_error *err)
+{
+	storage_file_listing l = {0};
+	int rc = storage_file_collect((storage_file *) st, prefix, true, &l, err);
+
+	for (size_t i = 0; rc == 0 && i < l.count; i++)
+	{
+		char *name = strrchr(l.entries[i].key, '/');
+		char leaf[NAME_MAX + 1];
+		char *key;
+		int stop;
+
+		name = name ? name + 1 : l.entries[i].key;
+		if (!storage_file_temporary(name, leaf, sizeof(leaf)) ||
+			asprintf(&key, "%.*s%s", (int) (name - l.entries[i].key), l.entries[i].key, leaf) < 0)
+		{
+			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory listing storage");
+			break;
+		}
+		stop = cb(key, name, &l.entries[i].info, arg);
+		free(key);
+		if (stop != 0)
+			break;
+	}
+	storage_file_listing_free(&l);
+	return rc;
+}
+
+/* Only a temporary file of key itself: upload names nothing else. */
+static int
+storage_file_abort_unfinished(storage *st, const char *key, const char *upload, tb_error *err)
+{
+	storage_file *sf = (storage_file *) st;
+	char leaf[NAME_MAX + 1];
+	const char *key_leaf;
+	int dir_fd, rc = 0;
+
+	if (!storage_file_temporary(upload, leaf, sizeof(leaf)) || strchr(upload, '/') != NULL)
+		return tb_error_set(err, TB_ERR_INVALID, "'%s' is not a temporary file of storage", upload);
+	if ((dir_fd = storage_file_open_parent(sf, key, false, &key_leaf, err)) < 0)
+	{
+		if (err->code != TB_ERR_NOT_FOUND)
+			return -1;
+		tb_error_clear(err);
+		return 0;
+	}
+	if (strcmp(key_leaf, leaf) != 0)
+		rc = tb_error_set(err, TB_ERR_INVALID, "'%s' is not a temporary file of '%s'", upload, key);
+	else if (unlinkat(dir_fd, upload, 0) != 0 && errno != ENOENT)
+		rc = tb_error_set(err, TB_ERR_IO, "unable to remove the temporary file of '%s' in %s: %s", key, st->description,
+						  strerror(errno));
+	close(dir_fd);
 	return rc;
 }
 
@@ -673,4 +765,6 @@ const storage_driver storage_file_driver = {
 	.head = storage_file_head,
 	.delete = storage_file_delete,
 	.list = storage_file_list,
+	.list_unfinished = storage_file_list_unfinished,
+	.abort_unfinished = storage_file_abort_unfinished,
 };

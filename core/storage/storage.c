@@ -147,6 +147,25 @@ storage_list(storage *st, const char *prefix, storage_list_cb cb, void *arg, tb_
 }
 
 int
+storage_list_unfinished(storage *st, const char *prefix, storage_unfinished_cb cb, void *arg, tb_error *err)
+{
+	/* A driver without unfinished writes that outlive their writer lists none. */
+	if (st->driver->list_unfinished == NULL)
+		return 0;
+	return st->driver->list_unfinished(st, prefix, cb, arg, err);
+}
+
+int
+storage_abort_unfinished(storage *st, const char *key, const char *upload, tb_error *err)
+{
+	if (storage_key_check(key, err) != 0)
+		return -1;
+	if (st->driver->abort_unfinished == NULL)
+		return tb_error_set(err, TB_ERR_INVALID, "%s has no unfinished writes to remove", st->description);
+	return st->driver->abort_unfinished(st, key, upload, err);
+}
+
+int
 storage_put(storage *st, const char *key, const void *buf, size_t len, tb_error *err)
 {
 	storage_write *w = storage_write_open(st, key, err);

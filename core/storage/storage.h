@@ -64,6 +64,18 @@ int storage_delete(storage *st, const char *key, tb_error *err);
 /* Every key below prefix (recursively), in lexical order. */
 int storage_list(storage *st, const char *prefix, storage_list_cb cb, void *arg, tb_error *err);
 
+/*
+ * Unfinished writes: begun and neither committed nor aborted (the writer died). key is
+ * the object the write would have made, upload the driver's name for the write (file:
+ * the hidden temporary file, s3: the multipart upload id), info->mtime when it was last
+ * written (file) or begun (s3). A non-zero return of cb stops the listing.
+ */
+typedef int (*storage_unfinished_cb)(const char *key, const char *upload, const storage_info *info, void *arg);
+int storage_list_unfinished(storage *st, const char *prefix, storage_unfinished_cb cb, void *arg, tb_error *err);
+
+/* Removes an unfinished write listed by storage_list_unfinished; one already gone succeeds. */
+int storage_abort_unfinished(storage *st, const char *key, const char *upload, tb_error *err);
+
 /* Small objects (manifests, keys): whole-object put, and get of at most max bytes. */
 int storage_put(storage *st, const char *key, const void *buf, size_t len, tb_error *err);
 int storage_get(storage *st, const char *key, size_t max, char **buf, size_t *len, tb_error *err);
@@ -85,6 +97,8 @@ typedef struct storage_driver
 	int (*head)(storage *st, const char *key, storage_info *info, tb_error *err);
 	int (*delete)(storage *st, const char *key, tb_error *err);
 	int (*list)(storage *st, const char *prefix, storage_list_cb cb, void *arg, tb_error *err);
+	int (*list_unfinished)(storage *st, const char *prefix, storage_unfinished_cb cb, void *arg, tb_error *err);
+	int (*abort_unfinished)(storage *st, const char *key, const char *upload, tb_error *err);
 } storage_driver;
 
 /* Every storage, write and read handle starts with this header. */
