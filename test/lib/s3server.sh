@@ -86,6 +86,7 @@ account_autocreate = true
 [filter:s3api]
 use = egg:swift#s3api
 location = us-east-1
+storage_domain = s3.localhost
 [filter:tempauth]
 use = egg:swift#tempauth
 user_${ACCOUNT}_${USER_NAME} = $TEST_SECRET .admin
