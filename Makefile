@@ -120,10 +120,12 @@ $(CORE_LIB): $(CORE_OBJ)
 	@echo "  AR      $@"
 	@rm -f $@ && ar rcs $@ $^
 
+# The CLI talks to the control plane and restores PostgreSQL tenants over libpq.
+$(CLI_OBJ): CFLAGS_ALL += $(call pkg_flags,--cflags,libpq)
 $(CLI_BIN): $(CLI_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(CORE_LIB) $(LIBS)
+	@$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(CORE_LIB) $(AGENT_LIBS) $(LIBS)
 
 $(BUILD)/test/%: test/unit/%.c $(AGENT_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)

@@ -9,11 +9,15 @@
 #include "error.h"
 #include "keys.h"
 #include "manifest.h"
+#include "repo.h"
 #include "storage/storage.h"
 
 #define CLI_OPT_STORAGE 1000
 #define CLI_OPT_MASTER_KEY 1001
 #define CLI_OPT_KEY_COMMAND 1002
+
+/* put's zstd level: the extension's tenant_backup.compression_level and the agents' default. */
+#define CLI_PUT_LEVEL_DEFAULT 1
 
 /* getopt_long entries for --storage, --master-key, --key-command and --help. */
 #define CLI_COMMON_OPTIONS                                                                                             \
@@ -83,6 +87,13 @@ const char *cli_escape(const char *text, char *out, size_t size);
  */
 int cli_backup_manifest(storage *st, const master_key *master, const char *object, manifest *m, tb_error *err);
 
+/*
+ * How every command reads a backup: against the manifest it required (and hashing
+ * what it reads, for its sha256), decoding ahead, with a progress line or none
+ * (NULL). Fills *options and returns it.
+ */
+const repo_read_options *cli_read_checked(repo_read_options *options, const manifest *required, cli_progress *progress);
+
 typedef struct cli_listing_handlers
 {
 	/* Each backup whose manifest is valid and whose object is listed, newest first; non-zero stops. */
@@ -103,6 +114,12 @@ typedef struct cli_listing_handlers
 int cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_listing_handlers *handlers,
 					 tb_error *err);
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* bytes for people: "512 B", "1.5 KiB", "12.3 MiB", "4.0 GiB"; returns out. */
+const char *cli_human_bytes(uint64_t bytes, char *out, size_t size);
+
+/* A file:// storage's directory must exist (a typo is not an empty storage); -1 (err set) if not. */
+int cli_storage_exists(const cli_context *ctx, tb_error *err);
 
 /* A progress line on stderr when it is a terminal, nothing otherwise. */
 void cli_progress_start(cli_progress *p, const char *label);
@@ -128,5 +145,11 @@ int cmd_restore_rdb(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_restore_pitr(int argc, char **argv);
 int cmd_rotate_master(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_restore_direct(int argc, char **argv);
 
 #endif

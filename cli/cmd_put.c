@@ -22,7 +22,7 @@ static const char put_usage[] =
 	"\n"
 	"  --tenant T           tenant name: [a-z0-9][a-z0-9_-]{0,62}\n"
 	"  --engine E           postgres, mysql, mongodb or redis\n"
-	"  --level N            zstd level (default 3)\n"
+	"  --level N            zstd level (default 1, as the extension and the agents)\n"
 	"  --workers N          compression threads (default 2; 1: none)\n"
 	"  --storage URL        file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --master-key FILE    master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n"
@@ -73,7 +73,7 @@ cmd_put(int argc, char **argv)
 											{"workers", required_argument, NULL, 'w'},
 											CLI_COMMON_OPTIONS,
 											{NULL, 0, NULL, 0}};
-	put_args args = {.put = {.stream = {.workers = 2}}};
+	put_args args = {.put = {.stream = {.workers = 2, .level = CLI_PUT_LEVEL_DEFAULT}}};
 	cli_context ctx;
 	cli_progress progress;
 	tb_error err = {0};

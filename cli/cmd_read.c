@@ -2,7 +2,9 @@
  * tenant-backup cat, verify and restore-rdb: all authenticate every chunk and the
  * trailer; cat also writes the plaintext to standard output, restore-rdb to a file.
  */
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -32,6 +34,8 @@ static const char verify_usage[] =
 	"  --engine E          with --tenant: only backups of engine E\n"
 	"  --wal               with --tenant: the archived WAL of dedicated tenant T instead,\n"
 	"                      every file, and that no segment is missing on any timeline\n"
+	"  --json              one JSON object {\"checked\", \"failed\", \"results\": [{\"object\",\n"
+	"                      \"ok\", \"plain_bytes\", \"chunks\" | \"error\"}]} instead of the lines\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
@@ -79,12 +83,14 @@ typedef struct read_args
 	const char *engine;
 	const char *dir;
 	bool wal;
+	bool json;
 } read_args;
 
 static const struct option read_options[] = {{"tenant", required_argument, NULL, 't'},
 											 {"engine", required_argument, NULL, 'e'},
 											 {"dir", required_argument, NULL, 'd'},
 											 {"wal", no_argument, NULL, 'w'},
+											 {"json", no_argument, NULL, 'j'},
 											 CLI_COMMON_OPTIONS,
 											 {NULL, 0, NULL, 0}};
 
@@ -99,6 +105,8 @@ verify_option(int opt, const char *arg, void *state)
 		args->engine = arg;
 	else if (opt == 'w')
 		args->wal = true;
+	else if (opt == 'j')
+		args->json = true;
 	else
 		return cli_usage_error("verify", "invalid option");
 	return 0;
@@ -113,13 +121,8 @@ restore_rdb_option(int opt, const char *arg, void *state)
 	return 0;
 }
 
-/*
- * How every command here reads a backup: against the manifest it required (and
- * hashing what it reads, for its sha256), decoding ahead, with a progress line or
- * none (NULL). Fills *options and returns it.
- */
-static const repo_read_options *
-read_checked(repo_read_options *options, const manifest *required, cli_progress *progress)
+const repo_read_options *
+cli_read_checked(repo_read_options *options, const manifest *required, cli_progress *progress)
 {
 	*options = (repo_read_options){.progress = progress ? cli_progress_update : NULL,
 								   .progress_ctx = progress,
@@ -177,7 +180,7 @@ cmd_restore_rdb(int argc, char **argv)
 		rc = check_rdb(&s, argv[optind], &err);
 	if (rc == 0)
 		rc = repo_read_to_file(s.st, &s.master, argv[optind], args.dir, "dump.rdb",
-							   read_checked(&options, &m, &progress), &stats, &err);
+							   cli_read_checked(&options, &m, &progress), &stats, &err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
 	if (rc != 0)
@@ -210,7 +213,7 @@ cmd_cat(int argc, char **argv)
 	cli_progress_start(&progress, "cat");
 	rc = cli_backup_manifest(s.st, &s.master, argv[optind], &m, &err);
 	if (rc == 0)
-		rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO, read_checked(&options, &m, &progress),
+		rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO, cli_read_checked(&options, &m, &progress),
 							 &stats, &err);
 	cli_progress_end(&progress);
 	read_session_close(&s);
@@ -224,6 +227,7 @@ typedef struct verify_batch
 	char wal_prefix[128];   /* --wal: <tenant>/postgres/wal/ */
 	int failed;
 	int checked;
+	json_t *results; /* --json: one object per object checked, else lines on stdout */
 } verify_batch;
 
 static void
@@ -232,8 +236,13 @@ verify_failed(verify_batch *batch, const char *key, const char *why)
 	char escaped_key[CLI_ESCAPED_MAX], escaped_why[CLI_ESCAPED_MAX];
 
 	batch->failed++;
-	printf("FAILED  %s: %s\n", cli_escape(key, escaped_key, sizeof(escaped_key)),
-		   cli_escape(why, escaped_why, sizeof(escaped_why)));
+	cli_escape(key, escaped_key, sizeof(escaped_key));
+	cli_escape(why, escaped_why, sizeof(escaped_why));
+	if (batch->results)
+		json_array_append_new(batch->results,
+							  json_pack("{s:s, s:b, s:s}", "object", escaped_key, "ok", 0, "error", escaped_why));
+	else
+		printf("FAILED  %s: %s\n", escaped_key, escaped_why);
 }
 
 /* Checks object against its manifest: m as listed, or (NULL) the one in storage, which it must have. */
@@ -249,13 +258,19 @@ verify_one(verify_batch *batch, const char *object, const manifest *m)
 	batch->checked++;
 	if ((m == NULL && cli_backup_manifest(batch->session->st, &batch->session->master, object, &stored, &err) != 0) ||
 		repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
-						read_checked(&options, m ? m : &stored, NULL), &stats, &err) != 0)
+						cli_read_checked(&options, m ? m : &stored, NULL), &stats, &err) != 0)
 	{
 		verify_failed(batch, object, err.msg);
 		return;
 	}
-	printf("ok      %s  %llu bytes in %llu chunks\n", cli_escape(object, escaped, sizeof(escaped)),
-		   (unsigned long long) stats.plain_bytes, (unsigned long long) stats.chunks);
+	cli_escape(object, escaped, sizeof(escaped));
+	if (batch->results)
+		json_array_append_new(batch->results,
+							  json_pack("{s:s, s:b, s:I, s:I}", "object", escaped, "ok", 1, "plain_bytes",
+										(json_int_t) stats.plain_bytes, "chunks", (json_int_t) stats.chunks));
+	else
+		printf("ok      %s  %llu bytes in %llu chunks\n", escaped, (unsigned long long) stats.plain_bytes,
+			   (unsigned long long) stats.chunks);
 	if (batch->segments)
 		wal_segments_add(batch->segments, object, stats.plain_bytes);
 }
@@ -312,6 +327,8 @@ cmd_verify(int argc, char **argv)
 		return cli_fail("verify", &err);
 	if (read_session_open(&s, &ctx) != 0)
 		return 2;
+	if (args.json)
+		batch.results = json_array();
 	if (args.wal)
 	{
 		snprintf(batch.wal_prefix, sizeof(batch.wal_prefix), "%s/postgres/wal/", tenant);
@@ -328,6 +345,20 @@ cmd_verify(int argc, char **argv)
 		for (int i = optind; i < argc; i++)
 			verify_one(&batch, argv[i], NULL);
 	read_session_close(&s);
+	if (rc == 0 && batch.results != NULL)
+	{
+		json_t *doc =
+			json_pack("{s:i, s:i, s:O}", "checked", batch.checked, "failed", batch.failed, "results", batch.results);
+		char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+		if (text == NULL)
+			rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory writing the results as JSON");
+		else
+			printf("%s\n", text);
+		free(text);
+		json_decref(doc);
+	}
+	json_decref(batch.results);
 	if (rc != 0)
 		return cli_fail("verify", &err);
 	if (tenant && batch.checked == 0)

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +108,40 @@ cli_usage_error(const char *command, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry 'tenant-backup %s --help'.\n", command);
 	return 2;
+}
+
+const char *
+cli_human_bytes(uint64_t bytes, char *out, size_t size)
+{
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+	double value = (double) bytes;
+	int unit = -1;
+
+	while (value >= 1024 && unit < 4)
+	{
+		value /= 1024;
+		unit++;
+	}
+	if (unit < 0)
+		snprintf(out, size, "%llu B", (unsigned long long) bytes);
+	else
+		snprintf(out, size, "%.1f %s", value, units[unit]);
+	return out;
+}
+
+int
+cli_storage_exists(const cli_context *ctx, tb_error *err)
+{
+	struct stat sb;
+	const char *url = ctx->storage_url;
+
+	if (url == NULL || strncmp(url, "file://", 7) != 0)
+		return 0;
+	if (stat(url + 7, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return tb_error_set(err, TB_ERR_NOT_FOUND,
+							"storage directory '%s' does not exist: check --storage (or TENANT_BACKUP_STORAGE)",
+							url + 7);
+	return 0;
 }
 
 storage *

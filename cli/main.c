@@ -1,4 +1,7 @@
-/* tenant-backup: list, read, verify and write backups straight from storage with only the master key. */
+/*
+ * tenant-backup: list, read, verify, write and restore backups straight from storage with
+ * only the master key; back up, restore and watch tenants through the control plane.
+ */
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +24,12 @@ static const cli_command cli_commands[] = {
 	{"restore-pitr", cmd_restore_pitr, "set up a dedicated PostgreSQL tenant's cluster to recover to a point in time"},
 	{"wal-fetch", cmd_wal_fetch, "decrypt one archived WAL file (PostgreSQL's restore_command)"},
 	{"rotate-master", cmd_rotate_master, "re-wrap the tenant keys in storage with a new master key"},
+	{"restore-direct", cmd_restore_direct, "restore a tenant's newest backup from storage alone (no control plane)"},
+	{"backup", cmd_backup, "control plane: queue (and --wait for) a tenant's backup"},
+	{"restore", cmd_restore, "control plane: restore a tenant and follow the restore"},
+	{"status", cmd_status, "control plane: last success, overdue, running and queued jobs per database"},
+	{"jobs", cmd_jobs, "control plane: the newest jobs with state, phase, bytes and errors"},
+	{"check", cmd_check, "control plane: tenant_backup.check(), one line per check"},
 };
 
 static void
@@ -28,7 +37,7 @@ cli_main_usage(FILE *out)
 {
 	fprintf(out, "Usage: tenant-backup COMMAND [OPTIONS]\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
-		fprintf(out, "  %-14s %s\n", cli_commands[i].name, cli_commands[i].summary);
+		fprintf(out, "  %-15s %s\n", cli_commands[i].name, cli_commands[i].summary);
 	fprintf(out, "\nCommon options:\n"
 				 "  --version           print the program's name and version, then exit\n"
 				 "  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"

@@ -1,0 +1,790 @@
+/*
+ * tenant-backup restore-direct: a tenant's newest complete PostgreSQL backup (or the one
+ * named) from storage and the master key alone, into a new database of any server: the
+ * disaster-recovery path when the control plane is gone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_control.h"
+#include "names.h"
+
+/* PostgreSQL's NAMEDATALEN: a database or role name is at most 63 bytes. */
+#define DIRECT_NAME_MAX 64
+
+static const char restore_direct_usage[] =
+	"Usage: tenant-backup restore-direct --tenant T --engine postgres --into CONNINFO [OPTIONS]\n"
+	"\n"
+	"Restores tenant T's newest complete backup found in storage (or --backup-id N) into\n"
+	"the new database CONNINFO's dbname names, without the control plane. The backup is\n"
+	"chosen by its manifest and authenticated whole (header, every chunk, trailer, the\n"
+	"manifest's SHA-256) into a private temporary file before anything is created; then\n"
+	"the database is created with the backup's encoding and locale (CREATE DATABASE as\n"
+	"pg_dump recorded it), loaded by pg_restore in one transaction, and given the\n"
+	"recorded owner when that role exists. On any failure the new database is dropped.\n"
+	"A database of that name must not exist. Needs room in TMPDIR for the plaintext.\n"
+	"\n"
+	"  --tenant T            the tenant\n"
+	"  --engine postgres     the engine (MySQL, Redis and MongoDB: not yet; see README)\n"
+	"  --into CONNINFO       'dbname=NEW host=... port=... user=...' (or a URI) of the\n"
+	"                        database to create; a password goes in ~/.pgpass or PGPASSWORD\n"
+	"  --backup-id N         that backup instead of the newest\n"
+	"  --maintenance-db DB   the database to connect to for CREATE DATABASE (default postgres)\n"
+	"  --no-owner            load without owners and grants (roles the tenant's objects name\n"
+	"                        need not exist: everything belongs to the connecting user)\n"
+	"  --pg-restore PATH     the pg_restore to run (default pg_restore in PATH; it must be of\n"
+	"                        the target server's major version or newer)\n"
+	"  --storage URL         file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --master-key FILE     master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
+
+typedef struct direct_args
+{
+	const char *tenant;
+	const char *engine;
+	const char *into;
+	const char *backup_id;
+	const char *maintenance_db;
+	const char *pg_restore;
+	bool no_owner;
+} direct_args;
+
+static int
+direct_option(int opt, const char *arg, void *state)
+{
+	direct_args *args = state;
+
+	switch (opt)
+	{
+		case 't':
+			args->tenant = arg;
+			break;
+		case 'e':
+			args->engine = arg;
+			break;
+		case 'i':
+			args->into = arg;
+			break;
+		case 'b':
+			args->backup_id = arg;
+			break;
+		case 'm':
+			args->maintenance_db = arg;
+			break;
+		case 'p':
+			args->pg_restore = arg;
+			break;
+		case 'o':
+			args->no_owner = true;
+			break;
+		default:
+			return cli_usage_error("restore-direct", "invalid option");
+	}
+	return 0;
+}
+
+/* The backup chosen from the listing: the newest dump of the tenant, or the one with the id asked for. */
+typedef struct direct_choice
+{
+	const char *backup_id;
+	bool found;
+	manifest chosen;
+} direct_choice;
+
+static int
+direct_choose(const manifest *m, void *arg)
+{
+	direct_choice *choice = arg;
+	manifest_object_name name;
+	tb_error ignored = {0};
+
+	/* A dedicated tenant's base backup is restored with restore-pitr, not here. */
+	if (manifest_object_parse(m->object, &name, &ignored) != 0 || name.kind != MANIFEST_OBJECT_BACKUP)
+		return 0;
+	if (choice->backup_id != NULL && strcmp(m->backup_id, choice->backup_id) != 0)
+		return 0;
+	choice->chosen = *m;
+	choice->found = true;
+	return 1;
+}
+
+static void
+direct_problem(const char *key, const char *why, void *arg)
+{
+	char escaped_key[CLI_ESCAPED_MAX], escaped_why[CLI_ESCAPED_MAX];
+
+	(void) arg;
+	fprintf(stderr, "tenant-backup restore-direct: skipping %s: %s\n",
+			cli_escape(key, escaped_key, sizeof(escaped_key)), cli_escape(why, escaped_why, sizeof(escaped_why)));
+}
+
+/* A private directory for the plaintext and the tools' files, removed by direct_scratch_remove. */
+typedef struct direct_scratch
+{
+	char dir[4096];
+	char dump[4200];
+	char list[4200];
+	char database_sql[4200];
+	char passfile[4200];
+} direct_scratch;
+
+static int
+direct_scratch_create(direct_scratch *s, tb_error *err)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(s->dir, sizeof(s->dir), "%s/tenant-backup-restore-XXXXXX", tmp && tmp[0] == '/' ? tmp : "/tmp");
+	if (mkdtemp(s->dir) == NULL)
+		return tb_error_set(err, TB_ERR_IO, "cannot create a private temporary directory in %s: %s",
+							tmp && tmp[0] == '/' ? tmp : "/tmp", strerror(errno));
+	snprintf(s->dump, sizeof(s->dump), "%s/backup.dump", s->dir);
+	snprintf(s->list, sizeof(s->list), "%s/database.list", s->dir);
+	snprintf(s->database_sql, sizeof(s->database_sql), "%s/database.sql", s->dir);
+	snprintf(s->passfile, sizeof(s->passfile), "%s/pgpass", s->dir);
+	return 0;
+}
+
+static void
+direct_scratch_remove(direct_scratch *s)
+{
+	unlink(s->dump);
+	unlink(s->list);
+	unlink(s->database_sql);
+	unlink(s->passfile);
+	rmdir(s->dir);
+}
+
+/*
+ * Runs argv (argv[0] looked up in PATH) with stdout into the file out (NULL: ours),
+ * no other descriptor but 0-2 inherited; an error names the tool and its exit status
+ * (its own messages went to our stderr).
+ */
+static int
+direct_run(const char *const *argv, const char *out, tb_error *err)
+{
+	int out_fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	int status;
+	pid_t pid;
+
+	if (out != NULL && out_fd < 0)
+		return tb_error_set(err, TB_ERR_IO, "cannot create %s: %s", out, strerror(errno));
+	fflush(NULL);
+	if ((pid = fork()) < 0)
+	{
+		if (out_fd >= 0)
+			close(out_fd);
+		return tb_error_set(err, TB_ERR_IO, "cannot start %s: %s", argv[0], strerror(errno));
+	}
+	if (pid == 0)
+	{
+		if (out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0)
+			_exit(127);
+		closefrom(STDERR_FILENO + 1);
+		execvp(argv[0], (char *const *) argv);
+		fprintf(stderr, "tenant-backup restore-direct: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	if (out_fd >= 0)
+		close(out_fd);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return tb_error_set(err, TB_ERR_IO, "cannot wait for %s: %s", argv[0], strerror(errno));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return tb_error_set(err, TB_ERR_IO, "%s failed (%s %d); its messages are above", argv[0],
+							WIFEXITED(status) ? "exit status" : "signal",
+							WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+	return 0;
+}
+
+/*
+ * The identifier at *p as pg_dump writes one (bare lower-case, or double-quoted with ""
+ * for "), unquoted into out; advances *p. -1 if it is not one.
+ */
+static int
+direct_parse_identifier(const char **p, char *out, size_t size)
+{
+	const char *c = *p;
+	size_t used = 0;
+
+	if (*c == '"')
+	{
+		for (c++; *c && !(c[0] == '"' && c[1] != '"'); c++)
+		{
+			if (c[0] == '"')
+				c++;
+			if (used + 1 >= size)
+				return -1;
+			out[used++] = *c;
+		}
+		if (*c != '"')
+			return -1;
+		c++;
+	}
+	else
+		while ((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '$')
+		{
+			if (used + 1 >= size)
+				return -1;
+			out[used++] = *c++;
+		}
+	out[used] = '\0';
+	*p = c;
+	return used > 0 ? 0 : -1;
+}
+
+/* A 'literal' ('' for ') or a bare word at *p, into out; advances *p. */
+static int
+direct_parse_value(const char **p, char *out, size_t size)
+{
+	const char *c = *p;
+	size_t used = 0;
+
+	if (*c != '\'')
+		return direct_parse_identifier(p, out, size);
+	for (c++; *c && !(c[0] == '\'' && c[1] != '\''); c++)
+	{
+		if (c[0] == '\'')
+			c++;
+		if (used + 1 >= size)
+			return -1;
+		out[used++] = *c;
+	}
+	if (*c != '\'')
+		return -1;
+	out[used] = '\0';
+	*p = c + 1;
+	return 0;
+}
+
+/* The properties of the backed-up database that restore-direct applies. */
+typedef struct direct_properties
+{
+	char encoding[64];
+	char locale_provider[16];
+	char locale[256];
+	char lc_collate[256];
+	char lc_ctype[256];
+	char icu_locale[256];
+	char owner[DIRECT_NAME_MAX];
+} direct_properties;
+
+/*
+ * Reads pg_restore's script of the archive's DATABASE entry: "CREATE DATABASE <name>
+ * WITH TEMPLATE = template0 ENCODING = '...' ..." and "ALTER DATABASE <name> OWNER TO
+ * <role>;". Options it does not know (TABLESPACE: the new server may not have it) are
+ * left out; a line that is not of this shape is an error, never run.
+ */
+static int
+direct_read_properties(const char *path, direct_properties *props, tb_error *err)
+{
+	FILE *f = fopen(path, "r");
+	char line[8192], name[DIRECT_NAME_MAX];
+	bool created = false;
+
+	if (f == NULL)
+		return tb_error_set(err, TB_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		const char *p = line;
+
+		if (strncmp(p, "CREATE DATABASE ", 16) == 0)
+		{
+			p += 16;
+			if (direct_parse_identifier(&p, name, sizeof(name)) != 0 || strncmp(p, " WITH", 5) != 0)
+				break;
+			p += 5;
+			while (*p == ' ')
+			{
+				char key[32], value[256];
+				size_t key_len = strspn(++p, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+				char *into = NULL;
+				size_t into_size = sizeof(props->locale);
+
+				if (key_len == 0 || key_len >= sizeof(key) || strncmp(p + key_len, " = ", 3) != 0)
+					break;
+				memcpy(key, p, key_len);
+				key[key_len] = '\0';
+				p += key_len + 3;
+				if (direct_parse_value(&p, value, sizeof(value)) != 0)
+					break;
+				if (strcmp(key, "ENCODING") == 0)
+				{
+					into = props->encoding;
+					into_size = sizeof(props->encoding);
+				}
+				else if (strcmp(key, "LOCALE_PROVIDER") == 0)
+				{
+					into = props->locale_provider;
+					into_size = sizeof(props->locale_provider);
+				}
+				else if (strcmp(key, "LOCALE") == 0)
+					into = props->locale;
+				else if (strcmp(key, "LC_COLLATE") == 0)
+					into = props->lc_collate;
+				else if (strcmp(key, "LC_CTYPE") == 0)
+					into = props->lc_ctype;
+				else if (strcmp(key, "ICU_LOCALE") == 0)
+					into = props->icu_locale;
+				if (into != NULL)
+					snprintf(into, into_size, "%s", value);
+			}
+			if (strcmp(p, ";\n") != 0)
+				break;
+			created = true;
+		}
+		else if (strncmp(p, "ALTER DATABASE ", 15) == 0 && created)
+		{
+			p += 15;
+			if (direct_parse_identifier(&p, name, sizeof(name)) != 0 || strncmp(p, " OWNER TO ", 10) != 0)
+				continue;
+			p += 10;
+			if (direct_parse_identifier(&p, props->owner, sizeof(props->owner)) != 0 || strcmp(p, ";\n") != 0)
+				props->owner[0] = '\0';
+		}
+	}
+	fclose(f);
+	if (!created)
+		return tb_error_set(err, TB_ERR_CORRUPT,
+							"the backup's archive has no CREATE DATABASE of the shape pg_dump writes: it is not a "
+							"PostgreSQL tenant's pg_dump archive");
+	return 0;
+}
+
+/* Finds the archive's DATABASE entry in `pg_restore --list` output and writes a list of it alone. */
+static int
+direct_database_entry(const direct_scratch *s, tb_error *err)
+{
+	FILE *in = fopen(s->list, "r");
+	char line[8192];
+	long entry = -1;
+	FILE *out;
+
+	if (in == NULL)
+		return tb_error_set(err, TB_ERR_IO, "cannot read %s: %s", s->list, strerror(errno));
+	/* "<id>; <catalog oid> <oid> DATABASE - <name> <owner>": the shape, not the names, decides. */
+	while (entry < 0 && fgets(line, sizeof(line), in) != NULL)
+	{
+		long id;
+		unsigned catalog, oid;
+		int used = 0;
+
+		if (sscanf(line, "%ld; %u %u DATABASE - %n", &id, &catalog, &oid, &used) == 3 && used > 0)
+			entry = id;
+	}
+	fclose(in);
+	if (entry < 0)
+		return tb_error_set(err, TB_ERR_CORRUPT,
+							"the backup's archive has no DATABASE entry: it is not a PostgreSQL "
+							"tenant's pg_dump archive");
+	if ((out = fopen(s->list, "w")) == NULL)
+		return tb_error_set(err, TB_ERR_IO, "cannot write %s: %s", s->list, strerror(errno));
+	fprintf(out, "%ld;\n", entry);
+	return fclose(out) == 0 ? 0 : tb_error_set(err, TB_ERR_IO, "cannot write %s: %s", s->list, strerror(errno));
+}
+
+/* The connection options of --into (or a copy of them with another dbname), for libpq and pg_restore. */
+typedef struct direct_target
+{
+	PQconninfoOption *options;
+	const char *dbname;
+	const char *password;
+} direct_target;
+
+static int
+direct_target_parse(const char *into, direct_target *t, tb_error *err)
+{
+	char *message = NULL;
+
+	t->dbname = t->password = NULL;
+	if ((t->options = PQconninfoParse(into, &message)) == NULL)
+	{
+		PQfreemem(message);
+		return tb_error_set(err, TB_ERR_INVALID, "--into is not a connection string or URI libpq accepts");
+	}
+	for (PQconninfoOption *o = t->options; o->keyword; o++)
+		if (o->val != NULL && strcmp(o->keyword, "dbname") == 0)
+			t->dbname = o->val;
+		else if (o->val != NULL && strcmp(o->keyword, "password") == 0)
+			t->password = o->val;
+	if (t->dbname == NULL || t->dbname[0] == '\0' || strlen(t->dbname) >= DIRECT_NAME_MAX)
+		return tb_error_set(err, TB_ERR_INVALID, "--into must name the new database with dbname=NAME (1 to %d bytes)",
+							DIRECT_NAME_MAX - 1);
+	return 0;
+}
+
+/* A connection to dbname with --into's other options. */
+static PGconn *
+direct_connect(const direct_target *t, const char *dbname, tb_error *err)
+{
+	const char *keywords[64], *values[64];
+	int n = 0;
+	PGconn *conn;
+
+	for (PQconninfoOption *o = t->options; o->keyword && n < 61; o++)
+		if (o->val != NULL && strcmp(o->keyword, "dbname") != 0)
+		{
+			keywords[n] = o->keyword;
+			values[n++] = o->val;
+		}
+	keywords[n] = "dbname";
+	values[n++] = dbname;
+	keywords[n] = "fallback_application_name";
+	values[n++] = "tenant-backup restore-direct";
+	keywords[n] = NULL;
+	values[n] = NULL;
+	conn = PQconnectdbParams(keywords, values, 0);
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		char msg[CLI_ESCAPED_MAX];
+
+		tb_error_set(err, TB_ERR_IO, "cannot connect to database '%s' of the target server: %s", dbname,
+					 conn ? cli_control_one_line(PQerrorMessage(conn), msg, sizeof(msg)) : "out of memory");
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/*
+ * --into's options but the password, with dbname, as a conninfo string for pg_restore's
+ * --dbname (each value quoted, so none can add an option); the password goes to it in a
+ * passfile of our private directory, never in argv.
+ */
+static char *
+direct_conninfo_for_tool(const direct_target *t, const direct_scratch *s, tb_error *err)
+{
+	size_t size = 64;
+	char *out, *w;
+
+	for (PQconninfoOption *o = t->options; o->keyword; o++)
+		if (o->val != NULL)
+			size += strlen(o->keyword) + 2 * strlen(o->val) + 8;
+	if ((out = w = malloc(size)) == NULL)
+	{
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	for (PQconninfoOption *o = t->options; o->keyword; o++)
+	{
+		if (o->val == NULL || strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "passfile") == 0)
+			continue;
+		w += sprintf(w, "%s%s='", w == out ? "" : " ", o->keyword);
+		for (const char *c = o->val; *c; c++)
+		{
+			if (*c == '\'' || *c == '\\')
+				*w++ = '\\';
+			*w++ = *c;
+		}
+		*w++ = '\'';
+	}
+	w += sprintf(w, "%spassfile='", w == out ? "" : " ");
+	for (const char *c = s->passfile; *c; c++)
+	{
+		if (*c == '\'' || *c == '\\')
+			*w++ = '\\';
+		*w++ = *c;
+	}
+	strcpy(w, "'");
+	return out;
+}
+
+/* The passfile for pg_restore: the password of --into (if any) for every host, port, database and user. */
+static int
+direct_passfile_write(const direct_target *t, const direct_scratch *s, tb_error *err)
+{
+	int fd = open(s->passfile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+
+	if (f == NULL)
+	{
+		if (fd >= 0)
+			close(fd);
+		return tb_error_set(err, TB_ERR_IO, "cannot create %s: %s", s->passfile, strerror(errno));
+	}
+	if (t->password != NULL)
+	{
+		fputs("*:*:*:*:", f);
+		for (const char *c = t->password; *c; c++)
+		{
+			if (*c == ':' || *c == '\\')
+				fputc('\\', f);
+			fputc(*c, f);
+		}
+		fputc('\n', f);
+	}
+	return fclose(f) == 0 ? 0 : tb_error_set(err, TB_ERR_IO, "cannot write %s: %s", s->passfile, strerror(errno));
+}
+
+/* Runs one utility statement; an error names what it was for. */
+static int
+direct_exec(PGconn *conn, const char *sql, const char *what, tb_error *err)
+{
+	PGresult *res = PQexec(conn, sql);
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		char msg[CLI_ESCAPED_MAX];
+
+		rc = tb_error_set(err, TB_ERR_IO, "%s failed: %s", what,
+						  cli_control_one_line(primary ? primary : PQerrorMessage(conn), msg, sizeof(msg)));
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* Appends " KEY = 'value'" (escaped for conn) to sql when value is set. */
+static int
+direct_append_option(PGconn *conn, char *sql, size_t size, const char *key, const char *value)
+{
+	char *literal;
+
+	if (value[0] == '\0')
+		return 0;
+	if ((literal = PQescapeLiteral(conn, value, strlen(value))) == NULL)
+		return -1;
+	snprintf(sql + strlen(sql), size - strlen(sql), " %s = %s", key, literal);
+	PQfreemem(literal);
+	return 0;
+}
+
+/* CREATE DATABASE with the recorded encoding and locale, every name and value escaped. */
+static int
+direct_create_database(PGconn *admin, const char *dbname, const direct_properties *props, tb_error *err)
+{
+	char sql[2048];
+	char *ident = PQescapeIdentifier(admin, dbname, strlen(dbname));
+	int rc;
+
+	if (ident == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s WITH TEMPLATE = template0", ident);
+	PQfreemem(ident);
+	if (direct_append_option(admin, sql, sizeof(sql), "ENCODING", props->encoding) != 0 ||
+		direct_append_option(admin, sql, sizeof(sql), "LOCALE_PROVIDER", props->locale_provider) != 0 ||
+		direct_append_option(admin, sql, sizeof(sql), "LOCALE", props->locale) != 0 ||
+		direct_append_option(admin, sql, sizeof(sql), "LC_COLLATE", props->lc_collate) != 0 ||
+		direct_append_option(admin, sql, sizeof(sql), "LC_CTYPE", props->lc_ctype) != 0 ||
+		direct_append_option(admin, sql, sizeof(sql), "ICU_LOCALE", props->icu_locale) != 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	rc = direct_exec(admin, sql, "CREATE DATABASE", err);
+	if (rc != 0)
+		tb_error_prefix(err, "database '%s'", dbname);
+	return rc;
+}
+
+static void
+direct_drop_database(PGconn *admin, const char *dbname)
+{
+	char sql[256];
+	char *ident = PQescapeIdentifier(admin, dbname, strlen(dbname));
+	tb_error err = {0};
+
+	if (ident == NULL)
+		return;
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", ident);
+	PQfreemem(ident);
+	if (direct_exec(admin, sql, "DROP DATABASE", &err) != 0)
+		fprintf(stderr, "tenant-backup restore-direct: could not drop the partly restored database '%s': %s\n", dbname,
+				err.msg);
+}
+
+/* The recorded owner, when that role exists on the target server; a warning says what to do if not. */
+static void
+direct_set_owner(PGconn *admin, const char *dbname, const char *owner)
+{
+	const char *params[1] = {owner};
+	PGresult *res =
+		PQexecParams(admin, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", 1, NULL, params, NULL, NULL, 0);
+	char escaped[CLI_ESCAPED_MAX];
+
+	cli_escape(owner, escaped, sizeof(escaped));
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+	{
+		char sql[512];
+		char *db = PQescapeIdentifier(admin, dbname, strlen(dbname)),
+			 *role = PQescapeIdentifier(admin, owner, strlen(owner));
+		tb_error err = {0};
+
+		if (db != NULL && role != NULL)
+		{
+			snprintf(sql, sizeof(sql), "ALTER DATABASE %s OWNER TO %s", db, role);
+			if (direct_exec(admin, sql, "ALTER DATABASE ... OWNER TO", &err) != 0)
+				fprintf(stderr, "tenant-backup restore-direct: warning: %s\n", err.msg);
+		}
+		PQfreemem(db);
+		PQfreemem(role);
+	}
+	else
+		fprintf(stderr,
+				"tenant-backup restore-direct: warning: the backup's database was owned by role '%s', which does not "
+				"exist here: the database stays yours (create the role, then ALTER DATABASE ... OWNER TO it)\n",
+				escaped);
+	PQclear(res);
+}
+
+/*
+ * The whole restore once the backup is chosen: authenticate it into the scratch
+ * directory, read its database entry, create the database, load it, set its owner.
+ * Leaves no database behind on failure.
+ */
+static int
+direct_restore_postgres(const direct_args *args, storage *st, const master_key *master, const manifest *m,
+						const direct_target *target, tb_error *err)
+{
+	const char *pg_restore = args->pg_restore ? args->pg_restore : "pg_restore";
+	direct_scratch s;
+	direct_properties props = {0};
+	repo_read_options options;
+	stream_stats stats;
+	cli_progress progress;
+	PGconn *admin = NULL;
+	PGresult *res;
+	char *conninfo = NULL;
+	bool created = false;
+	int rc;
+
+	if ((admin = direct_connect(target, args->maintenance_db ? args->maintenance_db : "postgres", err)) == NULL)
+		return -1;
+	res = PQexecParams(admin, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", 1, NULL, &target->dbname, NULL,
+					   NULL, 0);
+	rc = PQresultStatus(res) != PGRES_TUPLES_OK ? tb_error_set(err, TB_ERR_IO, "cannot read pg_database")
+		 : PQntuples(res) > 0                   ? tb_error_set(err, TB_ERR_INVALID,
+															   "database '%s' already exists on the target server: restore-direct only "
+																				 "creates a new database (name another with dbname=, or drop that one)",
+															   target->dbname)
+												: 0;
+	PQclear(res);
+	if (rc != 0 || (rc = direct_scratch_create(&s, err)) != 0)
+	{
+		PQfinish(admin);
+		return -1;
+	}
+	cli_progress_start(&progress, "restore-direct: authenticating");
+	rc = repo_read_to_file(st, master, m->object, s.dir, "backup.dump", cli_read_checked(&options, m, &progress),
+						   &stats, err);
+	cli_progress_end(&progress);
+	if (rc == 0 && (rc = direct_run((const char *const[]){pg_restore, "--list", s.dump, NULL}, s.list, err)) == 0 &&
+		(rc = direct_database_entry(&s, err)) == 0 &&
+		(rc = direct_run((const char *const[]){pg_restore, "--create", "--schema-only", "--use-list", s.list, "--file",
+											   s.database_sql, s.dump, NULL},
+						 NULL, err)) == 0)
+		rc = direct_read_properties(s.database_sql, &props, err);
+	if (rc == 0 && (rc = direct_passfile_write(target, &s, err)) == 0 &&
+		(conninfo = direct_conninfo_for_tool(target, &s, err)) == NULL)
+		rc = -1;
+	if (rc == 0 && (rc = direct_create_database(admin, target->dbname, &props, err)) == 0)
+	{
+		char *dbname_option = NULL;
+
+		created = true;
+		if (asprintf(&dbname_option, "--dbname=%s", conninfo) < 0)
+			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		else if (args->no_owner)
+			rc =
+				direct_run((const char *const[]){pg_restore, "--exit-on-error", "--single-transaction", "--no-password",
+												 "--no-owner", "--no-privileges", dbname_option, s.dump, NULL},
+						   NULL, err);
+		else
+			rc = direct_run((const char *const[]){pg_restore, "--exit-on-error", "--single-transaction",
+												  "--no-password", dbname_option, s.dump, NULL},
+							NULL, err);
+		free(dbname_option);
+		if (rc != 0)
+			tb_error_prefix(err, "loading database '%s' (dropped again)", target->dbname);
+	}
+	if (rc != 0 && created)
+		direct_drop_database(admin, target->dbname);
+	else if (rc == 0 && !args->no_owner && props.owner[0])
+		direct_set_owner(admin, target->dbname, props.owner);
+	free(conninfo);
+	direct_scratch_remove(&s);
+	PQfinish(admin);
+	return rc;
+}
+
+int
+cmd_restore_direct(int argc, char **argv)
+{
+	static const struct option options[] = {{"tenant", required_argument, NULL, 't'},
+											{"engine", required_argument, NULL, 'e'},
+											{"into", required_argument, NULL, 'i'},
+											{"backup-id", required_argument, NULL, 'b'},
+											{"maintenance-db", required_argument, NULL, 'm'},
+											{"pg-restore", required_argument, NULL, 'p'},
+											{"no-owner", no_argument, NULL, 'o'},
+											CLI_COMMON_OPTIONS,
+											{NULL, 0, NULL, 0}};
+	direct_args args = {0};
+	direct_choice choice = {0};
+	direct_target target = {0};
+	cli_context ctx;
+	tb_error err = {0};
+	master_key master;
+	storage *st;
+	char object[CLI_ESCAPED_MAX];
+	int rc = cli_parse("restore-direct", restore_direct_usage, argc, argv, options, &ctx, direct_option, &args);
+
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
+	if (optind != argc)
+		return cli_usage_error("restore-direct", "unexpected argument '%s'", argv[optind]);
+	if (args.tenant == NULL || args.engine == NULL || args.into == NULL)
+		return cli_usage_error("restore-direct", "--tenant, --engine and --into are required");
+	if (names_check_tenant(args.tenant, &err) != 0 || names_check_engine(args.engine, &err) != 0)
+		return cli_fail("restore-direct", &err);
+	if (strcmp(args.engine, "postgres") != 0)
+		return cli_usage_error("restore-direct",
+							   "engine %s is not restored directly yet: 'tenant-backup cat OBJECT' gives its "
+							   "authenticated plaintext (README, \"Restore without the control plane\")",
+							   args.engine);
+	if (args.backup_id && (args.backup_id[0] == '\0' || strspn(args.backup_id, "0123456789") != strlen(args.backup_id)))
+		return cli_usage_error("restore-direct", "--backup-id takes a backup's number");
+	if (direct_target_parse(args.into, &target, &err) != 0)
+	{
+		PQconninfoFree(target.options);
+		return cli_fail("restore-direct", &err);
+	}
+	if (cli_storage_exists(&ctx, &err) != 0 || (st = cli_open_storage(&ctx)) == NULL)
+	{
+		PQconninfoFree(target.options);
+		return err.msg[0] ? cli_fail("restore-direct", &err) : 2;
+	}
+	if (cli_load_master_key(&ctx, &master) != 0)
+	{
+		storage_close(st);
+		PQconninfoFree(target.options);
+		return 2;
+	}
+	choice.backup_id = args.backup_id;
+	rc = cli_list_backups(st, args.tenant, args.engine,
+						  &(cli_listing_handlers){.backup = direct_choose, .problem = direct_problem, .arg = &choice},
+						  &err);
+	if (rc == 0 && !choice.found)
+		rc = tb_error_set(&err, TB_ERR_NOT_FOUND, "no complete %s backup of tenant '%s'%s%s in storage", args.engine,
+						  args.tenant, args.backup_id ? " with backup id " : "", args.backup_id ? args.backup_id : "");
+	if (rc == 0)
+	{
+		fprintf(stderr, "tenant-backup restore-direct: restoring %s (finished %s) into database '%s'\n",
+				cli_escape(choice.chosen.object, object, sizeof(object)), choice.chosen.finished, target.dbname);
+		rc = direct_restore_postgres(&args, st, &master, &choice.chosen, &target, &err);
+	}
+	keys_master_wipe(&master);
+	storage_close(st);
+	if (rc == 0)
+	{
+		char dbname[CLI_ESCAPED_MAX];
+
+		printf("restored %s into database '%s'\n", object, cli_escape(target.dbname, dbname, sizeof(dbname)));
+	}
+	PQconninfoFree(target.options);
+	return rc == 0 ? 0 : cli_fail("restore-direct", &err);
+}
