@@ -16,6 +16,7 @@
 #include "utils/memutils.h"
 
 #include "child.h"
+#include "pg_engine.h"
 
 #define TB_CHILD_WAIT_MS 1000
 
@@ -61,7 +62,17 @@ tb_child_start(tb_child *child, const char *command, bool reading)
 	return true;
 }
 
-/* Waits for the pipe (or a timeout), serving interrupts and keeping the lease; false if it was lost. */
+/* Sets child->stopped when the job must not go on: its lease was lost, or its time is up. */
+static void
+tb_child_check_job(tb_child *child, tb_job *job)
+{
+	if (child->stopped == NULL && !tb_job_progress(job, job->bytes_done, false))
+		child->stopped = pstrdup(TB_LEASE_LOST);
+	if (child->stopped == NULL)
+		child->stopped = tb_job_overdue(job);
+}
+
+/* Waits for the pipe (or a timeout), serving interrupts; false once the job must stop (child->stopped). */
 static bool
 tb_child_wait(tb_child *child, tb_job *job)
 {
@@ -71,14 +82,16 @@ tb_child_wait(tb_child *child, tb_job *job)
 		(event.events & WL_LATCH_SET))
 		ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
-	if (!tb_job_progress(job, job->bytes_done, false))
-		child->lease_lost = true;
-	return !child->lease_lost;
+	tb_child_check_job(child, job);
+	return child->stopped == NULL;
 }
 
 ssize_t
 tb_child_read(tb_child *child, tb_job *job, void *buf, size_t len)
 {
+	/* Checked here too: a tool that streams without pause never makes us wait. */
+	if ((child->stopped = child->stopped ? child->stopped : tb_job_overdue(job)) != NULL)
+		return -1;
 	for (;;)
 	{
 		ssize_t n = read(child->fd, buf, len);
@@ -97,6 +110,8 @@ tb_child_write(tb_child *child, tb_job *job, const void *buf, size_t len)
 {
 	const char *p = buf;
 
+	if ((child->stopped = child->stopped ? child->stopped : tb_job_overdue(job)) != NULL)
+		return -1;
 	while (len > 0)
 	{
 		ssize_t n = write(child->fd, p, len);
@@ -145,8 +160,13 @@ tb_child_finish(tb_child *child, tb_job *job)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		if (!tb_job_progress(job, job->bytes_done, false))
-			child->lease_lost = true;
+		/* A job that must stop (lease lost, time up) ends its tool instead of waiting for it. */
+		if (child->stopped == NULL)
+		{
+			tb_child_check_job(child, job);
+			if (child->stopped != NULL)
+				kill(child->pid, SIGTERM);
+		}
 	}
 }
 

@@ -18,19 +18,19 @@ typedef struct tb_child
 	pid_t pid;
 	int fd;                      /* our end of the pipe: the tool's stdout (reading) or stdin (writing) */
 	struct WaitEventSet *events; /* latch, postmaster death and fd: built once, waited on often */
-	bool lease_lost;
+	char *stopped;               /* why we stopped waiting for the tool (lease lost, job timeout); NULL: we did not */
 } tb_child;
 
 /* Starts command with /bin/sh; false (errno set) if it could not be started. */
 bool tb_child_start(tb_child *child, const char *command, bool reading);
 
-/* Bytes read, 0 at the end, -1 on error or a lost lease (child->lease_lost). */
+/* Bytes read, 0 at the end, -1 on error, a lost lease or the job's time limit (child->stopped). */
 ssize_t tb_child_read(tb_child *child, tb_job *job, void *buf, size_t len);
 
-/* 0, or -1 on error (the tool went away) or a lost lease. */
+/* 0, or -1 on error (the tool went away), a lost lease or the job's time limit (child->stopped). */
 int tb_child_write(tb_child *child, tb_job *job, const void *buf, size_t len);
 
-/* Closes our end and waits for the tool to exit: its wait status, or -1. */
+/* Closes our end and waits for the tool to exit (ending it past the job's time limit): its wait status, or -1. */
 int tb_child_finish(tb_child *child, tb_job *job);
 
 /* For error paths: closes our end, ends the tool and reaps it. */

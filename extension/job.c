@@ -13,11 +13,25 @@
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "job.h"
+
+int tb_lock_timeout_ms = 5 * 60 * 1000;
+int tb_job_timeout_s = 6 * 3600;
+int tb_connect_timeout_s = 30;
+
+char *
+tb_job_overdue(const tb_job *job)
+{
+	if (job->deadline == 0 || GetCurrentTimestamp() < job->deadline)
+		return NULL;
+	return psprintf("job " INT64_FORMAT " of tenant \"%s\" exceeded tenant_backup.job_timeout (%s)", job->id,
+					job->tenant, GetConfigOptionByName("tenant_backup.job_timeout", NULL, false));
+}
 
 static char *
 tb_copy_value(HeapTuple tuple, TupleDesc desc, int column)
@@ -123,6 +137,8 @@ tenant_backup_job_main(Datum arg)
 
 	if (!tb_job_load(job_id, &job))
 		proc_exit(0);
+	if (tb_job_timeout_s > 0)
+		job.deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) tb_job_timeout_s * 1000);
 	tb_job_lease_token(job.lease_owner, sizeof(job.lease_owner));
 	snprintf(id, sizeof(id), INT64_FORMAT, job_id);
 	/* Only the attempt we were started for: a late start must not take over a newer one. */

@@ -30,7 +30,21 @@ typedef struct tb_job
 	char *key_command; /* the tenant's own key command (BYOK), NULL: the master key wraps its keys */
 	char *result;      /* a stored backup: JSON with object, bytes_in, bytes_stored, sha256, key_id, contents; a drill's
 						  findings */
+	TimestampTz deadline; /* when tenant_backup.job_timeout ends the job; 0: never */
+	/*
+	 * A conninfo source's server as the job's first connection reached it (PQhost,
+	 * PQport, PQhostaddr; NULL until then): every later connection of the job goes to
+	 * that address, whatever DNS answers by then.
+	 */
+	char *pinned_host;
+	char *pinned_port;
+	char *pinned_hostaddr;
 } tb_job;
+
+/* Settings (tenant_backup.c): pg_dump's lock wait in ms, a job's time limit in s (0: none each). */
+extern int tb_lock_timeout_ms;
+extern int tb_job_timeout_s;
+extern int tb_connect_timeout_s;
 
 /*
  * Runs sql with text arguments in a transaction of its own and returns the first
@@ -43,5 +57,8 @@ char *tb_sql(const char *sql, int nargs, const char *const *args);
  * when the lease is lost (the job was given to someone else): stop at once.
  */
 bool tb_job_progress(tb_job *job, int64 bytes, bool force);
+
+/* NULL while the job is within tenant_backup.job_timeout; otherwise why it must stop. */
+char *tb_job_overdue(const tb_job *job);
 
 #endif

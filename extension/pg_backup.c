@@ -13,6 +13,7 @@
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "utils/guc.h"
 
 #include "pg_engine.h"
 #include "put_guard.h"
@@ -67,7 +68,7 @@ tb_pg_dump_into(tb_job *job, tb_child *dump, repo_put *put, tar_count *files, tb
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n < 0)
-		return dump->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not read pg_dump's output: %m");
+		return dump->stopped ? dump->stopped : psprintf("could not read pg_dump's output: %m");
 	return NULL;
 }
 
@@ -179,6 +180,7 @@ tb_pg_backup(tb_job *job)
 	bool base = tb_tenant_dedicated(job->tenant);
 	const char *tool = base ? "pg_basebackup" : "pg_dump";
 	tb_child dump;
+	PGconn *volatile work;
 	tar_count files;
 	tb_archive archive;
 	char *contents = NULL;
@@ -202,12 +204,32 @@ tb_pg_backup(tb_job *job)
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H%M%SZ", gmtime(&now));
 		options.object_name = psprintf("base/%s-%s.tbk", stamp, backup_id);
 	}
+	/*
+	 * Our own connection, before anything is stored: it pins the server's address for
+	 * the tool, checks the password was asked for, claims the database's identity, and
+	 * stays open while the tool works (what we checked is what the tool reaches).
+	 */
+	tb_passfile_create(job);
+	work = tb_tenant_connect(job, tb_source_conninfo(job, NULL), &failure);
+	if (failure != NULL)
+		failure = psprintf("could not connect to the database of tenant \"%s\": %s", job->tenant, failure);
+	if (failure == NULL)
+		failure = tb_source_identity_claim(job, work, tb_source_dbname(job));
+	if (failure == NULL && base)
+		failure = tb_cluster_shared_refusal(job, work);
+	if (failure != NULL)
+	{
+		PQfinish(work);
+		tb_passfile_remove();
+		return failure;
+	}
 	tb_active_tenant_key(job, &key);
 	st = tb_storage();
 	put = tb_put_begin(st, &key, "postgres", &options, &err);
 	keys_tenant_wipe(&key);
 	if (put == NULL)
 	{
+		PQfinish(work);
 		storage_close(st);
 		tb_raise(&err, psprintf("could not start the backup of tenant \"%s\"", job->tenant));
 	}
@@ -224,8 +246,6 @@ tb_pg_backup(tb_job *job)
 										   conninfo),
 						   tb_shell_quote(messages));
 	}
-	tb_passfile_create(job);
-	failure = tb_check_password_used(job, conninfo);
 	tar_count_init(&files);
 	tb_archive_init(&archive, false);
 	if (!base)
@@ -233,7 +253,13 @@ tb_pg_backup(tb_job *job)
 		/* Uncompressed, so that the rows are counted from the stream as it passes (core compresses). */
 		messages = tb_tool_messages_file(job, "pg_dump");
 		command =
-			psprintf("%s 2>%s", tb_tool_command("pg_dump", "--format=custom --compress=0 --no-password", conninfo),
+			psprintf("%s 2>%s",
+					 tb_tool_command("pg_dump",
+									 tb_lock_timeout_ms > 0 ? psprintf("--format=custom --compress=0 --no-password "
+																	   "--lock-wait-timeout=%d",
+																	   tb_lock_timeout_ms)
+															: "--format=custom --compress=0 --no-password",
+									 conninfo),
 					 tb_shell_quote(messages));
 	}
 	if (failure == NULL && !tb_child_start(&dump, command, true))
@@ -250,6 +276,7 @@ tb_pg_backup(tb_job *job)
 		{
 			tb_child_kill(&dump);
 			unlink(messages);
+			PQfinish(work);
 			tb_passfile_remove();
 			tb_put_abort(put);
 			storage_close(st);
@@ -258,8 +285,13 @@ tb_pg_backup(tb_job *job)
 		PG_END_TRY();
 		failure = tb_tool_end(&dump, job, tool, failure);
 	}
+	PQfinish(work);
 	if (!base)
 		failure = tb_tool_messages(messages, tool, failure);
+	/* pg_dump takes its table locks first, with --lock-wait-timeout as their statement timeout. */
+	if (failure != NULL && strstr(failure, "(Query was: LOCK TABLE ") != NULL)
+		failure = psprintf("%s: waited longer than tenant_backup.lock_timeout (%s) for a lock", failure,
+						   GetConfigOptionByName("tenant_backup.lock_timeout", NULL, false));
 	/* Only once pg_dump said it succeeded: before that, its own error explains a short archive. */
 	if (failure == NULL && !base && !tb_archive_finish(&archive))
 		failure = pstrdup(archive.error);

@@ -79,7 +79,7 @@ char *
 tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo)
 {
 	char *contents = NULL, *failure;
-	PGconn *conn = tb_tenant_connect(conninfo, &failure);
+	PGconn *conn = tb_tenant_connect(job, conninfo, &failure);
 
 	if (failure != NULL)
 		failure = psprintf("drill: could not connect to the scratch database: %s", failure);

@@ -84,7 +84,14 @@ void tb_passfile_create(const tb_job *job);
 /* As tb_passfile_create, with a first line for login with login_password (a per-job role's). */
 void tb_passfile_create_with_login(const tb_job *job, const char *login, const char *login_password);
 void tb_passfile_remove(void);
-char *tb_check_password_used(const tb_job *job, const char *conninfo);
+/*
+ * Claims the identity of database dbname of conn's server for the job's source
+ * (raises when another tenant has it, or a dedicated tenant's cluster is shared);
+ * NULL, or why it could not be read.
+ */
+char *tb_source_identity_claim(const tb_job *job, PGconn *conn, const char *dbname);
+/* NULL, or why a dedicated tenant's base backup is refused: conn's cluster holds another tenant's database. */
+char *tb_cluster_shared_refusal(const tb_job *job, PGconn *conn);
 
 /* pg_tools.c */
 char *tb_shell_quote(const char *value);
@@ -107,13 +114,17 @@ PGresult *tb_admin_query(PGconn *conn, const char *sql);
 char *tb_admin_exec(PGconn *conn, const char *sql);
 char *tb_admin_value(PGconn *conn, const char *sql);
 /*
- * Connects with conninfo and pins search_path to pg_catalog, pg_temp before anything
- * else runs: the database's content is the tenant's, and an operator or function it
- * planted on the default path must never be picked (CVE-2018-1058). Every SQL text
- * sent on it qualifies its functions and operators all the same. Returns the
- * connection (the caller PQfinish()es it) and sets *failure to NULL or why it failed.
+ * Connects for job with conninfo, never blocking: within its connect_timeout (or
+ * tenant_backup.connect_timeout), interruptible, shown in pg_stat_activity. The job's
+ * first connection to a conninfo source pins its address (tb_source_conninfo uses it
+ * after) and, for a source added by a non-superuser, must have used the password.
+ * Pins search_path to pg_catalog, pg_temp before anything else runs: the database's
+ * content is the tenant's, and an operator or function it planted on the default path
+ * must never be picked (CVE-2018-1058). Every SQL text sent on it qualifies its
+ * functions and operators all the same. Returns the connection (the caller
+ * PQfinish()es it) and sets *failure to NULL or why it failed.
  */
-PGconn *tb_tenant_connect(const char *conninfo, char **failure);
+PGconn *tb_tenant_connect(tb_job *job, const char *conninfo, char **failure);
 
 /* pg_restore.c */
 char *tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool);

@@ -24,7 +24,7 @@ tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const ch
 	while ((n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
 	{
 		if (tb_child_write(restore, job, buf, n) != 0)
-			return restore->lease_lost ? pstrdup(TB_LEASE_LOST) : psprintf("could not feed %s: %m", tool);
+			return restore->stopped ? restore->stopped : psprintf("could not feed %s: %m", tool);
 		job->bytes_done += n;
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -265,10 +265,12 @@ tb_pg_restore(tb_job *job)
 
 	admin_conninfo = tb_source_conninfo(job, "postgres");
 	tb_passfile_create(job);
-	failure = tb_check_password_used(job, admin_conninfo);
-	admin = tb_tenant_connect(admin_conninfo, &connect_failure);
-	if (failure == NULL && connect_failure != NULL)
+	/* It pins the server: fresh's conninfo, built after it, goes there only. */
+	admin = tb_tenant_connect(job, admin_conninfo, &connect_failure);
+	if (connect_failure != NULL)
 		failure = psprintf("could not connect to the server of database \"%s\": %s", live, connect_failure);
+	else
+		failure = tb_source_identity_claim(job, admin, live);
 	if (failure == NULL && tb_pg_database_exists(admin, fresh))
 		failure = psprintf("database \"%s\" already exists; nothing was changed", fresh);
 	/* A live database that is gone (dropped) is recreated: the restored one only takes its name. */

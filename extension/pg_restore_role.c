@@ -389,7 +389,7 @@ tb_pg_load_as_tenant(tb_job *job, repo_reader *reader, const tb_archive *toc, PG
 {
 	char role[NAMEDATALEN], password[2 * TB_RESTORE_PASSWORD_BYTES + 1] = "";
 	char *failure, *list = tb_tool_messages_file(job, "pg_restore_list");
-	PGconn *conn = tb_tenant_connect(fresh_conninfo, &failure);
+	PGconn *conn = tb_tenant_connect(job, fresh_conninfo, &failure);
 
 	if (failure != NULL)
 		failure = psprintf("could not connect to database \"%s\": %s", fresh, failure);

@@ -113,12 +113,32 @@ tenant_backup_pg_locator_check(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* locator with its database replaced by dbname (NULL: as it is), as a conninfo string. */
+/* Appends key='value' to a conninfo, quoted as libpq reads it. */
+static void
+tb_conninfo_add(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfo(buf, "%s='", key);
+	for (const char *c = value; *c; c++)
+	{
+		if (*c == '\'' || *c == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *c);
+	}
+	appendStringInfoString(buf, "' ");
+}
+
+/*
+ * locator with its database replaced by dbname (NULL: as it is), as a conninfo string:
+ * once the job's first connection pinned its server, to that host, port and address
+ * only; with a connect_timeout, so that a child tool gives up on a server that never
+ * answers.
+ */
 char *
 tb_source_conninfo(const tb_job *job, const char *dbname)
 {
 	PQconninfoOption *opts;
 	char *parse_error = NULL;
+	bool has_timeout = false;
 	StringInfoData buf;
 
 	if (!tb_is_conninfo(job->locator))
@@ -134,20 +154,87 @@ tb_source_conninfo(const tb_job *job, const char *dbname)
 	for (PQconninfoOption *o = opts; o->keyword; o++)
 	{
 		const char *value = strcmp(o->keyword, "dbname") == 0 && dbname ? dbname : o->val;
+		bool pinned = job->pinned_host != NULL && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "port") == 0 ||
+												   strcmp(o->keyword, "hostaddr") == 0);
 
-		if (value == NULL || strcmp(o->keyword, "password") == 0)
+		if (value == NULL || pinned || strcmp(o->keyword, "password") == 0)
 			continue;
-		appendStringInfo(&buf, "%s='", o->keyword);
-		for (const char *c = value; *c; c++)
-		{
-			if (*c == '\'' || *c == '\\')
-				appendStringInfoChar(&buf, '\\');
-			appendStringInfoChar(&buf, *c);
-		}
-		appendStringInfoString(&buf, "' ");
+		has_timeout |= strcmp(o->keyword, "connect_timeout") == 0;
+		tb_conninfo_add(&buf, o->keyword, value);
 	}
 	PQconninfoFree(opts);
+	if (job->pinned_host != NULL)
+	{
+		tb_conninfo_add(&buf, "host", job->pinned_host);
+		tb_conninfo_add(&buf, "port", job->pinned_port);
+		if (job->pinned_hostaddr[0] != '\0')
+			tb_conninfo_add(&buf, "hostaddr", job->pinned_hostaddr);
+	}
+	if (!has_timeout)
+		appendStringInfo(&buf, "connect_timeout=%d", tb_connect_timeout_s);
 	return buf.data;
+}
+
+/*
+ * Claims for the job's source the identity of database dbname on conn's server
+ * (<system identifier>/<database oid>), as the server says, not as the locator names
+ * it: another tenant's source that is the same database, or shares a dedicated
+ * tenant's cluster, makes _source_identity_claim raise. Nothing is claimed when dbname
+ * does not exist there. NULL, or why the identity could not be read.
+ */
+char *
+tb_source_identity_claim(const tb_job *job, PGconn *conn, const char *dbname)
+{
+	PGresult *res = tb_admin_query(conn, psprintf("SELECT c.system_identifier::text, d.oid::text"
+												  " FROM pg_catalog.pg_control_system() c, pg_catalog.pg_database d"
+												  " WHERE d.datname OPERATOR(pg_catalog.=) %s",
+												  quote_literal_cstr(dbname)));
+	char source_id[32];
+	const char *args[2] = {source_id, NULL};
+	char *failure = NULL;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		failure = psprintf("could not read the identity of database \"%s\" of tenant \"%s\": %s", dbname, job->tenant,
+						   pchomp(PQerrorMessage(conn)));
+	else if (PQntuples(res) == 1)
+	{
+		snprintf(source_id, sizeof(source_id), INT64_FORMAT, job->source_id);
+		args[1] = psprintf("%s/%s", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+		tb_sql("SELECT tenant_backup._source_identity_claim($1::bigint, $2) IS NULL", 2, args);
+	}
+	PQclear(res);
+	return failure;
+}
+
+/*
+ * A dedicated tenant's base backup copies its whole cluster: NULL when conn's cluster
+ * holds no other tenant's database, otherwise why it is refused. Judged on the
+ * cluster's system identifier against every other tenant's recorded identity, and
+ * against databases of this cluster whose identity predates its recording.
+ */
+char *
+tb_cluster_shared_refusal(const tb_job *job, PGconn *conn)
+{
+	char *system_id = tb_admin_value(conn, "SELECT system_identifier::text FROM pg_catalog.pg_control_system()");
+	const char *args[2] = {job->tenant, system_id};
+	char *other;
+
+	if (system_id == NULL)
+		return psprintf("could not read the system identifier of the cluster of dedicated tenant \"%s\": %s",
+						job->tenant, pchomp(PQerrorMessage(conn)));
+	other = tb_sql("SELECT o.tenant FROM tenant_backup.sources o"
+				   " WHERE o.engine = 'postgres' AND o.tenant <> $1"
+				   "   AND (split_part(o.identity, '/', 1) = $2"
+				   "        OR (o.identity IS NULL AND o.locator !~ '=' AND o.locator !~ '^postgres(ql)?://'"
+				   "            AND $2 = (SELECT system_identifier::text FROM pg_control_system())))"
+				   " ORDER BY o.tenant LIMIT 1",
+				   2, args);
+	if (other == NULL)
+		return NULL;
+	return psprintf("the cluster of dedicated tenant \"%s\" (system identifier %s) also holds a database of tenant "
+					"\"%s\": no base backup was taken; a dedicated tenant's cluster must hold no other tenant's "
+					"database (remove it from the other tenant, or make this tenant shared)",
+					job->tenant, system_id, other);
 }
 
 /* Bytes of name that fit with a "_tb_new_<job>" suffix in 63, not splitting a character. */
@@ -286,29 +373,4 @@ tb_passfile_remove(void)
 {
 	tb_passfile_cleanup(0, (Datum) 0);
 	unsetenv("PGPASSFILE");
-}
-
-/*
- * For a conninfo source added by a non-superuser, the server must ask for the
- * password: with trust or peer authentication the tools would act with this
- * server's own identity (dblink's rule). NULL, or why not. Call after the password
- * file is in place.
- */
-char *
-tb_check_password_used(const tb_job *job, const char *conninfo)
-{
-	PGconn *conn;
-	char *failure = NULL;
-
-	if (!job->must_use_password || !tb_is_conninfo(job->locator))
-		return NULL;
-	conn = PQconnectdb(conninfo);
-	if (PQstatus(conn) != CONNECTION_OK)
-		failure = psprintf("could not connect for tenant \"%s\": %s", job->tenant, pchomp(PQerrorMessage(conn)));
-	else if (!PQconnectionUsedPassword(conn))
-		failure = psprintf("the server of tenant \"%s\" did not ask for the password: a database added by a "
-						   "non-superuser must authenticate with its password",
-						   job->tenant);
-	PQfinish(conn);
-	return failure;
 }

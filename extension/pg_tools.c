@@ -13,6 +13,8 @@
 #include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "pg_engine.h"
 
@@ -53,8 +55,8 @@ tb_exit_reason(const char *tool, int status)
 
 /*
  * Ends a tool's run: after a failure of ours it is killed and that failure stands;
- * otherwise we wait for it (keeping the lease) and its exit status or a lost lease
- * becomes the failure. NULL when all went well.
+ * otherwise we wait for it (keeping the lease) and a lost lease, the job's time limit
+ * or its exit status becomes the failure. NULL when all went well.
  */
 char *
 tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure)
@@ -66,9 +68,10 @@ tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure)
 		tb_child_kill(child);
 		return failure;
 	}
-	if ((status = tb_child_finish(child, job)) != 0)
-		return tb_exit_reason(tool, status);
-	return child->lease_lost ? pstrdup(TB_LEASE_LOST) : NULL;
+	status = tb_child_finish(child, job);
+	if (child->stopped != NULL)
+		return child->stopped;
+	return status != 0 ? tb_exit_reason(tool, status) : NULL;
 }
 
 char *
@@ -82,8 +85,10 @@ tb_tool_messages(const char *messages, const char *tool, char *failure)
 {
 	FILE *f = AllocateFile(messages, "r");
 	char *prefix = psprintf("%s: error: ", tool);
+	char *detail_prefix = psprintf("%s: detail: ", tool);
 	char line[TB_TOOL_ERROR_MAX];
 	char *first_error = NULL;
+	bool after_first_error = false;
 
 	if (f == NULL)
 		return failure;
@@ -94,7 +99,11 @@ tb_tool_messages(const char *messages, const char *tool, char *failure)
 		if (line[0] == '\0')
 			continue;
 		ereport(LOG, (errmsg("tenant_backup: %s", line)));
-		if (first_error == NULL && strncmp(line, prefix, strlen(prefix)) == 0)
+		/* Its detail line names the object (pg_dump: "Query was: LOCK TABLE public.t ..."). */
+		if (after_first_error && strncmp(line, detail_prefix, strlen(detail_prefix)) == 0)
+			first_error = psprintf("%s (%s)", first_error, line + strlen(detail_prefix));
+		after_first_error = first_error == NULL && strncmp(line, prefix, strlen(prefix)) == 0;
+		if (after_first_error)
 			first_error = pstrdup(line);
 	}
 	FreeFile(f);
@@ -176,15 +185,119 @@ tb_admin_value(PGconn *conn, const char *sql)
 	return value;
 }
 
-PGconn *
-tb_tenant_connect(const char *conninfo, char **failure)
+/* Seconds a connection may take to be accepted: the conninfo's connect_timeout, or tenant_backup.connect_timeout. */
+static int
+tb_connect_timeout(const char *conninfo)
 {
-	PGconn *conn = PQconnectdb(conninfo);
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	int seconds = tb_connect_timeout_s;
 
-	*failure = NULL;
-	if (PQstatus(conn) != CONNECTION_OK)
-		*failure = psprintf("%s", pchomp(PQerrorMessage(conn)));
-	else
+	for (PQconninfoOption *o = opts; opts && o->keyword; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+			seconds = Max(atoi(o->val), 2); /* libpq's own minimum */
+	if (opts)
+		PQconninfoFree(opts);
+	return seconds;
+}
+
+/* Where conn goes, for pg_stat_activity: its database and host:port, never a password (the conninfo holds none). */
+static char *
+tb_connect_target(PGconn *conn)
+{
+	const char *host = PQhost(conn);
+
+	return psprintf("database \"%s\" at %s:%s", PQdb(conn), host && host[0] ? host : "(default)", PQport(conn));
+}
+
+/*
+ * Drives PQconnectPoll from the latch until conn (started with conninfo) is up, fails
+ * or its connect timeout passes, answering interrupts all along (pg_terminate_backend
+ * ends us at once). NULL, or why it did not connect.
+ */
+static char *
+tb_connect_poll(PGconn *conn, const char *conninfo)
+{
+	int timeout = tb_connect_timeout(conninfo);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) timeout * 1000);
+	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+
+	while (PQstatus(conn) != CONNECTION_BAD && status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
+	{
+		long left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		int socket_event = status == PGRES_POLLING_READING ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
+		int rc;
+
+		if (left <= 0)
+			return psprintf("the server did not complete the connection within %d s (connect_timeout)", timeout);
+		if (PQsocket(conn) < 0)
+			break;
+		rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | socket_event, PQsocket(conn),
+							   left, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (rc & socket_event)
+			status = PQconnectPoll(conn);
+	}
+	return PQstatus(conn) == CONNECTION_OK ? NULL : psprintf("%s", pchomp(PQerrorMessage(conn)));
+}
+
+/*
+ * The job's first connection to a conninfo source pins the address it reached; any
+ * later one must reach the same. Then, for a source added by a non-superuser, the
+ * server must have asked for the password on this very connection: with trust or
+ * peer authentication we would act with this server's own identity (dblink's rule).
+ */
+static char *
+tb_connect_trust(tb_job *job, PGconn *conn)
+{
+	const char *hostaddr = PQhostaddr(conn) ? PQhostaddr(conn) : "";
+
+	if (!tb_is_conninfo(job->locator))
+		return NULL;
+	if (job->pinned_host == NULL)
+	{
+		job->pinned_host = MemoryContextStrdup(TopMemoryContext, PQhost(conn) ? PQhost(conn) : "");
+		job->pinned_port = MemoryContextStrdup(TopMemoryContext, PQport(conn) ? PQport(conn) : "");
+		job->pinned_hostaddr = MemoryContextStrdup(TopMemoryContext, hostaddr);
+	}
+	else if (strcmp(job->pinned_hostaddr, hostaddr) != 0)
+		return psprintf("a connection for tenant \"%s\" reached another address than the job's first one", job->tenant);
+	if (job->must_use_password && !PQconnectionUsedPassword(conn))
+		return psprintf("the server of tenant \"%s\" did not ask for the password: a database added by a "
+						"non-superuser must authenticate with its password",
+						job->tenant);
+	return NULL;
+}
+
+PGconn *
+tb_tenant_connect(tb_job *job, const char *conninfo, char **failure)
+{
+	/* conninfo is expanded from dbname; nothing that follows it may override it. */
+	const char *keywords[] = {"dbname", NULL};
+	const char *values[] = {conninfo, NULL};
+	PGconn *volatile conn = PQconnectStartParams(keywords, values, true);
+
+	if (conn == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	pgstat_report_activity(STATE_RUNNING, psprintf("tenant_backup: connecting to %s for the %s of tenant \"%s\"",
+												   tb_connect_target(conn), job->kind, job->tenant));
+	PG_TRY();
+	{
+		*failure = tb_connect_poll(conn, conninfo);
+	}
+	PG_CATCH();
+	{
+		PQfinish(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (*failure == NULL)
+		*failure = tb_connect_trust(job, conn);
+	if (*failure == NULL)
 		*failure = tb_admin_exec(conn, "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)");
+	pgstat_report_activity(STATE_RUNNING, psprintf("tenant_backup: %s of tenant \"%s\"", job->kind, job->tenant));
 	return conn;
 }

@@ -148,6 +148,17 @@ _PG_init(void)
 							&tb_agent_wait_s, 600, 0, PG_INT32_MAX, PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"tenant_backup.lock_timeout", "How long pg_dump waits for a lock on a tenant's table.",
+		"A backup that waits longer fails naming the table (pg_dump --lock-wait-timeout); 0: forever.",
+		&tb_lock_timeout_ms, 5 * 60 * 1000, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.job_timeout", "How long a backup or restore job may run before it fails.",
+							"0: no limit.", &tb_job_timeout_s, 6 * 3600, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL,
+							NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.connect_timeout",
+							"How long a job waits for a tenant's server to accept its connection.",
+							"A locator's own connect_timeout wins.", &tb_connect_timeout_s, 30, 1, 3600, PGC_SIGHUP,
+							GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomStringVariable(
 		"tenant_backup.archive_tenant",
 		"The dedicated tenant whose WAL this cluster archives (archive_library = 'tenant_backup').", NULL,

@@ -34,8 +34,9 @@ BEGIN
 	END IF;
 	SELECT * INTO mine FROM tenant_backup.tenants WHERE name = s.tenant;
 	IF s.engine <> 'redis' THEN
+		-- Another tenant's only: two sources of one tenant may reach its database two ways.
 		SELECT o.tenant INTO other FROM tenant_backup.sources o
-		WHERE o.engine = s.engine AND o.id <> s.id AND o.identity = p_identity
+		WHERE o.engine = s.engine AND o.tenant <> s.tenant AND o.identity = p_identity
 		LIMIT 1;
 		IF FOUND THEN
 			RAISE EXCEPTION 'the % database "%" of tenant "%" is already a database of tenant "%"', s.engine,
