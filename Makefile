@@ -82,6 +82,9 @@ install-bin: $(CLI_BIN) $(AGENT_BINS)
 deps:
 	@$(DEPS)
 
+# The files that print TB_VERSION are rebuilt when it changes.
+$(BUILD)/cli/main.o $(BUILD)/agents/common/config.o $(BUILD)/agents/common/control.o: extension/tenant_backup.control
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"

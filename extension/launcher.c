@@ -237,6 +237,7 @@ tenant_backup_launcher_main(Datum arg)
 			tb_launcher_reclaim();
 			/* A restore whose worker died: its live database re-opened, its journal finished (pg_swap.c). */
 			tb_sql("SELECT tenant_backup._restore_swaps_recover()", 0, NULL);
+			tb_scratch_pass();
 			tb_launcher_schedule();
 			tb_launcher_dispatch();
 			tb_launcher_retention();

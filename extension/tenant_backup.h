@@ -68,6 +68,12 @@ int tb_wal_cleanup(const char *tenant, const char *keep);
  * every janitor_interval, removes unfinished writes and unreferenced objects (janitor.c).
  */
 void tb_janitor_pass(void);
+/*
+ * The launcher's pass over restore leftovers, each round: drops the scratch databases
+ * operators asked to remove and previous copies older than keep_old_copy (pg_scratch.c).
+ */
+extern int tb_keep_old_copy_s;
+void tb_scratch_pass(void);
 
 /* background worker entry points */
 PGDLLEXPORT void tenant_backup_launcher_main(Datum arg);

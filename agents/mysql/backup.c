@@ -17,37 +17,77 @@
 
 #define DUMP_BUFFER (1024 * 1024)
 
+/* 1 when db has system-versioned tables, 0 when not, -1 on error. */
+static int
+has_versioned_tables(MYSQL *conn, const char *db, tb_error *err)
+{
+	char *name = my_literal(conn, db), *sql = NULL;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	int found;
+
+	if (name == NULL || asprintf(&sql,
+								 "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+								 " AND TABLE_TYPE = 'SYSTEM VERSIONED'",
+								 name) < 0)
+	{
+		free(name);
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	}
+	free(name);
+	if (mysql_query(conn, sql) != 0 || (res = mysql_store_result(conn)) == NULL)
+	{
+		free(sql);
+		return tb_error_set(err, TB_ERR_IO, "cannot list the tables of database \"%s\": %s", db, mysql_error(conn));
+	}
+	free(sql);
+	row = mysql_fetch_row(res);
+	found = row != NULL && row[0] != NULL && strcmp(row[0], "0") != 0;
+	mysql_free_result(res);
+	return found;
+}
+
 /*
- * The dumped database's defaults, which the dump tool leaves out without --databases;
- * first the database's identity is claimed, before anything is read from it.
+ * The dumped database's own properties (character set, collation, comment), which the
+ * dump tool leaves out without --databases, as the dump's first statement (malloc'd
+ * into *preamble); and whether it has system-versioned tables, whose history the dump
+ * must then carry. First the database's identity is claimed, before anything is read.
  */
 static int
-dump_preamble(const mysql_source *src, agent_job *job, char *out, size_t size, tb_error *err)
+dump_preamble(const mysql_source *src, agent_job *job, char **preamble, bool *history, tb_error *err)
 {
 	MYSQL *conn = mysql_source_connect(src, job, err);
-	char *charset = NULL, *collation = NULL;
-	int found;
+	char *options = NULL;
+	int versioned = -1;
 
 	if (conn == NULL)
 		return -1;
-	if (my_claim_identity(conn, src, job, err) != 0)
+	if (my_claim_identity(conn, src, job, err) == 0)
 	{
-		mysql_close(conn);
+		options = my_database_options(conn, src->database, err);
+		if (options)
+			versioned = has_versioned_tables(conn, src->database, err);
+		else if (err->code == TB_ERR_NOT_FOUND)
+			tb_error_set(err, TB_ERR_NOT_FOUND, "it does not exist on %s:%d", src->host ? src->host : "localhost",
+						 src->port);
+	}
+	mysql_close(conn);
+	if (versioned < 0)
+	{
+		free(options);
 		return -1;
 	}
-	found = my_database_defaults(conn, src->database, &charset, &collation, err);
-	mysql_close(conn);
-	if (found == 0)
-		return tb_error_set(err, TB_ERR_NOT_FOUND, "it does not exist on %s:%d", src->host ? src->host : "localhost",
-							src->port);
-	if (found < 0)
-		return -1;
-	snprintf(out, size,
-			 "-- tenant_backup: the dumped database's defaults, given to the database this is loaded into\n"
-			 "ALTER DATABASE CHARACTER SET %s COLLATE %s;\n",
-			 charset, collation);
-	free(charset);
-	free(collation);
+	*history = versioned == 1;
+	if (asprintf(preamble,
+				 "-- tenant_backup: the dumped database's properties, given to the database this is loaded into\n"
+				 "ALTER DATABASE %s;\n",
+				 options) < 0)
+	{
+		*preamble = NULL;
+		free(options);
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	}
+	free(options);
 	return 0;
 }
 
@@ -55,8 +95,9 @@ int
 mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 {
 	mysql_source src;
-	char preamble[512], defaults[64];
-	const char *argv[16];
+	char *preamble = NULL, defaults[64];
+	const char *argv[20];
+	bool history = false;
 	agent_child *child = NULL;
 	my_dump_count *count = NULL;
 	char *buf = NULL;
@@ -64,7 +105,7 @@ mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 
 	if (mysql_source_from_job(job, &src, err) != 0)
 		return -1;
-	if (dump_preamble(&src, job, preamble, sizeof(preamble), err) != 0 ||
+	if (dump_preamble(&src, job, &preamble, &history, err) != 0 ||
 		repo_put_write(put, preamble, strlen(preamble), err) != 0 || (fd = mysql_option_pipe(&src, err)) < 0)
 		goto done;
 	snprintf(defaults, sizeof(defaults), "--defaults-file=/dev/fd/%d", fd);
@@ -78,6 +119,12 @@ mysql_backup(agent_job *job, repo_put *put, tb_error *err)
 	argv[n++] = "--no-tablespaces";
 	argv[n++] = "--default-character-set=utf8mb4";
 	argv[n++] = "--skip-dump-date";
+	/* A table with DEFAULT NEXTVAL(seq) cannot be loaded under LOCK TABLES (error 1100). */
+	argv[n++] = "--skip-add-locks";
+	argv[n++] = MY_MAX_ALLOWED_PACKET;
+	/* Past rows and their ROW_START/ROW_END too; loading them sets system_versioning_insert_history. */
+	if (history)
+		argv[n++] = "--dump-history";
 	argv[n++] = "--";
 	argv[n++] = src.database;
 	argv[n] = NULL;
@@ -115,6 +162,7 @@ done:
 	agent_child_kill(child);
 	my_dump_count_free(count);
 	free(buf);
+	free(preamble);
 	mysql_source_free(&src);
 	return rc;
 }

@@ -65,6 +65,15 @@ char *my_literal(MYSQL *conn, const char *text);
 
 /* 1 when db exists, with its default character set and collation; 0 when not; -1 on error. */
 int my_database_defaults(MYSQL *conn, const char *db, char **charset, char **collation, tb_error *err);
+/*
+ * db's own properties as CREATE and ALTER DATABASE take them: "CHARACTER SET x COLLATE
+ * y COMMENT '...'" (the comment escaped for conn); caller frees. NULL with err set when
+ * db does not exist or on error.
+ */
+char *my_database_options(MYSQL *conn, const char *db, tb_error *err);
+
+/* Both tools move rows of up to the server's maximum packet (1 GiB): --max-allowed-packet. */
+#define MY_MAX_ALLOWED_PACKET "--max-allowed-packet=1073741824"
 
 /*
  * Makes `live` hold what `fresh` holds: its tables move in (one RENAME TABLE), the

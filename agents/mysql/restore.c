@@ -47,7 +47,7 @@ load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error
 	repo_reader *reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err);
 	const stream_header *hdr;
 	char defaults[64], *database = NULL;
-	const char *argv[6];
+	const char *argv[7];
 	agent_child *child = NULL;
 	char *buf = NULL;
 	int fd = -1, rc = -1;
@@ -70,8 +70,9 @@ load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error
 	argv[1] = defaults;
 	argv[2] = "--default-character-set=utf8mb4";
 	argv[3] = "--batch";
-	argv[4] = database; /* the name as an option's value: never an option itself */
-	argv[5] = NULL;
+	argv[4] = MY_MAX_ALLOWED_PACKET;
+	argv[5] = database; /* the name as an option's value: never an option itself */
+	argv[6] = NULL;
 	child = agent_child_start(argv, AGENT_CHILD_STDIN, &fd, 1, err);
 	close(fd);
 	if (child == NULL || (buf = malloc(LOAD_BUFFER)) == NULL)
@@ -140,24 +141,81 @@ drop_fresh(MYSQL *conn, const char *fresh, int rc, tb_error *err)
 static int
 load_fresh(agent_job *job, const mysql_source *src, MYSQL *conn, const char *fresh, const char *like, tb_error *err)
 {
-	char *charset = NULL, *collation = NULL, *ident;
+	char *options = NULL, *ident;
 	int rc, exists = my_database_defaults(conn, fresh, NULL, NULL, err);
 
 	if (exists != 0)
 		return exists < 0 ? -1
 						  : tb_error_set(err, TB_ERR_EXISTS,
 										 "database \"%s\" already exists; restore into one that does not", fresh);
-	if (like && my_database_defaults(conn, like, &charset, &collation, err) < 0)
+	if (like && (options = my_database_options(conn, like, err)) == NULL)
 		return -1;
 	ident = my_ident(fresh);
-	rc = charset ? my_exec(conn, "creating the database to restore into", err,
-						   "CREATE DATABASE %s CHARACTER SET %s COLLATE %s", ident, charset, collation)
-				 : my_exec(conn, "creating the database to restore into", err, "CREATE DATABASE %s", ident);
-	free(charset);
-	free(collation);
+	rc = my_exec(conn, "creating the database to restore into", err, "CREATE DATABASE %s %s", ident,
+				 options ? options : "");
+	free(options);
 	free(ident);
 	if (rc == 0 && load_backup(job, src, fresh, err) != 0)
 		rc = drop_fresh(conn, fresh, -1, err);
+	return rc;
+}
+
+/*
+ * SHOW CREATE TABLE, hence the dump, qualifies a DEFAULT NEXTVAL(seq) with the dumped
+ * database's name: in a target, such a column would draw from the source's sequence.
+ * Each default that is exactly NEXTVAL of a sequence of that name in `source` is
+ * pointed at target's own sequence.
+ */
+static int
+repoint_sequence_defaults(MYSQL *conn, const char *source, const char *target, tb_error *err)
+{
+	char *source_ident = my_ident(source), *target_ident = my_ident(target), *qualifier = NULL, *target_name = NULL,
+		 *sql = NULL;
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc = -1;
+
+	if (source_ident == NULL || target_ident == NULL || (qualifier = my_literal(conn, source_ident)) == NULL ||
+		(target_name = my_literal(conn, target)) == NULL ||
+		asprintf(&sql,
+				 "SELECT c.TABLE_NAME, c.COLUMN_NAME, s.TABLE_NAME FROM information_schema.COLUMNS c"
+				 " JOIN information_schema.TABLES s ON s.TABLE_SCHEMA = c.TABLE_SCHEMA AND s.TABLE_TYPE = 'SEQUENCE'"
+				 " AND c.COLUMN_DEFAULT = CONCAT('nextval(', %s, '.`', REPLACE(s.TABLE_NAME, '`', '``'), '`)')"
+				 " JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME"
+				 " AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') WHERE c.TABLE_SCHEMA = %s",
+				 qualifier, target_name) < 0)
+	{
+		sql = NULL;
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	if (mysql_query(conn, sql) != 0 || (res = mysql_store_result(conn)) == NULL)
+	{
+		tb_error_set(err, TB_ERR_IO, "cannot list the sequence defaults of database \"%s\": %s", target,
+					 mysql_error(conn));
+		goto done;
+	}
+	rc = 0;
+	while (rc == 0 && (row = mysql_fetch_row(res)) != NULL)
+	{
+		char *table = my_ident(row[0]), *column = my_ident(row[1]), *sequence = my_ident(row[2]);
+
+		rc = table && column && sequence ? my_exec(conn, "pointing a default at the restored sequence", err,
+												   "ALTER TABLE %s.%s ALTER COLUMN %s SET DEFAULT NEXTVAL(%s.%s)",
+												   target_ident, table, column, target_ident, sequence)
+										 : tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		free(table);
+		free(column);
+		free(sequence);
+	}
+done:
+	if (res)
+		mysql_free_result(res);
+	free(sql);
+	free(target_name);
+	free(qualifier);
+	free(target_ident);
+	free(source_ident);
 	return rc;
 }
 
@@ -268,7 +326,12 @@ mysql_restore(agent_job *job, tb_error *err)
 	if (job->drill)
 		rc = drill(job, &src, conn, fresh, live_exists ? src.database : NULL, err);
 	else if (job->restore_target)
+	{
 		rc = load_fresh(job, &src, conn, job->restore_target, live_exists ? src.database : NULL, err);
+		if (rc == 0 && repoint_sequence_defaults(conn, src.database, job->restore_target, err) != 0)
+			rc = tb_error_prefix(err, "restored into \"%s\", but a column still draws from \"%s\"'s sequence",
+								 job->restore_target, src.database);
+	}
 	else if (!live_exists)
 		rc = load_fresh(job, &src, conn, src.database, NULL, err);
 	else

@@ -380,3 +380,39 @@ my_database_defaults(MYSQL *conn, const char *db, char **charset, char **collati
 	mysql_free_result(res);
 	return found;
 }
+
+char *
+my_database_options(MYSQL *conn, const char *db, tb_error *err)
+{
+	char *name = my_literal(conn, db), *sql = NULL, *comment = NULL, *options = NULL;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (name == NULL || asprintf(&sql,
+								 "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, SCHEMA_COMMENT FROM "
+								 "information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+								 name) < 0)
+	{
+		free(name);
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory"), NULL;
+	}
+	free(name);
+	if (mysql_query(conn, sql) != 0 || (res = mysql_store_result(conn)) == NULL)
+	{
+		free(sql);
+		return tb_error_set(err, TB_ERR_IO, "cannot look up database \"%s\": %s", db, mysql_error(conn)), NULL;
+	}
+	free(sql);
+	row = mysql_fetch_row(res);
+	if (row == NULL)
+		tb_error_set(err, TB_ERR_NOT_FOUND, "database \"%s\" does not exist", db);
+	else if ((comment = my_literal(conn, row[2] ? row[2] : "")) == NULL ||
+			 asprintf(&options, "CHARACTER SET %s COLLATE %s COMMENT %s", row[0], row[1], comment) < 0)
+	{
+		options = NULL;
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	}
+	free(comment);
+	mysql_free_result(res);
+	return options;
+}

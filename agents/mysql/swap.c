@@ -321,18 +321,17 @@ int
 my_swap(MYSQL *conn, const char *live, const char *fresh, const char *old, tb_error *err)
 {
 	my_objects live_objs, fresh_objs;
-	char *charset = NULL, *collation = NULL, *live_ident = my_ident(live), *old_ident = my_ident(old),
+	char *fresh_options = NULL, *live_options = NULL, *live_ident = my_ident(live), *old_ident = my_ident(old),
 		 *fresh_ident = my_ident(fresh);
-	char *live_charset = NULL, *live_collation = NULL;
 	int rc = -1;
 
 	memset(&live_objs, 0, sizeof(live_objs));
 	memset(&fresh_objs, 0, sizeof(fresh_objs));
 	if (capture(conn, live, &live_objs, err) != 0 || capture(conn, fresh, &fresh_objs, err) != 0 ||
-		my_database_defaults(conn, fresh, &charset, &collation, err) != 1 ||
-		my_database_defaults(conn, live, &live_charset, &live_collation, err) != 1 ||
-		my_exec(conn, "creating the database for the previous contents", err,
-				"CREATE DATABASE %s CHARACTER SET %s COLLATE %s", old_ident, live_charset, live_collation) != 0)
+		(fresh_options = my_database_options(conn, fresh, err)) == NULL ||
+		(live_options = my_database_options(conn, live, err)) == NULL ||
+		my_exec(conn, "creating the database for the previous contents", err, "CREATE DATABASE %s %s", old_ident,
+				live_options) != 0)
 		goto done;
 	if (drop_objects(conn, fresh, &fresh_objs, 1u << MY_TRIGGER, err) != 0 ||
 		drop_objects(conn, live, &live_objs, KINDS_ON_TABLES, err) != 0 ||
@@ -348,10 +347,11 @@ my_swap(MYSQL *conn, const char *live, const char *fresh, const char *old, tb_er
 		goto done;
 	}
 	/* The tables are swapped; now the definitions follow them. */
+	/* The properties first: a routine, trigger or event records the collation of its database. */
 	if (drop_objects(conn, live, &live_objs, KINDS_ROUTINES, err) != 0 ||
-		create_objects(conn, live, &fresh_objs, KINDS_ALL, false, err) != 0 ||
-		my_exec(conn, "giving the database the backup's defaults", err, "ALTER DATABASE %s CHARACTER SET %s COLLATE %s",
-				live_ident, charset, collation) != 0)
+		my_exec(conn, "giving the database the backup's properties", err, "ALTER DATABASE %s %s", live_ident,
+				fresh_options) != 0 ||
+		create_objects(conn, live, &fresh_objs, KINDS_ALL, false, err) != 0)
 	{
 		tb_error_prefix(err,
 						"the tables were swapped, but the definitions were not all made (those of the backup "
@@ -368,10 +368,8 @@ my_swap(MYSQL *conn, const char *live, const char *fresh, const char *old, tb_er
 done:
 	objects_free(&live_objs);
 	objects_free(&fresh_objs);
-	free(charset);
-	free(collation);
-	free(live_charset);
-	free(live_collation);
+	free(fresh_options);
+	free(live_options);
 	free(live_ident);
 	free(old_ident);
 	free(fresh_ident);

@@ -108,4 +108,23 @@ is "$(psql_q "SELECT has_function_privilege('tenant_backup_operator', 'tenant_ba
 	|| has_function_privilege('public', 'tenant_backup.tenant_remove_database(text, text, text)', 'EXECUTE')::text")" \
 	truefalse "operators may remove a database, PUBLIC may not"
 
+# Leftovers: listed, removed on request by the launcher, old copies dropped after keep_old_copy.
+sleep 1
+is "$(psql_q "SELECT kind || ' ' || tenant FROM tenant_backup.scratch_databases WHERE database = '$old'")" "old acme" \
+	"the kept copy is listed, and still there after launcher rounds (keep_old_copy is a week)"
+out=$(psql_q "SELECT tenant_backup.tenant_remove_scratch('acme')" 2>&1)
+like "$out" 'database "acme" is not a scratch database' "a tenant's own database is not scratch"
+psql_q "SELECT tenant_backup.tenant_remove_scratch('$old')" >/dev/null
+wait_for 100 0.1 0 psql_q "SELECT count(*) FROM pg_database WHERE datname = '$old'" >/dev/null
+ok $? "tenant_remove_scratch: the launcher dropped $old"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.audit WHERE action = 'scratch database dropped' AND detail->>'database' = '$old'")" 1 \
+	"the drop is audited"
+psql_q "ALTER SYSTEM SET tenant_backup.keep_old_copy = '2s'" "SELECT pg_reload_conf()" >/dev/null
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', database => 'acme')" 2>&1)
+ok $? "another restore in place" || diag "$out"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'acme\_tb\_old\_%'")" 1 "it kept the previous copy"
+wait_for 100 0.1 0 psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'acme\_tb\_old\_%'" >/dev/null
+ok $? "the launcher drops an old copy once it is older than keep_old_copy"
+is "$(app_view acme)" "17s a ä b B Z " "the live database is untouched by it"
+
 done_testing

@@ -72,7 +72,7 @@ recovered "start of the load" live own interrupted
 made=$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'crash_db_tb_new_$job'")
 is "$(psql_q "SELECT count(*) FROM tenant_backup.scratch_databases WHERE job_id = $job AND kind = 'new'
 	AND tenant = 'crash' AND restore_step = 'interrupted'")" "$made" "start of the load: a fresh database it made is listed"
-psql_q "$(psql_q "SELECT drop_command FROM tenant_backup.scratch_databases WHERE job_id = $job")" >/dev/null 2>&1
+psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE job_id = $job" >/dev/null
 
 # 2. Mid-load: killed while pg_restore copies the rows.
 start_restore
@@ -82,7 +82,7 @@ kill_worker
 recovered mid-load live own interrupted
 like "$(psql_q "SELECT string_agg(database || ':' || bytes::text, ',') FROM tenant_backup.scratch_databases
 	WHERE job_id = $job AND bytes > 0")" "^crash_db_tb_new_$job:" "mid-load: the partly loaded database is listed with its size"
-psql_q "$(psql_q "SELECT drop_command FROM tenant_backup.scratch_databases WHERE job_id = $job")" >/dev/null 2>&1
+psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE job_id = $job" >/dev/null
 
 # 3. In the swap: live closed to connections, the renames waiting on a prepared transaction.
 in_db crash_db "BEGIN" "INSERT INTO marker VALUES ('held')" "PREPARE TRANSACTION 'hold'" >/dev/null
@@ -93,7 +93,7 @@ ok $? "in the swap: journaled as swapping, crash_db closed to connections"
 kill_worker
 recovered "in the swap" live own "rolled back"
 in_db crash_db "ROLLBACK PREPARED 'hold'" >/dev/null
-psql_q "$(psql_q "SELECT drop_command FROM tenant_backup.scratch_databases WHERE job_id = $job")" >/dev/null 2>&1
+psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE job_id = $job" >/dev/null
 
 # 4. After the swap: the server is restarted at once (no shutdown checkpoint).
 start_restore

@@ -10,8 +10,8 @@
 # TABLE holds them, and a restore should keep them), and the row count and an md5 of the
 # sorted per-row md5s of every table and sequence (rows compare as multisets, so tables
 # without a primary key work; binary, BIT and spatial columns go through HEX(), FLOAT
-# through DOUBLE, TIMESTAMP in UTC). System-versioned tables compare by their current
-# rows only. Exits 0 when all are equal, 1 with a description of the differences on
+# through DOUBLE, TIMESTAMP in UTC). System-versioned tables compare with their history
+# (FOR SYSTEM_TIME ALL, with ROW_START and ROW_END). Exits 0 when all are equal, 1 with a description of the differences on
 # stderr, 2 when a database cannot be read.
 set -uo pipefail
 
@@ -101,13 +101,24 @@ SELECT kind, TABLE_NAME,
                                 WHEN DATA_TYPE = 'float' THEN CONCAT(col, ' + 0e0')
                                 ELSE col END,
                            ') AS BINARY)' ORDER BY ORDINAL_POSITION SEPARATOR ', '),
-              ')) FROM `', REPLACE(TABLE_NAME, '`', '``'), '`')
+              ')) FROM `', REPLACE(TABLE_NAME, '`', '``'), '`', IF(versioned, ' FOR SYSTEM_TIME ALL', ''))
 FROM (SELECT IF(t.TABLE_TYPE = 'SEQUENCE', 'sequence', 'table') AS kind, t.TABLE_NAME,
+             t.TABLE_TYPE = 'SYSTEM VERSIONED' AS versioned,
              c.ORDINAL_POSITION, c.DATA_TYPE, CONCAT('`', REPLACE(c.COLUMN_NAME, '`', '``'), '`') AS col
       FROM information_schema.TABLES t
       JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME
-      WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE <> 'VIEW') AS columns
-GROUP BY kind, TABLE_NAME
+      WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE <> 'VIEW'
+      UNION ALL
+      -- Implicit period columns are not in COLUMNS: a system-versioned table without
+      -- explicit ones (GENERATED ALWAYS AS ROW START) has them as ROW_START and ROW_END.
+      SELECT 'table', t.TABLE_NAME, 1, p.n, 'timestamp', p.col
+      FROM information_schema.TABLES t
+      JOIN (SELECT 100000 AS n, 'ROW_START' AS col UNION ALL SELECT 100001, 'ROW_END') AS p
+      WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_TYPE = 'SYSTEM VERSIONED'
+        AND NOT EXISTS (SELECT 1 FROM information_schema.COLUMNS c
+                        WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME
+                          AND c.GENERATION_EXPRESSION = 'ROW START')) AS columns
+GROUP BY kind, TABLE_NAME, versioned
 ORDER BY BINARY kind, BINARY TABLE_NAME
 SQL
 	while IFS=$'\t' read -r kind name query; do

@@ -5,7 +5,7 @@
 -- tenant_set_schedule(tenant, 'off'), and the first backup of a new database being due
 -- soon. Roles are switched with SET ROLE; everything is rolled back.
 BEGIN;
-SELECT plan(66);
+SELECT plan(69);
 
 CREATE ROLE tbt_ops;
 GRANT tenant_backup_operator TO tbt_ops;
@@ -208,7 +208,19 @@ SELECT is((SELECT running_on || ' ' || running_bytes || ' of ' || expected_bytes
 SELECT ok((SELECT rate_bytes_per_second BETWEEN 40 AND 60 AND eta BETWEEN interval '8 seconds' AND interval '13 seconds'
 		   FROM tenant_backup.status WHERE tenant = 'ops-t' AND engine = 'mysql'),
 	'with its rate and ETA');
+SELECT is((SELECT last_error FROM tenant_backup.status WHERE tenant = 'ops-t' AND engine = 'mysql'), NULL,
+	'the cancelled mysql backup is no backup error');
 RESET ROLE;
+-- The newest complete backup goes (a retention pass, say): the one before it is the last success.
+INSERT INTO tenant_backup.backups (tenant, engine, source_id, status, started, finished, bytes_in, sha256, object_key)
+SELECT 'ops-t', 'postgres', s.id, 'complete', now() - interval '1 hour', now() - interval '1 hour', 2000, repeat('0', 64),
+	   'ops-t/postgres/newer.tbk'
+FROM tenant_backup.sources s WHERE s.tenant = 'ops-t' AND s.engine = 'postgres';
+SELECT is((SELECT last_success FROM tenant_backup.status WHERE tenant = 'ops-t' AND engine = 'postgres'),
+	now() - interval '1 hour', 'a newer complete backup is the last success');
+DELETE FROM tenant_backup.backups WHERE object_key = 'ops-t/postgres/newer.tbk';
+SELECT is((SELECT last_success FROM tenant_backup.status WHERE tenant = 'ops-t' AND engine = 'postgres'),
+	now() - interval '3 days', 'once it is deleted, the one before it is again');
 DO $$ BEGIN PERFORM tenant_backup.tenant_backup('ops-new'); END $$;
 INSERT INTO tenant_backup.sources (tenant, engine, locator, created)
 VALUES ('ops-new', 'mongodb', 'mongodb://docs.example/ops', now() - interval '2 hours');
