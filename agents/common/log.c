@@ -1,8 +1,8 @@
 /*
  * The agents' log on stderr: one line per event, as text (time, program[pid], message)
  * or as one JSON object (--log-format json) that names the job it is about. Messages
- * carry tenant-controlled text (key names, collection names, server answers): in JSON
- * it is escaped so that it can never end the line or the object early.
+ * carry tenant-controlled text (key names, collection names, server answers): it is
+ * escaped in both, so that it can never end the line (or the JSON object) early.
  */
 #include "agent_internal.h"
 
@@ -98,6 +98,25 @@ log_json_string(FILE *out, const char *text)
 	fputc('"', out);
 }
 
+/* text with its control characters as \n, \r, \t or \xNN: a value holding a newline cannot start a line of its own. */
+static void
+log_text(FILE *out, const char *text)
+{
+	for (const unsigned char *s = (const unsigned char *) text; *s; s++)
+	{
+		if (*s == '\n')
+			fputs("\\n", out);
+		else if (*s == '\r')
+			fputs("\\r", out);
+		else if (*s == '\t')
+			fputs("\\t", out);
+		else if (*s < 0x20 || *s == 0x7f)
+			fprintf(out, "\\x%02x", *s);
+		else
+			fputc(*s, out);
+	}
+}
+
 static void
 log_json_field(FILE *out, const char *key, const char *value)
 {
@@ -153,7 +172,11 @@ agent_log_at(agent_log_level level, const char *fmt, ...)
 		fputs("}\n", out);
 	}
 	else
-		fprintf(out, "%sZ %s[%d]: %s\n", stamp, log_program, (int) getpid(), message);
+	{
+		fprintf(out, "%sZ %s[%d]: ", stamp, log_program, (int) getpid());
+		log_text(out, message);
+		fputc('\n', out);
+	}
 	fclose(out);
 	fwrite(line, 1, line_len, stderr);
 	free(line);

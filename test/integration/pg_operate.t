@@ -71,6 +71,7 @@ is "$(as_ops "SELECT error FROM tenant_backup.job_log WHERE job_id = $job")" "ca
 is "$(psql_q "SELECT string_agg(status || ' ' || coalesce(error, ''), ',') FROM tenant_backup.backups b
 	WHERE b.job_id = $job")" "failed cancelled by ops" "its backup row is failed, never complete"
 is "$(objects)" 1 "no object of the cancelled backup is in storage"
+is "$(find "$D/store/acme/postgres" -type f | grep -vc '\.tbk$\|\.json$')" 0 "nor any temporary file of it"
 is "$(psql_q "SELECT actor || ' ' || (detail->>'was') FROM tenant_backup.audit WHERE action = 'job cancelled'")" \
 	"ops running" "the cancel is audited with the operator's name"
 sleep 3

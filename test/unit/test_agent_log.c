@@ -1,4 +1,5 @@
-/* agents/common/log.c: the JSON log line keeps hostile text inside its strings, and text stays as it was. */
+/* agents/common/log.c: hostile text stays inside its JSON string, or its text line, and the text format stays as it
+ * was. */
 #include "unit.h"
 
 #include <jansson.h>
@@ -76,7 +77,7 @@ static void
 test_text_line_unchanged(void **state)
 {
 	char *line;
-	char prefix[64];
+	char prefix[160];
 
 	(void) state;
 	agent_log_setup("test-agent", "redis", false);
@@ -84,6 +85,14 @@ test_text_line_unchanged(void **state)
 	snprintf(prefix, sizeof(prefix), "Z test-agent[%d]: key k failed\n", (int) getpid());
 	assert_int_equal(line[4], '-');
 	assert_int_equal(line[10], 'T');
+	assert_string_equal(line + 19, prefix);
+	free(line);
+
+	/* A newline in a value cannot forge a line of its own. */
+	line = captured_log("a\n2026-12-01T00:00:00Z test-agent[1]: forged\r\t\x1b");
+	snprintf(prefix, sizeof(prefix),
+			 "Z test-agent[%d]: key a\\n2026-12-01T00:00:00Z test-agent[1]: forged\\r\\t\\x1b failed\n",
+			 (int) getpid());
 	assert_string_equal(line + 19, prefix);
 	free(line);
 }
