@@ -4,7 +4,7 @@
 -- key; an operator may run it, a role without tenant_backup_operator may not. Unwritable
 -- storage and a wrong key file are in test/integration/pg_operate.t. Rolled back.
 BEGIN;
-SELECT plan(17);
+SELECT plan(19);
 
 CREATE ROLE tbt_check_ops;
 GRANT tenant_backup_operator TO tbt_check_ops;
@@ -55,6 +55,18 @@ SELECT is((SELECT status FROM tenant_backup.check() WHERE name = 'catalog keys')
 	'a catalog key wrapped by another master key is an error');
 SELECT alike((SELECT detail FROM tenant_backup.check() WHERE name = 'catalog keys'),
 	'1 tenant keys are wrapped by another master key than %', 'saying how many');
+
+-- A dedicated PostgreSQL tenant: its cluster's WAL archiving is looked at too.
+DO $$
+BEGIN
+	PERFORM tenant_backup.tenant_create('check-d', 'dedicated');
+	PERFORM tenant_backup.tenant_add_database('check-d', 'postgres', 'tenant_db_b');
+END
+$$;
+SELECT is((SELECT status FROM tenant_backup.check() WHERE name = 'wal archive'), 'warning',
+	'a dedicated tenant on a cluster that does not archive with tenant_backup is a warning');
+SELECT alike((SELECT detail || ' / ' || hint FROM tenant_backup.check() WHERE name = 'wal archive'),
+	'archive_mode = off, archive_library = % / %archive_library = ''tenant_backup''%', 'naming the settings to change');
 
 -- Who may run it.
 SET ROLE tbt_check_ops;
