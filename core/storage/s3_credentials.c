@@ -915,7 +915,7 @@ s3_credentials_from_imds(s3_credentials *out, tb_error *err)
 						  (int) endpoint_len, endpoint);
 		goto done;
 	}
-	snprintf(role, sizeof(role), "%s", answer->data);
+	snprintf(role, sizeof(role), "%.*s", (int) sizeof(role) - 1, answer->data);
 	free(url);
 	if (asprintf(&url, "%.*s/latest/meta-data/iam/security-credentials/%s", (int) endpoint_len, endpoint, role) < 0)
 	{
