@@ -1,7 +1,8 @@
 /*
  * A logical backup of a tenant's keys (a database number, or a key prefix in a shared
- * one): SCAN MATCH walks the keyspace in batches, never KEYS; each batch's PTTL and
- * DUMP go to the server pipelined, one round trip per batch. A key that expired or was
+ * one): SCAN MATCH walks the keyspace in batches, never KEYS; each batch's PEXPIRETIME
+ * (the absolute expiry, Redis 7; PTTL plus the agent's clock before) and DUMP go to the
+ * server pipelined, one round trip per batch. A key that expired or was
  * deleted between SCAN and DUMP is skipped: it was not there to back up, nor counted.
  */
 #include "redis_agent.h"
@@ -15,6 +16,7 @@ typedef struct keys_backup
 	const redis_source *src;
 	size_t prefix_len;
 	repo_put *put;
+	bool absolute; /* the server has PEXPIRETIME */
 	uint64_t keys, value_bytes;
 } keys_backup;
 
@@ -27,7 +29,7 @@ backup_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *
 
 	for (i = 0; i < n; i++)
 	{
-		redisAppendCommand(c, "PTTL %b", keys[i]->str, (size_t) keys[i]->len);
+		redisAppendCommand(c, kb->absolute ? "PEXPIRETIME %b" : "PTTL %b", keys[i]->str, (size_t) keys[i]->len);
 		redisAppendCommand(c, "DUMP %b", keys[i]->str, (size_t) keys[i]->len);
 	}
 	for (i = 0; i < n; i++)
@@ -41,8 +43,8 @@ backup_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *
 			rc = tb_error_prefix(err, "key \"%.*s\"", (int) (key->len > 200 ? 200 : key->len), key->str);
 		else if (rc == 0 && (size_t) key->len >= kb->prefix_len &&
 				 memcmp(key->str, kb->src->prefix, kb->prefix_len) == 0 &&
-				 !redis_is_staging_key(key->str, key->len, kb->prefix_len) && ttl->type == REDIS_REPLY_INTEGER &&
-				 ttl->integer != -2 && dump->type == REDIS_REPLY_STRING)
+				 !redis_is_staging_key(kb->job->master, key->str, key->len, kb->prefix_len) &&
+				 ttl->type == REDIS_REPLY_INTEGER && ttl->integer != -2 && dump->type == REDIS_REPLY_STRING)
 		{
 			redis_record rec = {.type = 'K',
 								.name = key->str + kb->prefix_len,
@@ -51,7 +53,12 @@ backup_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *
 								.value_len = dump->len};
 
 			/* Stored as the moment it expires, so that a restore gives it only the time it has left. */
-			rec.expires_ms = ttl->integer >= 0 ? redis_now_ms() + (ttl->integer > 0 ? ttl->integer : 1) : 0;
+			if (ttl->integer < 0)
+				rec.expires_ms = 0;
+			else if (kb->absolute)
+				rec.expires_ms = ttl->integer;
+			else
+				rec.expires_ms = redis_now_ms() + (ttl->integer > 0 ? ttl->integer : 1);
 			rc = redis_record_write(kb->put, &rec, err);
 			kb->keys++;
 			kb->value_bytes += dump->len;
@@ -64,6 +71,19 @@ backup_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *
 	}
 	kb->job->bytes_done = kb->value_bytes;
 	return rc;
+}
+
+/* Whether the server knows PEXPIRETIME (Redis 7): asked of a key that cannot exist. */
+static int
+has_pexpiretime(redisContext *c, bool *absolute, tb_error *err)
+{
+	redisReply *reply = redisCommand(c, "PEXPIRETIME %s", "");
+
+	if (reply == NULL)
+		return redis_reply_error(c, NULL, "PEXPIRETIME", err);
+	*absolute = reply->type == REDIS_REPLY_INTEGER;
+	freeReplyObject(reply);
+	return 0;
 }
 
 int
@@ -79,6 +99,8 @@ redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_err
 	if (c == NULL)
 		return -1;
 	rc = redis_claim_identity(c, src, job, run_id, err);
+	if (rc == 0)
+		rc = has_pexpiretime(c, &kb.absolute, err);
 	if (rc == 0)
 		rc = repo_put_write(put, REDIS_KEYS_MAGIC, strlen(REDIS_KEYS_MAGIC), err);
 	if (rc == 0)

@@ -1,7 +1,8 @@
 /*
- * A logical restore. Every key of the backup is first RESTOREd (pipelined, with the
- * TTL it has left; a key whose time ran out while stored stays gone) under a staging
- * name inside the destination's own namespace, <prefix>tenant-backup:restore:<job>:<key>.
+ * A logical restore. Every key of the backup is first RESTOREd (pipelined, with ABSTTL:
+ * the very millisecond it expired at; a key whose time ran out while stored stays gone)
+ * under a staging name inside the destination's own namespace,
+ * <prefix>tenant-backup:restore:<job>:<token>:<key> (redis_staging_mark).
  * Only once the whole backup authenticated and loaded does live change: keys of the
  * tenant that the backup does not hold are removed, then each staged key is RENAMEd
  * over its live name. A failure before that removes the staged keys and nothing else.
@@ -84,19 +85,20 @@ flush_pending(redisContext *c, keys_restore *kr, const char *what, uint64_t *cou
 static int
 stage_key(redisContext *c, keys_restore *kr, const redis_record *rec, tb_error *err)
 {
-	int64_t ttl = 0;
-	char ttl_text[24];
+	char expires_text[24];
 
-	if (rec->expires_ms != 0 && (ttl = rec->expires_ms - redis_now_ms()) <= 0)
+	if (rec->expires_ms != 0 && rec->expires_ms <= redis_now_ms())
 	{
 		kr->expired++;
 		return 0;
 	}
 	if (build_name(kr, kr->staging, kr->staging_len, rec->name, rec->name_len, err) != 0)
 		return -1;
-	snprintf(ttl_text, sizeof(ttl_text), "%lld", (long long) ttl);
-	redisAppendCommandArgv(c, 5, (const char *[]){"RESTORE", kr->name, ttl_text, rec->value, "REPLACE"},
-						   (const size_t[]){7, kr->staging_len + rec->name_len, strlen(ttl_text), rec->value_len, 7});
+	/* RESTORE's TTL 0 is none; with ABSTTL any other is the Unix time in ms it expires at. */
+	snprintf(expires_text, sizeof(expires_text), "%lld", (long long) rec->expires_ms);
+	redisAppendCommandArgv(
+		c, 6, (const char *[]){"RESTORE", kr->name, expires_text, rec->value, "REPLACE", "ABSTTL"},
+		(const size_t[]){7, kr->staging_len + rec->name_len, strlen(expires_text), rec->value_len, 7, 6});
 	kr->pending++;
 	kr->pending_bytes += rec->value_len + rec->name_len;
 	kr->staged++;
@@ -188,7 +190,7 @@ remove_extra_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_e
 		const redisReply *key = keys[i];
 
 		if ((size_t) key->len < kr->prefix_len || memcmp(key->str, kr->prefix, kr->prefix_len) != 0 ||
-			redis_is_staging_key(key->str, key->len, kr->prefix_len))
+			redis_is_staging_key(kr->job->master, key->str, key->len, kr->prefix_len))
 			continue;
 		if (build_name(kr, kr->staging, kr->staging_len, key->str + kr->prefix_len, key->len - kr->prefix_len, err) !=
 			0)
@@ -345,7 +347,7 @@ static int
 keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 {
 	agent_job *job = kr->job;
-	char mark[64], run_id[REDIS_RUN_ID_LEN + 1], db[16];
+	char mark[96], run_id[REDIS_RUN_ID_LEN + 1], db[16];
 
 	if (restore_destination(job, kr->src, &kr->db, &kr->prefix, err) != 0 ||
 		(kr->c = redis_connect(kr->src, kr->db, err)) == NULL ||
@@ -364,7 +366,7 @@ keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 			return tb_error_set(err, TB_ERR_EXISTS, "target %s %s already holds keys; restore into an empty one",
 								*kr->src->prefix ? "prefix" : "database", job->restore_target);
 	}
-	snprintf(mark, sizeof(mark), "%s%lld:", REDIS_STAGING_MARK, (long long) job->id);
+	redis_staging_mark(job->master, job->id, mark, sizeof(mark));
 	kr->staging_len = kr->prefix_len + strlen(mark);
 	if ((kr->staging = malloc(kr->staging_len + 1)) == NULL)
 		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");

@@ -44,12 +44,20 @@ char *redis_prefix_pattern(const char *prefix, size_t len);
 
 /*
  * Where a restore stages its keys before they take the live ones' places: inside the
- * destination's own namespace, so that they go nowhere another tenant looks.
+ * destination's own namespace, so that they go nowhere another tenant looks, under
+ * <prefix>tenant-backup:restore:<job>:<token>: where the token (32 hex digits) is an
+ * HMAC-SHA-256 of the job id under the master key. Any agent retrying the job finds the
+ * same names; a tenant cannot make a key that passes for one, so a user key named like
+ * that is data like any other.
  */
 #define REDIS_STAGING_MARK "tenant-backup:restore:"
+#define REDIS_STAGING_TOKEN_LEN 32
 
-/* Whether key (of a namespace prefix_len bytes long) is a restore's staged key, not data. */
-bool redis_is_staging_key(const char *key, size_t len, size_t prefix_len);
+/* The staging mark of job ("tenant-backup:restore:<job>:<token>:"), without the prefix, into out. */
+void redis_staging_mark(const master_key *master, int64_t job_id, char *out, size_t size);
+
+/* Whether key (of a namespace prefix_len bytes long) is a restore's staged key (its token checks), not data. */
+bool redis_is_staging_key(const master_key *master, const char *key, size_t len, size_t prefix_len);
 
 /* Every key of prefix (escaped pattern), in SCAN batches: fn gets each batch's keys; job (if any) ticks. */
 typedef int (*redis_scan_fn)(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err);

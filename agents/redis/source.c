@@ -8,6 +8,11 @@
  */
 #include "redis_agent.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "crypto.h"
+
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,11 +225,41 @@ redis_prefix_pattern(const char *prefix, size_t len)
 	return pattern;
 }
 
-bool
-redis_is_staging_key(const char *key, size_t len, size_t prefix_len)
+void
+redis_staging_mark(const master_key *master, int64_t job_id, char *out, size_t size)
 {
-	return len >= prefix_len + strlen(REDIS_STAGING_MARK) &&
-		   memcmp(key + prefix_len, REDIS_STAGING_MARK, strlen(REDIS_STAGING_MARK)) == 0;
+	static const char domain[] = "tenant-backup redis staging of job ";
+	char message[sizeof(domain) + 24];
+	uint8_t mac[EVP_MAX_MD_SIZE];
+	unsigned int mac_len = 0;
+	char token[2 * EVP_MAX_MD_SIZE + 1];
+	int message_len = snprintf(message, sizeof(message), "%s%lld", domain, (long long) job_id);
+
+	HMAC(EVP_sha256(), master->key, sizeof(master->key), (const unsigned char *) message, (size_t) message_len, mac,
+		 &mac_len);
+	crypto_hex_encode(mac, REDIS_STAGING_TOKEN_LEN / 2, token);
+	snprintf(out, size, "%s%lld:%.*s:", REDIS_STAGING_MARK, (long long) job_id, REDIS_STAGING_TOKEN_LEN, token);
+	crypto_wipe(mac, sizeof(mac));
+}
+
+bool
+redis_is_staging_key(const master_key *master, const char *key, size_t len, size_t prefix_len)
+{
+	size_t mark_len = strlen(REDIS_STAGING_MARK), digits = 0;
+	const char *p = key + prefix_len;
+	char expected[96];
+	long long job_id = 0;
+
+	if (len < prefix_len + mark_len || memcmp(p, REDIS_STAGING_MARK, mark_len) != 0)
+		return false;
+	p += mark_len;
+	while (p + digits < key + len && digits < 18 && p[digits] >= '0' && p[digits] <= '9')
+		job_id = job_id * 10 + (p[digits++] - '0');
+	if (digits == 0 || p + digits >= key + len || p[digits] != ':')
+		return false;
+	redis_staging_mark(master, job_id, expected, sizeof(expected));
+	/* The whole mark, token included, as this job's would be. */
+	return len - prefix_len >= strlen(expected) && memcmp(key + prefix_len, expected, strlen(expected)) == 0;
 }
 
 int

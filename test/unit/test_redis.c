@@ -35,11 +35,25 @@ test_prefix_pattern(void **state)
 static void
 test_staging_key(void **state)
 {
+	char mark[96], key[160], other[96];
+
 	(void) state;
-	assert_true(redis_is_staging_key("acme:tenant-backup:restore:7:k", 30, 5));
-	assert_false(redis_is_staging_key("acme:tenant-backup:x", 20, 5));
-	assert_false(redis_is_staging_key("acme:", 5, 5));
-	assert_true(redis_is_staging_key("tenant-backup:restore:1:", 24, 0));
+	redis_staging_mark(&master, 7, mark, sizeof(mark));
+	assert_int_equal(strlen(mark), strlen("tenant-backup:restore:7:") + REDIS_STAGING_TOKEN_LEN + 1);
+	assert_memory_equal(mark, "tenant-backup:restore:7:", 24);
+	snprintf(key, sizeof(key), "acme:%sk", mark);
+	assert_true(redis_is_staging_key(&master, key, strlen(key), 5));
+	assert_true(redis_is_staging_key(&master, mark, strlen(mark), 0));
+	/* The same mark with a token that is not the job's: a user's key. */
+	key[5 + 24] ^= 1;
+	assert_false(redis_is_staging_key(&master, key, strlen(key), 5));
+	assert_false(redis_is_staging_key(&master, "acme:tenant-backup:restore:7:k", 30, 5));
+	assert_false(redis_is_staging_key(&master, "acme:tenant-backup:x", 20, 5));
+	assert_false(redis_is_staging_key(&master, "acme:", 5, 5));
+	assert_false(redis_is_staging_key(&master, "tenant-backup:restore:1:", 24, 0));
+	/* Unique to the job. */
+	redis_staging_mark(&master, 8, other, sizeof(other));
+	assert_string_not_equal(mark, other);
 }
 
 /* Seals records into one object; with end, the end record too. */
