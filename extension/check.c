@@ -293,6 +293,13 @@ tenant_backup_check_storage(PG_FUNCTION_ARGS)
 
 /* ------------------------------------------------------------ master key */
 
+/* The key file's path is a superuser-only setting: only a superuser's check() names it. */
+static const char *
+tb_key_file_label(void)
+{
+	return superuser_arg(GetSessionUserId()) ? tb_master_key_file : "named by tenant_backup.master_key_file";
+}
+
 /*
  * Loads the master key into *out; false with an error row when it cannot be. A key
  * command's failure is caught in a subtransaction, so check() goes on to its next rows.
@@ -312,8 +319,8 @@ tb_check_master_key_load(ReturnSetInfo *rsinfo, master_key *out)
 		if (problem != NULL)
 		{
 			tb_check_row(rsinfo, "master key", "error",
-						 mode ? psprintf("the master key file %s %s (mode %04o)", tb_master_key_file, problem, mode)
-							  : psprintf("the master key file %s %s", tb_master_key_file, problem),
+						 mode ? psprintf("the master key file %s %s (mode %04o)", tb_key_file_label(), problem, mode)
+							  : psprintf("the master key file %s %s", tb_key_file_label(), problem),
 						 "Make tenant_backup.master_key_file a file of mode 0600 owned by the server's user (made "
 						 "by 'tenant-backup keygen'), then reload.");
 			return false;
@@ -342,7 +349,9 @@ tb_check_master_key_load(ReturnSetInfo *rsinfo, master_key *out)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		tb_check_row(rsinfo, "master key", "error", edata->message,
+		/* Core's messages about the key file name its path. */
+		tb_check_row(rsinfo, "master key", "error",
+					 superuser_arg(GetSessionUserId()) ? edata->message : "the master key does not load",
 					 tb_master_key_file && tb_master_key_file[0]
 						 ? "tenant_backup.master_key_file must hold the 64 hex digits 'tenant-backup keygen' writes."
 						 : "tenant_backup.master_key_command must print the master key's 64 hex digits.");
@@ -353,7 +362,7 @@ tb_check_master_key_load(ReturnSetInfo *rsinfo, master_key *out)
 	if (loaded)
 		tb_check_row(rsinfo, "master key", "ok",
 					 tb_master_key_file && tb_master_key_file[0]
-						 ? psprintf("the master key file %s loads, mode 0600", tb_master_key_file)
+						 ? psprintf("the master key file %s loads, mode 0600", tb_key_file_label())
 						 : "the master key command prints a key",
 					 NULL);
 	return loaded;

@@ -125,6 +125,9 @@ psql_q "ALTER SYSTEM RESET tenant_backup.master_key_file" "SELECT pg_reload_conf
 sleep 1
 is "$(checks | grep -vc '|ok|')" 0 "the right key again: every check ok"
 unlike "$(checks)" "$(tr -d '\n' <"$D/master.key")" "check() never shows the master key"
+unlike "$(checks)" "$D/master.key" "nor, to an operator, the key file's path (a superuser-only setting)"
+like "$(psql_q "SELECT detail FROM tenant_backup.check() WHERE name = 'master key'")" "$D/master.key" \
+	"which a superuser's check() names"
 
 # ------------------------------------------------------------ settings refused when set
 
