@@ -357,7 +357,8 @@ direct_read_properties(const char *path, direct_properties *props, tb_error *err
 	return 0;
 }
 
-/* Finds the archive's DATABASE entry in `pg_restore --list` output and writes a list of it alone. */
+/* Finds the archive's DATABASE entry in `pg_restore --create --list` output (only --create lists it) and writes a list
+ * of it alone. */
 static int
 direct_database_entry(const direct_scratch *s, tb_error *err)
 {
@@ -657,7 +658,7 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 	res = PQexecParams(admin, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", 1, NULL, &target->dbname, NULL,
 					   NULL, 0);
 	rc = PQresultStatus(res) != PGRES_TUPLES_OK ? tb_error_set(err, TB_ERR_IO, "cannot read pg_database")
-		 : PQntuples(res) > 0                   ? tb_error_set(err, TB_ERR_INVALID,
+		 : PQntuples(res) > 0                   ? tb_error_set(err, TB_ERR_EXISTS,
 															   "database '%s' already exists on the target server: restore-direct only "
 																				 "creates a new database (name another with dbname=, or drop that one)",
 															   target->dbname)
@@ -672,7 +673,8 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 	rc = repo_read_to_file(st, master, m->object, s.dir, "backup.dump", cli_read_checked(&options, m, &progress),
 						   &stats, err);
 	cli_progress_end(&progress);
-	if (rc == 0 && (rc = direct_run((const char *const[]){pg_restore, "--list", s.dump, NULL}, s.list, err)) == 0 &&
+	if (rc == 0 &&
+		(rc = direct_run((const char *const[]){pg_restore, "--create", "--list", s.dump, NULL}, s.list, err)) == 0 &&
 		(rc = direct_database_entry(&s, err)) == 0 &&
 		(rc = direct_run((const char *const[]){pg_restore, "--create", "--schema-only", "--use-list", s.list, "--file",
 											   s.database_sql, s.dump, NULL},
