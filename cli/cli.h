@@ -118,6 +118,10 @@ int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((fo
 /* bytes for people: "512 B", "1.5 KiB", "12.3 MiB", "4.0 GiB"; returns out. */
 const char *cli_human_bytes(uint64_t bytes, char *out, size_t size);
 
+/* Prints doc (taken over; NULL: out of memory) as one line of compact JSON; -1 (err set) if it cannot. */
+struct json_t;
+int cli_print_json(struct json_t *doc, tb_error *err);
+
 /* A file:// storage's directory must exist (a typo is not an empty storage); -1 (err set) if not. */
 int cli_storage_exists(const cli_context *ctx, tb_error *err);
 

@@ -1,7 +1,6 @@
 /* tenant-backup ls: backups from their manifests, newest first. */
 #include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -109,17 +108,7 @@ cmd_ls(int argc, char **argv)
 						  &(cli_listing_handlers){.backup = ls_print, .problem = ls_warn, .arg = &state}, &err);
 	storage_close(st);
 	if (rc == 0 && state.backups != NULL)
-	{
-		json_t *doc = json_pack("{s:O, s:O}", "backups", state.backups, "skipped", state.problems);
-		char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-
-		if (text == NULL)
-			rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory writing the listing as JSON");
-		else
-			printf("%s\n", text);
-		free(text);
-		json_decref(doc);
-	}
+		rc = cli_print_json(json_pack("{s:O, s:O}", "backups", state.backups, "skipped", state.problems), &err);
 	json_decref(state.backups);
 	json_decref(state.problems);
 	if (rc != 0)

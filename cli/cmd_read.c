@@ -4,7 +4,6 @@
  */
 #include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -346,18 +345,9 @@ cmd_verify(int argc, char **argv)
 			verify_one(&batch, argv[i], NULL);
 	read_session_close(&s);
 	if (rc == 0 && batch.results != NULL)
-	{
-		json_t *doc =
-			json_pack("{s:i, s:i, s:O}", "checked", batch.checked, "failed", batch.failed, "results", batch.results);
-		char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-
-		if (text == NULL)
-			rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory writing the results as JSON");
-		else
-			printf("%s\n", text);
-		free(text);
-		json_decref(doc);
-	}
+		rc = cli_print_json(
+			json_pack("{s:i, s:i, s:O}", "checked", batch.checked, "failed", batch.failed, "results", batch.results),
+			&err);
 	json_decref(batch.results);
 	if (rc != 0)
 		return cli_fail("verify", &err);

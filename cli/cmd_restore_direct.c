@@ -204,8 +204,34 @@ direct_run(const char *const *argv, const char *out, tb_error *err)
 }
 
 /*
- * The identifier at *p as pg_dump writes one (bare lower-case, or double-quoted with ""
- * for "), unquoted into out; advances *p. -1 if it is not one.
+ * The text quoted at *p (which is the quote character: ' or "), a doubled quote standing
+ * for one, unquoted into out; advances *p past the closing quote. -1 if unterminated or too long.
+ */
+static int
+direct_parse_quoted(const char **p, char *out, size_t size)
+{
+	const char quote = **p;
+	const char *c = *p + 1;
+	size_t used = 0;
+
+	for (; *c && !(c[0] == quote && c[1] != quote); c++)
+	{
+		if (c[0] == quote)
+			c++;
+		if (used + 1 >= size)
+			return -1;
+		out[used++] = *c;
+	}
+	if (*c != quote)
+		return -1;
+	out[used] = '\0';
+	*p = c + 1;
+	return 0;
+}
+
+/*
+ * The identifier at *p as pg_dump writes one (bare lower-case, or double-quoted),
+ * unquoted into out; advances *p. -1 if it is not one.
  */
 static int
 direct_parse_identifier(const char **p, char *out, size_t size)
@@ -214,53 +240,23 @@ direct_parse_identifier(const char **p, char *out, size_t size)
 	size_t used = 0;
 
 	if (*c == '"')
+		return direct_parse_quoted(p, out, size) == 0 && out[0] != '\0' ? 0 : -1;
+	while ((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '$')
 	{
-		for (c++; *c && !(c[0] == '"' && c[1] != '"'); c++)
-		{
-			if (c[0] == '"')
-				c++;
-			if (used + 1 >= size)
-				return -1;
-			out[used++] = *c;
-		}
-		if (*c != '"')
+		if (used + 1 >= size)
 			return -1;
-		c++;
+		out[used++] = *c++;
 	}
-	else
-		while ((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '$')
-		{
-			if (used + 1 >= size)
-				return -1;
-			out[used++] = *c++;
-		}
 	out[used] = '\0';
 	*p = c;
 	return used > 0 ? 0 : -1;
 }
 
-/* A 'literal' ('' for ') or a bare word at *p, into out; advances *p. */
+/* A 'literal' or a bare word at *p, into out; advances *p. */
 static int
 direct_parse_value(const char **p, char *out, size_t size)
 {
-	const char *c = *p;
-	size_t used = 0;
-
-	if (*c != '\'')
-		return direct_parse_identifier(p, out, size);
-	for (c++; *c && !(c[0] == '\'' && c[1] != '\''); c++)
-	{
-		if (c[0] == '\'')
-			c++;
-		if (used + 1 >= size)
-			return -1;
-		out[used++] = *c;
-	}
-	if (*c != '\'')
-		return -1;
-	out[used] = '\0';
-	*p = c + 1;
-	return 0;
+	return **p == '\'' ? direct_parse_quoted(p, out, size) : direct_parse_identifier(p, out, size);
 }
 
 /* The properties of the backed-up database that restore-direct applies. */

@@ -1,4 +1,5 @@
 /* Option handling, storage and key loading, error and progress reporting for every command. */
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,19 @@ cli_human_bytes(uint64_t bytes, char *out, size_t size)
 	else
 		snprintf(out, size, "%.1f %s", value, units[unit]);
 	return out;
+}
+
+int
+cli_print_json(json_t *doc, tb_error *err)
+{
+	char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+	json_decref(doc);
+	if (text == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory writing the output as JSON");
+	printf("%s\n", text);
+	free(text);
+	return 0;
 }
 
 int
