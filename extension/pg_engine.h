@@ -92,6 +92,8 @@ void tb_passfile_remove(void);
 char *tb_source_identity_claim(const tb_job *job, PGconn *conn, const char *dbname);
 /* NULL, or why a dedicated tenant's base backup is refused: conn's cluster holds another tenant's database. */
 char *tb_cluster_shared_refusal(const tb_job *job, PGconn *conn);
+/* Exports a snapshot of conn (left in its transaction) for pg_dump --snapshot; NULL, or why not. */
+char *tb_source_snapshot_export(const tb_job *job, PGconn *conn, char **snapshot);
 
 /* pg_tools.c */
 char *tb_shell_quote(const char *value);
