@@ -11,6 +11,7 @@
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
+#include "postmaster/postmaster.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 
@@ -104,9 +105,30 @@ tb_scratch_count(const char *path, const struct stat *sb, int type, struct FTW *
 }
 
 static int
-tb_scratch_remove(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+tb_scratch_remove_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
 	return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int
+tb_pg_drill_scratch_remove(const char *dir)
+{
+	return nftw(dir, tb_scratch_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Named by this cluster's port too: the launcher of another cluster on the host never takes it for its own. */
+char *
+tb_pg_drill_scratch_prefix(void)
+{
+	return psprintf("tenant_backup_drill_%d_", PostPortNumber);
+}
+
+char *
+tb_pg_drill_scratch_parent(void)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	return pstrdup(tmp && tmp[0] ? tmp : "/tmp");
 }
 
 /*
@@ -117,8 +139,8 @@ char *
 tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 {
 	stream_reader_options read_options = {.hash_stored = true};
-	const char *tmp = getenv("TMPDIR");
-	char *scratch = psprintf("%s/tenant_backup_drill_" INT64_FORMAT "_XXXXXX", tmp && tmp[0] ? tmp : "/tmp", job->id);
+	char *scratch =
+		psprintf("%s/%s" INT64_FORMAT "_XXXXXX", tb_pg_drill_scratch_parent(), tb_pg_drill_scratch_prefix(), job->id);
 	char *failure = NULL;
 	master_key master;
 	tb_error err = {0};
@@ -146,7 +168,7 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 		PG_CATCH();
 		{
 			tb_child_kill(&tar);
-			nftw(scratch, tb_scratch_remove, 16, FTW_DEPTH | FTW_PHYS);
+			tb_pg_drill_scratch_remove(scratch);
 			repo_reader_close(reader);
 			storage_close(st);
 			PG_RE_THROW();
@@ -164,7 +186,7 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 	if (reader != NULL)
 		repo_reader_close(reader);
 	storage_close(st);
-	if (nftw(scratch, tb_scratch_remove, 16, FTW_DEPTH | FTW_PHYS) != 0)
+	if (tb_pg_drill_scratch_remove(scratch) != 0)
 		ereport(WARNING, (errmsg("tenant_backup: could not remove drill scratch directory \"%s\": %m", scratch)));
 	return failure;
 }

@@ -175,5 +175,10 @@ char *tb_pg_swap(PGconn *conn, const tb_job *job, const char *live, const char *
 /* pg_drill.c */
 char *tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo);
 char *tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id);
+/* A base backup's drill unpacks into <parent>/<prefix><job>_XXXXXX (prefix: tenant_backup_drill_<port>_). */
+char *tb_pg_drill_scratch_parent(void);
+char *tb_pg_drill_scratch_prefix(void);
+/* Removes a drill's scratch directory and everything under it (no symbolic link followed); 0 or -1 (errno). */
+int tb_pg_drill_scratch_remove(const char *dir);
 
 #endif

@@ -2,15 +2,21 @@
  * Databases restores and drills leave on this cluster (tenant_backup.scratch_databases):
  * the launcher drops the ones an operator asked to remove (tenant_remove_scratch) and
  * previous copies older than tenant_backup.keep_old_copy, each DROP DATABASE in a
- * transaction of its own, as a top-level statement would run it.
+ * transaction of its own, as a top-level statement would run it; and it removes the
+ * scratch directories of base backup drills whose job is over (a crash left them).
  */
 #include "tenant_backup.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "storage/fd.h"
 #include "utils/memutils.h"
 
 #include "job.h"
+#include "pg_engine.h"
 
 #define TB_SCRATCH_DROPS_PER_ROUND 4
 
@@ -45,12 +51,60 @@ tb_scratch_drop(const char *name)
 	return failure;
 }
 
+/*
+ * <parent>/tenant_backup_drill_<port>_<job>_XXXXXX directories of this server's user whose
+ * job is not queued or running: removed, the removal logged and audited.
+ */
+static void
+tb_scratch_dirs_sweep(void)
+{
+	char *parent = tb_pg_drill_scratch_parent();
+	char *prefix = tb_pg_drill_scratch_prefix();
+	size_t prefix_len = strlen(prefix);
+	DIR *dir = AllocateDir(parent);
+	struct dirent *de;
+
+	while (dir != NULL && (de = ReadDirExtended(dir, parent, LOG)) != NULL)
+	{
+		char job[32], *path;
+		size_t digits;
+		struct stat st;
+		const char *args[2] = {job, NULL};
+
+		if (strncmp(de->d_name, prefix, prefix_len) != 0)
+			continue;
+		digits = strspn(de->d_name + prefix_len, "0123456789");
+		if (digits == 0 || digits > 18 || de->d_name[prefix_len + digits] != '_')
+			continue;
+		snprintf(job, sizeof(job), "%.*s", (int) digits, de->d_name + prefix_len);
+		path = psprintf("%s/%s", parent, de->d_name);
+		/* Only a directory of ours, never through a link: another user's name-alike stays. */
+		if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+			tb_sql("SELECT 1 FROM tenant_backup.jobs WHERE id = $1::bigint AND state IN ('queued', 'running')", 1,
+				   args) != NULL)
+			continue;
+		if (tb_pg_drill_scratch_remove(path) != 0)
+		{
+			ereport(WARNING, (errmsg("tenant_backup: could not remove drill scratch directory \"%s\": %m", path)));
+			continue;
+		}
+		args[1] = path;
+		tb_sql("SELECT tenant_backup._audit('scratch directory removed', (SELECT tenant FROM tenant_backup.jobs"
+			   " WHERE id = $1::bigint), jsonb_build_object('directory', $2::text, 'job_id', $1::bigint))",
+			   2, args);
+		ereport(LOG, (errmsg("tenant_backup: removed drill scratch directory \"%s\" of job %s", path, job)));
+	}
+	if (dir != NULL)
+		FreeDir(dir);
+}
+
 void
 tb_scratch_pass(void)
 {
 	char keep[32];
 	const char *due_args[1] = {keep};
 
+	tb_scratch_dirs_sweep();
 	snprintf(keep, sizeof(keep), "%d", tb_keep_old_copy_s);
 	for (int i = 0; i < TB_SCRATCH_DROPS_PER_ROUND; i++)
 	{

@@ -113,5 +113,9 @@ tb_pg_swap(PGconn *conn, const tb_job *job, const char *live, const char *fresh,
 	}
 	tb_pg_swap_journal(job, failure ? "rolled back" : "swapped", live, fresh, old);
 	RESUME_INTERRUPTS();
-	return failure;
+	if (failure != NULL)
+		return psprintf("could not swap the restored \"%s\" in as \"%s\" (nothing was renamed; \"%s\" is listed in "
+						"tenant_backup.scratch_databases): %s",
+						fresh, live, fresh, failure);
+	return NULL;
 }

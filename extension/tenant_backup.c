@@ -146,6 +146,10 @@ _PG_init(void)
 							"Counted from the agents' last heartbeat or the start of the wait, whichever is newer; 0: "
 							"forever.",
 							&tb_agent_wait_s, 600, 0, PG_INT32_MAX, PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.keep_old_copy",
+							"How long the database an in-place restore replaced is kept as <name>_tb_old_<job>.",
+							"The launcher drops it after that; 0: kept until dropped by hand.", &tb_keep_old_copy_s,
+							7 * 86400, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(

@@ -1907,20 +1907,105 @@ COMMENT ON FUNCTION tenant_backup._restore_swaps_recover() IS
 	'Finishes the journal rows of in-place restores whose worker died: the live database (of this cluster) accepts connections again; the row says swapped (live holds the restored data, the previous one is kept as old), rolled back (live holds its own data) or interrupted (the load did not finish; its fresh database is a leftover).';
 
 -- Every database a restore or drill made beside a tenant's own on this cluster, by the
--- names the engine gives them (<live>_tb_new_<job>, _tb_old_<job>, _tb_drill_<job>).
+-- exact names the engine gave them (the journal's, or <db>_tb_drill_<job> of a drill
+-- job of a database here); never a database that is itself a tenant's.
 CREATE VIEW tenant_backup.scratch_databases WITH (security_barrier) AS
-SELECT d.datname AS database, m[1] AS kind, m[2]::bigint AS job_id, j.tenant, j.kind AS job_kind,
-	   j.state AS job_state, s.step AS restore_step, pg_database_size(d.oid) AS bytes,
-	   coalesce(s.updated, j.finished, j.created) AS since, now() - coalesce(s.updated, j.finished, j.created) AS age,
-	   format('DROP DATABASE %I', d.datname) AS drop_command
-FROM pg_database d
-CROSS JOIN LATERAL regexp_match(d.datname, '_tb_(old|new|drill)_([0-9]{1,18})$') m
-LEFT JOIN tenant_backup.jobs j ON j.id = m[2]::bigint
-LEFT JOIN tenant_backup.restore_swaps s ON s.job_id = m[2]::bigint
-WHERE j.id IS NOT NULL OR s.job_id IS NOT NULL;
+SELECT d.datname AS database, x.kind, x.job_id, x.tenant, j.kind AS job_kind, j.state AS job_state, x.restore_step,
+	   pg_database_size(d.oid) AS bytes, x.since, now() - x.since AS age,
+	   format('SELECT tenant_backup.tenant_remove_scratch(%L)', d.datname) AS remove_command
+FROM (SELECT s.old AS name, 'old' AS kind, s.job_id, s.tenant, s.step AS restore_step, s.updated AS since
+	  FROM tenant_backup.restore_swaps s WHERE s.local AND s.old IS NOT NULL AND s.step = 'swapped'
+	  UNION ALL
+	  SELECT s.fresh, 'new', s.job_id, s.tenant, s.step, s.updated
+	  FROM tenant_backup.restore_swaps s WHERE s.local AND s.step <> 'swapped'
+	  UNION ALL
+	  SELECT dd.datname, 'drill', dj.id, dj.tenant, NULL, coalesce(dj.finished, dj.started, dj.created)
+	  FROM pg_database dd
+	  CROSS JOIN LATERAL regexp_match(dd.datname, '^(.+)_tb_drill_([0-9]{1,18})$') m
+	  JOIN tenant_backup.jobs dj ON dj.id = m[2]::bigint AND dj.kind = 'drill'
+	  JOIN tenant_backup.sources ds ON ds.id = dj.source_id AND ds.engine = 'postgres'
+	  WHERE ds.locator !~ '=' AND ds.locator !~ '^postgres(ql)?://' AND starts_with(ds.locator, m[1])
+	  AND (ds.locator = m[1] OR octet_length(m[1]) >= 37)) x
+JOIN pg_database d ON d.datname = x.name
+LEFT JOIN tenant_backup.jobs j ON j.id = x.job_id
+WHERE NOT EXISTS (SELECT 1 FROM tenant_backup.sources t WHERE t.engine = 'postgres' AND t.locator = d.datname);
 COMMENT ON VIEW tenant_backup.scratch_databases IS
-	'Databases restores and drills left on this cluster: previous copies kept by an in-place restore (old), loads a crash interrupted (new), drill scratch (drill); their tenant, job, size and age, and the statement that removes one (a superuser runs it).';
+	'Databases restores and drills left on this cluster: previous copies kept by an in-place restore (old, dropped by the launcher after tenant_backup.keep_old_copy), loads a crash interrupted or a failed swap left (new), drill scratch (drill); their tenant, job, size and age, and the call that removes one.';
 GRANT SELECT ON tenant_backup.scratch_databases TO tenant_backup_operator;
+
+-- Removals asked for by tenant_remove_scratch, done by the launcher (DROP DATABASE runs
+-- in no function); a failed one records why and is tried again an hour later.
+CREATE TABLE tenant_backup.scratch_removals (
+	database text PRIMARY KEY,
+	requested timestamptz NOT NULL DEFAULT now(),
+	requested_by text NOT NULL DEFAULT session_user,
+	failed_at timestamptz,
+	error text
+);
+COMMENT ON TABLE tenant_backup.scratch_removals IS
+	'Scratch databases to be dropped by the launcher (tenant_remove_scratch(), or kept copies past tenant_backup.keep_old_copy that failed to drop), with the last failure.';
+SELECT pg_catalog.pg_extension_config_dump('tenant_backup.scratch_removals', '');
+
+CREATE FUNCTION tenant_backup.tenant_remove_scratch(name text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v tenant_backup.scratch_databases;
+BEGIN
+	SELECT * INTO v FROM tenant_backup.scratch_databases s WHERE s.database = name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'database "%" is not a scratch database of a restore or drill', name
+			USING ERRCODE = 'undefined_object', HINT = 'tenant_backup.scratch_databases lists them.';
+	END IF;
+	IF v.job_state IN ('queued', 'running') THEN
+		RAISE EXCEPTION 'database "%" belongs to job %, which is %', name, v.job_id, v.job_state
+			USING ERRCODE = 'object_in_use', HINT = 'Wait for the job to end, or cancel it with tenant_backup.tenant_cancel().';
+	END IF;
+	INSERT INTO tenant_backup.scratch_removals (database) VALUES (name)
+	ON CONFLICT (database) DO UPDATE SET requested = now(), requested_by = session_user, failed_at = NULL, error = NULL;
+	PERFORM tenant_backup._audit('scratch removal requested', v.tenant,
+		jsonb_build_object('database', name, 'kind', v.kind, 'job_id', v.job_id, 'bytes', v.bytes));
+	PERFORM pg_notify('tenant_backup_jobs', '');
+	RETURN format('database "%s" (%s) is dropped by the launcher within tenant_backup.naptime', name,
+				  pg_size_pretty(v.bytes));
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_remove_scratch(text) IS
+	'Removes a scratch database listed in tenant_backup.scratch_databases (a kept old copy, an interrupted load, drill scratch): the launcher drops it at its next round. Refused while its job is queued or running; audited.';
+
+-- The next scratch database the launcher drops: one asked for, else a kept copy older
+-- than p_keep seconds (0: none); never one whose job is still queued or running.
+CREATE FUNCTION tenant_backup._scratch_due(p_keep int)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT v.database FROM tenant_backup.scratch_databases v
+	LEFT JOIN tenant_backup.scratch_removals r ON r.database = v.database
+	WHERE coalesce(v.job_state, '') NOT IN ('queued', 'running')
+	AND (r.failed_at IS NULL OR r.failed_at < now() - interval '1 hour')
+	AND (r.database IS NOT NULL OR (p_keep > 0 AND v.kind = 'old' AND v.age > make_interval(secs => p_keep)))
+	ORDER BY r.requested NULLS LAST, v.since LIMIT 1
+$$;
+
+-- What became of a drop: audited and forgotten, or its failure kept.
+CREATE FUNCTION tenant_backup._scratch_dropped(p_database text, p_error text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tenant text := (SELECT s.tenant FROM tenant_backup.restore_swaps s WHERE p_database IN (s.old, s.fresh) LIMIT 1);
+BEGIN
+	IF p_error IS NULL THEN
+		DELETE FROM tenant_backup.scratch_removals WHERE database = p_database;
+		PERFORM tenant_backup._audit('scratch database dropped', v_tenant, jsonb_build_object('database', p_database));
+	ELSE
+		INSERT INTO tenant_backup.scratch_removals (database, requested_by, failed_at, error)
+		VALUES (p_database, 'tenant_backup.keep_old_copy', now(), p_error)
+		ON CONFLICT (database) DO UPDATE SET failed_at = now(), error = p_error;
+	END IF;
+END
+$$;
 
 -- The newest complete backup of the database named by p_database (a source id or
 -- locator) when p_backup_id is not given; a target restore of a tenant with several
@@ -2084,10 +2169,11 @@ COMMENT ON FUNCTION tenant_backup.tenant_remove_database(text, text, text) IS
 
 REVOKE ALL ON FUNCTION tenant_backup._restore_swaps_recover(), tenant_backup._restore_backup(text, text, bigint, text, text),
 	tenant_backup.tenant_remove_database(text, text, text), tenant_backup.tenant_backups(text),
-	tenant_backup.tenant_restore_drill(text, text), tenant_backup.tenant_restore(text, text, bigint, text, boolean, text)
+	tenant_backup.tenant_restore_drill(text, text), tenant_backup.tenant_restore(text, text, bigint, text, boolean, text),
+	tenant_backup.tenant_remove_scratch(text), tenant_backup._scratch_due(int), tenant_backup._scratch_dropped(text, text)
 	FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenant_backup.tenant_remove_database(text, text, text) TO tenant_backup_operator;
-
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_remove_database(text, text, text), tenant_backup.tenant_remove_scratch(text)
+	TO tenant_backup_operator;
 -- ---------------------------------------------------------------- intents and janitor
 -- Storage is acted on only after the catalog committed what it means: a function that
 -- runs in the caller's transaction records an intent, the launcher acts on it after

@@ -127,4 +127,15 @@ wait_for 100 0.1 0 psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE '
 ok $? "the launcher drops an old copy once it is older than keep_old_copy"
 is "$(app_view acme)" "17s a ä b B Z " "the live database is untouched by it"
 
+# A drill's scratch directory a crash left behind goes once its job is over; another
+# user's directory of that name stays.
+scratch_of() { echo "${TMPDIR:-/tmp}/tenant_backup_drill_${PGPORT}_1_$1"; }
+mkdir "$(scratch_of crashed)" "$(scratch_of notours)" && touch "$(scratch_of crashed)/base.tar" &&
+	chown -R postgres "$(scratch_of crashed)"
+wait_for 100 0.1 gone bash -c "[ -e '$(scratch_of crashed)' ] && echo there || echo gone" >/dev/null
+ok $? "the launcher removes a drill scratch directory whose job is over"
+ok "$([ -d "$(scratch_of notours)" ]; echo $?)" "a directory of that name owned by another user stays"
+rmdir "$(scratch_of notours)"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.audit WHERE action = 'scratch directory removed'")" 1 "its removal is audited"
+
 done_testing

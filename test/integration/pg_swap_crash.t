@@ -92,13 +92,20 @@ poll "SELECT 1 FROM tenant_backup.restore_swaps s JOIN pg_database d ON d.datnam
 ok $? "in the swap: journaled as swapping, crash_db closed to connections"
 kill_worker
 recovered "in the swap" live own "rolled back"
+# The same swap, not killed: the renames fail together, and live opens again.
+out=$(psql_q "SELECT tenant_backup.tenant_restore('crash')" 2>&1)
+like "$out" 'could not swap the restored "crash_db_tb_new_[0-9]+" in as "crash_db" \(nothing was renamed' \
+	"a swap that cannot rename fails, saying nothing was renamed"
+is "$(in_db crash_db "SELECT v FROM marker" 2>&1)" live "after the failed swap crash_db accepts connections and holds its own data"
 in_db crash_db "ROLLBACK PREPARED 'hold'" >/dev/null
+psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE kind = 'new'" >/dev/null
 psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE job_id = $job" >/dev/null
 
 # 4. After the swap: the server is restarted at once (no shutdown checkpoint).
 start_restore
 poll "SELECT 1 FROM tenant_backup.restore_swaps WHERE job_id = $job AND step = 'swapped'" >/dev/null
-ok $? "after the swap: journaled as swapped"
+ok $? "after the swap: journaled as swapped" ||
+	diag "$(psql_q "SELECT state || ': ' || coalesce(error, '') FROM tenant_backup.jobs WHERE id = $job")"
 pg_as_postgres "$D/pg" "$PG_BIN/pg_ctl" -D "$D/pg/data" -l "$D/pg/server.log" -m immediate -w -t 60 restart >/dev/null
 ok $? "pg_ctl -m immediate restart"
 recovered "after the swap" backup restored swapped
