@@ -28,8 +28,10 @@ static const char restore_direct_usage[] =
 	"chosen by its manifest and authenticated whole (header, every chunk, trailer, the\n"
 	"manifest's SHA-256) into a private temporary file before anything is created; then\n"
 	"the database is created with the backup's encoding and locale (CREATE DATABASE as\n"
-	"pg_dump recorded it), loaded by pg_restore in one transaction, and given the\n"
-	"recorded owner when that role exists. On any failure the new database is dropped.\n"
+	"pg_dump recorded it), loaded by pg_restore in one transaction as a login with no\n"
+	"more than the tenant's rights (the tenant's functions run while it loads: never as\n"
+	"a superuser), and given the recorded owner when that role exists. On any failure\n"
+	"the new database is dropped.\n"
 	"A database of that name must not exist. Needs room in TMPDIR for the plaintext.\n"
 	"\n"
 	"  --tenant T            the tenant\n"
@@ -38,6 +40,10 @@ static const char restore_direct_usage[] =
 	"                        database to create; a password goes in ~/.pgpass or PGPASSWORD\n"
 	"  --backup-id N         that backup instead of the newest\n"
 	"  --maintenance-db DB   the database to connect to for CREATE DATABASE (default postgres)\n"
+	"  --load-as ROLE        load as ROLE (a login of the target server, e.g. the tenant's\n"
+	"                        owner role; not a superuser), which gets the new database;\n"
+	"                        needed when CONNINFO's user is a superuser. ROLE signs in as\n"
+	"                        libpq does (~/.pgpass, PGPASSWORD), never with CONNINFO's password\n"
 	"  --no-owner            load without owners and grants (roles the tenant's objects name\n"
 	"                        need not exist: everything belongs to the connecting user)\n"
 	"  --pg-restore PATH     the pg_restore to run (default pg_restore in PATH; it must be of\n"
@@ -53,6 +59,7 @@ typedef struct direct_args
 	const char *backup_id;
 	const char *maintenance_db;
 	const char *pg_restore;
+	const char *load_as;
 	bool no_owner;
 } direct_args;
 
@@ -83,6 +90,9 @@ direct_option(int opt, const char *arg, void *state)
 			break;
 		case 'o':
 			args->no_owner = true;
+			break;
+		case 'l':
+			args->load_as = arg;
 			break;
 		default:
 			return cli_usage_error("restore-direct", "invalid option");
@@ -449,15 +459,31 @@ direct_connect(const direct_target *t, const char *dbname, tb_error *err)
 	return conn;
 }
 
+/* Appends " keyword='value'" (quoted as conninfo quotes) at w of the string out; returns its new end. */
+static char *
+direct_conninfo_append(char *w, const char *out, const char *keyword, const char *value)
+{
+	w += sprintf(w, "%s%s='", w == out ? "" : " ", keyword);
+	for (const char *c = value; *c; c++)
+	{
+		if (*c == '\'' || *c == '\\')
+			*w++ = '\\';
+		*w++ = *c;
+	}
+	*w++ = '\'';
+	*w = '\0';
+	return w;
+}
+
 /*
  * --into's options but the password, with dbname, as a conninfo string for pg_restore's
  * --dbname (each value quoted, so none can add an option); the password goes to it in a
  * passfile of our private directory, never in argv.
  */
 static char *
-direct_conninfo_for_tool(const direct_target *t, const direct_scratch *s, tb_error *err)
+direct_conninfo_for_tool(const direct_target *t, const char *load_as, const direct_scratch *s, tb_error *err)
 {
-	size_t size = 64;
+	size_t size = 64 + (load_as ? 2 * strlen(load_as) : 0);
 	char *out, *w;
 
 	for (PQconninfoOption *o = t->options; o->keyword; o++)
@@ -470,25 +496,16 @@ direct_conninfo_for_tool(const direct_target *t, const direct_scratch *s, tb_err
 	}
 	for (PQconninfoOption *o = t->options; o->keyword; o++)
 	{
-		if (o->val == NULL || strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "passfile") == 0)
+		if (o->val == NULL || strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "passfile") == 0 ||
+			(load_as && strcmp(o->keyword, "user") == 0))
 			continue;
-		w += sprintf(w, "%s%s='", w == out ? "" : " ", o->keyword);
-		for (const char *c = o->val; *c; c++)
-		{
-			if (*c == '\'' || *c == '\\')
-				*w++ = '\\';
-			*w++ = *c;
-		}
-		*w++ = '\'';
+		w = direct_conninfo_append(w, out, o->keyword, o->val);
 	}
-	w += sprintf(w, "%spassfile='", w == out ? "" : " ");
-	for (const char *c = s->passfile; *c; c++)
-	{
-		if (*c == '\'' || *c == '\\')
-			*w++ = '\\';
-		*w++ = *c;
-	}
-	strcpy(w, "'");
+	if (load_as != NULL)
+		w = direct_conninfo_append(w, out, "user", load_as);
+	/* CONNINFO's password is its user's: the load role signs in on its own. */
+	else if (t->password != NULL)
+		w = direct_conninfo_append(w, out, "passfile", s->passfile);
 	return out;
 }
 
@@ -594,6 +611,66 @@ direct_drop_database(PGconn *admin, const char *dbname)
 				err.msg);
 }
 
+/* ALTER DATABASE dbname OWNER TO role, both escaped. */
+static int
+direct_alter_owner(PGconn *admin, const char *dbname, const char *role, tb_error *err)
+{
+	char sql[512];
+	char *db = PQescapeIdentifier(admin, dbname, strlen(dbname)),
+		 *owner = PQescapeIdentifier(admin, role, strlen(role));
+	int rc = db && owner ? 0 : tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+
+	if (rc == 0)
+	{
+		snprintf(sql, sizeof(sql), "ALTER DATABASE %s OWNER TO %s", db, owner);
+		rc = direct_exec(admin, sql, "ALTER DATABASE ... OWNER TO", err);
+	}
+	PQfreemem(db);
+	PQfreemem(owner);
+	return rc;
+}
+
+/*
+ * The session that loads runs the tenant's code (CHECK constraints, defaults, domain
+ * checks call its functions as rows arrive), so its login must have no more than the
+ * tenant's rights: refuses a load role (load_as, else the connecting user) that is a
+ * superuser or may touch the server's files or programs.
+ */
+static int
+direct_check_loader(PGconn *admin, const char *load_as, tb_error *err)
+{
+	const char *params[1] = {load_as};
+	PGresult *res = PQexecParams(
+		admin,
+		"SELECT r.rolname, r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'MEMBER')"
+		"       OR pg_catalog.pg_has_role(r.oid, 'pg_write_server_files', 'MEMBER')"
+		"       OR pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'MEMBER'), r.rolcanlogin"
+		"  FROM pg_catalog.pg_roles r WHERE r.rolname = coalesce($1, current_user)",
+		1, NULL, params, NULL, NULL, 0);
+	char role[CLI_ESCAPED_MAX];
+	int rc = 0;
+
+	cli_escape(load_as ? load_as : "", role, sizeof(role));
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = tb_error_set(err, TB_ERR_IO, "cannot read pg_roles on the target server");
+	else if (PQntuples(res) == 0)
+		rc = tb_error_set(err, TB_ERR_INVALID,
+						  "--load-as role '%s' does not exist on the target server: create it (LOGIN, with only the "
+						  "tenant's rights) first",
+						  role);
+	else if (strcmp(PQgetvalue(res, 0, 1), "t") == 0)
+		rc =
+			tb_error_set(err, TB_ERR_INVALID,
+						 "the backup would be loaded as '%s', a superuser (or a role that may reach the server's files "
+						 "or programs): the tenant's functions run while it loads. Pass --load-as ROLE, a login with "
+						 "only the tenant's rights (such as its owner role)",
+						 cli_escape(PQgetvalue(res, 0, 0), role, sizeof(role)));
+	else if (load_as != NULL && strcmp(PQgetvalue(res, 0, 2), "t") != 0)
+		rc = tb_error_set(err, TB_ERR_INVALID, "--load-as role '%s' cannot log in: ALTER ROLE it LOGIN first", role);
+	PQclear(res);
+	return rc;
+}
+
 /* The recorded owner, when that role exists on the target server; a warning says what to do if not. */
 static void
 direct_set_owner(PGconn *admin, const char *dbname, const char *owner)
@@ -606,19 +683,10 @@ direct_set_owner(PGconn *admin, const char *dbname, const char *owner)
 	cli_escape(owner, escaped, sizeof(escaped));
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 	{
-		char sql[512];
-		char *db = PQescapeIdentifier(admin, dbname, strlen(dbname)),
-			 *role = PQescapeIdentifier(admin, owner, strlen(owner));
 		tb_error err = {0};
 
-		if (db != NULL && role != NULL)
-		{
-			snprintf(sql, sizeof(sql), "ALTER DATABASE %s OWNER TO %s", db, role);
-			if (direct_exec(admin, sql, "ALTER DATABASE ... OWNER TO", &err) != 0)
-				fprintf(stderr, "tenant-backup restore-direct: warning: %s\n", err.msg);
-		}
-		PQfreemem(db);
-		PQfreemem(role);
+		if (direct_alter_owner(admin, dbname, owner, &err) != 0)
+			fprintf(stderr, "tenant-backup restore-direct: warning: %s\n", err.msg);
 	}
 	else
 		fprintf(stderr,
@@ -651,6 +719,11 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 
 	if ((admin = direct_connect(target, args->maintenance_db ? args->maintenance_db : "postgres", err)) == NULL)
 		return -1;
+	if (direct_check_loader(admin, args->load_as, err) != 0)
+	{
+		PQfinish(admin);
+		return -1;
+	}
 	res = PQexecParams(admin, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", 1, NULL, &target->dbname, NULL,
 					   NULL, 0);
 	rc = PQresultStatus(res) != PGRES_TUPLES_OK ? tb_error_set(err, TB_ERR_IO, "cannot read pg_database")
@@ -677,23 +750,26 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 						 NULL, err)) == 0)
 		rc = direct_read_properties(s.database_sql, &props, err);
 	if (rc == 0 && (rc = direct_passfile_write(target, &s, err)) == 0 &&
-		(conninfo = direct_conninfo_for_tool(target, &s, err)) == NULL)
+		(conninfo = direct_conninfo_for_tool(target, args->load_as, &s, err)) == NULL)
 		rc = -1;
 	if (rc == 0 && (rc = direct_create_database(admin, target->dbname, &props, err)) == 0)
 	{
 		char *dbname_option = NULL;
 
 		created = true;
-		if (asprintf(&dbname_option, "--dbname=%s", conninfo) < 0)
+		/* The load role owns the new database (and so its public schema) while it loads. */
+		if (args->load_as != NULL)
+			rc = direct_alter_owner(admin, target->dbname, args->load_as, err);
+		if (rc == 0 && asprintf(&dbname_option, "--dbname=%s", conninfo) < 0)
+		{
+			dbname_option = NULL;
 			rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory");
-		else if (args->no_owner)
-			rc =
-				direct_run((const char *const[]){pg_restore, "--exit-on-error", "--single-transaction", "--no-password",
-												 "--no-owner", "--no-privileges", dbname_option, s.dump, NULL},
-						   NULL, err);
-		else
+		}
+		/* Without --no-owner the NULL in its place ends the argv: owners and grants are restored. */
+		if (rc == 0)
 			rc = direct_run((const char *const[]){pg_restore, "--exit-on-error", "--single-transaction",
-												  "--no-password", dbname_option, s.dump, NULL},
+												  "--no-password", dbname_option, s.dump,
+												  args->no_owner ? "--no-owner" : NULL, "--no-privileges", NULL},
 							NULL, err);
 		free(dbname_option);
 		if (rc != 0)
@@ -719,6 +795,7 @@ cmd_restore_direct(int argc, char **argv)
 											{"maintenance-db", required_argument, NULL, 'm'},
 											{"pg-restore", required_argument, NULL, 'p'},
 											{"no-owner", no_argument, NULL, 'o'},
+											{"load-as", required_argument, NULL, 'l'},
 											CLI_COMMON_OPTIONS,
 											{NULL, 0, NULL, 0}};
 	direct_args args = {0};

@@ -2,9 +2,12 @@
 # restore-direct with the control plane gone: a cluster with the extension backs up a
 # tenant's database (its own owner role, collation C, two backups), is stopped, and a
 # fresh plain cluster gets the tenant back from storage and the master key alone: the
-# newest backup (or --backup-id), the recorded owner and locale, every row. A tampered
-# backup, an existing database, a missing owner role and an engine not restored directly
-# yet are refused, and no failure leaves a database behind.
+# newest backup (or --backup-id), the recorded owner and locale, every row. The tenant's
+# content is hostile: a CHECK constraint whose function makes its role a superuser when
+# run by one. Loading as a superuser is refused; the load runs as --load-as ROLE (or a
+# plain login), and the role stays what it was. A tampered backup, an existing database,
+# a missing owner role and an engine not restored directly yet are refused, and no
+# failure leaves a database behind.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
@@ -23,7 +26,15 @@ psql_q "CREATE EXTENSION tenant_backup" "CREATE ROLE acme_owner" \
 	"CREATE DATABASE acme_db OWNER acme_owner TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'" >/dev/null ||
 	pg_bail "$D/control/server.log" "could not set up the control plane"
 PGDATABASE=acme_db psql_q "SET ROLE acme_owner" \
-	"CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 5000) g" >/dev/null
+	"CREATE FUNCTION acme_check(int) RETURNS boolean LANGUAGE plpgsql AS \$\$
+	 BEGIN
+	   IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+	     EXECUTE 'ALTER ROLE acme_owner SUPERUSER';
+	   END IF;
+	   RETURN true;
+	 END \$\$" \
+	"CREATE TABLE orders (id int CHECK (public.acme_check(id)), note text)" \
+	"INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 5000) g" >/dev/null
 psql_q "SELECT tenant_backup.tenant_create('acme')" "SELECT tenant_backup.tenant_add_database('acme', 'postgres', 'acme_db')" \
 	"SELECT tenant_backup.tenant_backup('acme', wait => true)" >/dev/null || pg_bail "$D/control/server.log" "first backup failed"
 PGDATABASE=acme_db psql_q "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(5001, 7000) g" >/dev/null
@@ -38,13 +49,27 @@ ok $? "the control plane is stopped"
 pg_start "$D/fresh" "$(free_port)" "shared_preload_libraries = ''"
 export TENANT_BACKUP_STORAGE="file://$D/store" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 is "$(psql_q "SELECT count(*) FROM pg_extension WHERE extname = 'tenant_backup'")" 0 "the new cluster has no control plane"
-psql_q "CREATE ROLE acme_owner" >/dev/null
-into() { echo "dbname=$1 host=$PGHOST port=$PGPORT user=postgres"; }
+psql_q "CREATE ROLE acme_owner LOGIN" "CREATE ROLE restorer LOGIN CREATEDB" >/dev/null
+into() { echo "dbname=$1 host=$PGHOST port=$PGPORT user=${2:-postgres}"; }
+superuser() { psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'acme_owner'"; }
+
 direct() { "$TB" restore-direct --tenant acme --engine postgres --pg-restore "$PG_BIN/pg_restore" "$@"; }
 databases() { psql_q "SELECT count(*) FROM pg_database WHERE datname LIKE 'acme%'"; }
 
-out=$(direct --into "$(into acme_db)" 2>"$D/err")
-is "$?" 0 "restore-direct exits 0"
+out=$(direct --into "$(into acme_db)" 2>&1)
+is "$?" 2 "loading as a superuser is refused"
+like "$out" "would be loaded as 'postgres', a superuser .*--load-as ROLE" "saying why and what to pass instead"
+is "$(databases)|$(superuser)" "0|f" "nothing was created, and the tenant's role is no superuser"
+out=$(direct --into "$(into acme_db)" --load-as nosuch 2>&1)
+like "$out" "role 'nosuch' does not exist on the target server" "--load-as a role that does not exist is refused"
+psql_q "GRANT pg_execute_server_program TO restorer" >/dev/null
+out=$(direct --into "$(into acme_db restorer)" 2>&1)
+is "$?" 2 "a login that may run server programs is refused too"
+psql_q "REVOKE pg_execute_server_program FROM restorer" >/dev/null
+
+out=$(direct --into "$(into acme_db)" --load-as acme_owner 2>"$D/err")
+is "$?" 0 "restore-direct --load-as the tenant's owner exits 0"
+is "$(superuser)" f "the tenant's CHECK function ran as the tenant's role: it is still no superuser"
 like "$out" "restored acme/postgres/.*\.tbk into database 'acme_db'" "it names the backup and the database"
 is "$(PGDATABASE=acme_db psql_q "SELECT count(*), sum(id), md5(string_agg(note, ',' ORDER BY id)) FROM orders")" \
 	"$newest_rows" "every row of the newest backup is back"
@@ -53,14 +78,14 @@ is "$(psql_q "SELECT pg_get_userbyid(datdba), datcollate, datctype, pg_encoding_
 is "$(PGDATABASE=acme_db psql_q "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'")" acme_owner \
 	"its tables keep their owner"
 
-out=$(direct --into "$(into acme_old)" --backup-id "$first_id" 2>&1)
+out=$(direct --into "$(into acme_old)" --load-as acme_owner --backup-id "$first_id" 2>&1)
 is "$?" 0 "restore-direct --backup-id exits 0"
 is "$(PGDATABASE=acme_old psql_q "SELECT count(*) FROM orders")" 5000 "it restored the older backup asked for"
 
 # ------------------------------------------------------------ refusals leave nothing behind
 
-PGDATABASE=acme_db psql_q "INSERT INTO orders VALUES (-1, 'live')" >/dev/null
-out=$(direct --into "$(into acme_db)" 2>&1)
+PGDATABASE=acme_db psql_q "SET ROLE acme_owner" "INSERT INTO orders VALUES (-1, 'live')" >/dev/null
+out=$(direct --into "$(into acme_db)" --load-as acme_owner 2>&1)
 is "$?" 1 "a database that exists is refused"
 like "$out" "database 'acme_db' already exists on the target server" "with a message that says so"
 is "$(PGDATABASE=acme_db psql_q "SELECT count(*) FROM orders WHERE id = -1")" 1 "the existing database is untouched"
@@ -68,7 +93,7 @@ is "$(PGDATABASE=acme_db psql_q "SELECT count(*) FROM orders WHERE id = -1")" 1 
 newest=$("$TB" ls acme --json | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["backups"][0]["object"])')
 size=$(stat -c %s "$D/store/$newest")
 flip_byte "$D/store/$newest" $((size / 2))
-out=$(direct --into "$(into acme_tampered)" 2>&1)
+out=$(direct --into "$(into acme_tampered)" --load-as acme_owner 2>&1)
 is "$?" 1 "a tampered backup is refused"
 like "$out" "authenticat|sha-?256|SHA-256|does not match" "because it does not authenticate"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'acme_tampered'")" 0 "and no database was created"
@@ -76,20 +101,20 @@ flip_byte "$D/store/$newest" $((size / 2))
 
 psql_q "DROP DATABASE acme_old" "DROP OWNED BY acme_owner" "ALTER DATABASE acme_db OWNER TO postgres" \
 	"DROP DATABASE acme_db" "DROP ROLE acme_owner" >/dev/null
-out=$(direct --into "$(into acme_noowner)" 2>&1)
+out=$(direct --into "$(into acme_noowner restorer)" 2>&1)
 is "$?" 1 "without the tenant's owner role, the restore fails"
 like "$out" 'role "acme_owner" does not exist' "pg_restore's reason is shown"
 like "$out" "loading database 'acme_noowner' \(dropped again\)" "and the half-made database is dropped"
 is "$(databases)" 0 "no database is left behind"
-out=$(direct --into "$(into acme_mine)" --no-owner 2>&1)
+out=$(direct --into "$(into acme_mine restorer)" --no-owner 2>&1)
 is "$?" 0 "--no-owner restores without the role"
 is "$(PGDATABASE=acme_mine psql_q "SELECT count(*) FROM orders")" 7000 "with every row"
-is "$(PGDATABASE=acme_mine psql_q "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'")" postgres \
+is "$(PGDATABASE=acme_mine psql_q "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'")" restorer \
 	"owned by the connecting user"
 
 # A name is a value: quotes in it make no SQL, and the database has exactly that name.
 hostile="acme\"; DROP DATABASE acme_mine; --"
-out=$(direct --into "dbname='${hostile}' host=$PGHOST port=$PGPORT user=postgres" --no-owner 2>&1)
+out=$(direct --into "dbname='${hostile}' host=$PGHOST port=$PGPORT user=restorer" --no-owner 2>&1)
 is "$?" 0 "a database name with quotes is restored into"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname IN ('acme_mine', \$\$$hostile\$\$)")" 2 \
 	"a database of exactly that name, and the other one is still there"
