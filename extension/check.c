@@ -39,23 +39,21 @@ bool
 tb_check_storage_url(char **newval, void **extra, GucSource source)
 {
 	tb_error err = {0};
-	storage *st;
 
 	(void) extra;
 	(void) source;
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
-	/* Opening parses the URL and its options; it touches neither the file system nor the network. */
-	st = storage_open(*newval, &err);
-	if (st == NULL)
+	/* Its form and options only: credentials are resolved (a process, the network) when storage is opened. */
+	if (storage_check_url(*newval, &err) != 0)
 	{
 		GUC_check_errdetail("%s.", err.msg);
 		GUC_check_errhint("Use file:///absolute/directory, or s3://bucket/prefix with the options endpoint, region, "
-						  "part_size, retries and stall_timeout (credentials come from the server's AWS_* "
-						  "environment).");
+						  "part_size, retries, stall_timeout, style, sse, kms_key_id, storage_class and "
+						  "max_bandwidth (credentials come from the server's AWS_* environment, shared files, web "
+						  "identity or the instance metadata service).");
 		return false;
 	}
-	storage_close(st);
 	return true;
 }
 

@@ -17,6 +17,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "check.h"
 #include "job.h"
 
 #define TB_MAX_HANDLES 64
@@ -229,6 +230,7 @@ tenant_backup_launcher_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			tb_settings_warn();
 		}
 		/* The catalog this build speaks: after an install, nothing runs until ALTER EXTENSION UPDATE. */
 		if (tb_sql("SELECT 1 FROM pg_extension WHERE extname = 'tenant_backup' AND extversion = '0.2.0'", 0, NULL) !=

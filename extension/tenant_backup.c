@@ -146,10 +146,6 @@ _PG_init(void)
 							"Counted from the agents' last heartbeat or the start of the wait, whichever is newer; 0: "
 							"forever.",
 							&tb_agent_wait_s, 600, 0, PG_INT32_MAX, PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("tenant_backup.keep_old_copy",
-							"How long the database an in-place restore replaced is kept as <name>_tb_old_<job>.",
-							"The launcher drops it after that; 0: kept until dropped by hand.", &tb_keep_old_copy_s,
-							7 * 86400, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.lease_timeout", "Seconds without a sign of life before a job is retried.",
 							NULL, &tb_lease_seconds, 60, 5, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable(
@@ -159,6 +155,10 @@ _PG_init(void)
 	DefineCustomIntVariable("tenant_backup.job_timeout", "How long a backup or restore job may run before it fails.",
 							"0: no limit.", &tb_job_timeout_s, 6 * 3600, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL,
 							NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.keep_old_copy",
+							"How long the database an in-place restore replaced is kept as <name>_tb_old_<job>.",
+							"The launcher drops it after that; 0: kept until dropped by hand.", &tb_keep_old_copy_s,
+							7 * 86400, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.connect_timeout",
 							"How long a job waits for a tenant's server to accept its connection.",
 							"A locator's own connect_timeout wins.", &tb_connect_timeout_s, 30, 1, 3600, PGC_SIGHUP,
@@ -261,7 +261,9 @@ tb_raise(const tb_error *err, const char *context)
 {
 	ereport(ERROR, (errcode(tb_sqlstate(err->code)), errmsg("%s: %s", context, err->msg),
 					err->code == TB_ERR_KEY ? errhint("Check tenant_backup.master_key_file.") : 0,
-					err->code == TB_ERR_STORAGE_AUTH ? errhint("Check the server's AWS_* credentials.") : 0));
+					err->code == TB_ERR_STORAGE_AUTH ? errhint("Check the server's S3 credentials (AWS_* environment, "
+															   "shared files, web identity or instance metadata).")
+													 : 0));
 }
 
 /* Runs tenant_backup.master_key_command and reads the key it prints. */

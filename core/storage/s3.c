@@ -492,6 +492,20 @@ storage_s3_settings(storage_s3 *st, tb_error *err)
 	return rc != 0 ? rc : storage_s3_set_style(st, explicit_endpoint, err);
 }
 
+static int
+storage_s3_check_url(const char *url, tb_error *err)
+{
+	storage_s3 *st = calloc(1, sizeof(*st));
+	int rc;
+
+	if (st == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory checking an S3 storage URL");
+	st->base.driver = &storage_s3_driver;
+	rc = storage_s3_parse_url(st, url, err) != 0 || storage_s3_settings(st, err) != 0 ? -1 : 0;
+	storage_s3_close(&st->base);
+	return rc;
+}
+
 static storage *
 storage_s3_open(const char *url, tb_error *err)
 {
@@ -729,6 +743,7 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 const storage_driver storage_s3_driver = {
 	.scheme = "s3",
 	.open = storage_s3_open,
+	.check_url = storage_s3_check_url,
 	.close = storage_s3_close,
 	.write_open = storage_s3_write_open,
 	.write_append = storage_s3_write_append,

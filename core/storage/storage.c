@@ -9,8 +9,9 @@
 
 static const storage_driver *const storage_drivers[] = {&storage_file_driver, &storage_s3_driver};
 
-storage *
-storage_open(const char *url, tb_error *err)
+/* The driver of url's scheme; NULL with err set when it has none or no driver serves it. */
+static const storage_driver *
+storage_driver_of(const char *url, tb_error *err)
 {
 	const char *colon;
 	size_t scheme_len;
@@ -32,11 +33,35 @@ storage_open(const char *url, tb_error *err)
 		const storage_driver *driver = storage_drivers[i];
 
 		if (strlen(driver->scheme) == scheme_len && strncmp(driver->scheme, url, scheme_len) == 0)
-			return driver->open(url, err);
+			return driver;
 	}
 	tb_error_set(err, TB_ERR_INVALID, "unsupported storage scheme in '%.*s://…': use file:// or s3://",
 				 (int) scheme_len, url);
 	return NULL;
+}
+
+storage *
+storage_open(const char *url, tb_error *err)
+{
+	const storage_driver *driver = storage_driver_of(url, err);
+
+	return driver ? driver->open(url, err) : NULL;
+}
+
+int
+storage_check_url(const char *url, tb_error *err)
+{
+	const storage_driver *driver = storage_driver_of(url, err);
+	storage *st;
+
+	if (driver == NULL)
+		return -1;
+	if (driver->check_url != NULL)
+		return driver->check_url(url, err);
+	if ((st = driver->open(url, err)) == NULL)
+		return -1;
+	storage_close(st);
+	return 0;
 }
 
 void

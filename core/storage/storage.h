@@ -36,6 +36,13 @@ typedef int (*storage_list_cb)(const char *key, const storage_info *info, void *
 
 /* Opens storage for a URL; NULL with err set on a bad URL or missing credentials. */
 storage *storage_open(const char *url, tb_error *err);
+
+/*
+ * Checks a storage URL's form and options as storage_open would, without resolving
+ * credentials or touching a file or the network (for settings' check hooks). 0, or -1
+ * with err set.
+ */
+int storage_check_url(const char *url, tb_error *err);
 void storage_close(storage *st);
 
 /* The URL with nothing secret in it, for messages. */
@@ -86,6 +93,7 @@ typedef struct storage_driver
 {
 	const char *scheme; /* "file", "s3" */
 	storage *(*open)(const char *url, tb_error *err);
+	int (*check_url)(const char *url, tb_error *err); /* NULL: open and close are cheap enough */
 	void (*close)(storage *st);
 	storage_write *(*write_open)(storage *st, const char *key, tb_error *err);
 	int (*write_append)(storage_write *w, const void *buf, size_t len, tb_error *err);

@@ -142,4 +142,11 @@ like "$(psql_q "ALTER SYSTEM SET tenant_backup.master_key_file = 'master.key'" 2
 psql_q "ALTER SYSTEM SET tenant_backup.storage = 'file://$D/store2'" "ALTER SYSTEM RESET tenant_backup.storage" >/dev/null
 ok $? "a good storage URL is taken"
 
+# What needs the file system is said at reload: the launcher warns in the server log.
+chmod 0644 "$D/master.key"
+psql_q "SELECT pg_reload_conf()" >/dev/null
+warned=$(wait_for 50 0.2 1 sh -c "grep -c 'WARNING:  tenant_backup.master_key_file .* can be read by other users' '$D/pg/server.log'")
+is "$warned" 1 "a reload with a 0644 master key file logs a WARNING from the launcher"
+chmod 0600 "$D/master.key"
+
 done_testing
