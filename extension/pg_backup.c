@@ -181,6 +181,7 @@ tb_pg_backup(tb_job *job)
 	const char *tool = base ? "pg_basebackup" : "pg_dump";
 	tb_child dump;
 	PGconn *volatile work;
+	char *snapshot = NULL;
 	tar_count files;
 	tb_archive archive;
 	char *contents = NULL;
@@ -207,7 +208,8 @@ tb_pg_backup(tb_job *job)
 	/*
 	 * Our own connection, before anything is stored: it pins the server's address for
 	 * the tool, checks the password was asked for, claims the database's identity, and
-	 * stays open while the tool works (what we checked is what the tool reaches).
+	 * stays open while the tool works, its exported snapshot binding pg_dump to this
+	 * very server (what we checked is what the tool reaches).
 	 */
 	tb_passfile_create(job);
 	work = tb_tenant_connect(job, tb_source_conninfo(job, NULL), &failure);
@@ -217,6 +219,8 @@ tb_pg_backup(tb_job *job)
 		failure = tb_source_identity_claim(job, work, tb_source_dbname(job));
 	if (failure == NULL && base)
 		failure = tb_cluster_shared_refusal(job, work);
+	else if (failure == NULL)
+		failure = tb_source_snapshot_export(job, work, &snapshot);
 	if (failure != NULL)
 	{
 		PQfinish(work);
@@ -252,15 +256,15 @@ tb_pg_backup(tb_job *job)
 	{
 		/* Uncompressed, so that the rows are counted from the stream as it passes (core compresses). */
 		messages = tb_tool_messages_file(job, "pg_dump");
-		command =
-			psprintf("%s 2>%s",
-					 tb_tool_command("pg_dump",
-									 tb_lock_timeout_ms > 0 ? psprintf("--format=custom --compress=0 --no-password "
-																	   "--lock-wait-timeout=%d",
-																	   tb_lock_timeout_ms)
-															: "--format=custom --compress=0 --no-password",
-									 conninfo),
-					 tb_shell_quote(messages));
+		/* Our snapshot exists only on the server we checked: pg_dump fails anywhere else. */
+		command = psprintf(
+			"%s 2>%s",
+			tb_tool_command(
+				"pg_dump",
+				psprintf("--format=custom --compress=0 --no-password --snapshot=%s%s", tb_shell_quote(snapshot),
+						 tb_lock_timeout_ms > 0 ? psprintf(" --lock-wait-timeout=%d", tb_lock_timeout_ms) : ""),
+				conninfo),
+			tb_shell_quote(messages));
 	}
 	if (failure == NULL && !tb_child_start(&dump, command, true))
 		failure = psprintf("could not run %s: %m", tool);

@@ -207,6 +207,27 @@ tb_source_identity_claim(const tb_job *job, PGconn *conn, const char *dbname)
 }
 
 /*
+ * Opens a repeatable-read transaction on conn, the job's checked connection, and
+ * exports its snapshot into *snapshot for pg_dump --snapshot: a snapshot id is valid
+ * only on the server that exported it, while conn keeps its transaction open, so a
+ * pg_dump connection that something routed to another server fails instead of
+ * dumping it. NULL, or why not.
+ */
+char *
+tb_source_snapshot_export(const tb_job *job, PGconn *conn, char **snapshot)
+{
+	char *id = tb_admin_value(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+									" SELECT pg_catalog.pg_export_snapshot()");
+
+	/* The server's answer is untrusted: an id is hex digits and dashes. */
+	if (id == NULL || id[0] == '\0' || strlen(id) > 64 || strspn(id, "0123456789ABCDEF-") != strlen(id))
+		return psprintf("could not export a snapshot on the database of tenant \"%s\": %s", job->tenant,
+						id == NULL ? pchomp(PQerrorMessage(conn)) : "the server answered no snapshot id");
+	*snapshot = id;
+	return NULL;
+}
+
+/*
  * A dedicated tenant's base backup copies its whole cluster: NULL when conn's cluster
  * holds no other tenant's database, otherwise why it is refused. Judged on the
  * cluster's system identifier against every other tenant's recorded identity, and

@@ -20,6 +20,8 @@
 
 #define TB_TOOL_SEE_LOG " (its messages are in the server log)"
 #define TB_TOOL_ERROR_MAX 512
+/* How often a connection that waits for its server renews the job's lease. */
+#define TB_CONNECT_WAIT_MS 1000
 
 /* 'value' quoted for /bin/sh. */
 char *
@@ -212,10 +214,12 @@ tb_connect_target(PGconn *conn)
 /*
  * Drives PQconnectPoll from the latch until conn (started with conninfo) is up, fails
  * or its connect timeout passes, answering interrupts all along (pg_terminate_backend
- * ends us at once). NULL, or why it did not connect.
+ * ends us at once) and keeping job's lease (a connect timeout longer than the lease
+ * does not make the launcher give the job to another worker meanwhile). NULL, or why
+ * it did not connect.
  */
 static char *
-tb_connect_poll(PGconn *conn, const char *conninfo)
+tb_connect_poll(tb_job *job, PGconn *conn, const char *conninfo)
 {
 	int timeout = tb_connect_timeout(conninfo);
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) timeout * 1000);
@@ -227,17 +231,23 @@ tb_connect_poll(PGconn *conn, const char *conninfo)
 		int socket_event = status == PGRES_POLLING_READING ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
 		int rc;
 
+		char *overdue;
+
 		if (left <= 0)
 			return psprintf("the server did not complete the connection within %d s (connect_timeout)", timeout);
 		if (PQsocket(conn) < 0)
 			break;
 		rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | socket_event, PQsocket(conn),
-							   left, PG_WAIT_EXTENSION);
+							   Min(left, TB_CONNECT_WAIT_MS), PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}
+		if (!tb_job_progress(job, job->bytes_done, false))
+			return pstrdup(TB_LEASE_LOST);
+		if ((overdue = tb_job_overdue(job)) != NULL)
+			return overdue;
 		if (rc & socket_event)
 			status = PQconnectPoll(conn);
 	}
@@ -286,7 +296,7 @@ tb_tenant_connect(tb_job *job, const char *conninfo, char **failure)
 												   tb_connect_target(conn), job->kind, job->tenant));
 	PG_TRY();
 	{
-		*failure = tb_connect_poll(conn, conninfo);
+		*failure = tb_connect_poll(job, conn, conninfo);
 	}
 	PG_CATCH();
 	{

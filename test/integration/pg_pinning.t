@@ -95,6 +95,51 @@ exec {holder_fd}>&-
 wait "$holder"
 is "$(attempt_wait "$job" | cut -d'|' -f1)" complete "once the lock is gone, hooli's backup completes"
 
+# ------------------------------------------------------------ a forwarder that switches servers
+
+# The operator's own address forwards the first connection to a server that asks for
+# the password, every later one to this cluster (trust on 127.0.0.1): the job's checked
+# connection sees the first, pg_dump would get the second and dump the catalog.
+remote_q "ALTER ROLE postgres PASSWORD 'pg-pw'" >/dev/null
+FORWARD_PORT=$(free_port)
+/usr/bin/python3 -c 'import socket, sys, threading
+listen, first, later = (int(a) for a in sys.argv[1:4])
+def pump(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", listen))
+server.listen(16)
+n = 0
+while True:
+    c = server.accept()[0]
+    u = socket.create_connection(("127.0.0.1", first if n == 0 else later))
+    n += 1
+    for a, b in ((c, u), (u, c)):
+        threading.Thread(target=pump, args=(a, b), daemon=True).start()' "$FORWARD_PORT" "$REMOTE_PORT" "$PGPORT" &
+forwarder=$!
+on_exit "kill $forwarder 2>/dev/null"
+sleep 0.5
+psql_q "SELECT tenant_backup.tenant_create('sneaky')" >/dev/null
+as_op "SELECT tenant_backup.tenant_add_database('sneaky', 'postgres', 'host=127.0.0.1 port=$FORWARD_PORT dbname=postgres user=postgres password=pg-pw')" >/dev/null
+BACKUPS_BEFORE=$(psql_q "SELECT coalesce(max(id), 0) FROM tenant_backup.backups")
+job=$(psql_q "SELECT tenant_backup.tenant_backup('sneaky')")
+like "$(attempt_wait "$job")" '^failed\|pg_dump child process exited with exit code 1: pg_dump: error: query failed: ERROR:  invalid snapshot identifier' \
+	"pg_dump routed to another server than the checked one fails: the job's snapshot exists only where it checked"
+is "$(find "$D/store/sneaky" -name '*.tbk' 2>/dev/null | wc -l)" 0 "and nothing of this cluster was stored as sneaky's"
+
 # ------------------------------------------------------------ a dedicated tenant's cluster
 
 psql_q "CREATE DATABASE ded_db" "CREATE DATABASE other_db" "SELECT tenant_backup.tenant_create('ded', 'dedicated')" \

@@ -21,6 +21,7 @@ tenant_backup.default_schedule = '100 years'
 tenant_backup.max_workers = 2
 tenant_backup.naptime = 200
 tenant_backup.connect_timeout = 3
+tenant_backup.lease_timeout = 5
 tenant_backup.retry_delays = '1 hour'"
 psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
@@ -87,6 +88,9 @@ like "$row" "^[0-9]+\|Extension\|tenant_backup: connecting to database \"app\" a
 	"a worker waiting for that server says in pg_stat_activity where it connects, for whom, waiting on the latch"
 unlike "$(psql_q "SELECT string_agg(query, ' ') FROM pg_stat_activity")" hunter2secret "and shows no password"
 is "$(backup_completes fine)" complete "meanwhile another tenant's backup completes"
+sleep 6
+is "$(psql_q "SELECT state || ',' || attempts FROM tenant_backup.jobs WHERE id = $job"),$(activity | cut -d'|' -f1)" "running,1,$pid" \
+	"past tenant_backup.lease_timeout (5 s) the waiting worker still holds its job's lease: no second attempt started beside it"
 psql_q "SELECT pg_terminate_backend($pid)" >/dev/null
 gone() { psql_q "SELECT count(*) FROM pg_stat_activity WHERE pid = $pid"; }
 is "$(wait_for 20 0.1 0 gone)" 0 "pg_terminate_backend ends the waiting worker at once"
