@@ -221,7 +221,7 @@ like "$out" "not a valid PostgreSQL conninfo" "a malformed conninfo is refused w
 psql_q "SELECT tenant_backup.tenant_add_database('leaky', 'postgres',
 	'host=127.0.0.1 port=1 dbname=x user=postgres password=LeakCheckPw9')" >/dev/null
 out=$(psql_q "SELECT tenant_backup.tenant_backup('leaky', wait => true)" 2>&1)
-like "$out" "pg_dump: error: connection to server at \"127.0.0.1\", port 1 failed" \
+like "$out" "could not connect to the database of tenant \"leaky\": connection to server at \"127.0.0.1\", port 1 failed" \
 	"an unreachable source fails the backup with a clear error"
 is "$(find "$D/pg/data" -name '*tenant_backup*' | wc -l)" 0 "no password file is left behind"
 grep -rqs "LeakCheckPw9" "$D/pg/data/base" "$D/pg/data/pgsql_tmp" 2>/dev/null
