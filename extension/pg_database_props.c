@@ -141,18 +141,20 @@ tb_props_run(PGconn *admin, const tb_archive *toc, const char *desc, const char 
 }
 
 char *
-tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, const char *fresh)
+tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, const char *fresh, bool *created)
 {
 	static const char *const create[] = {"CREATE DATABASE ", NULL};
 	const tb_archive_entry *db = tb_props_find(toc, "DATABASE");
 	char *failure, *owner;
 
+	*created = false;
 	if (db == NULL)
 		return psprintf("the backup holds no CREATE DATABASE entry for \"%s\" (it was made with a schema or table "
 						"selection); restore it with pg_restore",
 						fresh);
 	if ((failure = tb_props_run(admin, toc, "DATABASE", fresh, create, true)) != NULL)
 		return failure;
+	*created = true;
 	/* The backed-up owner if that role exists here, else the live database's owner. */
 	owner = tb_admin_value(
 		admin, psprintf("SELECT pg_catalog.quote_ident(coalesce((SELECT rolname FROM pg_catalog.pg_roles"

@@ -153,9 +153,10 @@ bool tb_pg_database_entry(const tb_archive_entry *e);
 /*
  * Creates fresh as the archive's CREATE DATABASE says (encoding, locale provider,
  * collation, tablespace), owned by the backed-up owner if that role exists here (else
- * by live's owner), closed to PUBLIC. NULL, or why not.
+ * by live's owner), closed to PUBLIC. NULL, or why not; *created says whether fresh
+ * was created (then the caller drops it on failure).
  */
-char *tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, const char *fresh);
+char *tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, const char *fresh, bool *created);
 /*
  * Once fresh is loaded: the archive's database settings, role-in-database settings,
  * connection limit and comment; with privileges, its grants (PUBLIC's defaults

@@ -177,16 +177,21 @@ tb_pg_database_exists(PGconn *admin, const char *name)
 /*
  * Loads the backup into fresh, created for it as the backup's CREATE DATABASE says,
  * and then gives it the backup's database properties; its grants too unless it
- * replaces a live database (old), whose own grants the swap carries over. NULL, or
- * why not; on failure fresh is dropped.
+ * replaces a live database (old), whose own grants the swap carries over; a drill
+ * counts it and drops it. NULL, or why not; on failure fresh is dropped if this
+ * created it.
  */
 static char *
 tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn *admin, const char *live,
 				 const char *fresh, const char *old, const char *backup_id)
 {
 	char *fresh_conninfo = tb_source_conninfo(job, fresh);
-	char *failure = tb_pg_database_create(admin, toc, live, fresh);
+	bool created;
+	char *failure = tb_pg_database_create(admin, toc, live, fresh, &created);
 
+	/* A database of that name made by someone else in the meantime is not ours to drop. */
+	if (!created)
+		return failure;
 	PG_TRY();
 	{
 		if (failure == NULL)
@@ -206,7 +211,10 @@ tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn
 	/* Once fresh is gone (or owns nothing of the role's), the role goes. */
 	tb_restore_role_end();
 	if (failure == NULL && job->drill)
+	{
 		failure = tb_pg_drill_check(job, reader, toc, fresh_conninfo);
+		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
+	}
 	return failure;
 }
 
@@ -297,8 +305,6 @@ tb_pg_restore(tb_job *job)
 		}
 		PG_END_TRY();
 	}
-	if (job->drill)
-		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	repo_reader_close(reader);
 	storage_close(st);
 	/* A restore already given up on (its lease taken back) must not replace anything. */

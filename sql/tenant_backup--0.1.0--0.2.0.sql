@@ -1917,7 +1917,7 @@ FROM (SELECT s.old AS name, 'old' AS kind, s.job_id, s.tenant, s.step AS restore
 	  FROM tenant_backup.restore_swaps s WHERE s.local AND s.old IS NOT NULL AND s.step = 'swapped'
 	  UNION ALL
 	  SELECT s.fresh, 'new', s.job_id, s.tenant, s.step, s.updated
-	  FROM tenant_backup.restore_swaps s WHERE s.local AND s.step <> 'swapped'
+	  FROM tenant_backup.restore_swaps s WHERE s.local AND s.step NOT IN ('swapped', 'failed')
 	  UNION ALL
 	  SELECT dd.datname, 'drill', dj.id, dj.tenant, NULL, coalesce(dj.finished, dj.started, dj.created)
 	  FROM pg_database dd

@@ -90,6 +90,10 @@ like "$out" 'tenant "acme" has several postgres databases: say which one to rest
 out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'two_copy', database => 'acme2')" 2>&1)
 ok $? "database => acme2 to a target" || diag "$out"
 is "$(in_db two_copy "SELECT id FROM other" 2>&1)" 2 "the target holds acme2's data"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'acme2', database => 'acme')" 2>&1)
+like "$out" 'database "acme2" already exists; nothing was changed' "a target that exists is refused"
+is "$(in_db acme2 "SELECT id FROM other" 2>&1)" 2 "and left as it was"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.scratch_databases WHERE database = 'acme2'")" 0 "and is no scratch"
 out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'x', database => 'nope')" 2>&1)
 like "$out" 'tenant "acme" has no database "nope"' "an unknown database is refused by name"
 drill=$(psql_q "SELECT tenant_backup.tenant_restore_drill('acme', database => 'acme2')")
