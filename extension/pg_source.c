@@ -113,20 +113,6 @@ tenant_backup_pg_locator_check(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Appends key='value' to a conninfo, quoted as libpq reads it. */
-static void
-tb_conninfo_add(StringInfo buf, const char *key, const char *value)
-{
-	appendStringInfo(buf, "%s='", key);
-	for (const char *c = value; *c; c++)
-	{
-		if (*c == '\'' || *c == '\\')
-			appendStringInfoChar(buf, '\\');
-		appendStringInfoChar(buf, *c);
-	}
-	appendStringInfoString(buf, "' ");
-}
-
 /*
  * locator with its database replaced by dbname (NULL: as it is), as a conninfo string:
  * once the job's first connection pinned its server, to that host, port and address
@@ -160,18 +146,18 @@ tb_source_conninfo(const tb_job *job, const char *dbname)
 		if (value == NULL || pinned || strcmp(o->keyword, "password") == 0)
 			continue;
 		has_timeout |= strcmp(o->keyword, "connect_timeout") == 0;
-		tb_conninfo_add(&buf, o->keyword, value);
+		tb_conninfo_append(&buf, o->keyword, value);
 	}
 	PQconninfoFree(opts);
 	if (job->pinned_host != NULL)
 	{
-		tb_conninfo_add(&buf, "host", job->pinned_host);
-		tb_conninfo_add(&buf, "port", job->pinned_port);
+		tb_conninfo_append(&buf, "host", job->pinned_host);
+		tb_conninfo_append(&buf, "port", job->pinned_port);
 		if (job->pinned_hostaddr[0] != '\0')
-			tb_conninfo_add(&buf, "hostaddr", job->pinned_hostaddr);
+			tb_conninfo_append(&buf, "hostaddr", job->pinned_hostaddr);
 	}
 	if (!has_timeout)
-		appendStringInfo(&buf, "connect_timeout=%d", tb_connect_timeout_s);
+		tb_conninfo_append(&buf, "connect_timeout", psprintf("%d", tb_connect_timeout_s));
 	return buf.data;
 }
 

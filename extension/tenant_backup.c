@@ -341,8 +341,7 @@ tb_pg_bin_dir(void)
 	return dir;
 }
 
-/* Appends key='value' to a conninfo, quoting the value as libpq wants. */
-static void
+void
 tb_conninfo_append(StringInfo buf, const char *key, const char *value)
 {
 	appendStringInfo(buf, "%s%s='", buf->len > 0 ? " " : "", key);

@@ -7,6 +7,8 @@
 
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
+
 #include "error.h"
 #include "keys.h"
 #include "storage/storage.h"
@@ -44,6 +46,8 @@ const char *tb_pg_bin_dir(void);
  * A conninfo for this cluster's database dbname over its first Unix socket, as the
  * bootstrap superuser. For workers, outside a transaction (it runs one to look up the role).
  */
+/* Appends key='value' to a conninfo (a space first unless buf is empty), quoting the value as libpq wants. */
+void tb_conninfo_append(StringInfo buf, const char *key, const char *value);
 char *tb_local_conninfo(const char *dbname);
 
 /* Refuses to go on without the background worker (not in shared_preload_libraries). */

@@ -85,7 +85,7 @@ dump_pid=$(pgrep -f -- "--dbname=.*dbname='other'.*port='$REMOTE_PORT'" | head -
 dump_argv=$(tr '\0' ' ' <"/proc/$dump_pid/cmdline" 2>/dev/null)
 like "$dump_argv" "host='localhost' port='$REMOTE_PORT' hostaddr='127\.0\.0\.1'" \
 	"pg_dump goes to the address the job's own connection reached (hostaddr pinned), not to a new DNS answer"
-like "$dump_argv" "connect_timeout=30" "with a connect_timeout (tenant_backup.connect_timeout)"
+like "$dump_argv" "connect_timeout='30'" "with a connect_timeout (tenant_backup.connect_timeout)"
 like "$dump_argv" "--lock-wait-timeout=300000" "and a lock wait timeout (tenant_backup.lock_timeout)"
 unlike "$dump_argv" "app-pw" "its argv holds no password"
 is "$(remote_q "SELECT count(*) FROM pg_stat_activity WHERE datname = 'other' AND usename = 'app' AND client_addr = '127.0.0.1'")" 2 \
@@ -102,36 +102,10 @@ is "$(attempt_wait "$job" | cut -d'|' -f1)" complete "once the lock is gone, hoo
 # connection sees the first, pg_dump would get the second and dump the catalog.
 remote_q "ALTER ROLE postgres PASSWORD 'pg-pw'" >/dev/null
 FORWARD_PORT=$(free_port)
-/usr/bin/python3 -c 'import socket, sys, threading
-listen, first, later = (int(a) for a in sys.argv[1:4])
-def pump(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("127.0.0.1", listen))
-server.listen(16)
-n = 0
-while True:
-    c = server.accept()[0]
-    u = socket.create_connection(("127.0.0.1", first if n == 0 else later))
-    n += 1
-    for a, b in ((c, u), (u, c)):
-        threading.Thread(target=pump, args=(a, b), daemon=True).start()' "$FORWARD_PORT" "$REMOTE_PORT" "$PGPORT" &
+/usr/bin/python3 "$(dirname "$0")/../lib/tcp_alias.py" "$FORWARD_PORT" "$REMOTE_PORT,$PGPORT" >"$D/forwarder.out" &
 forwarder=$!
 on_exit "kill $forwarder 2>/dev/null"
-sleep 0.5
+wait_for 50 0.1 listening cat "$D/forwarder.out" >/dev/null
 psql_q "SELECT tenant_backup.tenant_create('sneaky')" >/dev/null
 as_op "SELECT tenant_backup.tenant_add_database('sneaky', 'postgres', 'host=127.0.0.1 port=$FORWARD_PORT dbname=postgres user=postgres password=pg-pw')" >/dev/null
 BACKUPS_BEFORE=$(psql_q "SELECT coalesce(max(id), 0) FROM tenant_backup.backups")

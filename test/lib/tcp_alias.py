@@ -3,6 +3,8 @@
 UPSTREAM_PORT (both on 127.0.0.1), byte for byte, as a DNS alias or a NAT would.
 
 Usage: tcp_alias.py LISTEN_PORT UPSTREAM_PORT
+UPSTREAM_PORT may be FIRST,LATER: the first connection goes to FIRST, every later one to
+LATER (a forwarder that switches servers behind one address).
 With UPSTREAM_PORT 0 it is a server that answers every command with an error and
 records every byte it received in the file named by the third argument (a stand-in for
 a host that collects what clients send it).
@@ -11,7 +13,8 @@ import socket
 import sys
 import threading
 
-LISTEN, UPSTREAM = int(sys.argv[1]), int(sys.argv[2])
+LISTEN = int(sys.argv[1])
+UPSTREAMS = [int(p) for p in sys.argv[2].split(',')]
 RECORD = sys.argv[3] if len(sys.argv) > 3 else None
 
 
@@ -43,11 +46,11 @@ def record(client):
             client.sendall(b'-ERR this host answers nothing\r\n')
 
 
-def serve(client):
-    if UPSTREAM == 0:
+def serve(client, port):
+    if port == 0:
         record(client)
         return
-    upstream = socket.create_connection(('127.0.0.1', UPSTREAM))
+    upstream = socket.create_connection(('127.0.0.1', port))
     threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
     pump(upstream, client)
 
@@ -57,6 +60,9 @@ listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(('127.0.0.1', LISTEN))
 listener.listen(16)
 print('listening', flush=True)
+accepted = 0
 while True:
     conn, _ = listener.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    port = UPSTREAMS[min(accepted, len(UPSTREAMS) - 1)]
+    accepted += 1
+    threading.Thread(target=serve, args=(conn, port), daemon=True).start()
