@@ -19,6 +19,8 @@
 
 /* PostgreSQL's NAMEDATALEN: a database or role name is at most 63 bytes. */
 #define DIRECT_NAME_MAX 64
+/* The database settings restore-direct carries over, at most. */
+#define DIRECT_SETTINGS_MAX 128
 
 static const char restore_direct_usage[] =
 	"Usage: tenant-backup restore-direct --tenant T --engine postgres --into CONNINFO [OPTIONS]\n"
@@ -279,19 +281,135 @@ typedef struct direct_properties
 	char lc_ctype[256];
 	char icu_locale[256];
 	char owner[DIRECT_NAME_MAX];
+	/* The database's settings and connection limit, as statements on the new database, applied after the load. */
+	char *settings[DIRECT_SETTINGS_MAX];
+	int nsettings;
 } direct_properties;
+
+static void
+direct_properties_free(direct_properties *props)
+{
+	for (int i = 0; i < props->nsettings; i++)
+		free(props->settings[i]);
+	props->nsettings = 0;
+}
+
+/* Appends text to the malloc'd *sql; false when out of memory (*sql freed). */
+static bool
+direct_sql_append(char **sql, const char *text)
+{
+	size_t have = *sql ? strlen(*sql) : 0;
+	char *grown = realloc(*sql, have + strlen(text) + 1);
+
+	if (grown == NULL)
+	{
+		free(*sql);
+		*sql = NULL;
+		return false;
+	}
+	strcpy(grown + have, text);
+	*sql = grown;
+	return true;
+}
+
+/* Appends the identifier or literal text, escaped by conn; false when out of memory. */
+static bool
+direct_sql_append_escaped(PGconn *conn, char **sql, const char *text, bool identifier)
+{
+	char *escaped =
+		identifier ? PQescapeIdentifier(conn, text, strlen(text)) : PQescapeLiteral(conn, text, strlen(text));
+	bool ok = escaped != NULL && direct_sql_append(sql, escaped);
+
+	PQfreemem(escaped);
+	return ok;
+}
+
+/*
+ * One line of the DATABASE PROPERTIES entry, "ALTER DATABASE <source> SET <name> TO
+ * <value>[, <value>]...;", "ALTER DATABASE <source> CONNECTION LIMIT = <n>;" or "ALTER
+ * ROLE <role> IN DATABASE <source> SET ...;", rebuilt for the database fresh from its
+ * parsed parts, every name and value escaped by conn (NULL: not of that shape, or out
+ * of memory). Nothing of the line itself is ever run.
+ */
+static char *
+direct_setting_statement(PGconn *conn, const char *line, const char *source, const char *fresh)
+{
+	const char *p = line;
+	char role[DIRECT_NAME_MAX] = "", name[DIRECT_NAME_MAX], value[1024];
+	char *sql = NULL;
+	bool ok;
+
+	if (strncmp(p, "ALTER ROLE ", 11) == 0)
+	{
+		p += 11;
+		if (direct_parse_identifier(&p, role, sizeof(role)) != 0 || strncmp(p, " IN", 3) != 0)
+			return NULL;
+		p += 3;
+	}
+	else if (strncmp(p, "ALTER", 5) == 0)
+		p += 5;
+	else
+		return NULL;
+	if (strncmp(p, " DATABASE ", 10) != 0)
+		return NULL;
+	p += 10;
+	if (direct_parse_identifier(&p, name, sizeof(name)) != 0 || strcmp(name, source) != 0)
+		return NULL;
+	ok = (role[0] == '\0' ? direct_sql_append(&sql, "ALTER")
+						  : direct_sql_append(&sql, "ALTER ROLE ") &&
+								direct_sql_append_escaped(conn, &sql, role, true) && direct_sql_append(&sql, " IN")) &&
+		 direct_sql_append(&sql, " DATABASE ") && direct_sql_append_escaped(conn, &sql, fresh, true);
+	if (ok && role[0] == '\0' && strncmp(p, " CONNECTION LIMIT = ", 20) == 0)
+	{
+		p += 20;
+		if (strspn(p + (*p == '-'), "0123456789") == 0 || strspn(p + (*p == '-'), "0123456789") > 9 ||
+			strcmp(p + (*p == '-') + strspn(p + (*p == '-'), "0123456789"), ";\n") != 0)
+			ok = false;
+		else
+		{
+			snprintf(value, sizeof(value), " CONNECTION LIMIT %.*s", (int) strcspn(p, ";"), p);
+			ok = direct_sql_append(&sql, value);
+		}
+		p = ";\n";
+	}
+	else if (ok && strncmp(p, " SET ", 5) == 0)
+	{
+		p += 5;
+		ok = direct_parse_identifier(&p, name, sizeof(name)) == 0 && strncmp(p, " TO ", 4) == 0 &&
+			 direct_sql_append(&sql, " SET ") && direct_sql_append_escaped(conn, &sql, name, true) &&
+			 direct_sql_append(&sql, " TO ");
+		for (p += 4; ok; p += 2)
+		{
+			ok = direct_parse_value(&p, value, sizeof(value)) == 0 &&
+				 direct_sql_append_escaped(conn, &sql, value, false);
+			if (!ok || strncmp(p, ", ", 2) != 0)
+				break;
+			ok = direct_sql_append(&sql, ", ");
+		}
+	}
+	else
+		ok = false;
+	if (!ok || strcmp(p, ";\n") != 0)
+	{
+		free(sql);
+		return NULL;
+	}
+	return sql;
+}
 
 /*
  * Reads pg_restore's script of the archive's DATABASE entry: "CREATE DATABASE <name>
  * WITH TEMPLATE = template0 ENCODING = '...' ..." and "ALTER DATABASE <name> OWNER TO
- * <role>;". Options it does not know (TABLESPACE: the new server may not have it) are
- * left out; a line that is not of this shape is an error, never run.
+ * <role>;", and of its DATABASE PROPERTIES (settings, connection limit), rebuilt for
+ * fresh (direct_setting_statement). Options it does not know (TABLESPACE: the new
+ * server may not have it) are left out; a CREATE DATABASE not of this shape is an
+ * error, another line not of its shape is skipped with a warning; none is run as read.
  */
 static int
-direct_read_properties(const char *path, direct_properties *props, tb_error *err)
+direct_read_properties(PGconn *conn, const char *path, const char *fresh, direct_properties *props, tb_error *err)
 {
 	FILE *f = fopen(path, "r");
-	char line[8192], name[DIRECT_NAME_MAX];
+	char line[8192], name[DIRECT_NAME_MAX], source[DIRECT_NAME_MAX] = "";
 	bool created = false;
 
 	if (f == NULL)
@@ -303,7 +421,7 @@ direct_read_properties(const char *path, direct_properties *props, tb_error *err
 		if (strncmp(p, "CREATE DATABASE ", 16) == 0)
 		{
 			p += 16;
-			if (direct_parse_identifier(&p, name, sizeof(name)) != 0 || strncmp(p, " WITH", 5) != 0)
+			if (direct_parse_identifier(&p, source, sizeof(source)) != 0 || strncmp(p, " WITH", 5) != 0)
 				break;
 			p += 5;
 			while (*p == ' ')
@@ -345,7 +463,7 @@ direct_read_properties(const char *path, direct_properties *props, tb_error *err
 				break;
 			created = true;
 		}
-		else if (strncmp(p, "ALTER DATABASE ", 15) == 0 && created)
+		else if (strncmp(p, "ALTER DATABASE ", 15) == 0 && created && strstr(p, " OWNER TO ") != NULL)
 		{
 			p += 15;
 			if (direct_parse_identifier(&p, name, sizeof(name)) != 0 || strncmp(p, " OWNER TO ", 10) != 0)
@@ -353,6 +471,17 @@ direct_read_properties(const char *path, direct_properties *props, tb_error *err
 			p += 10;
 			if (direct_parse_identifier(&p, props->owner, sizeof(props->owner)) != 0 || strcmp(p, ";\n") != 0)
 				props->owner[0] = '\0';
+		}
+		else if (created && (strncmp(p, "ALTER DATABASE ", 15) == 0 || strncmp(p, "ALTER ROLE ", 11) == 0))
+		{
+			char *statement =
+				props->nsettings < DIRECT_SETTINGS_MAX ? direct_setting_statement(conn, p, source, fresh) : NULL;
+
+			if (statement == NULL)
+				fprintf(stderr, "tenant-backup restore-direct: warning: a database property of the backup is not of a "
+								"shape restore-direct applies: left out\n");
+			else
+				props->settings[props->nsettings++] = statement;
 		}
 	}
 	fclose(f);
@@ -370,20 +499,24 @@ direct_database_entry(const direct_scratch *s, tb_error *err)
 {
 	FILE *in = fopen(s->list, "r");
 	char line[8192];
-	long entry = -1;
+	long entry = -1, properties = -1;
 	FILE *out;
 
 	if (in == NULL)
 		return tb_error_set(err, TB_ERR_IO, "cannot read %s: %s", s->list, strerror(errno));
-	/* "<id>; <catalog oid> <oid> DATABASE - <name> <owner>": the shape, not the names, decides. */
-	while (entry < 0 && fgets(line, sizeof(line), in) != NULL)
+	/* "<id>; <catalog oid> <oid> DATABASE [PROPERTIES] - <name> <owner>": the shape, not the names, decides. */
+	while (fgets(line, sizeof(line), in) != NULL)
 	{
 		long id;
 		unsigned catalog, oid;
 		int used = 0;
 
-		if (sscanf(line, "%ld; %u %u DATABASE - %n", &id, &catalog, &oid, &used) == 3 && used > 0)
+		if (sscanf(line, "%ld; %u %u DATABASE - %n", &id, &catalog, &oid, &used) == 3 && used > 0 && entry < 0)
 			entry = id;
+		used = 0;
+		if (sscanf(line, "%ld; %u %u DATABASE PROPERTIES - %n", &id, &catalog, &oid, &used) == 3 && used > 0 &&
+			properties < 0)
+			properties = id;
 	}
 	fclose(in);
 	if (entry < 0)
@@ -393,6 +526,8 @@ direct_database_entry(const direct_scratch *s, tb_error *err)
 	if ((out = fopen(s->list, "w")) == NULL)
 		return tb_error_set(err, TB_ERR_IO, "cannot write %s: %s", s->list, strerror(errno));
 	fprintf(out, "%ld;\n", entry);
+	if (properties >= 0)
+		fprintf(out, "%ld;\n", properties);
 	return fclose(out) == 0 ? 0 : tb_error_set(err, TB_ERR_IO, "cannot write %s: %s", s->list, strerror(errno));
 }
 
@@ -748,7 +883,7 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 		(rc = direct_run((const char *const[]){pg_restore, "--create", "--schema-only", "--use-list", s.list, "--file",
 											   s.database_sql, s.dump, NULL},
 						 NULL, err)) == 0)
-		rc = direct_read_properties(s.database_sql, &props, err);
+		rc = direct_read_properties(admin, s.database_sql, target->dbname, &props, err);
 	if (rc == 0 && (rc = direct_passfile_write(target, &s, err)) == 0 &&
 		(conninfo = direct_conninfo_for_tool(target, args->load_as, &s, err)) == NULL)
 		rc = -1;
@@ -777,8 +912,19 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 	}
 	if (rc != 0 && created)
 		direct_drop_database(admin, target->dbname);
-	else if (rc == 0 && !args->no_owner && props.owner[0])
-		direct_set_owner(admin, target->dbname, props.owner);
+	else if (rc == 0)
+	{
+		if (!args->no_owner && props.owner[0])
+			direct_set_owner(admin, target->dbname, props.owner);
+		for (int i = 0; i < props.nsettings; i++)
+		{
+			tb_error warning = {0};
+
+			if (direct_exec(admin, props.settings[i], "a recorded database setting", &warning) != 0)
+				fprintf(stderr, "tenant-backup restore-direct: warning: %s\n", warning.msg);
+		}
+	}
+	direct_properties_free(&props);
 	free(conninfo);
 	direct_scratch_remove(&s);
 	PQfinish(admin);

@@ -35,6 +35,15 @@ PGDATABASE=acme_db psql_q "SET ROLE acme_owner" \
 	 END \$\$" \
 	"CREATE TABLE orders (id int CHECK (public.acme_check(id)), note text)" \
 	"INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 5000) g" >/dev/null
+psql_q "ALTER DATABASE acme_db SET work_mem = '7MB'" "ALTER DATABASE acme_db SET search_path = app, public" \
+	"ALTER DATABASE acme_db CONNECTION LIMIT 42" "ALTER DATABASE acme_db SET \"app.note\" = 'it''s; DROP DATABASE acme_old'" \
+	"ALTER ROLE acme_owner IN DATABASE acme_db SET statement_timeout = '5s'" >/dev/null
+settings() { # DATABASE: its connection limit and settings, as this cluster has them
+	psql_q "SELECT d.datconnlimit || ' ' || coalesce(r.rolname, '-') || ' ' || array_to_string(s.setconfig, ' | ')
+	        FROM pg_database d JOIN pg_db_role_setting s ON s.setdatabase = d.oid
+	        LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = '$1' ORDER BY 1"
+}
+recorded_settings=$(settings acme_db)
 psql_q "SELECT tenant_backup.tenant_create('acme')" "SELECT tenant_backup.tenant_add_database('acme', 'postgres', 'acme_db')" \
 	"SELECT tenant_backup.tenant_backup('acme', wait => true)" >/dev/null || pg_bail "$D/control/server.log" "first backup failed"
 PGDATABASE=acme_db psql_q "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(5001, 7000) g" >/dev/null
@@ -77,6 +86,8 @@ is "$(psql_q "SELECT pg_get_userbyid(datdba), datcollate, datctype, pg_encoding_
 	"acme_owner|C|C|UTF8" "the database has its recorded owner, locale and encoding (the cluster's default is C.UTF-8)"
 is "$(PGDATABASE=acme_db psql_q "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'")" acme_owner \
 	"its tables keep their owner"
+is "$(settings acme_db)" "$recorded_settings" \
+	"its connection limit and settings (also a role's in it, and a value with quotes) are as recorded"
 
 out=$(direct --into "$(into acme_old)" --load-as acme_owner --backup-id "$first_id" 2>&1)
 is "$?" 0 "restore-direct --backup-id exits 0"
