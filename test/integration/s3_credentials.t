@@ -143,7 +143,7 @@ out=$(no_env_keys AWS_EC2_METADATA_DISABLED=false AWS_EC2_METADATA_SERVICE_ENDPO
 	"$TB" ls acme 2>&1)
 ms=$((($(date +%s%N) - start) / 1000000))
 like "$out" "S3 credentials are missing.*instance metadata" "no metadata service: the missing-credentials error lists every source"
-ok "$([ "$ms" -lt 3000 ]; echo $?)" "and comes quickly (${ms} ms)"
+ok "$([ "$ms" -lt 10000 ]; echo $?)" "and comes without waiting for a timeout (${ms} ms)"
 
 # ---- URL style, encryption, storage class ----
 virtual="s3://$TB_S3_BUCKET/creds?endpoint=http://s3.localhost:$S3_PORT&style=virtual"
@@ -172,6 +172,6 @@ start=$(date +%s%N)
 ok $? "the same put without a limit"
 free=$(($(date +%s%N) - start))
 free=$((free / 1000000))
-ok "$([ "$free" -lt "$limited" ] && [ "$free" -lt 1800 ]; echo $?)" "is faster (${free} ms)"
+ok "$([ "$free" -lt "$limited" ]; echo $?)" "is faster (${free} ms)"
 
 done_testing
