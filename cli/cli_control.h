@@ -4,10 +4,9 @@
 
 #include <libpq-fe.h>
 
-/* Exit statuses every command documents (README, "Exit status"). */
+/* Exit statuses every command documents (README, "Exit status"); 2, bad usage, is cli_usage_error's. */
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAILED 1      /* a job failed or was cancelled; a check is in error */
-#define CLI_EXIT_USAGE 2       /* bad options or arguments */
 #define CLI_EXIT_UNREACHABLE 3 /* no connection to the control plane */
 #define CLI_EXIT_REFUSED 4     /* the control plane refused the request (unknown tenant, no permission, ...) */
 
