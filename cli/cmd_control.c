@@ -314,7 +314,8 @@ control_wait(const char *command, PGconn *conn, const PGresult *queued)
 
 		if ((res = cli_control_query(command, conn, control_poll_sql, 1, params)) == NULL)
 		{
-			rc = CLI_EXIT_REFUSED;
+			/* The control plane went away while we followed: the jobs go on without us. */
+			rc = PQstatus(conn) == CONNECTION_BAD ? CLI_EXIT_UNREACHABLE : CLI_EXIT_REFUSED;
 			break;
 		}
 		for (int r = 0; r < PQntuples(res) && r < jobs; r++)
