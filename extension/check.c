@@ -57,6 +57,28 @@ tb_check_storage_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+bool
+tb_check_max_bandwidth(char **newval, void **extra, GucSource source)
+{
+	tb_error err = {0};
+	char url[256];
+
+	(void) extra;
+	(void) source;
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	/* The S3 driver's own parser decides; the bucket is a stand-in that only makes the URL whole. */
+	if (strlen(*newval) > 64 || strpbrk(*newval, "&?#") != NULL ||
+		snprintf(url, sizeof(url), "s3://tenant-backup-check/p?max_bandwidth=%s", *newval) >= (int) sizeof(url) ||
+		storage_check_url(url, &err) != 0)
+	{
+		GUC_check_errdetail("The value must be a rate from 100KB/s to 100GB/s.");
+		GUC_check_errhint("Give it as a number and a unit, such as 50MB/s (KB, MB, GB decimal; KiB, MiB, GiB binary).");
+		return false;
+	}
+	return true;
+}
+
 /* Empty, or an absolute path. */
 static bool
 tb_check_absolute(const char *value, const char *example)

@@ -12,6 +12,9 @@
 /* tenant_backup.storage: empty, or a URL storage_open() accepts (scheme, absolute path, known options). */
 bool tb_check_storage_url(char **newval, void **extra, GucSource source);
 
+/* Empty, or a rate core's S3 driver takes as max_bandwidth (such as 50MB/s). */
+bool tb_check_max_bandwidth(char **newval, void **extra, GucSource source);
+
 /* tenant_backup.master_key_file: empty or an absolute path. */
 bool tb_check_key_file_path(char **newval, void **extra, GucSource source);
 

@@ -31,6 +31,7 @@ int tb_naptime_ms = 1000;
 char *tb_default_schedule = NULL;
 char *tb_retention_interval = NULL;
 char *tb_bin_dir = NULL;
+char *tb_max_bandwidth = NULL;
 /* Read by SQL (tenant_backup._sources_first_backup) through current_setting(). */
 static char *tb_first_backup_delay = NULL;
 /* Read by SQL (tenant_backup._retry_delay) through current_setting(). */
@@ -138,6 +139,10 @@ _PG_init(void)
 		NULL, &tb_retry_delays, "1 min, 5 min, 25 min", PGC_SIGHUP, 0, tb_check_interval_list, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.bin_dir", "Directory of pg_dump and pg_restore (empty: this server's).",
 							   NULL, &tb_bin_dir, "", PGC_SIGHUP, 0, tb_check_bin_dir, NULL, NULL);
+	DefineCustomStringVariable("tenant_backup.max_bandwidth",
+							   "Highest transfer rate of each job's S3 requests, such as 50MB/s (empty: no limit).",
+							   "An s3:// storage URL's own max_bandwidth option wins.", &tb_max_bandwidth, "",
+							   PGC_SIGHUP, 0, tb_check_max_bandwidth, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.compression_level",
 							"zstd level of backups (1: fastest; dumps compress well even so).", NULL,
 							&tb_compression_level, 1, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
@@ -314,6 +319,15 @@ tb_master_key(master_key *out)
 							"tenant_backup.master_key_command.")));
 }
 
+const char *
+tb_storage_url_limited(const char *url)
+{
+	if (tb_max_bandwidth == NULL || tb_max_bandwidth[0] == '\0' || strncmp(url, "s3://", 5) != 0 ||
+		strstr(url, "max_bandwidth=") != NULL)
+		return url;
+	return psprintf("%s%cmax_bandwidth=%s", url, strchr(url, '?') ? '&' : '?', tb_max_bandwidth);
+}
+
 storage *
 tb_storage(void)
 {
@@ -323,7 +337,7 @@ tb_storage(void)
 	if (tb_storage_url == NULL || tb_storage_url[0] == '\0')
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("tenant_backup.storage is not set"),
 						errhint("Set it to file:///some/dir or s3://bucket/prefix and reload.")));
-	st = storage_open(tb_storage_url, &err);
+	st = storage_open(tb_storage_url_limited(tb_storage_url), &err);
 	if (st == NULL)
 		tb_raise(&err, "could not open tenant_backup.storage");
 	return st;

@@ -23,6 +23,7 @@ extern int tb_naptime_ms;
 extern char *tb_default_schedule;
 extern char *tb_retention_interval;
 extern char *tb_bin_dir;
+extern char *tb_max_bandwidth;
 extern int tb_lease_seconds;
 extern int tb_compression_level;
 extern bool tb_preloaded;
@@ -35,6 +36,9 @@ void tb_raise(const tb_error *err, const char *context) pg_attribute_noreturn();
 
 /* Loads the master key from tenant_backup.master_key_file or _command; ERROR if neither works. */
 void tb_master_key(master_key *out);
+
+/* url with tenant_backup.max_bandwidth added when it is an s3:// URL without a limit of its own (palloc'd or url). */
+const char *tb_storage_url_limited(const char *url);
 
 /* Opens tenant_backup.storage; ERROR if unset or invalid. The caller closes it. */
 storage *tb_storage(void);

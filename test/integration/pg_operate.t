@@ -142,6 +142,13 @@ like "$(psql_q "ALTER SYSTEM SET tenant_backup.master_key_file = 'master.key'" 2
 psql_q "ALTER SYSTEM SET tenant_backup.storage = 'file://$D/store2'" "ALTER SYSTEM RESET tenant_backup.storage" >/dev/null
 ok $? "a good storage URL is taken"
 
+like "$(psql_q "ALTER SYSTEM SET tenant_backup.max_bandwidth = 'fast'" 2>&1)" 'must be a rate from 100KB/s to 100GB/s' \
+	"a max_bandwidth that is no rate is refused"
+like "$(psql_q "ALTER SYSTEM SET tenant_backup.max_bandwidth = '50MB/s&endpoint=http://x'" 2>&1)" 'must be a rate' \
+	"and one that would add another storage option"
+psql_q "ALTER SYSTEM SET tenant_backup.max_bandwidth = '50MB/s'" "ALTER SYSTEM RESET tenant_backup.max_bandwidth" >/dev/null
+ok $? "max_bandwidth = '50MB/s' is taken"
+
 # What needs the file system is said at reload: the launcher warns in the server log.
 chmod 0644 "$D/master.key"
 psql_q "SELECT pg_reload_conf()" >/dev/null
