@@ -22,7 +22,7 @@ PGconn *cli_control_connect(const char *command, const char *conninfo);
 /* Prints the server's error of res (message, detail, hint; escaped) once; returns CLI_EXIT_REFUSED. */
 int cli_control_report(const char *command, const PGresult *res);
 
-/* Runs sql with its text parameters bound; NULL after reporting the error. */
+/* Runs sql with its text parameters bound; NULL after reporting the error (or the connection lost). */
 PGresult *cli_control_query(const char *command, PGconn *conn, const char *sql, int nparams, const char *const *params);
 
 #define CLI_CONTROL_COLUMNS_MAX 32

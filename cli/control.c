@@ -80,6 +80,15 @@ cli_control_query(const char *command, PGconn *conn, const char *sql, int nparam
 {
 	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQstatus(conn) == CONNECTION_BAD)
+	{
+		char msg[CLI_ESCAPED_MAX];
+
+		fprintf(stderr, "tenant-backup %s: lost the connection to the control plane: %s\n", command,
+				cli_control_one_line(PQerrorMessage(conn), msg, sizeof(msg)));
+		PQclear(res);
+		return NULL;
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		cli_control_report(command, res);

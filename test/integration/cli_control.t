@@ -168,4 +168,19 @@ is "$default" "$level1" "put compresses at zstd level 1 by default"
 [ -n "$level3" ] && [ "$level3" != "$level1" ]
 ok $? "(level 3 stores another size: $level3 against $level1)"
 
+# ------------------------------------------------------------ the control plane goes away during --wait
+
+PGDATABASE=acme_db "$PG_BIN/psql" -X -q -c "BEGIN" -c "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE" \
+	-c "SELECT pg_sleep(60)" >/dev/null 2>&1 &
+on_exit "kill $! 2>/dev/null"
+sleep 0.5
+tb backup acme --wait >"$D/wait.out" 2>&1 &
+waiter=$!
+wait_for 40 0.5 running psql_q "SELECT state FROM tenant_backup.jobs ORDER BY id DESC LIMIT 1" >/dev/null
+pg_stop "$D/pg"
+wait $waiter
+is "$?" 3 "backup --wait exits 3 when the control plane goes away while it follows the job"
+like "$(cat "$D/wait.out")" "tenant-backup backup: lost the connection to the control plane: .*(terminat|closed)" \
+	"saying that the connection was lost"
+
 done_testing
