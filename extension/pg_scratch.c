@@ -12,6 +12,7 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "nodes/pg_list.h"
 #include "storage/fd.h"
 #include "utils/memutils.h"
 
@@ -61,23 +62,28 @@ tb_scratch_dirs_sweep(void)
 	char *parent = tb_pg_drill_scratch_parent();
 	char *prefix = tb_pg_drill_scratch_prefix();
 	size_t prefix_len = strlen(prefix);
+	List *names = NIL;
+	ListCell *lc;
 	DIR *dir = AllocateDir(parent);
 	struct dirent *de;
 
+	/* The names first: the directory handle must not outlive the catalog transactions below. */
 	while (dir != NULL && (de = ReadDirExtended(dir, parent, LOG)) != NULL)
+		if (strncmp(de->d_name, prefix, prefix_len) == 0)
+			names = lappend(names, pstrdup(de->d_name));
+	if (dir != NULL)
+		FreeDir(dir);
+	foreach (lc, names)
 	{
-		char job[32], *path;
-		size_t digits;
+		const char *name = lfirst(lc);
+		size_t digits = strspn(name + prefix_len, "0123456789");
+		char job[32], *path = psprintf("%s/%s", parent, name);
+		const char *args[2] = {job, path};
 		struct stat st;
-		const char *args[2] = {job, NULL};
 
-		if (strncmp(de->d_name, prefix, prefix_len) != 0)
+		if (digits == 0 || digits > 18 || name[prefix_len + digits] != '_')
 			continue;
-		digits = strspn(de->d_name + prefix_len, "0123456789");
-		if (digits == 0 || digits > 18 || de->d_name[prefix_len + digits] != '_')
-			continue;
-		snprintf(job, sizeof(job), "%.*s", (int) digits, de->d_name + prefix_len);
-		path = psprintf("%s/%s", parent, de->d_name);
+		snprintf(job, sizeof(job), "%.*s", (int) digits, name + prefix_len);
 		/* Only a directory of ours, never through a link: another user's name-alike stays. */
 		if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
 			tb_sql("SELECT 1 FROM tenant_backup.jobs WHERE id = $1::bigint AND state IN ('queued', 'running')", 1,
@@ -88,14 +94,11 @@ tb_scratch_dirs_sweep(void)
 			ereport(WARNING, (errmsg("tenant_backup: could not remove drill scratch directory \"%s\": %m", path)));
 			continue;
 		}
-		args[1] = path;
 		tb_sql("SELECT tenant_backup._audit('scratch directory removed', (SELECT tenant FROM tenant_backup.jobs"
 			   " WHERE id = $1::bigint), jsonb_build_object('directory', $2::text, 'job_id', $1::bigint))",
 			   2, args);
 		ereport(LOG, (errmsg("tenant_backup: removed drill scratch directory \"%s\" of job %s", path, job)));
 	}
-	if (dir != NULL)
-		FreeDir(dir);
 }
 
 void
