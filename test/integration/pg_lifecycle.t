@@ -70,8 +70,10 @@ b2=$(newest acme)
 is "$(psql_q "SELECT key_id FROM tenant_backup.backups WHERE id = $b2")" "$k2" "the next backup uses the new key"
 is "$(psql_q "SELECT key_id || ' ' || state FROM tenant_backup.keys WHERE tenant = 'acme' ORDER BY created, key_id" | tr '\n' ' ')" \
 	"$k1 retired $k2 active " "the keys view: the old key retired, the new one active"
-is "$(ls "$D/store/acme/keys" | sort | tr '\n' ' ')" "$(printf '%s\n' "$k1.json" "$k2.json" | sort | tr '\n' ' ')" \
-	"both keys are in storage; nothing else was written again"
+is "$(ls "$D/store/acme/keys" | sort | tr '\n' ' ')" "$(printf '%s\n' "$k1.json" "$k2.json" active.json | sort | tr '\n' ' ')" \
+	"both keys are in storage beside active.json; nothing else was written again"
+active_key() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["key_id"])' "$D/store/acme/keys/active.json"; }
+is "$(wait_for 50 0.2 "$k2" active_key)" "$k2" "active.json names the new key once the rotation committed"
 psql_q "SELECT tenant_backup.tenant_restore('acme', backup_id => $b1, target => 'acme_old_key')" >/dev/null
 ok $? "the backup under the old key restores"
 is "$(rows_of acme_old_key)" "500/37" "with its rows"
