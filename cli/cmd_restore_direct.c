@@ -4,6 +4,7 @@
  * disaster-recovery path when the control plane is gone.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ static const char restore_direct_usage[] =
 	"pg_dump recorded it), loaded by pg_restore in one transaction as a login with no\n"
 	"more than the tenant's rights (the tenant's functions run while it loads: never as\n"
 	"a superuser), and given the recorded owner when that role exists. On any failure\n"
-	"the new database is dropped.\n"
+	"the new database is dropped, and SIGINT, SIGTERM or SIGHUP stop it the same way (the\n"
+	"plaintext is removed; SIGKILL would leave it in TMPDIR/tenant-backup-restore-*).\n"
 	"A database of that name must not exist. Needs room in TMPDIR for the plaintext.\n"
 	"\n"
 	"  --tenant T            the tenant\n"
@@ -137,6 +139,36 @@ direct_problem(const char *key, const char *why, void *arg)
 			cli_escape(key, escaped_key, sizeof(escaped_key)), cli_escape(why, escaped_why, sizeof(escaped_why)));
 }
 
+/* The signal (SIGINT, SIGTERM, SIGHUP) that asked us to stop, 0 if none: the work stops and cleans up. */
+static volatile sig_atomic_t direct_interrupted;
+
+static void
+direct_on_signal(int sig)
+{
+	direct_interrupted = sig;
+}
+
+static void
+direct_catch_signals(void)
+{
+	struct sigaction sa = {.sa_handler = direct_on_signal}; /* no SA_RESTART: waits return EINTR */
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+/* -1 (err set) once a signal asked us to stop; also repo_read_options.keep_going. */
+static int
+direct_keep_going(void *ctx, tb_error *err)
+{
+	(void) ctx;
+	return direct_interrupted ? tb_error_set(err, TB_ERR_INTERNAL, "interrupted by signal %d: stopped and cleaned up",
+											 (int) direct_interrupted)
+							  : 0;
+}
+
 /* A private directory for the plaintext and the tools' files, removed by direct_scratch_remove. */
 typedef struct direct_scratch
 {
@@ -206,8 +238,14 @@ direct_run(const char *const *argv, const char *out, tb_error *err)
 	if (out_fd >= 0)
 		close(out_fd);
 	while (waitpid(pid, &status, 0) < 0)
+	{
 		if (errno != EINTR)
 			return tb_error_set(err, TB_ERR_IO, "cannot wait for %s: %s", argv[0], strerror(errno));
+		if (direct_interrupted)
+			kill(pid, SIGTERM);
+	}
+	if (direct_keep_going(NULL, err) != 0)
+		return -1;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		return tb_error_set(err, TB_ERR_IO, "%s failed (%s %d); its messages are above", argv[0],
 							WIFEXITED(status) ? "exit status" : "signal",
@@ -874,8 +912,9 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 		return -1;
 	}
 	cli_progress_start(&progress, "restore-direct: authenticating");
-	rc = repo_read_to_file(st, master, m->object, s.dir, "backup.dump", cli_read_checked(&options, m, &progress),
-						   &stats, err);
+	cli_read_checked(&options, m, &progress);
+	options.keep_going = direct_keep_going;
+	rc = repo_read_to_file(st, master, m->object, s.dir, "backup.dump", &options, &stats, err);
 	cli_progress_end(&progress);
 	if (rc == 0 &&
 		(rc = direct_run((const char *const[]){pg_restore, "--create", "--list", s.dump, NULL}, s.list, err)) == 0 &&
@@ -887,7 +926,8 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 	if (rc == 0 && (rc = direct_passfile_write(target, &s, err)) == 0 &&
 		(conninfo = direct_conninfo_for_tool(target, args->load_as, &s, err)) == NULL)
 		rc = -1;
-	if (rc == 0 && (rc = direct_create_database(admin, target->dbname, &props, err)) == 0)
+	if (rc == 0 && (rc = direct_keep_going(NULL, err)) == 0 &&
+		(rc = direct_create_database(admin, target->dbname, &props, err)) == 0)
 	{
 		char *dbname_option = NULL;
 
@@ -985,6 +1025,7 @@ cmd_restore_direct(int argc, char **argv)
 		PQconninfoFree(target.options);
 		return 2;
 	}
+	direct_catch_signals();
 	choice.backup_id = args.backup_id;
 	rc = cli_list_backups(st, args.tenant, args.engine,
 						  &(cli_listing_handlers){.backup = direct_choose, .problem = direct_problem, .arg = &choice},

@@ -130,6 +130,23 @@ is "$?" 0 "a database name with quotes is restored into"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname IN ('acme_mine', \$\$$hostile\$\$)")" 2 \
 	"a database of exactly that name, and the other one is still there"
 
+# Interrupted while it loads: the plaintext and the half-made database go.
+mkdir -p "$D/tmp"
+printf '#!/bin/sh\ncase "$*" in *--exit-on-error*) exec sleep 30 ;; esac\nexec "%s/pg_restore" "$@"\n' "$PG_BIN" \
+	>"$D/slow-pg_restore"
+chmod +x "$D/slow-pg_restore"
+TMPDIR="$D/tmp" "$TB" restore-direct --tenant acme --engine postgres --pg-restore "$D/slow-pg_restore" \
+	--into "$(into acme_interrupted restorer)" --no-owner >"$D/int.out" 2>&1 &
+restorer_pid=$!
+wait_for 40 0.25 1 psql_q "SELECT count(*) FROM pg_database WHERE datname = 'acme_interrupted'" >/dev/null
+is "$(ls "$D"/tmp/*/backup.dump 2>/dev/null | wc -l)" 1 "while it loads, the authenticated plaintext is in a private directory"
+kill -TERM "$restorer_pid"
+wait "$restorer_pid"
+is "$?" 1 "SIGTERM stops restore-direct (exit 1)"
+like "$(cat "$D/int.out")" "interrupted by signal 15: stopped and cleaned up" "saying so"
+is "$(ls -A "$D/tmp")" "" "the plaintext and its directory are gone"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'acme_interrupted'")" 0 "and so is the half-made database"
+
 out=$("$TB" restore-direct --tenant acme --engine mysql --into mysql://127.0.0.1/acme 2>&1)
 is "$?" 2 "an engine restore-direct does not handle yet is bad usage"
 like "$out" "engine mysql is not restored directly yet" "and says so"
