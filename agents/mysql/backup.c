@@ -62,7 +62,11 @@ dump_preamble(const mysql_source *src, agent_job *job, char **preamble, bool *hi
 
 	if (conn == NULL)
 		return -1;
-	if (my_claim_identity(conn, src, job, err) == 0)
+	bool own_swap_done;
+
+	/* A restore of this database that a crash interrupted is finished first: the backup is of a working database. */
+	if (my_claim_identity(conn, src, job, err) == 0 &&
+		my_journal_repair(conn, job, src->database, &own_swap_done, err) == 0)
 	{
 		options = my_database_options(conn, src->database, err);
 		if (options)

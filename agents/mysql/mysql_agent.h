@@ -78,9 +78,29 @@ char *my_database_options(MYSQL *conn, const char *db, tb_error *err);
 /*
  * Makes `live` hold what `fresh` holds: its tables move in (one RENAME TABLE), the
  * previous ones to `old`, with their triggers, views, routines and events each going
- * with them. Nothing is dropped: the previous contents stay in `old`.
+ * with them. Nothing is dropped: the previous contents stay in `old`. Journaled (see
+ * my_journal_begin) before anything live changes: after a crash, my_journal_repair
+ * finishes it.
  */
-int my_swap(MYSQL *conn, const char *live, const char *fresh, const char *old, tb_error *err);
+int my_swap(MYSQL *conn, const agent_job *job, const char *live, const char *fresh, const char *old, tb_error *err);
+
+/*
+ * The swap journal, a row per job in tenant_backup_agent.swap_journal on the tenant's
+ * own server (beside what it describes, so that it cannot disagree with it), its body
+ * MACed with the master key (the server is not trusted with it), and the job's named
+ * lock held on conn while its agent lives. begin: before job creates database fresh
+ * for live (a load); my_swap adds the definitions; end: removes the row (unless keep:
+ * a swap that failed halfway, for the next agent to finish) and the lock.
+ */
+int my_journal_begin(MYSQL *conn, const agent_job *job, const char *live, const char *fresh, tb_error *err);
+void my_journal_end(MYSQL *conn, const agent_job *job, bool keep);
+/*
+ * Finishes every interrupted job on live whose agent is gone (its lock is free): a swap
+ * goes forward to its end, an unfinished load's database is dropped. *own_swap_done:
+ * job's own swap was among them (a retried restore is then done). Every job on a
+ * database calls it first.
+ */
+int my_journal_repair(MYSQL *conn, const agent_job *job, const char *live, bool *own_swap_done, tb_error *err);
 
 int mysql_backup(agent_job *job, repo_put *put, tb_error *err);
 int mysql_restore(agent_job *job, tb_error *err);

@@ -150,6 +150,12 @@ load_fresh(agent_job *job, const mysql_source *src, MYSQL *conn, const char *fre
 										 "database \"%s\" already exists; restore into one that does not", fresh);
 	if (like && (options = my_database_options(conn, like, err)) == NULL)
 		return -1;
+	/* From here a crash leaves a database that the next agent on live drops (my_journal_repair). */
+	if (my_journal_begin(conn, job, src->database, fresh, err) != 0)
+	{
+		free(options);
+		return -1;
+	}
 	ident = my_ident(fresh);
 	rc = my_exec(conn, "creating the database to restore into", err, "CREATE DATABASE %s %s", ident,
 				 options ? options : "");
@@ -306,6 +312,7 @@ mysql_restore(agent_job *job, tb_error *err)
 	mysql_source src;
 	MYSQL *conn = NULL;
 	char fresh[MY_NAME_MAX * 4 + 1], old[MY_NAME_MAX * 4 + 1];
+	bool own_swap_done = false, keep_journal = false;
 	int live_exists, rc = -1;
 
 	if (mysql_source_from_job(job, &src, err) != 0)
@@ -319,6 +326,15 @@ mysql_restore(agent_job *job, tb_error *err)
 		goto done;
 	if ((conn = mysql_source_connect(&src, job, err)) == NULL || my_claim_identity(conn, &src, job, err) != 0)
 		goto done;
+	if (my_journal_repair(conn, job, src.database, &own_swap_done, err) != 0)
+		goto done;
+	if (own_swap_done && !job->drill && !job->restore_target)
+	{
+		/* This job's own swap, interrupted by a crash, is now finished: the restore is done. */
+		snprintf(job->detail, sizeof(job->detail), "restored: the swap interrupted in an earlier attempt was finished");
+		rc = 0;
+		goto done;
+	}
 	live_exists = my_database_defaults(conn, src.database, NULL, NULL, err);
 	if (live_exists < 0)
 		goto done;
@@ -340,10 +356,11 @@ mysql_restore(agent_job *job, tb_error *err)
 		rc = load_fresh(job, &src, conn, fresh, src.database, err);
 		/* The whole backup authenticated and loaded: only now does live change. */
 		if (rc == 0 && agent_job_tick(job, err) == 0)
-			rc = my_swap(conn, src.database, fresh, old, err);
+			keep_journal = (rc = my_swap(conn, job, src.database, fresh, old, err)) != 0;
 		else if (rc == 0)
 			rc = drop_fresh(conn, fresh, -1, err);
 	}
+	my_journal_end(conn, job, keep_journal);
 done:
 	if (rc != 0)
 		tb_error_prefix(err, "%s of database \"%s\" of tenant \"%s\"", job->drill ? "restore drill" : "restore",
