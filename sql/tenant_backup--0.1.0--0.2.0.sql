@@ -1138,6 +1138,8 @@ CREATE TABLE tenant_backup.source_backup_state (
 );
 COMMENT ON TABLE tenant_backup.source_backup_state IS
 	'Per database: the newest complete backup (finished, bytes_in) and the newest finished backup job that was not cancelled (finished, state, error). Kept by triggers on backups and jobs; read by tenant_backup.status.';
+-- Derived, but restored with the rest: a restore in replica mode fires no trigger to rebuild it.
+SELECT pg_catalog.pg_extension_config_dump('tenant_backup.source_backup_state', '');
 -- The active jobs and the restores and drills are few: the status view reads them by these.
 CREATE INDEX backups_source_complete ON tenant_backup.backups (source_id, finished DESC) WHERE status = 'complete';
 CREATE INDEX jobs_active ON tenant_backup.jobs (source_id) WHERE state IN ('queued', 'running');

@@ -36,7 +36,10 @@ ok $? "a schedule, a default retention, a mysql source and an agent"
 psql_q "SELECT tenant_backup.tenant_restore_drill('acme')" >/dev/null
 ok $? "a restore drill of acme"
 
-TABLES="tenants settings key_store sources jobs backups audit drills agent_registry audit_heads audit_head_stored"
+# storage_intents is left out: a launcher that starts queues intents of its own (each
+# tenant's active.json is written again), so the restored cluster has more of them.
+TABLES="tenants settings key_store sources source_backup_state jobs backups audit drills agent_registry audit_heads
+	audit_head_stored"
 # One line per catalog table: its name, row count and a digest of its rows.
 catalog_digest() {
 	for table in $TABLES; do
@@ -44,7 +47,7 @@ catalog_digest() {
 				FROM tenant_backup.$table t"
 	done
 	psql_q "SELECT 'sequences ' || string_agg(last_value::text, ',' ORDER BY sequencename) FROM pg_sequences
-			WHERE schemaname = 'tenant_backup'"
+			WHERE schemaname = 'tenant_backup' AND sequencename NOT LIKE 'storage_intents%'"
 }
 is "$(wait_for 50 0.2 t psql_q "SELECT count(*) = 1 FROM tenant_backup.audit_head_stored")" t \
 	"the launcher wrote the audit chain heads to storage"
