@@ -59,8 +59,9 @@ psql_q "BEGIN" "SAVEPOINT s" "SELECT tenant_backup.tenant_rotate_key('acme')" "R
 	"SELECT tenant_backup.tenant_rotate_key('acme')" "COMMIT" >/dev/null
 is "$(echo "$(key_docs)" | wc -w)" 2 "a rotation rolled back to a savepoint leaves none either, the committed one stays"
 # A backend killed hard (the postmaster restarts) cannot undo: its key document stays, newest of all.
-active=$(active_key acme)
+# active.json is written after commit, by the launcher: read it once that is done.
 wait_for 50 0.2 0 intents_idle >/dev/null
+active=$(active_key acme)
 "$PG_BIN/psql" -X -q -c "BEGIN" -c "SELECT tenant_backup.tenant_rotate_key('acme')" \
 	-c "SELECT pg_sleep(30)" >/dev/null 2>&1 &
 wait_for 50 0.1 3 sh -c "ls '$D/store/acme/keys/' | grep -cE '^[0-9a-f]{16}\.json$'" >/dev/null
