@@ -1,7 +1,9 @@
 #!/bin/bash
-# A FIFO in file storage in place of a tenant's key document, met by the extension's
-# restore worker: the restore fails at once with an error naming the key document,
-# no worker is left hanging on it, and the cluster stops with pg_ctl -m fast in seconds.
+# A FIFO in file storage in place of a tenant's backup object, met by the extension's
+# restore worker: the restore fails at once with an error naming the object, no worker
+# is left hanging on it, and the cluster stops with pg_ctl -m fast in seconds. (The
+# worker takes the tenant's key from the catalog; the CLI, which reads key documents
+# from storage, meets FIFOs in their place in storage_hostile.t.)
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
@@ -25,15 +27,15 @@ psql_q "SELECT tenant_backup.tenant_create('acme')" "SELECT tenant_backup.tenant
 psql_q "SELECT tenant_backup.tenant_backup('acme', wait => true)" >/dev/null
 ok $? "a backup of acme"
 
-keydoc=$(cd "$D/store" && ls acme/keys/*.json)
-mv "$D/store/$keydoc" "$D/keydoc.aside"
-mkfifo "$D/store/$keydoc"
-chown postgres "$D/store/$keydoc"
+object=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 'acme' AND status = 'complete'")
+mv "$D/store/$object" "$D/object.aside"
+mkfifo "$D/store/$object"
+chown postgres "$D/store/$object"
 start=$SECONDS
 out=$(timeout 60 "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -c "SELECT tenant_backup.tenant_restore('acme')" 2>&1)
 rc=$?
-ok $((rc == 0 || rc == 124)) "tenant_restore with a FIFO as the key document fails (exit $rc after $((SECONDS - start)) s)"
-like "$out" "'$keydoc' in $STORAGE is a FIFO, not a regular file" "the error names the key document and what it is"
+ok $((rc == 0 || rc == 124)) "tenant_restore with a FIFO as the backup object fails (exit $rc after $((SECONDS - start)) s)"
+like "$out" "'$object' in $STORAGE is a FIFO, not a regular file" "the error names the object and what it is"
 like "$out" "nothing live was changed" "and says nothing live was changed"
 is "$(PGDATABASE=acme psql_q "SELECT v FROM canary")" "acme canary" "acme is untouched"
 got=$(wait_for 20 0.25 0 psql_q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tenant_backup job'")
