@@ -113,7 +113,8 @@ _PG_init(void)
 	BackgroundWorker launcher;
 
 	DefineCustomStringVariable("tenant_backup.storage", "Where backups are stored: file:///dir or s3://bucket/prefix.",
-							   "S3 credentials come from the AWS_* environment variables of the server.",
+							   "S3 credentials: the server's AWS_* environment, shared credentials files, web identity "
+							   "or the instance metadata service.",
 							   &tb_storage_url, "", PGC_SIGHUP, 0, tb_check_storage_url, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.master_key_file",
 							   "File holding the master key (64 hex digits, mode 0600).", NULL, &tb_master_key_file, "",
