@@ -98,7 +98,8 @@ tb_object_claim_refuse(const char *tenant, const char *engine, const char *what)
 
 /*
  * Checks what an agent says it stored against storage itself: the object and its
- * manifest exist, both with the reported size and key id, and the object's header,
+ * manifest exist, both with the reported size and key id, the manifest with the
+ * reported SHA-256 (which a restore checks the bytes against), and the object's header,
  * authenticated with the tenant's key, names this tenant, engine and the backup id in
  * the object's name. ERROR if not; storage is left as it is.
  */
@@ -110,6 +111,7 @@ tenant_backup_backup_object_check(PG_FUNCTION_ARGS)
 	char *object = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	int64 bytes_stored = PG_GETARG_INT64(3);
 	char *key_id = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	char *sha256 = PG_ARGISNULL(5) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(5));
 	master_key master;
 	storage *st;
 	storage_info info;
@@ -136,11 +138,13 @@ tenant_backup_backup_object_check(PG_FUNCTION_ARGS)
 		problem = psprintf("its manifest is not valid: %s", err.msg);
 	else if (strcmp(m.object, object) != 0 || (int64) m.stored_bytes != bytes_stored || strcmp(m.key_id, key_id) != 0)
 		problem = "its manifest describes another object, size or key";
+	else if (strcmp(m.sha256, sha256) != 0)
+		problem = "its manifest names another SHA-256 than the one reported";
 	free(json);
 	if (problem == NULL)
 	{
 		tb_master_key(&master);
-		master.key_command = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+		master.key_command = PG_ARGISNULL(6) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6));
 		reader = repo_reader_open(st, &master, object, NULL, &err);
 		keys_master_wipe(&master);
 		if (reader == NULL)

@@ -89,11 +89,11 @@ REVOKE ALL ON FUNCTION tenant_backup._source_identity_record(bigint, text),
 -- ---- agents report only what storage holds, under unguessable leases
 
 CREATE FUNCTION tenant_backup._backup_object_check(p_tenant text, p_engine text, p_object text, p_bytes_stored bigint,
-												   p_key_id text, p_key_command text)
+												   p_key_id text, p_sha256 text, p_key_command text)
 RETURNS void LANGUAGE c
 AS 'MODULE_PATHNAME', 'tenant_backup_backup_object_check';
-COMMENT ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text) IS
-	'Raises unless storage holds p_object and its manifest with p_bytes_stored bytes and key p_key_id, and the object''s header, authenticated with the tenant''s key (p_key_command: the tenant''s own key command), names p_tenant, p_engine and the backup id of its name.';
+COMMENT ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text, text) IS
+	'Raises unless storage holds p_object and its manifest with p_bytes_stored bytes, key p_key_id and SHA-256 p_sha256, and the object''s header, authenticated with the tenant''s key (p_key_command: the tenant''s own key command), names p_tenant, p_engine and the backup id of its name.';
 
 -- The result of a successful agent backup, checked before anything is recorded: a
 -- backup object name under the job's own <tenant>/<engine>/, not already a backup of
@@ -123,7 +123,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value', HINT = 'Report the object this job stored; nothing was recorded.';
 	END IF;
 	PERFORM tenant_backup._backup_object_check(p_job.tenant, p_job.engine, obj, (p_result->>'bytes_stored')::bigint,
-											   p_result->>'key_id',
+											   p_result->>'key_id', p_result->>'sha256',
 											   (SELECT t.key_command FROM tenant_backup.tenants t WHERE t.name = p_job.tenant));
 END
 $$;
@@ -212,7 +212,7 @@ BEGIN
 	FROM tenant_backup.tenants t WHERE t.name = j.tenant;
 END
 $$;
-REVOKE ALL ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text),
+REVOKE ALL ON FUNCTION tenant_backup._backup_object_check(text, text, text, bigint, text, text, text),
 	tenant_backup._agent_result_check(tenant_backup.jobs, jsonb) FROM PUBLIC;
 
 -- ---- operators: locators, database identity, secrets

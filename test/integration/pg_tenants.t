@@ -10,12 +10,12 @@
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 
 scratch_dir
-PORT=25421
+PORT=$(free_port)
 if [ "${TB_TEST_STORAGE:-file}" = s3 ]; then
 	. "$HERE/lib/s3.sh"
-	s3_start "$D" 21600
+	s3_start "$D" "$(free_port)"
 	STORAGE="s3://$TB_S3_BUCKET/pg"
-	PORT=25422
+	PORT=$(free_port)
 else
 	mkdir -p "$D/store"
 	chown postgres "$D/store"

@@ -15,7 +15,7 @@ chown postgres "$D/store"
 chown postgres "$D/master.key"
 MASTER_HEX=$(tr -d '\n' <"$D/master.key")
 
-pg_start "$D/pg" 25411 "tenant_backup.storage = 'file://$D/store'
+pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
 tenant_backup.master_key_file = '$D/master.key'
 tenant_backup.naptime = 200
 tenant_backup.lease_timeout = 5"

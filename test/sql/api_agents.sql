@@ -4,7 +4,7 @@
 -- completes the backup, failure queues the job again until max_attempts; release
 -- gives a job back untried; the agents view; who may call what. Rolled back.
 BEGIN;
-SELECT plan(66);
+SELECT plan(67);
 
 DO $$
 BEGIN
@@ -72,13 +72,16 @@ SELECT throws_ok(format('SELECT tenant_backup.agent_report(%s, %L)', (SELECT job
 -- (tenant-backup put) before this file runs: its name, size and key in storage.
 CREATE TEMP TABLE obj AS
 SELECT 'agent-t/mysql/' || f AS object, (pg_stat_file(d.dir || '/agent-t/mysql/' || f)).size AS bytes,
-	   pg_read_file(d.dir || '/agent-t/mysql/' || replace(f, '.tbk', '.json'))::jsonb->>'key_id' AS key_id
+	   pg_read_file(d.dir || '/agent-t/mysql/' || replace(f, '.tbk', '.json'))::jsonb->>'key_id' AS key_id,
+	   pg_read_file(d.dir || '/agent-t/mysql/' || replace(f, '.tbk', '.json'))::jsonb->>'sha256' AS sha256
 FROM (SELECT substr(current_setting('tenant_backup.storage'), 8) AS dir) d, pg_ls_dir(d.dir || '/agent-t/mysql') f
 WHERE f LIKE '%.tbk';
 SELECT is((SELECT count(*) FROM obj), 1::bigint, 'storage holds one real mysql backup object of agent-t');
-CREATE FUNCTION pg_temp.report(p_object text, p_bytes bigint, p_key_id text) RETURNS boolean LANGUAGE sql AS $$
+CREATE FUNCTION pg_temp.report(p_object text, p_bytes bigint, p_key_id text,
+								p_sha256 text DEFAULT NULL) RETURNS boolean LANGUAGE sql AS $$
 	SELECT tenant_backup.agent_report((SELECT job_id FROM c1), (SELECT lease FROM c1), NULL,
-		jsonb_build_object('object', p_object, 'bytes_in', 1000, 'bytes_stored', p_bytes, 'sha256', repeat('a', 64),
+		jsonb_build_object('object', p_object, 'bytes_in', 1000, 'bytes_stored', p_bytes,
+						   'sha256', coalesce(p_sha256, (SELECT sha256 FROM obj)),
 						   'key_id', p_key_id))
 $$;
 
@@ -99,6 +102,10 @@ SELECT throws_ok($$SELECT pg_temp.report((SELECT object FROM obj), (SELECT bytes
 SELECT throws_ok($$SELECT pg_temp.report((SELECT object FROM obj), (SELECT bytes FROM obj), repeat('0', 16))$$,
 	'22023', 'the reported mysql backup of tenant "agent-t" is refused: its manifest describes another object, size or key',
 	'a report with another key id is refused');
+SELECT throws_ok($$SELECT pg_temp.report((SELECT object FROM obj), (SELECT bytes FROM obj), (SELECT key_id FROM obj),
+										 repeat('a', 64))$$,
+	'22023', 'the reported mysql backup of tenant "agent-t" is refused: its manifest names another SHA-256 than the one reported',
+	'a report with another SHA-256 is refused');
 SELECT is((SELECT j.state || ',' || b.status FROM tenant_backup.jobs j JOIN tenant_backup.backups b ON b.job_id = j.id
 		   WHERE j.id = (SELECT job_id FROM c1)), 'running,running',
 	'after the refused reports the job and its backup are still running, nothing recorded');
