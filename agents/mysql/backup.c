@@ -21,26 +21,15 @@
 static int
 has_versioned_tables(MYSQL *conn, const char *db, tb_error *err)
 {
-	char *name = my_literal(conn, db), *sql = NULL;
-	MYSQL_RES *res;
+	MYSQL_RES *res = my_query_about_database(
+		conn, db,
+		"SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'SYSTEM VERSIONED'",
+		"list the tables of", err);
 	MYSQL_ROW row;
 	int found;
 
-	if (name == NULL || asprintf(&sql,
-								 "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
-								 " AND TABLE_TYPE = 'SYSTEM VERSIONED'",
-								 name) < 0)
-	{
-		free(name);
-		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
-	}
-	free(name);
-	if (mysql_query(conn, sql) != 0 || (res = mysql_store_result(conn)) == NULL)
-	{
-		free(sql);
-		return tb_error_set(err, TB_ERR_IO, "cannot list the tables of database \"%s\": %s", db, mysql_error(conn));
-	}
-	free(sql);
+	if (res == NULL)
+		return -1;
 	row = mysql_fetch_row(res);
 	found = row != NULL && row[0] != NULL && strcmp(row[0], "0") != 0;
 	mysql_free_result(res);

@@ -63,6 +63,13 @@ char *my_ident(const char *name);
 /* 'text' escaped for conn; caller frees. */
 char *my_literal(MYSQL *conn, const char *text);
 
+/*
+ * Runs sql_format (its one %s: db as a quoted literal) and returns the result set (the
+ * caller frees it), or NULL with err saying "cannot <what> database ...".
+ */
+MYSQL_RES *my_query_about_database(MYSQL *conn, const char *db, const char *sql_format, const char *what,
+								   tb_error *err);
+
 /* 1 when db exists, with its default character set and collation; 0 when not; -1 on error. */
 int my_database_defaults(MYSQL *conn, const char *db, char **charset, char **collation, tb_error *err);
 /*

@@ -347,30 +347,42 @@ my_literal(MYSQL *conn, const char *text)
 	return out;
 }
 
-int
-my_database_defaults(MYSQL *conn, const char *db, char **charset, char **collation, tb_error *err)
+MYSQL_RES *
+my_query_about_database(MYSQL *conn, const char *db, const char *sql_format, const char *what, tb_error *err)
 {
-	char *name = my_literal(conn, db);
-	char *sql = NULL;
+	char *name = my_literal(conn, db), *sql = NULL;
 	MYSQL_RES *res;
-	MYSQL_ROW row;
-	int found;
 
-	if (name == NULL || asprintf(&sql,
-								 "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
-								 "information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-								 name) < 0)
+	if (name == NULL || asprintf(&sql, sql_format, name) < 0)
 	{
 		free(name);
-		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+		return NULL;
 	}
 	free(name);
 	if (mysql_query(conn, sql) != 0 || (res = mysql_store_result(conn)) == NULL)
 	{
 		free(sql);
-		return tb_error_set(err, TB_ERR_IO, "cannot look up database \"%s\": %s", db, mysql_error(conn));
+		tb_error_set(err, TB_ERR_IO, "cannot %s database \"%s\": %s", what, db, mysql_error(conn));
+		return NULL;
 	}
 	free(sql);
+	return res;
+}
+
+int
+my_database_defaults(MYSQL *conn, const char *db, char **charset, char **collation, tb_error *err)
+{
+	MYSQL_RES *res = my_query_about_database(
+		conn, db,
+		"SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
+		" WHERE SCHEMA_NAME = %s",
+		"look up", err);
+	MYSQL_ROW row;
+	int found;
+
+	if (res == NULL)
+		return -1;
 	row = mysql_fetch_row(res);
 	found = row != NULL;
 	if (found && charset)
