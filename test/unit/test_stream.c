@@ -427,7 +427,27 @@ test_sink_failure(void **state)
 	free(data);
 }
 
-/* Every thread a writer starts has all signals blocked: the host's handlers stay on its threads. */
+/* The thread ids in /proc/self/task other than the main thread's; returns how many. */
+static int
+list_other_threads(int *ids, int max)
+{
+	DIR *tasks = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(tasks);
+	while ((de = readdir(tasks)) != NULL)
+		if (de->d_name[0] != '.' && atoi(de->d_name) != (int) getpid() && n < max)
+			ids[n++] = atoi(de->d_name);
+	closedir(tasks);
+	return n;
+}
+
+/*
+ * Every thread a writer starts has all signals blocked: the host's handlers stay on its
+ * threads. Threads joined by an earlier test can linger in /proc for a moment while the
+ * kernel reaps them, so only the ids that were not there before the writer count.
+ */
 static void
 test_threads_block_signals(void **state)
 {
@@ -436,26 +456,29 @@ test_threads_block_signals(void **state)
 	membuf out = {0};
 	tb_error err = {0};
 	stream_writer *w;
-	DIR *tasks;
-	struct dirent *de;
+	int before[64], after[64];
+	int n_before, n_after;
 	int threads = 0, blocked = 0;
 
 	(void) state;
 	strcpy(hdr.tenant, "acme");
 	strcpy(hdr.engine, "postgres");
 	strcpy(hdr.backup_id, "sig");
+	n_before = list_other_threads(before, 64);
 	w = stream_writer_new(&hdr, &test_key, &options, membuf_sink, &out, "acme/sig.tbk", &err);
 	assert_non_null(w);
-	tasks = opendir("/proc/self/task");
-	assert_non_null(tasks);
-	while ((de = readdir(tasks)) != NULL)
+	n_after = list_other_threads(after, 64);
+	for (int i = 0; i < n_after; i++)
 	{
-		char path[300], line[256];
+		char path[64], line[256];
+		bool lingering = false;
 		FILE *f;
 
-		if (de->d_name[0] == '.' || atoi(de->d_name) == (int) getpid())
+		for (int j = 0; j < n_before; j++)
+			lingering |= before[j] == after[i];
+		if (lingering)
 			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		snprintf(path, sizeof(path), "/proc/self/task/%d/status", after[i]);
 		f = fopen(path, "r");
 		assert_non_null(f);
 		while (fgets(line, sizeof(line), f))
@@ -468,7 +491,6 @@ test_threads_block_signals(void **state)
 			}
 		fclose(f);
 	}
-	closedir(tasks);
 	assert_int_equal(threads, 3); /* two sealers and the emitter */
 	assert_int_equal(blocked, threads);
 	stream_writer_free(w);
