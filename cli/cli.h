@@ -16,9 +16,6 @@
 #define CLI_OPT_MASTER_KEY 1001
 #define CLI_OPT_KEY_COMMAND 1002
 
-/* put's zstd level: the extension's tenant_backup.compression_level and the agents' default. */
-#define CLI_PUT_LEVEL_DEFAULT 1
-
 /* getopt_long entries for --storage, --master-key, --key-command and --help. */
 #define CLI_COMMON_OPTIONS                                                                                             \
 	{"storage", required_argument, NULL, CLI_OPT_STORAGE},                                                             \

@@ -73,7 +73,7 @@ cmd_put(int argc, char **argv)
 											{"workers", required_argument, NULL, 'w'},
 											CLI_COMMON_OPTIONS,
 											{NULL, 0, NULL, 0}};
-	put_args args = {.put = {.stream = {.workers = 2, .level = CLI_PUT_LEVEL_DEFAULT}}};
+	put_args args = {.put = {.stream = {.workers = 2}}};
 	cli_context ctx;
 	cli_progress progress;
 	tb_error err = {0};

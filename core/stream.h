@@ -30,7 +30,8 @@
 #define STREAM_CHUNK_DEFAULT (1024 * 1024)
 #define STREAM_CHUNK_MIN 1024
 #define STREAM_CHUNK_MAX (16 * 1024 * 1024)
-#define STREAM_LEVEL_DEFAULT 3
+/* zstd level of every backup unless configured: the extension, the agents and put agree. */
+#define STREAM_LEVEL_DEFAULT 1
 #define STREAM_COMPRESSION_ZSTD 1
 #define STREAM_BACKUP_ID_MAX 64
 

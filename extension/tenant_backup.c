@@ -19,6 +19,7 @@
 #include "job.h"
 #include "metrics.h"
 #include "request.h"
+#include "stream.h"
 
 PG_MODULE_MAGIC;
 
@@ -37,7 +38,7 @@ static char *tb_first_backup_delay = NULL;
 /* Read by SQL (tenant_backup._retry_delay) through current_setting(). */
 static char *tb_retry_delays = NULL;
 int tb_lease_seconds = 60;
-int tb_compression_level = 1;
+int tb_compression_level = STREAM_LEVEL_DEFAULT;
 bool tb_preloaded = false;
 char *tb_archive_tenant = NULL;
 char *tb_archive_key_command = NULL;
@@ -146,7 +147,7 @@ _PG_init(void)
 							   PGC_SIGHUP, 0, tb_check_max_bandwidth, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.compression_level",
 							"zstd level of backups (1: fastest; dumps compress well even so).", NULL,
-							&tb_compression_level, 1, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
+							&tb_compression_level, STREAM_LEVEL_DEFAULT, 1, 19, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.agent_wait",
 							"How long wait => true waits for a queued job whose engine has no agent seen lately.",
 							"Counted from the agents' last heartbeat or the start of the wait, whichever is newer; 0: "

@@ -295,7 +295,7 @@ agent_config_load(agent_config *config, const agent_engine *engine, int argc, ch
 	config->lease_seconds = 60;
 	config->poll_seconds = 10;
 	config->workers = 2;
-	config->level = 1;
+	config->level = STREAM_LEVEL_DEFAULT;
 	if ((lease && parse_int("lease_seconds", lease, 5, 86400, &config->lease_seconds) != 0) ||
 		(poll && parse_int("poll_seconds", poll, 1, 3600, &config->poll_seconds) != 0) ||
 		(workers && parse_int("workers", workers, 1, 64, &config->workers) != 0) ||
