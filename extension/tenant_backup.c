@@ -18,6 +18,7 @@
 #include "check.h"
 #include "job.h"
 #include "metrics.h"
+#include "replicate.h"
 #include "request.h"
 #include "stream.h"
 
@@ -117,6 +118,12 @@ _PG_init(void)
 							   "S3 credentials: the server's AWS_* environment, shared credentials files, web identity "
 							   "or the instance metadata service.",
 							   &tb_storage_url, "", PGC_SIGHUP, 0, tb_check_storage_url, NULL, NULL);
+	DefineCustomStringVariable(
+		"tenant_backup.replica_storage",
+		"Second storage every complete backup is copied to: file:///dir or s3://bucket/prefix "
+		"(empty: no replica).",
+		"tenant_set_replica() overrides it per tenant; it must not overlap tenant_backup.storage.",
+		&tb_replica_storage_url, "", PGC_SIGHUP, 0, tb_check_replica_storage_url, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.master_key_file",
 							   "File holding the master key (64 hex digits, mode 0600).", NULL, &tb_master_key_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, tb_check_key_file_path, NULL, NULL);

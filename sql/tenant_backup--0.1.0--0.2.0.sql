@@ -2529,3 +2529,91 @@ REVOKE ALL ON FUNCTION tenant_backup._storage_list(text), tenant_backup._storage
 	tenant_backup._storage_unfinished_abort(text, text), tenant_backup._active_key_put(text, text),
 	tenant_backup._key_store_intent(), tenant_backup._intent_active_keys(), tenant_backup._intents_run(),
 	tenant_backup._janitor_run(), tenant_backup._expire(text, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------- replication
+-- Every complete backup of a tenant with a replica (tenant_backup.replica_storage, or
+-- the tenant's own tenant_set_replica URL) is copied, sealed as it is, to the same key
+-- in the replica storage by a replication worker the launcher starts (replicate.c),
+-- then read back and checked against the catalog's SHA-256.
+
+ALTER TABLE tenant_backup.tenants ADD COLUMN replica_storage text;
+COMMENT ON COLUMN tenant_backup.tenants.replica_storage IS
+	'NULL: tenant_backup.replica_storage applies; ''none'': no replica; otherwise the tenant''s own replica URL (tenant_set_replica).';
+
+ALTER TABLE tenant_backup.backups
+	ADD COLUMN replica_state text CHECK (replica_state IN ('pending', 'replicated', 'failed')),
+	ADD COLUMN replicated_at timestamptz,
+	ADD COLUMN replica_error text,
+	ADD COLUMN replica_attempts int NOT NULL DEFAULT 0,
+	ADD COLUMN replica_next_attempt timestamptz,
+	ADD COLUMN replica_url text;
+CREATE INDEX backups_replica_due ON tenant_backup.backups (tenant, finished)
+	WHERE replica_state IN ('pending', 'failed');
+COMMENT ON COLUMN tenant_backup.backups.replica_state IS
+	'NULL: no replica applies; pending: to be copied; replicated: the replica copy at replica_url matched sha256 when read back; failed: replica_error says why, tried again at replica_next_attempt.';
+
+CREATE FUNCTION tenant_backup._replica_url_check(p_tenant text, p_url text)
+RETURNS void LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'tenant_backup_replica_url_check';
+COMMENT ON FUNCTION tenant_backup._replica_url_check(text, text) IS
+	'Refuses a replica URL storage would not open, one that overlaps tenant_backup.storage, and for a session user who is not a superuser one outside the places the superuser configured (the S3 endpoint and bucket of tenant_backup.storage or tenant_backup.replica_storage, or a directory under a file:// replica_storage).';
+
+-- The effective replica of a tenant: its own URL, else the setting; NULL when none.
+CREATE FUNCTION tenant_backup._replica_url(p_tenant text)
+RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN t.replica_storage = 'none' THEN NULL
+				ELSE coalesce(t.replica_storage, nullif(current_setting('tenant_backup.replica_storage', true), '')) END
+	FROM tenant_backup.tenants t WHERE t.name = p_tenant
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_url(text) IS
+	'The replica storage URL of a tenant (its own, else tenant_backup.replica_storage), NULL when it has none.';
+
+CREATE FUNCTION tenant_backup.tenant_set_replica(tenant text, url text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants := tenant_backup._tenant_check(tenant);
+	effective text;
+BEGIN
+	IF url IS NOT NULL AND url <> 'none' THEN
+		PERFORM tenant_backup._replica_url_check(tenant, url);
+	END IF;
+	PERFORM 1 FROM tenant_backup.tenants x WHERE x.name = tenant FOR UPDATE;
+	UPDATE tenant_backup.tenants x SET replica_storage = url WHERE x.name = tenant;
+	effective := tenant_backup._replica_url(tenant);
+	-- Backups not copied yet go to the replica that applies now; copies made stay where replica_url says.
+	UPDATE tenant_backup.backups b
+	SET replica_state = CASE WHEN effective IS NULL THEN NULL ELSE 'pending' END,
+		replica_error = NULL, replica_attempts = 0, replica_next_attempt = NULL
+	WHERE b.tenant = tenant_set_replica.tenant AND b.status = 'complete'
+	AND b.replica_state IS DISTINCT FROM 'replicated';
+	PERFORM tenant_backup._audit('replica set', tenant,
+		jsonb_build_object('url', url, 'was', t.replica_storage, 'effective', effective));
+	RETURN effective;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_set_replica(text, text) IS
+	'Gives the tenant its own replica storage URL (NULL: tenant_backup.replica_storage applies again; ''none'': no replica). A non-superuser may name only the S3 endpoint and bucket of tenant_backup.storage or tenant_backup.replica_storage (another prefix), or a directory under a file:// replica_storage; no URL may overlap tenant_backup.storage. Backups not yet replicated are copied to the replica that applies now. Returns that URL (NULL: none). Audited.';
+
+-- A backup that becomes complete is pending replication when its tenant has a replica.
+CREATE FUNCTION tenant_backup._backup_replica_pending()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.replica_state IS NULL AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'complete')
+	   AND tenant_backup._replica_url(NEW.tenant) IS NOT NULL THEN
+		NEW.replica_state := 'pending';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER backups_replica_pending BEFORE INSERT OR UPDATE OF status ON tenant_backup.backups
+	FOR EACH ROW WHEN (NEW.status = 'complete') EXECUTE FUNCTION tenant_backup._backup_replica_pending();
+
+REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_backup._replica_url(text),
+	tenant_backup.tenant_set_replica(text, text), tenant_backup._backup_replica_pending() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_set_replica(text, text) TO tenant_backup_operator;
