@@ -171,20 +171,20 @@ tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, co
 }
 
 char *
-tb_pg_database_props_apply(PGconn *admin, const tb_archive *toc, const char *fresh, bool privileges)
+tb_pg_database_props_apply(PGconn *admin, const tb_archive *toc, const char *fresh, tb_database_grants grants)
 {
 	static const char *const properties[] = {"ALTER DATABASE ", "ALTER ROLE ", NULL};
 	static const char *const comment[] = {"COMMENT ON DATABASE ", NULL};
-	static const char *const grants[] = {"GRANT ", "REVOKE ", NULL};
+	static const char *const acl[] = {"GRANT ", "REVOKE ", NULL};
 	char *failure = tb_props_run(admin, toc, "DATABASE PROPERTIES", fresh, properties, false);
 
 	if (failure == NULL)
 		failure = tb_props_run(admin, toc, "COMMENT", fresh, comment, true);
-	if (failure != NULL || !privileges)
+	if (failure != NULL || grants == TB_GRANTS_CLOSED)
 		return failure;
 	/* pg_dump's grants are relative to the defaults, which the load took away from PUBLIC. */
 	if ((failure = tb_admin_exec(
 			 admin, psprintf("GRANT CONNECT, TEMPORARY ON DATABASE %s TO PUBLIC", quote_identifier(fresh)))) != NULL)
 		return psprintf("could not open database \"%s\" to PUBLIC: %s", fresh, failure);
-	return tb_props_run(admin, toc, "ACL", fresh, grants, false);
+	return grants == TB_GRANTS_BACKUP ? tb_props_run(admin, toc, "ACL", fresh, acl, false) : NULL;
 }

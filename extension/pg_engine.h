@@ -157,12 +157,18 @@ bool tb_pg_database_entry(const tb_archive_entry *e);
  * was created (then the caller drops it on failure).
  */
 char *tb_pg_database_create(PGconn *admin, const tb_archive *toc, const char *live, const char *fresh, bool *created);
+/* Who may connect to a restored database once it is loaded. */
+typedef enum tb_database_grants
+{
+	TB_GRANTS_CLOSED,  /* nobody yet: a drill, or a swap that carries the live database's grants over */
+	TB_GRANTS_DEFAULT, /* PUBLIC's CONNECT and TEMPORARY, as CREATE DATABASE gives them (privileges => false) */
+	TB_GRANTS_BACKUP,  /* those defaults, then the backup's own grants */
+} tb_database_grants;
 /*
  * Once fresh is loaded: the archive's database settings, role-in-database settings,
- * connection limit and comment; with privileges, its grants (PUBLIC's defaults
- * first). NULL, or why not.
+ * connection limit and comment, and the grants asked for. NULL, or why not.
  */
-char *tb_pg_database_props_apply(PGconn *admin, const tb_archive *toc, const char *fresh, bool privileges);
+char *tb_pg_database_props_apply(PGconn *admin, const tb_archive *toc, const char *fresh, tb_database_grants grants);
 
 /* pg_swap.c */
 /* The steps of a restore, journaled in tenant_backup.restore_swaps (committed) before each is taken. */

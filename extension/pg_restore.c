@@ -175,17 +175,37 @@ tb_pg_database_exists(PGconn *admin, const char *name)
 }
 
 /*
+ * Who may connect to fresh once loaded: nobody yet in a drill or when it replaces a
+ * live database (old), whose own grants the swap carries over; PUBLIC's defaults for
+ * a target restored with privileges => false; otherwise the backup's grants.
+ */
+static tb_database_grants
+tb_pg_restore_grants(const tb_job *job, const char *old)
+{
+	char job_id[32];
+	const char *args[1] = {job_id};
+	char *privileges;
+
+	if (job->drill || old != NULL)
+		return TB_GRANTS_CLOSED;
+	snprintf(job_id, sizeof(job_id), INT64_FORMAT, job->id);
+	privileges = tb_sql("SELECT restore_privileges FROM tenant_backup.jobs WHERE id = $1::bigint", 1, args);
+	return job->restore_target != NULL && privileges != NULL && strcmp(privileges, "f") == 0 ? TB_GRANTS_DEFAULT
+																							 : TB_GRANTS_BACKUP;
+}
+
+/*
  * Loads the backup into fresh, created for it as the backup's CREATE DATABASE says,
- * and then gives it the backup's database properties; its grants too unless it
- * replaces a live database (old), whose own grants the swap carries over; a drill
- * counts it and drops it. NULL, or why not; on failure fresh is dropped if this
- * created it.
+ * and then gives it the backup's database properties and the grants
+ * tb_pg_restore_grants says; a drill counts it and drops it. NULL, or why not; on
+ * failure fresh is dropped if this created it.
  */
 static char *
 tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn *admin, const char *live,
 				 const char *fresh, const char *old, const char *backup_id)
 {
 	char *fresh_conninfo = tb_source_conninfo(job, fresh);
+	tb_database_grants grants = tb_pg_restore_grants(job, old);
 	bool created;
 	char *failure = tb_pg_database_create(admin, toc, live, fresh, &created);
 
@@ -197,7 +217,7 @@ tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn
 		if (failure == NULL)
 			failure = tb_pg_load(job, reader, toc, admin, fresh, fresh_conninfo, backup_id);
 		if (failure == NULL)
-			failure = tb_pg_database_props_apply(admin, toc, fresh, !job->drill && old == NULL);
+			failure = tb_pg_database_props_apply(admin, toc, fresh, grants);
 	}
 	PG_CATCH();
 	{

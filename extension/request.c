@@ -84,9 +84,9 @@ tenant_backup_request_main(Datum arg)
 {
 	dsm_segment *seg;
 	tb_request *req;
-	Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
-	Datum values[7];
-	char nulls[7] = "       ";
+	Oid types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum values[8];
+	char nulls[8] = "        ";
 	MemoryContext caller;
 	char *volatile launcher = NULL;
 
@@ -109,6 +109,7 @@ tenant_backup_request_main(Datum arg)
 	nulls[4] = req->target[0] ? ' ' : 'n';
 	values[5] = CStringGetTextDatum(req->token);
 	values[6] = CStringGetTextDatum(req->actor);
+	values[7] = BoolGetDatum(!req->bare_target);
 
 	caller = CurrentMemoryContext;
 	PG_TRY();
@@ -117,7 +118,7 @@ tenant_backup_request_main(Datum arg)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls,
+		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7, $8)", 8, types, values, nulls,
 							  false, 0);
 		if (SPI_execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup launcher'", true, 1) ==
 				SPI_OK_SELECT &&

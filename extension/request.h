@@ -16,6 +16,7 @@ typedef struct tb_request
 	char engine[16];         /* "" for every engine */
 	int64 backup_id;         /* 0 for the latest */
 	char target[1024];       /* "" to restore in place */
+	bool bare_target;        /* privileges => false: the target without the backup's database grants */
 	char token[17];          /* ties the queued jobs to the caller */
 	char actor[NAMEDATALEN]; /* the caller's session user, for the audit trail */
 	Oid database;

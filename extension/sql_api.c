@@ -556,6 +556,8 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 	req.backup_id = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
 	if (!PG_ARGISNULL(4))
 		strlcpy(req.target, text_to_cstring(PG_GETARG_TEXT_PP(4)), sizeof(req.target));
+	/* The 0.1.0 declaration has no privileges argument. */
+	req.bare_target = PG_NARGS() > 5 && !PG_ARGISNULL(5) && !PG_GETARG_BOOL(5);
 	if (!pg_strong_random(token, sizeof(token)))
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a request id")));
 	hex_encode((char *) token, sizeof(token), req.token);

@@ -2617,3 +2617,109 @@ CREATE TRIGGER backups_replica_pending BEFORE INSERT OR UPDATE OF status ON tena
 REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_backup._replica_url(text),
 	tenant_backup.tenant_set_replica(text, text), tenant_backup._backup_replica_pending() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_set_replica(text, text) TO tenant_backup_operator;
+
+-- ---------------------------------------------------------------- restores: privileges
+-- privileges => false on a PostgreSQL target restore: the target is left as a fresh
+-- CREATE DATABASE leaves it (PUBLIC may connect and create temporary tables), without the
+-- backup's database grants. The job carries it to the worker (extension/pg_restore.c).
+ALTER TABLE tenant_backup.jobs ADD COLUMN restore_privileges boolean NOT NULL DEFAULT true;
+COMMENT ON COLUMN tenant_backup.jobs.restore_privileges IS
+	'A PostgreSQL target restore: false gives the target PUBLIC''s defaults instead of the backup''s database grants (tenant_restore(..., privileges => false)).';
+
+-- The request worker's call (extension/request.c): the jobs of a request, a restore's
+-- marked as privileges says.
+CREATE FUNCTION tenant_backup._enqueue(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+									   p_target text, p_request text, p_actor text, p_privileges boolean)
+RETURNS SETOF bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	job bigint;
+BEGIN
+	IF NOT p_privileges AND (p_kind <> 'restore' OR p_target IS NULL) THEN
+		RAISE EXCEPTION 'privileges => false of tenant "%" applies to a restore to a target only', p_tenant
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR job IN SELECT tenant_backup._enqueue(p_kind, p_tenant, p_engine, p_backup_id, p_target, p_request, p_actor)
+	LOOP
+		UPDATE tenant_backup.jobs SET restore_privileges = p_privileges WHERE id = job;
+		RETURN NEXT job;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._enqueue(text, text, text, bigint, text, text, text, boolean) IS
+	'Queues a request''s jobs as the 7-argument _enqueue does; a restore''s job gets restore_privileges = p_privileges (false: to a target only).';
+
+DROP FUNCTION tenant_backup._run_request(text, text, text, bigint, text);
+CREATE FUNCTION tenant_backup._run_request(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+										   p_target text, p_privileges boolean DEFAULT true)
+RETURNS SETOF bigint LANGUAGE c CALLED ON NULL INPUT
+AS 'MODULE_PATHNAME', 'tenant_backup_run_request';
+COMMENT ON FUNCTION tenant_backup._run_request(text, text, text, bigint, text, boolean) IS
+	'Queues a request''s jobs in a worker''s own transaction (p_privileges: see _enqueue) and waits until they have all finished.';
+
+DROP FUNCTION tenant_backup._request(text, text, text, bigint, text, boolean);
+CREATE FUNCTION tenant_backup._request(p_kind text, p_tenant text, p_engine text, p_backup_id bigint,
+									   p_target text, p_wait boolean, p_privileges boolean DEFAULT true)
+RETURNS SETOF bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(p_tenant);
+	PERFORM tenant_backup._engine_check(p_engine);
+	PERFORM tenant_backup._require_worker();
+	IF p_wait THEN
+		RETURN QUERY SELECT tenant_backup._run_request(p_kind, p_tenant, p_engine, p_backup_id, p_target, p_privileges);
+	ELSE
+		RETURN QUERY SELECT tenant_backup._enqueue(p_kind, p_tenant, p_engine, p_backup_id, p_target, NULL, NULL,
+												   p_privileges);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._request(text, text, text, bigint, text, boolean, boolean) IS
+	'Dispatches a request: queued with the caller''s transaction, or run to completion (p_wait); p_privileges: see _enqueue.';
+
+DROP FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text);
+CREATE FUNCTION tenant_backup.tenant_restore(tenant text, engine text DEFAULT NULL,
+											 backup_id bigint DEFAULT NULL, target text DEFAULT NULL,
+											 wait boolean DEFAULT true, database text DEFAULT NULL,
+											 privileges boolean DEFAULT true)
+RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_engine text;
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	IF target IS NOT NULL AND (target = '' OR octet_length(target) > CASE WHEN engine = 'redis' THEN 1023 ELSE 63 END) THEN
+		RAISE EXCEPTION 'invalid target database name "%"', target USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	backup_id := tenant_backup._restore_backup(tenant, engine, backup_id, target, database);
+	v_engine := coalesce(engine,
+						 (SELECT b.engine FROM tenant_backup.backups b WHERE b.id = tenant_restore.backup_id),
+						 (SELECT b.engine FROM tenant_backup.backups b WHERE b.tenant = tenant_restore.tenant
+						  AND b.status = 'complete' ORDER BY b.finished DESC, b.id DESC LIMIT 1));
+	PERFORM tenant_backup._restore_target_check(v_engine, target);
+	-- In place, the live database's grants stay (who may connect was decided there); a
+	-- dropped one gets the backup's. Only a new target can be left bare.
+	IF privileges IS NOT true AND (target IS NULL OR v_engine IS DISTINCT FROM 'postgres') THEN
+		RAISE EXCEPTION 'privileges => false of tenant "%" needs a PostgreSQL restore to a target', tenant
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = CASE WHEN target IS NULL
+								THEN 'An in-place restore keeps the live database''s grants, or gives a dropped database the backup''s.'
+								ELSE format('The backup to restore is of engine %s, which has no database grants to leave out.',
+											coalesce(v_engine, 'unknown')) END,
+				  HINT = 'Add target => a new database name, or leave privileges out.';
+	END IF;
+	RETURN QUERY SELECT tenant_backup._request('restore', tenant, engine, backup_id, target, wait, privileges);
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text, boolean) IS
+	'Restores the latest complete backup (or backup_id; or the latest of database => a locator or source id). In place: loaded into a fresh database beside the live one with the backup''s database properties, swapped only after it loaded completely; the old one is kept as <name>_tb_old_<job>; a dropped database is recreated. With target: restored into that new database with the backup''s properties and grants (privileges => false: PostgreSQL''s defaults instead of the backup''s grants), the live one untouched; a tenant with several databases of the engine must name one. See docs/restore.md.';
+
+REVOKE ALL ON FUNCTION tenant_backup._enqueue(text, text, text, bigint, text, text, text, boolean),
+	tenant_backup._run_request(text, text, text, bigint, text, boolean),
+	tenant_backup._request(text, text, text, bigint, text, boolean, boolean),
+	tenant_backup.tenant_restore(text, text, bigint, text, boolean, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text, boolean)
+	TO tenant_backup_operator;

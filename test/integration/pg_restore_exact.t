@@ -55,6 +55,31 @@ ok $? "restore to a target" || diag "$out"
 is "$(props acme_copy)" "$original" "the target has the backup's collation, owner, limit, comment, grants and settings"
 is "$(app_view acme_copy)" "17s a ä b B Z " "the application reaches the target as reader, sorted as before"
 
+# privileges => false: the target as a fresh CREATE DATABASE leaves it (PUBLIC may connect
+# and create temporary tables), without the backup's grants; its other properties stay.
+acl() { psql_q "SELECT coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(datacl) a), 'defaults')
+	FROM pg_database WHERE datname = '$1'"; }
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'acme_bare', privileges => false)" 2>&1)
+ok $? "restore to a target with privileges => false" || diag "$out"
+is "$(acl acme_bare)" "=Tc/app,app=CTc/app" "the bare target has PUBLIC's default grants and none of the backup's"
+is "$(psql_q "SELECT has_database_privilege('reader', 'acme_bare', 'TEMPORARY')")" t \
+	"PUBLIC's TEMPORARY, which the backup had revoked, is there as CREATE DATABASE gives it"
+is "$(props acme_bare | cut -d'|' -f1-6,8)" "$(echo "$original" | cut -d'|' -f1-6,8)" \
+	"the bare target still has the backup's collation, owner, limit, comment and settings"
+job=$(psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'acme_bare2', privileges => false, wait => false)")
+is "$(psql_q "SELECT restore_privileges FROM tenant_backup.jobs WHERE id = $job")" f "a queued request carries privileges => false to its job"
+wait_for 300 0.1 succeeded psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $job" >/dev/null
+is "$(acl acme_bare2)" "=Tc/app,app=CTc/app" "and its target is bare too"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', privileges => false)" 2>&1)
+like "$out" 'privileges => false of tenant "acme" needs a PostgreSQL restore to a target' \
+	"privileges => false is refused in place"
+like "$out" "An in-place restore keeps the live database's grants" "and the refusal says why"
+out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', privileges => false, wait => false)" 2>&1)
+like "$out" 'needs a PostgreSQL restore to a target' "also when queued"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.jobs WHERE kind = 'restore' AND restore_target IS NULL")" 0 \
+	"no in-place restore was queued"
+psql_q "DROP DATABASE acme_bare" "DROP DATABASE acme_bare2" >/dev/null
+
 # In place, after the live database's properties changed: the backup's come back, but
 # who may connect stays as decided for the live database since (an auditor was let in).
 psql_q "ALTER DATABASE acme RESET search_path" "COMMENT ON DATABASE acme IS 'changed'" \
