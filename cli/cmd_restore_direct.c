@@ -1,7 +1,8 @@
 /*
- * tenant-backup restore-direct: a tenant's newest complete PostgreSQL backup (or the one
- * named) from storage and the master key alone, into a new database of any server: the
- * disaster-recovery path when the control plane is gone.
+ * tenant-backup restore-direct: a tenant's newest complete backup (or the one named) from
+ * storage and the master key alone, into a new database of any server: the
+ * disaster-recovery path when the control plane is gone. PostgreSQL is loaded here by
+ * pg_restore; the other engines by their agents (restore_direct_agent.c).
  */
 #include <errno.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include "cli.h"
 #include "cli_control.h"
 #include "names.h"
+#include "restore_direct.h"
 
 /* PostgreSQL's NAMEDATALEN: a database or role name is at most 63 bytes. */
 #define DIRECT_NAME_MAX 64
@@ -25,6 +27,7 @@
 
 static const char restore_direct_usage[] =
 	"Usage: tenant-backup restore-direct --tenant T --engine postgres --into CONNINFO [OPTIONS]\n"
+	"       tenant-backup restore-direct --tenant T --engine mysql|redis|mongodb --into URI [OPTIONS]\n"
 	"\n"
 	"Restores tenant T's newest complete backup found in storage (or --backup-id N) into\n"
 	"the new database CONNINFO's dbname names, without the control plane. The backup is\n"
@@ -38,8 +41,19 @@ static const char restore_direct_usage[] =
 	"plaintext is removed; SIGKILL would leave it in TMPDIR/tenant-backup-restore-*).\n"
 	"A database of that name must not exist. Needs room in TMPDIR for the plaintext.\n"
 	"\n"
+	"MySQL/MariaDB, Redis and MongoDB: the backup is authenticated whole first (nothing is\n"
+	"created otherwise), then the engine's agent (tenant-backup-agent-ENGINE beside this\n"
+	"program, or --agent) loads it with its own restore into the target, which must be new:\n"
+	"  mysql://user@host:port/NEW        a database that must not exist (it is created)\n"
+	"  redis://[user@]host:port/N        a database number that must hold no keys, or with\n"
+	"    ?key_prefix=P                   the keys under prefix P, of which none may exist yet\n"
+	"  mongodb://[user@]host:port/NEW    a database that must have no collections\n"
+	"On failure what was created is removed. The target's password is never in the URI:\n"
+	"--password-file FILE, or TENANT_BACKUP_MYSQL_PASSWORD / _REDIS_ / _MONGODB_PASSWORD.\n"
+	"A dedicated Redis tenant's RDB snapshot is written out with restore-rdb instead.\n"
+	"\n"
 	"  --tenant T            the tenant\n"
-	"  --engine postgres     the engine (MySQL, Redis and MongoDB: not yet; see README)\n"
+	"  --engine E            postgres, mysql, redis or mongodb\n"
 	"  --into CONNINFO       'dbname=NEW host=... port=... user=...' (or a URI) of the\n"
 	"                        database to create; a password goes in ~/.pgpass or PGPASSWORD\n"
 	"  --backup-id N         that backup instead of the newest\n"
@@ -52,7 +66,13 @@ static const char restore_direct_usage[] =
 	"                        need not exist: everything belongs to the connecting user)\n"
 	"  --pg-restore PATH     the pg_restore to run (default pg_restore in PATH; it must be of\n"
 	"                        the target server's major version or newer)\n"
+	"  --agent PATH          mysql, redis, mongodb: the agent to run (default\n"
+	"                        tenant-backup-agent-ENGINE in the directory of tenant-backup)\n"
+	"  --password-file FILE  mysql, redis, mongodb: the target's password (mode 0600)\n"
 	"  --storage URL         file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --replica URL         the replica storage: the backup is chosen from both copies and\n"
+	"                        read from the replica when the primary's copy is missing or fails\n"
+	"                        authentication, saying so (env TENANT_BACKUP_REPLICA_STORAGE)\n"
 	"  --master-key FILE     master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 typedef struct direct_args
@@ -65,6 +85,8 @@ typedef struct direct_args
 	const char *pg_restore;
 	const char *load_as;
 	bool no_owner;
+	const char *agent;
+	const char *password_file;
 } direct_args;
 
 static int
@@ -97,6 +119,12 @@ direct_option(int opt, const char *arg, void *state)
 			break;
 		case 'l':
 			args->load_as = arg;
+			break;
+		case 'a':
+			args->agent = arg;
+			break;
+		case 'w':
+			args->password_file = arg;
 			break;
 		default:
 			return cli_usage_error("restore-direct", "invalid option");
@@ -159,14 +187,33 @@ direct_catch_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-/* -1 (err set) once a signal asked us to stop; also repo_read_options.keep_going. */
-static int
+int
 direct_keep_going(void *ctx, tb_error *err)
 {
 	(void) ctx;
 	return direct_interrupted ? tb_error_set(err, TB_ERR_INTERNAL, "interrupted by signal %d: stopped and cleaned up",
 											 (int) direct_interrupted)
 							  : 0;
+}
+
+int
+direct_check_header(storage *st, const master_key *master, const manifest *m, tb_error *err)
+{
+	repo_reader *r = repo_reader_open(st, master, m->object, NULL, err);
+	const stream_header *hdr;
+	int rc = 0;
+
+	if (r == NULL)
+		return tb_error_prefix(err, "nothing was created: backup %s of tenant '%s'", m->object, m->tenant);
+	hdr = repo_reader_header(r);
+	if (strcmp(hdr->tenant, m->tenant) != 0 || strcmp(hdr->engine, m->engine) != 0 ||
+		strcmp(hdr->backup_id, m->backup_id) != 0)
+		rc = tb_error_set(err, TB_ERR_CORRUPT,
+						  "nothing was created: the object stored as %s is not backup %s of tenant '%s' (%s) by its "
+						  "authenticated header; check who writes to storage",
+						  m->object, m->backup_id, m->tenant, m->engine);
+	repo_reader_close(r);
+	return rc;
 }
 
 /* A private directory for the plaintext and the tools' files, removed by direct_scratch_remove. */
@@ -205,12 +252,7 @@ direct_scratch_remove(direct_scratch *s)
 	rmdir(s->dir);
 }
 
-/*
- * Runs argv (argv[0] looked up in PATH) with stdout into the file out (NULL: ours),
- * no other descriptor but 0-2 inherited; an error names the tool and its exit status
- * (its own messages went to our stderr).
- */
-static int
+int
 direct_run(const char *const *argv, const char *out, tb_error *err)
 {
 	int out_fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
@@ -911,6 +953,12 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 		PQfinish(admin);
 		return -1;
 	}
+	if (direct_check_header(st, master, m, err) != 0)
+	{
+		direct_scratch_remove(&s);
+		PQfinish(admin);
+		return -1;
+	}
 	cli_progress_start(&progress, "restore-direct: authenticating");
 	cli_read_checked(&options, m, &progress);
 	options.keep_going = direct_keep_going;
@@ -971,6 +1019,36 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 	return rc;
 }
 
+/* What restoring the chosen backup needs, from whichever copy. */
+typedef struct direct_copy
+{
+	const direct_args *args;
+	const cli_context *ctx;
+	const master_key *master;
+	const manifest *chosen;
+	const direct_target *target;
+	bool postgres;
+} direct_copy;
+
+/*
+ * The whole restore from one copy, st. A copy at fault (missing, failing
+ * authentication) fails it before or while the backup is authenticated, and leaves
+ * nothing behind: the other copy may follow.
+ */
+static int
+direct_restore_copy(cli_copy_read *r, storage *st, tb_error *err)
+{
+	const direct_copy *d = r->arg;
+
+	if (d->postgres)
+		return direct_restore_postgres(d->args, st, d->master, d->chosen, d->target, err);
+	return direct_restore_with_agent(&(direct_agent_request){.engine = d->args->engine,
+															 .into = d->args->into,
+															 .agent = d->args->agent,
+															 .password_file = d->args->password_file},
+									 d->ctx, st, d->master, d->chosen, err);
+}
+
 int
 cmd_restore_direct(int argc, char **argv)
 {
@@ -982,15 +1060,19 @@ cmd_restore_direct(int argc, char **argv)
 											{"pg-restore", required_argument, NULL, 'p'},
 											{"no-owner", no_argument, NULL, 'o'},
 											{"load-as", required_argument, NULL, 'l'},
+											{"agent", required_argument, NULL, 'a'},
+											{"password-file", required_argument, NULL, 'w'},
+											CLI_REPLICA_OPTION,
 											CLI_COMMON_OPTIONS,
 											{NULL, 0, NULL, 0}};
 	direct_args args = {0};
 	direct_choice choice = {0};
 	direct_target target = {0};
+	bool postgres;
 	cli_context ctx;
 	tb_error err = {0};
 	master_key master;
-	storage *st;
+	cli_copies copies;
 	char object[CLI_ESCAPED_MAX];
 	int rc = cli_parse("restore-direct", restore_direct_usage, argc, argv, options, &ctx, direct_option, &args);
 
@@ -1002,50 +1084,68 @@ cmd_restore_direct(int argc, char **argv)
 		return cli_usage_error("restore-direct", "--tenant, --engine and --into are required");
 	if (names_check_tenant(args.tenant, &err) != 0 || names_check_engine(args.engine, &err) != 0)
 		return cli_fail("restore-direct", &err);
-	if (strcmp(args.engine, "postgres") != 0)
+	postgres = strcmp(args.engine, "postgres") == 0;
+	if (postgres && (args.agent || args.password_file))
+		return cli_usage_error("restore-direct", "--agent and --password-file are for mysql, redis and mongodb");
+	if (!postgres && (args.maintenance_db || args.pg_restore || args.load_as || args.no_owner))
 		return cli_usage_error("restore-direct",
-							   "engine %s is not restored directly yet: 'tenant-backup cat OBJECT' gives its "
-							   "authenticated plaintext (README, \"Restore without the control plane\")",
-							   args.engine);
+							   "--maintenance-db, --pg-restore, --load-as and --no-owner are for postgres");
 	if (args.backup_id && (args.backup_id[0] == '\0' || strspn(args.backup_id, "0123456789") != strlen(args.backup_id)))
 		return cli_usage_error("restore-direct", "--backup-id takes a backup's number");
-	if (direct_target_parse(args.into, &target, &err) != 0)
+	if (!postgres && direct_agent_into_check(args.engine, args.into, &err) != 0)
+		return cli_fail("restore-direct", &err);
+	if (postgres && direct_target_parse(args.into, &target, &err) != 0)
 	{
 		PQconninfoFree(target.options);
 		return cli_fail("restore-direct", &err);
 	}
-	if (cli_storage_exists(&ctx, &err) != 0 || (st = cli_open_storage(&ctx)) == NULL)
+	if (cli_storage_exists(&ctx, &err) != 0 || cli_copies_open(&copies, "restore-direct", &ctx) != 0)
 	{
 		PQconninfoFree(target.options);
 		return err.msg[0] ? cli_fail("restore-direct", &err) : 2;
 	}
 	if (cli_load_master_key(&ctx, &master) != 0)
 	{
-		storage_close(st);
+		cli_copies_close(&copies);
 		PQconninfoFree(target.options);
 		return 2;
 	}
 	direct_catch_signals();
 	choice.backup_id = args.backup_id;
-	rc = cli_list_backups(st, args.tenant, args.engine,
-						  &(cli_listing_handlers){.backup = direct_choose, .problem = direct_problem, .arg = &choice},
-						  &err);
+	rc = cli_copies_list(&copies, args.tenant, args.engine,
+						 &(cli_listing_handlers){.backup = direct_choose, .problem = direct_problem, .arg = &choice},
+						 &err);
 	if (rc == 0 && !choice.found)
 		rc = tb_error_set(&err, TB_ERR_NOT_FOUND, "no complete %s backup of tenant '%s'%s%s in storage", args.engine,
 						  args.tenant, args.backup_id ? " with backup id " : "", args.backup_id ? args.backup_id : "");
 	if (rc == 0)
 	{
-		fprintf(stderr, "tenant-backup restore-direct: restoring %s (finished %s) into database '%s'\n",
-				cli_escape(choice.chosen.object, object, sizeof(object)), choice.chosen.finished, target.dbname);
-		rc = direct_restore_postgres(&args, st, &master, &choice.chosen, &target, &err);
+		char where[CLI_ESCAPED_MAX];
+
+		fprintf(stderr, "tenant-backup restore-direct: restoring %s (finished %s) into %s%s%s\n",
+				cli_escape(choice.chosen.object, object, sizeof(object)), choice.chosen.finished,
+				postgres ? "database '" : "", cli_escape(postgres ? target.dbname : args.into, where, sizeof(where)),
+				postgres ? "'" : "");
+		rc = cli_copies_read(&copies, choice.chosen.object,
+							 &(cli_copy_read){.read = direct_restore_copy,
+											  .arg = &(direct_copy){.args = &args,
+																	.ctx = &ctx,
+																	.master = &master,
+																	.chosen = &choice.chosen,
+																	.target = &target,
+																	.postgres = postgres}},
+							 &err);
 	}
 	keys_master_wipe(&master);
-	storage_close(st);
+	cli_copies_close(&copies);
 	if (rc == 0)
 	{
-		char dbname[CLI_ESCAPED_MAX];
+		char where[CLI_ESCAPED_MAX];
 
-		printf("restored %s into database '%s'\n", object, cli_escape(target.dbname, dbname, sizeof(dbname)));
+		if (postgres)
+			printf("restored %s into database '%s'\n", object, cli_escape(target.dbname, where, sizeof(where)));
+		else
+			printf("restored %s into %s\n", object, cli_escape(args.into, where, sizeof(where)));
 	}
 	PQconninfoFree(target.options);
 	return rc == 0 ? 0 : cli_fail("restore-direct", &err);

@@ -75,7 +75,15 @@ typedef struct agent_job
 	char object_sha256[65]; /* drill: SHA-256 of the stored object as read (open it with hash_stored) */
 	agent_stop stop;
 	agent *owner;
+	/*
+	 * restore-direct (agent_direct_main): no control plane, job or catalog. The lease is
+	 * never renewed, identities are not reported (the master key's holder chose the
+	 * target), and the target must be empty: nothing of it is replaced.
+	 */
+	bool direct;
 } agent_job;
+
+struct agent_uri;
 
 typedef struct agent_engine
 {
@@ -86,10 +94,28 @@ typedef struct agent_engine
 	int (*backup)(agent_job *job, repo_put *put, tb_error *err);
 	/* Restores job->object_key; nothing live may change before the whole backup authenticated. */
 	int (*restore)(agent_job *job, tb_error *err);
+	/*
+	 * restore-direct: fills job->restore_target and job->options for the --into URI
+	 * (already job->locator, without a password). NULL: the database the URI's path
+	 * names is the restore target.
+	 */
+	int (*direct_target)(agent_job *job, const struct agent_uri *into, tb_error *err);
 } agent_engine;
 
-/* Parses the command line and configuration, then runs the loop; returns the exit status. */
+/*
+ * Parses the command line and configuration, then runs the loop; returns the exit
+ * status. "PROGRAM restore-direct ..." runs agent_direct_main instead.
+ */
 int agent_main(const agent_engine *engine, int argc, char **argv);
+
+/*
+ * The one-shot restore-direct mode: one backup object (its tenant, key id and SHA-256
+ * as its manifest gave them to the caller, tenant-backup restore-direct) restored with
+ * the engine's own restore into the new target --into names, without a control plane.
+ * Passwords come from --password-file or TENANT_BACKUP_<ENGINE>_PASSWORD, never argv.
+ * Returns the exit status: 0 restored, 1 failed (nothing of the target left), 2 usage.
+ */
+int agent_direct_main(const agent_engine *engine, int argc, char **argv);
 
 /*
  * Keeps the job's lease (renewed when due, with bytes_done as progress) and notices a

@@ -50,6 +50,14 @@ void agent_log_setup(const char *program, const char *engine, bool json);
 void agent_log_name(const char *name);
 void agent_log_job(const agent_job *job);
 
+/*
+ * Watches SIGTERM and SIGINT, loads the master key and opens the storage of a->config;
+ * 1 (logged) if it cannot.
+ */
+int agent_setup(agent *a);
+/* Frees what a job owns (its strings, its tenant key) and zeroes it. */
+void agent_job_free(agent_job *job);
+
 double agent_now(void);
 /* True once SIGTERM or SIGINT arrived. */
 bool agent_signalled(agent *a);

@@ -71,7 +71,7 @@ agent_job_tick(agent_job *job, tb_error *err)
 
 	if (job->stop == AGENT_GO && agent_signalled(a))
 		job->stop = AGENT_STOP_SIGNAL;
-	if (job->stop == AGENT_GO && agent_now() >= a->renew_at)
+	if (job->stop == AGENT_GO && !job->direct && agent_now() >= a->renew_at)
 		agent_job_renew(job);
 	if (job->stop == AGENT_STOP_SIGNAL)
 		return tb_error_set(err, TB_ERR_INTERNAL, "the agent was asked to stop");
@@ -243,7 +243,7 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 					 "%s: the outcome could not be reported; the lease will expire and the job be retried", what);
 }
 
-static void
+void
 agent_job_free(agent_job *job)
 {
 	free(job->lease);
@@ -299,7 +299,7 @@ agent_drain_queue(agent *a)
 	}
 }
 
-static int
+int
 agent_setup(agent *a)
 {
 	sigset_t mask;
@@ -337,6 +337,8 @@ agent_main(const agent_engine *engine, int argc, char **argv)
 	agent a = {.engine = engine, .config = &config, .signal_fd = -1};
 	int rc;
 
+	if (argc > 1 && strcmp(argv[1], "restore-direct") == 0)
+		return agent_direct_main(engine, argc - 1, argv + 1);
 	agent_log_setup(engine->program, engine->engine, false);
 	rc = agent_config_load(&config, engine, argc, argv);
 	if (rc != 0)

@@ -19,9 +19,14 @@ static int
 job_identity(agent_job *job, const char *server, const char *database, bool target, const char *key_prefix,
 			 tb_error *err)
 {
-	char *server_part = agent_uri_encode(server), *database_part = agent_uri_encode(database), *identity = NULL;
+	char *server_part, *database_part, *identity = NULL;
 	int rc;
 
+	/* Without a control plane there is no catalog to ask: the master key's holder chose the target. */
+	if (job->direct)
+		return 0;
+	server_part = agent_uri_encode(server);
+	database_part = agent_uri_encode(database);
 	if (server_part == NULL || database_part == NULL || asprintf(&identity, "%s/%s", server_part, database_part) < 0)
 	{
 		identity = NULL;

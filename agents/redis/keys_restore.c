@@ -354,17 +354,18 @@ keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 		redis_claim_identity(kr->c, kr->src, kr->job, run_id, err) != 0)
 		return -1;
 	kr->prefix_len = strlen(kr->prefix);
-	if (job->restore_target)
+	/* Another tenant's database or prefix is no target, empty or not. */
+	snprintf(db, sizeof(db), "%d", kr->db);
+	if (job->restore_target && agent_job_target_identity(job, run_id, db, kr->prefix, err) != 0)
+		return -1;
+	/* A target, and restore-direct's destination, must be empty: nothing of it is replaced. */
+	if (job->restore_target || job->direct)
 	{
-		/* Another tenant's database or prefix is no target, empty or not. */
-		snprintf(db, sizeof(db), "%d", kr->db);
-		if (agent_job_target_identity(job, run_id, db, kr->prefix, err) != 0)
-			return -1;
 		if (redis_scan(kr->c, kr->job, kr->prefix, kr->prefix_len, count_batch, kr, err) != 0)
 			return -1;
 		if (kr->existing > 0)
 			return tb_error_set(err, TB_ERR_EXISTS, "target %s %s already holds keys; restore into an empty one",
-								*kr->src->prefix ? "prefix" : "database", job->restore_target);
+								*kr->prefix ? "prefix" : "database", *kr->prefix ? kr->prefix : db);
 	}
 	redis_staging_mark(job->master, job->id, mark, sizeof(mark));
 	kr->staging_len = kr->prefix_len + strlen(mark);

@@ -1,6 +1,7 @@
 /* tenant-backup-agent-redis: backups and restores of Redis tenants. */
 #include "redis_agent.h"
 
+#include <jansson.h>
 #include <string.h>
 
 static int
@@ -63,7 +64,12 @@ redis_restore(agent_job *job, tb_error *err)
 	else if (backup_kind(job, &reader, &rdb, err) == 0)
 	{
 		/* An RDB is written out whole, authenticated on the way, by its own reader. */
-		if (rdb)
+		if (rdb && job->direct)
+			rc = tb_error_set(err, TB_ERR_INVALID,
+							  "backup %s is an RDB snapshot of a dedicated server: write it out with tenant-backup "
+							  "restore-rdb and start a server on it",
+							  job->object_key);
+		else if (rdb)
 		{
 			repo_reader_close(reader);
 			reader = NULL;
@@ -83,6 +89,23 @@ redis_restore(agent_job *job, tb_error *err)
 	return rc;
 }
 
+/*
+ * restore-direct into redis://host:port/N, the keys under ?key_prefix=P when given (a
+ * prefix tenant's form): the destination is the job's own place, which must hold no keys.
+ */
+static int
+redis_direct_target(agent_job *job, const agent_uri *into, tb_error *err)
+{
+	char *prefix = agent_uri_param(into, "key_prefix");
+	json_t *options = prefix && *prefix ? json_pack("{s:s}", "key_prefix", prefix) : json_object();
+
+	free(prefix);
+	free(job->options);
+	job->options = options ? json_dumps(options, JSON_COMPACT) : NULL;
+	json_decref(options);
+	return job->options ? 0 : tb_error_set(err, TB_ERR_NOMEM, "out of memory (or the key prefix is not UTF-8)");
+}
+
 static const agent_engine redis_engine = {
 	.engine = "redis",
 	.program = "tenant-backup-agent-redis",
@@ -92,6 +115,7 @@ static const agent_engine redis_engine = {
 				   "                                 and a drill its scratch directory (else TMPDIR or /tmp)\n",
 	.backup = redis_backup,
 	.restore = redis_restore,
+	.direct_target = redis_direct_target,
 };
 
 int
