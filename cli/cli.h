@@ -15,6 +15,7 @@
 #define CLI_OPT_STORAGE 1000
 #define CLI_OPT_MASTER_KEY 1001
 #define CLI_OPT_KEY_COMMAND 1002
+#define CLI_OPT_REPLICA 1003
 
 /* getopt_long entries for --storage, --master-key, --key-command and --help. */
 #define CLI_COMMON_OPTIONS                                                                                             \
@@ -24,6 +25,15 @@
 	{                                                                                                                  \
 		"help", no_argument, NULL, 'h'                                                                                 \
 	}
+
+/* The reading commands' --replica (cli_copies). */
+#define CLI_REPLICA_OPTION                                                                                             \
+	{                                                                                                                  \
+		"replica", required_argument, NULL, CLI_OPT_REPLICA                                                            \
+	}
+#define CLI_REPLICA_USAGE                                                                                              \
+	"  --replica URL       the replica storage: what is missing or fails authentication in\n"                          \
+	"                      --storage is read from there, saying so (env TENANT_BACKUP_REPLICA_STORAGE)\n"
 
 /* The --key-command lines of the commands' usage texts. */
 #define CLI_KEY_COMMAND_USAGE                                                                                          \
@@ -36,7 +46,8 @@ typedef struct cli_context
 	const char *master_key_file;
 	/* The tenant's own key command (BYOK), or NULL; never its output anywhere. */
 	const char *key_command;
-	bool key_command_given; /* by --key-command, not by the environment */
+	bool key_command_given;  /* by --key-command, not by the environment */
+	const char *replica_url; /* --replica: the reading commands' second copy, or NULL */
 } cli_context;
 
 typedef struct cli_progress
@@ -91,6 +102,9 @@ int cli_backup_manifest(storage *st, const master_key *master, const char *objec
  */
 const repo_read_options *cli_read_checked(repo_read_options *options, const manifest *required, cli_progress *progress);
 
+/* Orders manifests newest first (started, then object key), for qsort. */
+int cli_manifest_newest_first(const void *a, const void *b);
+
 typedef struct cli_listing_handlers
 {
 	/* Each backup whose manifest is valid and whose object is listed, newest first; non-zero stops. */
@@ -111,6 +125,48 @@ typedef struct cli_listing_handlers
 int cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_listing_handlers *handlers,
 					 tb_error *err);
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * The storages a reading command reads (copies.c): the primary (--storage) and, with
+ * --replica, the replica, which holds the same keys (objects, manifests, key documents).
+ */
+typedef struct cli_copies
+{
+	const char *command;
+	storage *primary;
+	storage *replica; /* NULL without --replica */
+} cli_copies;
+
+/* Opens ctx's storages, reporting on stderr why one cannot be opened (-1). */
+int cli_copies_open(cli_copies *c, const char *command, const cli_context *ctx);
+void cli_copies_close(cli_copies *c);
+
+/* One read of a backup from one storage, st: 0, or -1 with err set. */
+typedef struct cli_copy_read cli_copy_read;
+struct cli_copy_read
+{
+	int (*read)(cli_copy_read *r, storage *st, tb_error *err);
+	void *arg;
+	/* Set by read once some of the data went out (cat's stdout): a failure after that is final. */
+	bool handed_on;
+};
+
+/*
+ * Reads object with r: from the primary, and when that failed because the primary's
+ * copy is at fault (missing, failing authentication, unreadable: repo_copy_failure)
+ * and there is a replica, once more from the replica, saying so on stderr. 0, or -1
+ * with err set (both copies' reasons when both failed).
+ */
+int cli_copies_read(cli_copies *c, const char *object, cli_copy_read *r, tb_error *err);
+
+/*
+ * As cli_list_backups, over both copies: each backup once (the primary's manifest when
+ * both have it), newest first. A problem of one copy whose backup the other has whole
+ * is noted on stderr, not passed on; the others are passed on as "in <copy>: why".
+ * One storage that cannot be listed is noted; both: -1 with err set.
+ */
+int cli_copies_list(cli_copies *c, const char *tenant, const char *engine, const cli_listing_handlers *handlers,
+					tb_error *err);
 
 /* bytes for people: "512 B", "1.5 KiB", "12.3 MiB", "4.0 GiB"; returns out. */
 const char *cli_human_bytes(uint64_t bytes, char *out, size_t size);

@@ -18,7 +18,9 @@ static const char ls_usage[] =
 	"\n"
 	"  --json          one JSON object: {\"backups\": [manifests], \"skipped\": [{\"key\", \"why\"}]}\n"
 	"                  (sizes in bytes; skipped keys and reasons escaped as in the text)\n"
-	"  --storage URL   file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n";
+	"  --storage URL   file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --replica URL   also list the replica storage: each backup once, from whichever copy\n"
+	"                  has it whole; what only one copy lacks is noted (env TENANT_BACKUP_REPLICA_STORAGE)\n";
 
 typedef struct ls_state
 {
@@ -78,12 +80,13 @@ ls_option(int opt, const char *arg, void *state)
 int
 cmd_ls(int argc, char **argv)
 {
-	static const struct option options[] = {{"json", no_argument, NULL, 'j'}, CLI_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
+	static const struct option options[] = {
+		{"json", no_argument, NULL, 'j'}, CLI_REPLICA_OPTION, CLI_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
 	char scope[128] = "";
 	char *engine = NULL;
 	cli_context ctx;
 	tb_error err = {0};
-	storage *st;
+	cli_copies copies;
 	ls_state state = {0};
 	int rc = cli_parse("ls", ls_usage, argc, argv, options, &ctx, ls_option, &state);
 
@@ -102,11 +105,11 @@ cmd_ls(int argc, char **argv)
 	}
 	if (cli_storage_exists(&ctx, &err) != 0)
 		return cli_fail("ls", &err);
-	if ((st = cli_open_storage(&ctx)) == NULL)
+	if (cli_copies_open(&copies, "ls", &ctx) != 0)
 		return 2;
-	rc = cli_list_backups(st, scope[0] ? scope : NULL, engine,
-						  &(cli_listing_handlers){.backup = ls_print, .problem = ls_warn, .arg = &state}, &err);
-	storage_close(st);
+	rc = cli_copies_list(&copies, scope[0] ? scope : NULL, engine,
+						 &(cli_listing_handlers){.backup = ls_print, .problem = ls_warn, .arg = &state}, &err);
+	cli_copies_close(&copies);
 	if (rc == 0 && state.backups != NULL)
 		rc = cli_print_json(json_pack("{s:O, s:O}", "backups", state.backups, "skipped", state.problems), &err);
 	json_decref(state.backups);

@@ -41,7 +41,7 @@ static const char wal_fetch_usage[] =
 	"\n"
 	"  --tenant T          the dedicated tenant\n"
 	"  --prefetch N        segments to fetch ahead (default 8; 0: none)\n"
-	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n" CLI_REPLICA_USAGE
 	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 static const char restore_pitr_usage[] =
@@ -65,7 +65,7 @@ static const char restore_pitr_usage[] =
 	"  --to TIME           recover up to TIME ('2026-11-25 10:15:00+00'), inclusive\n"
 	"  --to-lsn LSN        recover up to LSN (0/3000060)\n"
 	"  --to-latest         recover everything archived\n"
-	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
+	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n" CLI_REPLICA_USAGE
 	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
 
 typedef struct pitr_args
@@ -86,6 +86,7 @@ static const struct option pitr_options[] = {{"tenant", required_argument, NULL,
 											 {"to-lsn", required_argument, NULL, 'L'},
 											 {"to-latest", no_argument, NULL, 'A'},
 											 {"prefetch", required_argument, NULL, 'P'},
+											 CLI_REPLICA_OPTION,
 											 CLI_COMMON_OPTIONS,
 											 {NULL, 0, NULL, 0}};
 
@@ -255,12 +256,31 @@ prefetch_after(const cli_context *ctx, const char *tenant, const char *file, con
 	_exit(0);
 }
 
+/* What one wal-fetch of FILE into DEST needs, from whichever copy. */
+typedef struct wal_fetch_copy
+{
+	const master_key *master;
+	const char *tenant, *file, *dest;
+} wal_fetch_copy;
+
+/* wal_fetch from one copy; a file that copy never archived is its TB_ERR_NOT_FOUND. */
+static int
+wal_fetch_read(cli_copy_read *r, storage *st, tb_error *err)
+{
+	const wal_fetch_copy *w = r->arg;
+	int rc = wal_fetch(st, w->master, w->tenant, w->file, w->dest, err);
+
+	if (rc == 1)
+		return tb_error_set(err, TB_ERR_NOT_FOUND, "%s of tenant '%s' is not in the archive", w->file, w->tenant);
+	return rc;
+}
+
 int
 cmd_wal_fetch(int argc, char **argv)
 {
 	pitr_args args = {.prefetch = 8};
 	cli_context ctx;
-	storage *st;
+	cli_copies copies;
 	master_key master;
 	tb_error err = {0};
 	char spool[4096], spooled[4200];
@@ -284,18 +304,23 @@ cmd_wal_fetch(int argc, char **argv)
 		rc = 0;
 	else
 	{
-		if ((st = cli_open_storage(&ctx)) == NULL)
+		if (cli_copies_open(&copies, "wal-fetch", &ctx) != 0)
 			return WAL_FETCH_FAILED;
 		if (cli_load_master_key(&ctx, &master) != 0)
 		{
-			storage_close(st);
+			cli_copies_close(&copies);
 			return WAL_FETCH_FAILED;
 		}
-		rc = wal_fetch(st, &master, args.tenant, file, dest, &err);
+		rc = cli_copies_read(
+			&copies, file,
+			&(cli_copy_read){
+				.read = wal_fetch_read,
+				.arg = &(wal_fetch_copy){.master = &master, .tenant = args.tenant, .file = file, .dest = dest}},
+			&err);
 		keys_master_wipe(&master);
-		storage_close(st);
+		cli_copies_close(&copies);
 	}
-	if (rc == 1)
+	if (rc != 0 && err.code == TB_ERR_NOT_FOUND)
 	{
 		fprintf(stderr, "tenant-backup wal-fetch: %s of tenant '%s' is not in the archive\n", file, args.tenant);
 		return WAL_FETCH_NOT_FOUND;
@@ -314,7 +339,7 @@ cmd_wal_fetch(int argc, char **argv)
 
 typedef struct base_choice
 {
-	storage *st;
+	cli_copies *copies;
 	const master_key *master;
 	const char *tenant;
 	bool before_given;
@@ -377,6 +402,29 @@ base_newest_first(const void *a, const void *b)
 	return strcmp(((const manifest *) b)->object, ((const manifest *) a)->object);
 }
 
+/* A candidate's authenticated header, from one copy: whether it is the backup its name says. */
+typedef struct base_header
+{
+	const base_choice *choice;
+	const manifest *m;
+	bool same;
+} base_header;
+
+static int
+base_header_read(cli_copy_read *r, storage *st, tb_error *err)
+{
+	base_header *h = r->arg;
+	repo_reader *reader = repo_reader_open(st, h->choice->master, h->m->object, NULL, err);
+
+	if (reader == NULL)
+		return -1;
+	h->same = strcmp(repo_reader_header(reader)->tenant, h->choice->tenant) == 0 &&
+			  strcmp(repo_reader_header(reader)->engine, "postgres") == 0 &&
+			  strcmp(repo_reader_header(reader)->backup_id, h->m->backup_id) == 0;
+	repo_reader_close(reader);
+	return 0;
+}
+
 /*
  * The newest base backup of the tenant that began before the target, decided by
  * authenticated data: its header must say this tenant, postgres and the backup id
@@ -392,23 +440,18 @@ base_choose(base_choice *c, tb_error *err)
 	for (size_t i = 0; i < c->count; i++)
 	{
 		const manifest *m = &c->candidates[i];
-		repo_reader *r = repo_reader_open(c->st, c->master, m->object, NULL, err);
-		bool same;
+		base_header header = {.choice = c, .m = m};
 
 		/* Not authentic or not in its place: not a base backup. Anything else (storage, key) stops the choice. */
-		if (r == NULL && err->code != TB_ERR_CORRUPT)
-			return NULL;
-		if (r == NULL)
+		if (cli_copies_read(c->copies, m->object, &(cli_copy_read){.read = base_header_read, .arg = &header}, err) != 0)
 		{
+			if (err->code != TB_ERR_CORRUPT)
+				return NULL;
 			base_skip(m->object, err->msg, NULL);
 			tb_error_clear(err);
 			continue;
 		}
-		same = strcmp(repo_reader_header(r)->tenant, c->tenant) == 0 &&
-			   strcmp(repo_reader_header(r)->engine, "postgres") == 0 &&
-			   strcmp(repo_reader_header(r)->backup_id, m->backup_id) == 0;
-		repo_reader_close(r);
-		if (same)
+		if (header.same)
 			return m;
 		base_skip(m->object, "its header is not the backup its name and manifest say", NULL);
 	}
@@ -443,6 +486,35 @@ unpack_base(storage *st, const master_key *master, const manifest *base, const c
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		return rc != 0 ? rc : tb_error_set(err, TB_ERR_IO, "tar could not unpack the base backup into %s", dir);
 	return rc;
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void) st;
+	(void) ftw;
+	return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* What unpacking the base backup needs, from whichever copy. */
+typedef struct unpack_copy
+{
+	const master_key *master;
+	const manifest *base;
+	const char *dir;
+} unpack_copy;
+
+/* unpack_base from one copy; a failure leaves dir empty again, for the other copy or for removal. */
+static int
+unpack_read(cli_copy_read *r, storage *st, tb_error *err)
+{
+	const unpack_copy *u = r->arg;
+
+	if (unpack_base(st, u->master, u->base, u->dir, err) == 0)
+		return 0;
+	if (nftw(u->dir, remove_entry, 64, FTW_DEPTH | FTW_PHYS) != 0 || mkdir(u->dir, 0700) != 0)
+		r->handed_on = true;
+	return -1;
 }
 
 /* value as one /bin/sh word ('...', a ' as '\''), with % doubled as restore_command wants. */
@@ -498,6 +570,11 @@ restore_command(const cli_context *ctx, const char *tenant, const char *self, co
 	command_word(f, self);
 	fprintf(f, " wal-fetch --tenant %s --storage ", tenant);
 	command_word(f, ctx->storage_url);
+	if (ctx->replica_url)
+	{
+		fputs(" --replica ", f);
+		command_word(f, ctx->replica_url);
+	}
 	fputs(" --master-key ", f);
 	command_word(f, key_file);
 	/* The key command too: the server that runs restore_command has not got our environment. */
@@ -536,6 +613,7 @@ write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, t
 		return tb_error_set(err, TB_ERR_IO, "could not resolve %s: %s", ctx->master_key_file, strerror(errno));
 	if (check_conf_value("this program's path", self, err) != 0 ||
 		check_conf_value("the storage URL", ctx->storage_url, err) != 0 ||
+		(ctx->replica_url && check_conf_value("the replica URL", ctx->replica_url, err) != 0) ||
 		check_conf_value("the master key file name", key_file, err) != 0 ||
 		(ctx->key_command && check_conf_value("the key command", ctx->key_command, err) != 0))
 		return -1;
@@ -575,20 +653,13 @@ write_recovery(const cli_context *ctx, const pitr_args *args, const char *dir, t
 	return 0;
 }
 
-static int
-remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void) st;
-	(void) ftw;
-	return type == FTW_DP ? rmdir(path) : unlink(path);
-}
-
 int
 cmd_restore_pitr(int argc, char **argv)
 {
 	pitr_args args = {0};
 	cli_context ctx;
 	base_choice choice = {0};
+	cli_copies copies;
 	const manifest *base = NULL;
 	master_key master;
 	tb_error err = {0};
@@ -620,13 +691,14 @@ cmd_restore_pitr(int argc, char **argv)
 		if (err.code != TB_OK)
 			return cli_fail("restore-pitr", &err);
 	}
-	if ((choice.st = cli_open_storage(&ctx)) == NULL)
+	if (cli_copies_open(&copies, "restore-pitr", &ctx) != 0)
 		return 2;
 	if (cli_load_master_key(&ctx, &master) != 0)
 	{
-		storage_close(choice.st);
+		cli_copies_close(&copies);
 		return 2;
 	}
+	choice.copies = &copies;
 	/* The target as written into the configuration, for the messages. */
 	if (args.to)
 		pitr_format_time(&args.to_time, target, sizeof(target));
@@ -638,8 +710,8 @@ cmd_restore_pitr(int argc, char **argv)
 	choice.tenant = args.tenant;
 	choice.before_given = args.to != NULL;
 	choice.before = args.to_time.seconds;
-	rc = cli_list_backups(
-		choice.st, args.tenant, "postgres",
+	rc = cli_copies_list(
+		&copies, args.tenant, "postgres",
 		&(cli_listing_handlers){.backup = base_consider, .problem = base_skip, .arg = &choice, .below = "base/"}, &err);
 	if (rc == 0 && choice.out_of_memory)
 		rc = tb_error_set(&err, TB_ERR_NOMEM, "out of memory listing base backups");
@@ -656,12 +728,16 @@ cmd_restore_pitr(int argc, char **argv)
 	{
 		fprintf(stderr, "tenant-backup restore-pitr: base backup %s (backup %s)\n",
 				cli_escape(base->object, object, sizeof(object)), base->backup_id);
-		rc = unpack_base(choice.st, &master, base, args.pgdata, &err);
+		rc = cli_copies_read(
+			&copies, base->object,
+			&(cli_copy_read){.read = unpack_read,
+							 .arg = &(unpack_copy){.master = &master, .base = base, .dir = args.pgdata}},
+			&err);
 	}
 	if (rc == 0)
 		rc = write_recovery(&ctx, &args, args.pgdata, &err);
 	keys_master_wipe(&master);
-	storage_close(choice.st);
+	cli_copies_close(&copies);
 	free(choice.candidates);
 	if (rc != 0)
 	{

@@ -20,7 +20,8 @@ static const char cat_usage[] =
 	"must check it before trusting the data.\n"
 	"\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_REPLICA_USAGE
+		CLI_KEY_COMMAND_USAGE;
 
 static const char verify_usage[] =
 	"Usage: tenant-backup verify OBJECT... | --tenant T [--engine E] [OPTIONS]\n"
@@ -36,7 +37,8 @@ static const char verify_usage[] =
 	"  --json              one JSON object {\"checked\", \"failed\", \"results\": [{\"object\",\n"
 	"                      \"ok\", \"plain_bytes\", \"chunks\" | \"error\"}]} instead of the lines\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_REPLICA_USAGE
+		CLI_KEY_COMMAND_USAGE;
 
 static const char restore_rdb_usage[] =
 	"Usage: tenant-backup restore-rdb OBJECT --dir DIR [OPTIONS]\n"
@@ -48,22 +50,23 @@ static const char restore_rdb_usage[] =
 	"\n"
 	"  --dir DIR           directory to write dump.rdb into (an absolute path)\n"
 	"  --storage URL       file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
-	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_KEY_COMMAND_USAGE;
+	"  --master-key FILE   master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n" CLI_REPLICA_USAGE
+		CLI_KEY_COMMAND_USAGE;
 
 typedef struct read_session
 {
-	storage *st;
+	cli_copies copies;
 	master_key master;
 } read_session;
 
 static int
-read_session_open(read_session *s, const cli_context *ctx)
+read_session_open(read_session *s, const char *command, const cli_context *ctx)
 {
-	if ((s->st = cli_open_storage(ctx)) == NULL)
+	if (cli_copies_open(&s->copies, command, ctx) != 0)
 		return -1;
 	if (cli_load_master_key(ctx, &s->master) != 0)
 	{
-		storage_close(s->st);
+		cli_copies_close(&s->copies);
 		return -1;
 	}
 	return 0;
@@ -73,8 +76,20 @@ static void
 read_session_close(read_session *s)
 {
 	keys_master_wipe(&s->master);
-	storage_close(s->st);
+	cli_copies_close(&s->copies);
 }
+
+/* What one read of a backup by cat, verify or restore-rdb needs, whichever copy it reads. */
+typedef struct read_one
+{
+	cli_progress progress; /* first: the progress callback's context is the read_one */
+	read_session *session;
+	const char *object;
+	const manifest *listed; /* the manifest as listed, or NULL: the one in storage, required */
+	const char *dir;        /* restore-rdb */
+	stream_stats stats;
+	cli_copy_read *copy_read;
+} read_one;
 
 typedef struct read_args
 {
@@ -90,6 +105,7 @@ static const struct option read_options[] = {{"tenant", required_argument, NULL,
 											 {"dir", required_argument, NULL, 'd'},
 											 {"wal", no_argument, NULL, 'w'},
 											 {"json", no_argument, NULL, 'j'},
+											 CLI_REPLICA_OPTION,
 											 CLI_COMMON_OPTIONS,
 											 {NULL, 0, NULL, 0}};
 
@@ -133,9 +149,9 @@ cli_read_checked(repo_read_options *options, const manifest *required, cli_progr
 
 /* The object's plaintext must begin as an RDB snapshot does, before any file is made. */
 static int
-check_rdb(read_session *s, const char *object, tb_error *err)
+check_rdb(storage *st, const master_key *master, const char *object, tb_error *err)
 {
-	repo_reader *r = repo_reader_open(s->st, &s->master, object, NULL, err);
+	repo_reader *r = repo_reader_open(st, master, object, NULL, err);
 	char magic[5];
 	size_t have = 0;
 	ssize_t got = 1;
@@ -153,6 +169,20 @@ check_rdb(read_session *s, const char *object, tb_error *err)
 	return 0;
 }
 
+static int
+restore_rdb_read(cli_copy_read *r, storage *st, tb_error *err)
+{
+	read_one *one = r->arg;
+	master_key *master = &one->session->master;
+	repo_read_options options;
+	manifest m;
+
+	if (cli_backup_manifest(st, master, one->object, &m, err) != 0 || check_rdb(st, master, one->object, err) != 0)
+		return -1;
+	return repo_read_to_file(st, master, one->object, one->dir, "dump.rdb",
+							 cli_read_checked(&options, &m, &one->progress), &one->stats, err);
+}
+
 int
 cmd_restore_rdb(int argc, char **argv)
 {
@@ -160,33 +190,51 @@ cmd_restore_rdb(int argc, char **argv)
 	cli_context ctx;
 	read_session s;
 	char dir[CLI_ESCAPED_MAX];
-	cli_progress progress;
-	stream_stats stats;
 	tb_error err = {0};
-	manifest m;
-	repo_read_options options;
+	read_one one = {.session = &s};
+	cli_copy_read r = {.read = restore_rdb_read, .arg = &one};
 	int rc = cli_parse("restore-rdb", restore_rdb_usage, argc, argv, read_options, &ctx, restore_rdb_option, &args);
 
 	if (rc != 0)
 		return rc < 0 ? 0 : rc;
 	if (argc - optind != 1 || args.dir == NULL)
 		return cli_usage_error("restore-rdb", "one OBJECT and --dir DIR are required");
-	if (read_session_open(&s, &ctx) != 0)
+	if (read_session_open(&s, "restore-rdb", &ctx) != 0)
 		return 2;
-	cli_progress_start(&progress, "restore-rdb");
-	rc = cli_backup_manifest(s.st, &s.master, argv[optind], &m, &err);
-	if (rc == 0)
-		rc = check_rdb(&s, argv[optind], &err);
-	if (rc == 0)
-		rc = repo_read_to_file(s.st, &s.master, argv[optind], args.dir, "dump.rdb",
-							   cli_read_checked(&options, &m, &progress), &stats, &err);
-	cli_progress_end(&progress);
+	one.object = argv[optind];
+	one.dir = args.dir;
+	cli_progress_start(&one.progress, "restore-rdb");
+	rc = cli_copies_read(&s.copies, one.object, &r, &err);
+	cli_progress_end(&one.progress);
 	read_session_close(&s);
 	if (rc != 0)
 		return cli_fail("restore-rdb", &err);
 	fprintf(stderr, "tenant-backup restore-rdb: wrote %s/dump.rdb (%llu bytes); load it with redis-server --dir %s\n",
-			cli_escape(args.dir, dir, sizeof(dir)), (unsigned long long) stats.plain_bytes, dir);
+			cli_escape(args.dir, dir, sizeof(dir)), (unsigned long long) one.stats.plain_bytes, dir);
 	return 0;
+}
+
+/* cat's data goes out as it authenticates: once a read returned, another copy must not follow it. */
+static int
+cat_handed_on(void *ctx, tb_error *err)
+{
+	(void) err;
+	((read_one *) ctx)->copy_read->handed_on = true;
+	return 0;
+}
+
+static int
+cat_read(cli_copy_read *r, storage *st, tb_error *err)
+{
+	read_one *one = r->arg;
+	repo_read_options options;
+	manifest m;
+
+	if (cli_backup_manifest(st, &one->session->master, one->object, &m, err) != 0)
+		return -1;
+	cli_read_checked(&options, &m, &one->progress);
+	options.keep_going = cat_handed_on;
+	return repo_read_to_fd(st, &one->session->master, one->object, STDOUT_FILENO, &options, &one->stats, err);
 }
 
 int
@@ -194,11 +242,9 @@ cmd_cat(int argc, char **argv)
 {
 	cli_context ctx;
 	read_session s;
-	cli_progress progress;
-	stream_stats stats;
 	tb_error err = {0};
-	manifest m;
-	repo_read_options options;
+	read_one one = {.session = &s};
+	cli_copy_read r = {.read = cat_read, .arg = &one};
 	int rc = cli_parse("cat", cat_usage, argc, argv, read_options, &ctx, NULL, NULL);
 
 	if (rc != 0)
@@ -207,14 +253,13 @@ cmd_cat(int argc, char **argv)
 		return cli_usage_error("cat", "exactly one OBJECT is required");
 	if (isatty(STDOUT_FILENO))
 		return cli_usage_error("cat", "standard output is a terminal: redirect it to a file or a pipe");
-	if (read_session_open(&s, &ctx) != 0)
+	if (read_session_open(&s, "cat", &ctx) != 0)
 		return 2;
-	cli_progress_start(&progress, "cat");
-	rc = cli_backup_manifest(s.st, &s.master, argv[optind], &m, &err);
-	if (rc == 0)
-		rc = repo_read_to_fd(s.st, &s.master, argv[optind], STDOUT_FILENO, cli_read_checked(&options, &m, &progress),
-							 &stats, &err);
-	cli_progress_end(&progress);
+	one.object = argv[optind];
+	one.copy_read = &r;
+	cli_progress_start(&one.progress, "cat");
+	rc = cli_copies_read(&s.copies, one.object, &r, &err);
+	cli_progress_end(&one.progress);
 	read_session_close(&s);
 	return rc == 0 ? 0 : cli_fail("cat", &err);
 }
@@ -244,20 +289,30 @@ verify_failed(verify_batch *batch, const char *key, const char *why)
 		printf("FAILED  %s: %s\n", escaped_key, escaped_why);
 }
 
+static int
+verify_read(cli_copy_read *r, storage *st, tb_error *err)
+{
+	read_one *one = r->arg;
+	repo_read_options options;
+	manifest stored;
+
+	if (one->listed == NULL && cli_backup_manifest(st, &one->session->master, one->object, &stored, err) != 0)
+		return -1;
+	return repo_read_to_fd(st, &one->session->master, one->object, -1,
+						   cli_read_checked(&options, one->listed ? one->listed : &stored, NULL), &one->stats, err);
+}
+
 /* Checks object against its manifest: m as listed, or (NULL) the one in storage, which it must have. */
 static void
 verify_one(verify_batch *batch, const char *object, const manifest *m)
 {
-	stream_stats stats;
-	manifest stored;
-	repo_read_options options;
+	read_one one = {.session = batch->session, .object = object, .listed = m};
+	cli_copy_read r = {.read = verify_read, .arg = &one};
 	tb_error err = {0};
 	char escaped[CLI_ESCAPED_MAX];
 
 	batch->checked++;
-	if ((m == NULL && cli_backup_manifest(batch->session->st, &batch->session->master, object, &stored, &err) != 0) ||
-		repo_read_to_fd(batch->session->st, &batch->session->master, object, -1,
-						cli_read_checked(&options, m ? m : &stored, NULL), &stats, &err) != 0)
+	if (cli_copies_read(&batch->session->copies, object, &r, &err) != 0)
 	{
 		verify_failed(batch, object, err.msg);
 		return;
@@ -266,12 +321,12 @@ verify_one(verify_batch *batch, const char *object, const manifest *m)
 	if (batch->results)
 		json_array_append_new(batch->results,
 							  json_pack("{s:s, s:b, s:I, s:I}", "object", escaped, "ok", 1, "plain_bytes",
-										(json_int_t) stats.plain_bytes, "chunks", (json_int_t) stats.chunks));
+										(json_int_t) one.stats.plain_bytes, "chunks", (json_int_t) one.stats.chunks));
 	else
-		printf("ok      %s  %llu bytes in %llu chunks\n", escaped, (unsigned long long) stats.plain_bytes,
-			   (unsigned long long) stats.chunks);
+		printf("ok      %s  %llu bytes in %llu chunks\n", escaped, (unsigned long long) one.stats.plain_bytes,
+			   (unsigned long long) one.stats.chunks);
 	if (batch->segments)
-		wal_segments_add(batch->segments, object, stats.plain_bytes);
+		wal_segments_add(batch->segments, object, one.stats.plain_bytes);
 }
 
 static int
@@ -324,7 +379,7 @@ cmd_verify(int argc, char **argv)
 		return cli_usage_error("verify", "--wal goes with --tenant, without --engine");
 	if (tenant && (names_check_tenant(tenant, &err) != 0 || (engine && names_check_engine(engine, &err) != 0)))
 		return cli_fail("verify", &err);
-	if (read_session_open(&s, &ctx) != 0)
+	if (read_session_open(&s, "verify", &ctx) != 0)
 		return 2;
 	if (args.json)
 		batch.results = json_array();
@@ -332,14 +387,14 @@ cmd_verify(int argc, char **argv)
 	{
 		snprintf(batch.wal_prefix, sizeof(batch.wal_prefix), "%s/postgres/wal/", tenant);
 		batch.segments = wal_segments_new();
-		rc = storage_list(s.st, batch.wal_prefix, verify_wal_listed, &batch, &err);
+		rc = storage_list(s.copies.primary, batch.wal_prefix, verify_wal_listed, &batch, &err);
 		batch.failed += wal_segments_report_gaps(batch.segments);
 		wal_segments_free(batch.segments);
 	}
 	else if (tenant)
-		rc = cli_list_backups(
-			s.st, tenant, engine,
-			&(cli_listing_handlers){.backup = verify_listed, .problem = verify_problem, .arg = &batch}, &err);
+		rc = cli_copies_list(&s.copies, tenant, engine,
+							 &(cli_listing_handlers){.backup = verify_listed, .problem = verify_problem, .arg = &batch},
+							 &err);
 	else
 		for (int i = optind; i < argc; i++)
 			verify_one(&batch, argv[i], NULL);

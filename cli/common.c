@@ -17,6 +17,7 @@ cli_context_init(cli_context *ctx)
 	ctx->master_key_file = getenv("TENANT_BACKUP_MASTER_KEY_FILE");
 	ctx->key_command = getenv("TENANT_BACKUP_KEY_COMMAND");
 	ctx->key_command_given = false;
+	ctx->replica_url = getenv("TENANT_BACKUP_REPLICA_STORAGE");
 }
 
 int
@@ -42,6 +43,9 @@ cli_parse(const char *command, const char *usage, int argc, char **argv, const s
 			case CLI_OPT_KEY_COMMAND:
 				ctx->key_command = optarg;
 				ctx->key_command_given = true;
+				break;
+			case CLI_OPT_REPLICA:
+				ctx->replica_url = optarg;
 				break;
 			case 'h':
 				fputs(usage, stdout);

@@ -152,8 +152,8 @@ listing_add(const char *key, const storage_info *info, void *arg)
 	return 0;
 }
 
-static int
-listing_newest_first(const void *a, const void *b)
+int
+cli_manifest_newest_first(const void *a, const void *b)
 {
 	const manifest *ma = a, *mb = b;
 	int c = strcmp(mb->started, ma->started);
@@ -233,7 +233,7 @@ cli_list_backups(storage *st, const char *tenant, const char *engine, const cli_
 			if (!l.objects.items[i].accounted)
 				handlers->problem(l.objects.items[i].key, "a backup object without a manifest", handlers->arg);
 		if (count > 0)
-			qsort(valid, count, sizeof(manifest), listing_newest_first);
+			qsort(valid, count, sizeof(manifest), cli_manifest_newest_first);
 		for (size_t i = 0; i < count; i++)
 			if (handlers->backup(&valid[i], handlers->arg) != 0)
 				break;
