@@ -9,14 +9,15 @@ static const char ls_usage[] =
 	"Usage: tenant-backup ls [TENANT[/ENGINE]] [OPTIONS]\n"
 	"\n"
 	"Lists backups from their manifests, newest first, under a header: finished\n"
-	"time, engine, backup id, plaintext and stored size, object key (manifests do not\n"
-	"record the source database yet). Needs no key. Only what lies below\n"
+	"time, engine, the database the backup is of (\"-\" when its manifest does not say),\n"
+	"backup id, plaintext and stored size, object key. Needs no key. Only what lies below\n"
 	"its own tenant and engine counts; a manifest that is invalid, names another\n"
 	"object or has lost its object, and an object without a manifest, are skipped\n"
 	"with a warning, and the exit status is then 1. A storage that does not exist\n"
 	"is an error (exit status 1), not an empty list.\n"
 	"\n"
 	"  --json          one JSON object: {\"backups\": [manifests], \"skipped\": [{\"key\", \"why\"}]}\n"
+	"                  (a manifest's \"database\" is null when it does not say)\n"
 	"                  (sizes in bytes; skipped keys and reasons escaped as in the text)\n"
 	"  --storage URL   file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 	"  --replica URL   also list the replica storage: each backup once, from whichever copy\n"
@@ -30,23 +31,36 @@ typedef struct ls_state
 	json_t *problems;
 } ls_state;
 
-/* A manifest's fields were validated (names, times, hex, numbers): plain ASCII. */
+/*
+ * A manifest's fields were validated (names, times, hex, numbers: plain ASCII); its
+ * database has no control characters but any other byte, so it is escaped.
+ */
 static int
 ls_print(const manifest *m, void *arg)
 {
 	ls_state *state = arg;
-	char plain[32], stored[32];
+	char plain[32], stored[32], database[CLI_ESCAPED_MAX];
 
 	if (state->backups != NULL)
-		return json_array_append_new(
-			state->backups, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "tenant", m->tenant, "engine",
-									  m->engine, "backup_id", m->backup_id, "started", m->started, "finished",
-									  m->finished, "object", m->object, "plain_bytes", (json_int_t) m->plain_bytes,
-									  "stored_bytes", (json_int_t) m->stored_bytes, "sha256", m->sha256));
+	{
+		/* JSON strings are UTF-8: a name that is not comes escaped as in the text. */
+		json_t *db = m->database[0] == '\0' ? json_null() : json_string(m->database);
+
+		if (db == NULL)
+			db = json_string(cli_escape(m->database, database, sizeof(database)));
+		return json_array_append_new(state->backups,
+									 json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "tenant",
+											   m->tenant, "engine", m->engine, "database", db, "backup_id",
+											   m->backup_id, "started", m->started, "finished", m->finished, "object",
+											   m->object, "plain_bytes", (json_int_t) m->plain_bytes, "stored_bytes",
+											   (json_int_t) m->stored_bytes, "sha256", m->sha256));
+	}
 	if (!state->header_printed)
-		printf("%-20s  %-8s  %-10s  %10s  %10s  %s\n", "FINISHED", "ENGINE", "BACKUP ID", "SIZE", "STORED", "OBJECT");
+		printf("%-20s  %-8s  %-16s  %-10s  %10s  %10s  %s\n", "FINISHED", "ENGINE", "DATABASE", "BACKUP ID", "SIZE",
+			   "STORED", "OBJECT");
 	state->header_printed = true;
-	printf("%-20s  %-8s  %-10s  %10s  %10s  %s\n", m->finished, m->engine, m->backup_id,
+	printf("%-20s  %-8s  %-16s  %-10s  %10s  %10s  %s\n", m->finished, m->engine,
+		   m->database[0] ? cli_escape(m->database, database, sizeof(database)) : "-", m->backup_id,
 		   cli_human_bytes(m->plain_bytes, plain, sizeof(plain)),
 		   cli_human_bytes(m->stored_bytes, stored, sizeof(stored)), m->object);
 	return 0;

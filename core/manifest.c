@@ -12,6 +12,19 @@
 /* YYYY-MM-DDTHHMMSSZ, the time in a backup object's name */
 #define MANIFEST_NAME_STAMP_LEN 18
 
+bool
+manifest_database_valid(const char *database)
+{
+	size_t len = strlen(database);
+
+	if (len == 0 || len >= MANIFEST_DATABASE_MAX)
+		return false;
+	for (const unsigned char *c = (const unsigned char *) database; *c; c++)
+		if (*c < 0x20 || *c == 0x7f)
+			return false;
+	return true;
+}
+
 char *
 manifest_to_json(const manifest *m, tb_error *err)
 {
@@ -21,8 +34,11 @@ manifest_to_json(const manifest *m, tb_error *err)
 							"finished", m->finished, "plain_bytes", (json_int_t) m->plain_bytes, "stored_bytes",
 							(json_int_t) m->stored_bytes, "sha256", m->sha256, "chunks", (json_int_t) m->chunks,
 							"chunk_size", (int) m->chunk_size, "compression", "zstd", "cipher", "aes-256-gcm");
-	char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	char *text = NULL;
 
+	/* Optional: a manifest without it reads as before. */
+	if (doc != NULL && (m->database[0] == '\0' || json_object_set_new(doc, "database", json_string(m->database)) == 0))
+		text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(doc);
 	if (text == NULL)
 		tb_error_set(err, TB_ERR_NOMEM, "out of memory writing the manifest of '%s'", m->object);
@@ -255,6 +271,8 @@ manifest_invalid_field(const manifest *m, const char *manifest_key)
 		return "chunk_size";
 	if (!manifest_is_hex(m->sha256, 2 * CRYPTO_SHA256_LEN))
 		return "sha256";
+	if (m->database[0] != '\0' && !manifest_database_valid(m->database))
+		return "database";
 	return NULL;
 }
 
@@ -266,6 +284,7 @@ manifest_from_json(const char *json, const char *manifest_key, manifest *m, tb_e
 	int version;
 	json_error_t jerr;
 	json_t *doc = json_loads(json, 0, &jerr);
+	json_t *database = NULL;
 	const char *invalid = NULL;
 
 	memset(m, 0, sizeof(*m));
@@ -282,9 +301,15 @@ manifest_from_json(const char *json, const char *manifest_key, manifest *m, tb_e
 		invalid = "format or version";
 	else if (plain < 0 || stored < 0 || chunks < 0 || chunk_size < 0 || chunk_size > UINT32_MAX)
 		invalid = "a size is negative or too large";
+	else if ((database = json_object_get(doc, "database")) != NULL &&
+			 (!json_is_string(database) || strlen(json_string_value(database)) != json_string_length(database) ||
+			  !manifest_database_valid(json_string_value(database))))
+		invalid = "database";
 	else
 		invalid = manifest_copy_texts(
 			m, (const char *[]){tenant, engine, backup_id, object, key_id, started, finished, sha256});
+	if (invalid == NULL && database != NULL)
+		strcpy(m->database, json_string_value(database));
 	if (invalid == NULL)
 	{
 		m->plain_bytes = (uint64_t) plain;

@@ -7,6 +7,7 @@
 #ifndef TB_MANIFEST_H
 #define TB_MANIFEST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -17,6 +18,7 @@
 
 #define MANIFEST_OBJECT_MAX 512
 #define MANIFEST_MAX_BYTES 65536
+#define MANIFEST_DATABASE_MAX 256
 
 typedef struct manifest
 {
@@ -32,7 +34,16 @@ typedef struct manifest
 	uint64_t chunks;
 	uint32_t chunk_size;
 	char sha256[2 * CRYPTO_SHA256_LEN + 1]; /* of the stored object, checkable without keys */
+	/*
+	 * Which of the tenant's databases of the engine the backup is of, by name (a
+	 * PostgreSQL or MySQL database, a MongoDB database, a Redis database number); ""
+	 * when the manifest does not say (older manifests, and objects put by hand).
+	 */
+	char database[MANIFEST_DATABASE_MAX];
 } manifest;
+
+/* Whether database can be a manifest's database: 1 to MANIFEST_DATABASE_MAX - 1 bytes, no control characters. */
+bool manifest_database_valid(const char *database);
 
 /* Caller frees the result. */
 char *manifest_to_json(const manifest *m, tb_error *err);
@@ -42,7 +53,8 @@ char *manifest_to_json(const manifest *m, tb_error *err);
  * every field: format and version; tenant and engine names; the object is the
  * manifest's own sibling (<...>.tbk), below that tenant and engine, and its name
  * carries that backup id (manifest_object_parse); key id and sha256 in hex; times in
- * the exact format; sizes non-negative integers. Error messages name the manifest and
+ * the exact format; sizes non-negative integers; the database, when there is one, 1 to
+ * MANIFEST_DATABASE_MAX - 1 bytes without control characters. Error messages name the manifest and
  * the field, never the text read.
  */
 int manifest_from_json(const char *json, const char *manifest_key, manifest *m, tb_error *err);

@@ -347,6 +347,8 @@ repo_put_begin(storage *st, const tenant_key *key, const char *engine, const rep
 		put->progress = options->progress;
 		put->progress_ctx = options->progress_ctx;
 	}
+	if (options && options->database && manifest_database_valid(options->database))
+		strcpy(put->m.database, options->database);
 
 	put->write = storage_write_open(st, put->m.object, err);
 	if (put->write == NULL)

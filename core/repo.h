@@ -26,6 +26,8 @@ typedef struct repo_put_options
 	 * storage replaces an object of the same name, so the caller checks first.
 	 */
 	const char *object_name;
+	/* The database the backup is of, for its manifest; NULL, or one manifest_database_valid refuses: not recorded. */
+	const char *database;
 	repo_progress_fn progress;
 	void *progress_ctx;
 } repo_put_options;

@@ -197,6 +197,8 @@ tb_pg_backup(tb_job *job)
 	}
 	/* The object's header names its catalog row: a restore refuses an object copied over another. */
 	options.backup_id = backup_id;
+	/* Its manifest says which of the tenant's databases it is of; a base backup is the whole cluster. */
+	options.database = base ? NULL : tb_source_dbname(job);
 	if (base)
 	{
 		char stamp[32];

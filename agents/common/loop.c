@@ -117,8 +117,14 @@ agent_backup(agent *a, agent_job *job, manifest *m, tb_error *err)
 {
 	repo_put_options options = {
 		.stream = {.level = job->level, .workers = job->workers}, .progress = agent_job_progress, .progress_ctx = job};
-	repo_put *put = repo_put_begin(a->storage, &job->key, job->engine, &options, err);
+	agent_uri locator = {0};
+	repo_put *put;
 
+	/* Its manifest says which database it is of: the locator's path (a database name or Redis number). */
+	if (agent_uri_parse(job->locator, &locator, &(tb_error){0}) == 0)
+		options.database = locator.path;
+	put = repo_put_begin(a->storage, &job->key, job->engine, &options, err);
+	agent_uri_free(&locator);
 	if (put == NULL)
 		return -1;
 	if (a->engine->backup(job, put, err) != 0 || agent_job_tick(job, err) != 0)

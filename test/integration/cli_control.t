@@ -140,8 +140,8 @@ like "$(tb check | head -n 1)" '^CHECK +STATUS +DETAIL +HINT$' "check as a table
 
 export TENANT_BACKUP_STORAGE="file://$D/store" TENANT_BACKUP_MASTER_KEY_FILE="$D/master.key"
 out=$("$TB" ls acme)
-like "$(echo "$out" | head -n 1)" '^FINISHED +ENGINE +BACKUP ID +SIZE +STORED +OBJECT$' "ls has a header"
-like "$(echo "$out" | sed -n 2p)" '^20[0-9T:-]+Z +postgres +[0-9]+ +[0-9.]+ (KiB|MiB) +[0-9.]+ (KiB|MiB) +acme/postgres/' \
+like "$(echo "$out" | head -n 1)" '^FINISHED +ENGINE +DATABASE +BACKUP ID +SIZE +STORED +OBJECT$' "ls has a header"
+like "$(echo "$out" | sed -n 2p)" '^20[0-9T:-]+Z +postgres +[^ ]+ +[0-9]+ +[0-9.]+ (KiB|MiB) +[0-9.]+ (KiB|MiB) +acme/postgres/' \
 	"ls shows human sizes"
 out=$("$TB" ls --storage "file://$D/no-such-dir" 2>&1)
 is "$?" 1 "ls of a storage directory that does not exist fails"

@@ -108,6 +108,71 @@ test_each_field_checked(void **state)
 	}
 }
 
+/* good with a database, as JSON with its value replaced by value (raw JSON). */
+static int
+parse_database(const char *value, manifest *m, tb_error *err)
+{
+	manifest with = good;
+	char *text, *json;
+	int rc;
+
+	strcpy(with.database, "acme_db");
+	text = manifest_to_json(&with, err);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "\"database\": \"acme_db\""));
+	json = text;
+	if (value != NULL)
+	{
+		char *at = strstr(text, "\"acme_db\"");
+
+		json = malloc(strlen(text) + strlen(value) + 1);
+		sprintf(json, "%.*s%s%s", (int) (at - text), text, value, at + strlen("\"acme_db\""));
+		free(text);
+	}
+	rc = manifest_from_json(json, KEY, m, err);
+	free(json);
+	return rc;
+}
+
+static void
+test_database(void **state)
+{
+	static const char *const bad[] = {"\"\"", "42", "null", "\"acme\\u001b[2J\"", "\"a\\nb\"", "\"a\\u0000b\""};
+	tb_error err = {0};
+	char *json = json_with(NULL, NULL);
+	char long_name[MANIFEST_DATABASE_MAX + 3];
+	manifest m;
+
+	(void) state;
+	/* Which database a backup is of: recorded, read back. */
+	assert_int_equal(parse_database(NULL, &m, &err), 0);
+	assert_string_equal(m.database, "acme_db");
+	assert_int_equal(parse_database("\"caf\u00e9 db\"", &m, &err), 0);
+	assert_string_equal(m.database, "caf\u00e9 db");
+	/* A manifest from before, without it, still reads: the database is unknown. */
+	assert_null(strstr(json, "database"));
+	assert_int_equal(manifest_from_json(json, KEY, &m, &err), 0);
+	assert_string_equal(m.database, "");
+	free(json);
+	/* Storage is untrusted: what a listing would print is checked. */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+	{
+		assert_int_equal(parse_database(bad[i], &m, &err), -1);
+		if (strstr(err.msg, "database") == NULL && strstr(err.msg, "JSON") == NULL)
+			fail_msg("database = %s: '%s' does not name the field", bad[i], err.msg);
+		assert_null(strchr(err.msg, '\033'));
+		assert_string_equal(m.database, "");
+	}
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	long_name[0] = '"';
+	long_name[sizeof(long_name) - 2] = '"';
+	long_name[sizeof(long_name) - 1] = '\0';
+	assert_int_equal(parse_database(long_name, &m, &err), -1);
+	assert_true(manifest_database_valid("acme_db"));
+	assert_false(manifest_database_valid("acme\tdb"));
+	assert_false(manifest_database_valid(""));
+}
+
 static void
 test_manifest_of_another_object(void **state)
 {
@@ -170,6 +235,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_each_field_checked),
+		cmocka_unit_test(test_database),
 		cmocka_unit_test(test_manifest_of_another_object),
 		cmocka_unit_test(test_parse_error_quotes_nothing),
 		cmocka_unit_test(test_object_names),
