@@ -1,9 +1,10 @@
 /*
- * Storage upkeep: the SQL functions that list storage (objects, unfinished writes)
- * and write a tenant's active key document, and the launcher's pass that finishes
- * the committed storage intents every round and runs the janitor (_janitor_run)
- * every tenant_backup.janitor_interval. Each step is a transaction of its own; a
- * failure is a warning and the step is tried again next time.
+ * Storage upkeep: the SQL functions that list and delete in storage (objects,
+ * unfinished writes), in tenant_backup.storage or in the replica storage an intent
+ * names, and write a tenant's active key document, and the launcher's pass that
+ * finishes the committed storage intents every round and runs the janitor
+ * (_janitor_run) every tenant_backup.janitor_interval. Each step is a transaction of
+ * its own; a failure is a warning and the step is tried again next time.
  */
 #include "tenant_backup.h"
 
@@ -21,6 +22,40 @@ PG_FUNCTION_INFO_V1(tenant_backup_storage_list);
 PG_FUNCTION_INFO_V1(tenant_backup_storage_unfinished);
 PG_FUNCTION_INFO_V1(tenant_backup_storage_unfinished_abort);
 PG_FUNCTION_INFO_V1(tenant_backup_active_key_put);
+PG_FUNCTION_INFO_V1(tenant_backup_storage_delete);
+PG_FUNCTION_INFO_V1(tenant_backup_storage_delete_prefix);
+
+/*
+ * The storage a call acts on: the URL in argument argno (a replica's, recorded by the
+ * catalog: never a caller's), or tenant_backup.storage when the function has no such
+ * argument or it is NULL. The caller closes it.
+ */
+static storage *
+tb_storage_of_arg(FunctionCallInfo fcinfo, int argno)
+{
+	tb_error err = {0};
+	char *url;
+	storage *st;
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return tb_storage();
+	url = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	st = storage_open(tb_storage_url_limited(url), &err);
+	if (st == NULL)
+		tb_raise(&err, "could not open the replica storage");
+	return st;
+}
+
+/* Closes st; then, if rc failed, raises err with context and the storage named. */
+static void
+tb_storage_close_or_raise(storage *st, int rc, const tb_error *err, const char *context)
+{
+	char *where = pstrdup(storage_describe(st));
+
+	storage_close(st);
+	if (rc != 0)
+		tb_raise(err, psprintf("%s in %s", context, where));
+}
 
 /* Refuses a prefix outside a tenant's storage: "<tenant>/" or below. */
 static void
@@ -53,22 +88,26 @@ tb_storage_list_row(const char *key, const storage_info *info, void *arg)
 	return 0;
 }
 
-/* _storage_list(prefix) -> (key, bytes, modified): every object below a tenant's prefix. */
+/*
+ * _storage_list(prefix [, storage]) -> (key, bytes, modified): every object below a
+ * tenant's prefix.
+ */
 Datum
 tenant_backup_storage_list(PG_FUNCTION_ARGS)
 {
-	char *prefix = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *prefix;
 	tb_error err = {0};
 	storage *st;
 	int rc;
 
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	prefix = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	tb_tenant_prefix_check(prefix);
 	InitMaterializedSRF(fcinfo, 0);
-	st = tb_storage();
+	st = tb_storage_of_arg(fcinfo, 1);
 	rc = storage_list(st, prefix, tb_storage_list_row, fcinfo->resultinfo, &err);
-	storage_close(st);
-	if (rc != 0)
-		tb_raise(&err, psprintf("could not list the objects under \"%s\"", prefix));
+	tb_storage_close_or_raise(st, rc, &err, psprintf("could not list the objects under \"%s\"", prefix));
 	return (Datum) 0;
 }
 
@@ -87,7 +126,7 @@ tb_storage_unfinished_row(const char *key, const char *upload, const storage_inf
 	return 0;
 }
 
-/* _storage_unfinished() -> (key, upload, bytes, modified): every unfinished write in storage. */
+/* _storage_unfinished([storage]) -> (key, upload, bytes, modified): every unfinished write in storage. */
 Datum
 tenant_backup_storage_unfinished(PG_FUNCTION_ARGS)
 {
@@ -96,28 +135,83 @@ tenant_backup_storage_unfinished(PG_FUNCTION_ARGS)
 	int rc;
 
 	InitMaterializedSRF(fcinfo, 0);
-	st = tb_storage();
+	st = tb_storage_of_arg(fcinfo, 0);
 	rc = storage_list_unfinished(st, "", tb_storage_unfinished_row, fcinfo->resultinfo, &err);
-	storage_close(st);
-	if (rc != 0)
-		tb_raise(&err, "could not list the unfinished writes in storage");
+	tb_storage_close_or_raise(st, rc, &err, "could not list the unfinished writes");
 	return (Datum) 0;
 }
 
-/* _storage_unfinished_abort(key, upload): removes an unfinished write _storage_unfinished listed. */
+/* _storage_unfinished_abort(key, upload [, storage]): removes an unfinished write _storage_unfinished listed. */
 Datum
 tenant_backup_storage_unfinished_abort(PG_FUNCTION_ARGS)
 {
-	char *key = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char *upload = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char *key;
+	char *upload;
 	tb_error err = {0};
-	storage *st = tb_storage();
-	int rc = storage_abort_unfinished(st, key, upload, &err);
+	storage *st;
+	int rc;
 
-	storage_close(st);
-	if (rc != 0)
-		tb_raise(&err, psprintf("could not remove the unfinished write of \"%s\"", key));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_VOID();
+	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	upload = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	st = tb_storage_of_arg(fcinfo, 2);
+	rc = storage_abort_unfinished(st, key, upload, &err);
+	tb_storage_close_or_raise(st, rc, &err, psprintf("could not remove the unfinished write of \"%s\"", key));
 	PG_RETURN_VOID();
+}
+
+/*
+ * _storage_delete(object [, storage]) -> bytes: deletes a backup object and its
+ * manifest; 0 if it was already gone.
+ */
+Datum
+tenant_backup_storage_delete(PG_FUNCTION_ARGS)
+{
+	char *object;
+	storage *st;
+	tb_error err = {0};
+	uint64_t bytes;
+	int rc;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	object = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	tb_tenant_prefix_check(object);
+	st = tb_storage_of_arg(fcinfo, 1);
+	rc = repo_delete_backup(st, object, &bytes, &err);
+	tb_storage_close_or_raise(st, rc, &err, psprintf("could not delete backup object \"%s\"", object));
+	PG_RETURN_INT64((int64) bytes);
+}
+
+/*
+ * _storage_delete_prefix(prefix [, storage]) -> (objects, bytes): deletes every object
+ * whose key begins with a tenant's prefix.
+ */
+Datum
+tenant_backup_storage_delete_prefix(PG_FUNCTION_ARGS)
+{
+	char *prefix;
+	storage *st;
+	tb_error err = {0};
+	uint64_t objects, bytes;
+	TupleDesc desc;
+	Datum values[2];
+	bool nulls[2] = {false, false};
+	int rc;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	prefix = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	tb_tenant_prefix_check(prefix);
+	st = tb_storage_of_arg(fcinfo, 1);
+	rc = repo_delete_prefix(st, prefix, &objects, &bytes, &err);
+	tb_storage_close_or_raise(st, rc, &err, psprintf("could not delete the objects under \"%s\"", prefix));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum((int64) objects);
+	values[1] = Int64GetDatum((int64) bytes);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 /* _active_key_put(tenant, key_id): writes <tenant>/keys/active.json, sealed with the master key. */

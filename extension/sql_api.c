@@ -29,8 +29,6 @@ PG_FUNCTION_INFO_V1(tenant_backup_run_request);
 PG_FUNCTION_INFO_V1(tenant_backup_master_key_id);
 PG_FUNCTION_INFO_V1(tenant_backup_key_rewrap);
 PG_FUNCTION_INFO_V1(tenant_backup_secret_reseal);
-PG_FUNCTION_INFO_V1(tenant_backup_storage_delete);
-PG_FUNCTION_INFO_V1(tenant_backup_storage_delete_prefix);
 PG_FUNCTION_INFO_V1(tenant_backup_require_worker);
 PG_FUNCTION_INFO_V1(tenant_backup_split_conninfo);
 PG_FUNCTION_INFO_V1(tenant_backup_backup_object_check);
@@ -404,49 +402,6 @@ tenant_backup_secret_reseal(PG_FUNCTION_ARGS)
 	result = cstring_to_text(resealed);
 	free(resealed);
 	PG_RETURN_TEXT_P(result);
-}
-
-Datum
-tenant_backup_storage_delete(PG_FUNCTION_ARGS)
-{
-	char *object = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	storage *st = tb_storage();
-	tb_error err = {0};
-	uint64_t bytes;
-	int rc = repo_delete_backup(st, object, &bytes, &err);
-
-	storage_close(st);
-	if (rc != 0)
-		tb_raise(&err, psprintf("could not delete backup object \"%s\"", object));
-	PG_RETURN_INT64((int64) bytes);
-}
-
-Datum
-tenant_backup_storage_delete_prefix(PG_FUNCTION_ARGS)
-{
-	char *prefix = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	storage *st;
-	tb_error err = {0};
-	uint64_t objects, bytes;
-	TupleDesc desc;
-	Datum values[2];
-	bool nulls[2] = {false, false};
-	int rc;
-
-	/* Only a tenant's own prefix: "<tenant>/" or below. */
-	if (strchr(prefix, '/') == NULL || prefix[0] == '/' || strstr(prefix, "..") != NULL)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("\"%s\" is not a prefix inside a tenant's storage", prefix)));
-	st = tb_storage();
-	rc = repo_delete_prefix(st, prefix, &objects, &bytes, &err);
-	storage_close(st);
-	if (rc != 0)
-		tb_raise(&err, psprintf("could not delete the objects under \"%s\"", prefix));
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	values[0] = Int64GetDatum((int64) objects);
-	values[1] = Int64GetDatum((int64) bytes);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 Datum

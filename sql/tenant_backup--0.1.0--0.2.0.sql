@@ -2723,3 +2723,490 @@ REVOKE ALL ON FUNCTION tenant_backup._enqueue(text, text, text, bigint, text, te
 	tenant_backup.tenant_restore(text, text, bigint, text, boolean, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text, boolean)
 	TO tenant_backup_operator;
+
+-- ---------------------------------------------------------------- replication: deletion
+-- Retention, legal holds and tenant_drop cover the replica: every storage intent names
+-- the storage it acts on (NULL: tenant_backup.storage; else the replica URL a copy was
+-- made to), expiry deletes the replica copy as it deletes the primary's, tenant_drop
+-- destroys the key documents in every storage before any object and leaves what an
+-- unreachable replica holds to intents that complete its certificate later, and the
+-- janitor looks at each replica as it looks at the primary.
+
+ALTER TABLE tenant_backup.storage_intents
+	ADD COLUMN storage text,
+	ADD COLUMN deleted_objects bigint,
+	ADD COLUMN deleted_bytes bigint,
+	ADD COLUMN certificate_audit_id bigint;
+COMMENT ON COLUMN tenant_backup.storage_intents.storage IS
+	'Where the intent acts: NULL is tenant_backup.storage, otherwise a replica storage URL (tenant_backup.replica_storage, a tenant_set_replica URL or a backup''s replica_url; storage URLs never hold credentials).';
+COMMENT ON COLUMN tenant_backup.storage_intents.deleted_objects IS
+	'Once done: how many objects the deletion removed (a delete backup: 1 if the object was there).';
+COMMENT ON COLUMN tenant_backup.storage_intents.deleted_bytes IS 'Once done: the bytes the deletion removed.';
+COMMENT ON COLUMN tenant_backup.storage_intents.certificate_audit_id IS
+	'The audit row of the tenant_drop certificate this deletion is part of: when the last of them is done, the launcher appends the completed certificate (action ''tenant dropped'', completes_audit_id).';
+CREATE INDEX storage_intents_certificate ON tenant_backup.storage_intents (certificate_audit_id)
+	WHERE certificate_audit_id IS NOT NULL;
+
+-- The storage functions again, with the storage to act on (NULL: tenant_backup.storage).
+CREATE FUNCTION tenant_backup._storage_list(p_prefix text, p_storage text, OUT key text, OUT bytes bigint,
+											OUT modified timestamptz)
+RETURNS SETOF record LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_list';
+COMMENT ON FUNCTION tenant_backup._storage_list(text, text) IS
+	'_storage_list(prefix) in the storage p_storage names (NULL: tenant_backup.storage).';
+
+CREATE FUNCTION tenant_backup._storage_delete(p_object text, p_storage text)
+RETURNS bigint LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_delete';
+COMMENT ON FUNCTION tenant_backup._storage_delete(text, text) IS
+	'_storage_delete(object) in the storage p_storage names (NULL: tenant_backup.storage).';
+
+CREATE FUNCTION tenant_backup._storage_delete_prefix(p_prefix text, p_storage text, OUT objects bigint,
+													 OUT bytes bigint)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_delete_prefix';
+COMMENT ON FUNCTION tenant_backup._storage_delete_prefix(text, text) IS
+	'_storage_delete_prefix(prefix) in the storage p_storage names (NULL: tenant_backup.storage).';
+
+CREATE FUNCTION tenant_backup._storage_unfinished(p_storage text, OUT key text, OUT upload text, OUT bytes bigint,
+												  OUT modified timestamptz)
+RETURNS SETOF record LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_unfinished';
+COMMENT ON FUNCTION tenant_backup._storage_unfinished(text) IS
+	'_storage_unfinished() in the storage p_storage names (NULL: tenant_backup.storage).';
+
+CREATE FUNCTION tenant_backup._storage_unfinished_abort(p_key text, p_upload text, p_storage text)
+RETURNS void LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_storage_unfinished_abort';
+COMMENT ON FUNCTION tenant_backup._storage_unfinished_abort(text, text, text) IS
+	'_storage_unfinished_abort(key, upload) in the storage p_storage names (NULL: tenant_backup.storage).';
+
+-- Every replica storage that may hold copies of the tenant's objects: the one that
+-- applies now and every one a backup of it was copied to.
+CREATE FUNCTION tenant_backup._replica_storages(p_tenant text)
+RETURNS SETOF text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT u FROM (SELECT tenant_backup._replica_url(p_tenant)
+				   UNION SELECT b.replica_url FROM tenant_backup.backups b WHERE b.tenant = p_tenant) s(u)
+	WHERE u IS NOT NULL
+	ORDER BY u COLLATE "C"
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_storages(text) IS
+	'The replica storage URLs that may hold copies of the tenant''s objects: its replica now (_replica_url) and every backups.replica_url of it.';
+
+-- A storage as a deletion certificate names it: its role and URL (never credentials).
+CREATE FUNCTION tenant_backup._certificate_storage(p_storage text)
+RETURNS jsonb LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object('role', CASE WHEN p_storage IS NULL THEN 'primary' ELSE 'replica' END,
+							  'url', coalesce(p_storage, current_setting('tenant_backup.storage')))
+$$;
+COMMENT ON FUNCTION tenant_backup._certificate_storage(text) IS
+	'How a deletion certificate names a storage: role primary (p_storage NULL: tenant_backup.storage) or replica, and its URL.';
+
+-- The certificate of a drop whose last pending deletion the launcher just finished:
+-- the first one's storages with what the intents deleted added, appended to the
+-- tenant's audit chain like the first.
+CREATE FUNCTION tenant_backup._drop_certificate_complete(p_audit_id bigint)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	original tenant_backup.audit;
+	storages jsonb;
+	cert jsonb;
+BEGIN
+	SELECT * INTO original FROM tenant_backup.audit a WHERE a.id = p_audit_id;
+	SELECT jsonb_agg(CASE WHEN d.n = 0 THEN e.s
+						  ELSE (e.s - 'pending') || jsonb_build_object('status', 'deleted',
+							  'objects_deleted', (e.s->>'objects_deleted')::bigint + d.objects,
+							  'bytes_deleted', (e.s->>'bytes_deleted')::bigint + d.bytes, 'completed_at', d.finished) END
+					 ORDER BY e.n)
+	INTO storages
+	FROM jsonb_array_elements(original.detail->'storage') WITH ORDINALITY e(s, n)
+	CROSS JOIN LATERAL (
+		SELECT count(*) AS n, coalesce(sum(i.deleted_objects), 0) AS objects, coalesce(sum(i.deleted_bytes), 0) AS bytes,
+			   max(i.finished) AS finished
+		FROM tenant_backup.storage_intents i
+		WHERE i.certificate_audit_id = p_audit_id
+		AND i.storage IS NOT DISTINCT FROM CASE WHEN e.s->>'role' = 'replica' THEN e.s->>'url' END) d;
+	cert := (original.detail - 'certificate_sha256' - 'storage_pending' - 'status') || jsonb_build_object(
+		'status', 'complete', 'storage', storages,
+		'objects_deleted', (SELECT sum((s->>'objects_deleted')::bigint) FROM jsonb_array_elements(storages) s),
+		'bytes_deleted', (SELECT sum((s->>'bytes_deleted')::bigint) FROM jsonb_array_elements(storages) s),
+		'completed_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'completes_audit_id', p_audit_id);
+	PERFORM tenant_backup._audit('tenant dropped', original.tenant,
+		cert || jsonb_build_object('certificate_sha256', encode(sha256(convert_to(cert::text, 'UTF8')), 'hex')),
+		'tenant_backup launcher');
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._drop_certificate_complete(bigint) IS
+	'Appends to the audit log the completed deletion certificate of the drop whose certificate is audit row p_audit_id: every storage deleted, with the objects and bytes the launcher''s intents removed (status complete, completes_audit_id).';
+
+-- _intents_run with the storage of each intent; a dropped tenant's prefix waits for its
+-- key documents in the same storage, and the last deletion of a drop completes its
+-- certificate.
+CREATE OR REPLACE FUNCTION tenant_backup._intents_run()
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	i tenant_backup.storage_intents;
+	active text;
+	objects bigint;
+	bytes bigint;
+	done bigint := 0;
+BEGIN
+	FOR i IN SELECT * FROM tenant_backup.storage_intents x WHERE x.state = 'pending' ORDER BY x.id
+			 FOR UPDATE SKIP LOCKED
+	LOOP
+		CONTINUE WHEN i.certificate_audit_id IS NOT NULL
+			AND EXISTS (SELECT 1 FROM tenant_backup.storage_intents y
+						WHERE y.certificate_audit_id = i.certificate_audit_id AND y.state = 'pending' AND y.id < i.id
+						AND y.storage IS NOT DISTINCT FROM i.storage);
+		BEGIN
+			objects := NULL;
+			bytes := NULL;
+			IF i.action = 'delete backup' THEN
+				bytes := tenant_backup._storage_delete(i.object, i.storage);
+				objects := (bytes > 0)::int;
+			ELSIF i.action = 'delete prefix' THEN
+				SELECT x.objects, x.bytes INTO objects, bytes FROM tenant_backup._storage_delete_prefix(i.object, i.storage) x;
+			ELSE
+				-- The catalog's active key now (a dropped tenant has none, and no active.json).
+				SELECT k.key_id INTO active FROM tenant_backup.key_store k
+				WHERE k.tenant = i.tenant AND k.state = 'active' ORDER BY k.created DESC, k.key_id DESC LIMIT 1;
+				IF active IS NOT NULL THEN
+					PERFORM tenant_backup._active_key_put(i.tenant, active);
+				END IF;
+			END IF;
+			UPDATE tenant_backup.storage_intents SET state = 'done', finished = now(), attempts = attempts + 1,
+				error = NULL, deleted_objects = objects, deleted_bytes = bytes
+			WHERE id = i.id;
+			IF i.certificate_audit_id IS NOT NULL
+			   AND NOT EXISTS (SELECT 1 FROM tenant_backup.storage_intents y
+							   WHERE y.certificate_audit_id = i.certificate_audit_id AND y.state = 'pending') THEN
+				PERFORM tenant_backup._drop_certificate_complete(i.certificate_audit_id);
+			END IF;
+			done := done + 1;
+		EXCEPTION WHEN OTHERS THEN
+			UPDATE tenant_backup.storage_intents SET attempts = attempts + 1, error = SQLERRM WHERE id = i.id;
+			RAISE WARNING 'tenant_backup: storage intent % (%) of tenant "%" failed: %', i.id, i.action, i.tenant, SQLERRM
+				USING HINT = 'The launcher tries it again next round; tenant_backup.storage_intents shows it.';
+		END;
+	END LOOP;
+	RETURN done;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._intents_run() IS
+	'Carries out the pending storage intents, each in the storage it names (delete an expired backup''s object, a destroyed key''s document, a dropped tenant''s prefix, in the primary or a replica; write active.json) and marks them done with what they deleted; a dropped tenant''s prefix waits for its key documents in the same storage, and the last deletion of a drop appends its completed certificate. A failure stays pending with its error. Run by the launcher every round.';
+
+-- _expire, the replica copies included: each deletion is an intent per storage that may
+-- hold the object (the primary, the backup's replica_url, the tenant's replica now).
+-- A held tenant is skipped whole, so its backups stay in every storage.
+CREATE OR REPLACE FUNCTION tenant_backup._expire(p_tenant text, p_actor text)
+RETURNS TABLE (backup_id bigint, engine text, started timestamptz, object_key text, bytes_stored bigint, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	b record;
+	k record;
+	replica_now text := tenant_backup._replica_url(p_tenant);
+BEGIN
+	PERFORM 1 FROM tenant_backup.tenants t WHERE t.name = p_tenant AND t.hold_since IS NULL FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	FOR b IN SELECT p.*, x.replica_url FROM tenant_backup._retention_plan(p_tenant) p
+			 JOIN tenant_backup.backups x ON x.id = p.backup_id
+			 WHERE NOT p.keep ORDER BY p.started, p.backup_id
+	LOOP
+		-- A backup a running job reads is left for the next pass.
+		CONTINUE WHEN EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.backup_id = b.backup_id
+							  AND j.kind <> 'backup' AND j.state IN ('queued', 'running'));
+		IF b.object_key IS NOT NULL THEN
+			INSERT INTO tenant_backup.storage_intents (tenant, action, object, created_by, storage)
+			SELECT p_tenant, 'delete backup', b.object_key, p_actor, s.url
+			FROM (SELECT NULL::text UNION SELECT b.replica_url UNION SELECT replica_now) s(url)
+			ORDER BY s.url NULLS FIRST;
+		END IF;
+		DELETE FROM tenant_backup.backups x WHERE x.id = b.backup_id;
+		PERFORM tenant_backup._audit('backup expired', p_tenant,
+			jsonb_build_object('backup_id', b.backup_id, 'engine', b.engine, 'status', b.status, 'started', b.started,
+							   'object', b.object_key, 'bytes', coalesce(b.bytes_stored, 0)), p_actor);
+		backup_id := b.backup_id; engine := b.engine; started := b.started; object_key := b.object_key;
+		bytes_stored := coalesce(b.bytes_stored, 0); action := 'deleted';
+		RETURN NEXT;
+	END LOOP;
+	-- A retired key no complete backup uses any more opens nothing that is kept. With
+	-- archived WAL, only once a base backup taken well after the rotation is the oldest
+	-- (the archiver picks a new key up within a minute). Its document goes from every storage.
+	FOR k IN SELECT * FROM tenant_backup.key_store x
+			 WHERE x.tenant = p_tenant AND x.state = 'retired'
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups y WHERE y.tenant = p_tenant AND y.key_id = x.key_id
+							 AND y.status <> 'failed')
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups y WHERE y.tenant = p_tenant AND y.status = 'complete'
+							 AND y.start_lsn IS NOT NULL AND y.started < x.retired + interval '5 minutes')
+	LOOP
+		INSERT INTO tenant_backup.storage_intents (tenant, action, object, created_by, storage)
+		SELECT p_tenant, 'delete prefix', p_tenant || '/keys/' || k.key_id || '.json', p_actor, s.url
+		FROM (SELECT NULL::text UNION SELECT tenant_backup._replica_storages(p_tenant)) s(url)
+		ORDER BY s.url NULLS FIRST;
+		UPDATE tenant_backup.key_store x SET state = 'destroyed', destroyed = now(), wrapped = NULL
+		WHERE x.tenant = p_tenant AND x.key_id = k.key_id;
+		PERFORM tenant_backup._audit('key destroyed', p_tenant,
+									 jsonb_build_object('key_id', k.key_id, 'reason', 'no backup uses it'), p_actor);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._expire(text, text) IS
+	'Removes from the catalog what retention does not keep (an audit row each) and the retired keys no backup needs; their objects and key documents are deleted by the launcher once this commits, from tenant_backup.storage and from every replica storage that may hold a copy (tenant_backup.storage_intents, one per storage). A tenant on legal hold keeps everything in every storage.';
+
+-- tenant_drop over the primary and every replica of the tenant. Before any key is
+-- destroyed it lists the tenant's prefix everywhere: an unlistable primary refuses the
+-- drop; an unreachable replica does not (it may stay down for long) but its part is
+-- left to intents. Then the key documents go from every storage, then the objects; what
+-- cannot be deleted now is an intent the launcher finishes, and the last one of them
+-- appends the completed certificate.
+CREATE OR REPLACE FUNCTION tenant_backup.tenant_drop(tenant text, confirm text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t tenant_backup.tenants := tenant_backup._tenant_check(tenant);
+	key_ids text[];
+	busy bigint;
+	targets text[];
+	deferred boolean[];
+	entries jsonb := '[]';
+	entry jsonb;
+	n int;
+	part text;
+	gone record;
+	intent_ids bigint[] := '{}';
+	pending jsonb := '[]';
+	cert jsonb;
+	cert_hash text;
+	audit_id bigint;
+	intent_id bigint;
+BEGIN
+	IF confirm IS DISTINCT FROM tenant THEN
+		RAISE EXCEPTION 'tenant_drop needs confirm => ''%''', tenant USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'Dropping destroys every backup of the tenant for good; repeat its name to confirm.';
+	END IF;
+	PERFORM 1 FROM tenant_backup.tenants x WHERE x.name = tenant FOR UPDATE;
+	IF t.hold_since IS NOT NULL THEN
+		RAISE EXCEPTION 'tenant "%" is on legal hold since %: it cannot be dropped', tenant, t.hold_since
+			USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = format('Reason: %s', t.hold_reason),
+				  HINT = 'tenant_backup.tenant_release() ends the hold.';
+	END IF;
+	SELECT count(*) INTO busy FROM tenant_backup.jobs j WHERE j.tenant = tenant_drop.tenant AND j.state IN ('queued', 'running');
+	IF busy > 0 THEN
+		RAISE EXCEPTION 'tenant "%" has % queued or running jobs', tenant, busy
+			USING ERRCODE = 'object_in_use', HINT = 'Wait for them to finish (tenant_backup.status), then drop.';
+	END IF;
+	BEGIN
+		PERFORM count(*) FROM tenant_backup._storage_list(tenant || '/');
+	EXCEPTION WHEN OTHERS THEN
+		RAISE EXCEPTION 'tenant "%" is not dropped: its storage cannot be listed, so not all of it could be deleted', tenant
+			USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = SQLERRM,
+				  HINT = 'Make every directory under the tenant''s prefix readable by the server (or the bucket listable), then drop again; no key was destroyed.';
+	END;
+	-- The primary first (NULL), then every replica that may hold a copy.
+	targets := ARRAY[NULL::text] || ARRAY(SELECT tenant_backup._replica_storages(tenant));
+	deferred := array_fill(false, ARRAY[cardinality(targets)]);
+	FOR n IN 1 .. cardinality(targets) LOOP
+		entries := entries || (tenant_backup._certificate_storage(targets[n])
+							   || jsonb_build_object('status', 'deleted', 'objects_deleted', 0, 'bytes_deleted', 0));
+		CONTINUE WHEN n = 1;
+		BEGIN
+			PERFORM count(*) FROM tenant_backup._storage_list(tenant || '/', targets[n]);
+		EXCEPTION WHEN OTHERS THEN
+			deferred[n] := true;
+			RAISE WARNING 'tenant_backup: the replica storage % of tenant "%" cannot be listed now: %', targets[n], tenant, SQLERRM
+				USING HINT = 'The drop goes on: the launcher deletes the tenant''s key documents and then its objects there once it answers (tenant_backup.storage_intents), and appends the completed certificate to the audit log.';
+		END;
+	END LOOP;
+	SELECT array_agg(k.key_id ORDER BY k.key_id) INTO key_ids
+	FROM tenant_backup.key_store k WHERE k.tenant = tenant_drop.tenant AND k.state <> 'destroyed';
+	-- Keys first, in every storage: from then on no copy of the tenant's backups can be
+	-- read anywhere. A storage whose key documents are not gone keeps its objects for
+	-- the launcher, which deletes them after the keys.
+	FOREACH part IN ARRAY ARRAY[tenant || '/keys/', tenant || '/'] LOOP
+		FOR n IN 1 .. cardinality(targets) LOOP
+			entry := entries->(n - 1);
+			IF NOT deferred[n] THEN
+				BEGIN
+					SELECT * INTO gone FROM tenant_backup._storage_delete_prefix(part, targets[n]);
+					entry := entry || jsonb_build_object('objects_deleted', (entry->>'objects_deleted')::bigint + gone.objects,
+														 'bytes_deleted', (entry->>'bytes_deleted')::bigint + gone.bytes);
+				EXCEPTION WHEN OTHERS THEN
+					deferred[n] := true;
+					RAISE WARNING 'tenant_backup: not all of "%" could be deleted now in %: %', part,
+						coalesce(targets[n], 'tenant_backup.storage'), SQLERRM
+						USING HINT = 'The launcher deletes the rest (tenant_backup.storage_intents).';
+				END;
+			END IF;
+			IF deferred[n] THEN
+				INSERT INTO tenant_backup.storage_intents (tenant, action, object, storage)
+				VALUES (tenant, 'delete prefix', part, targets[n]) RETURNING id INTO intent_id;
+				intent_ids := intent_ids || intent_id;
+				entry := entry || jsonb_build_object('status', 'pending',
+													 'pending', coalesce(entry->'pending', '[]') || to_jsonb(part));
+				pending := pending || to_jsonb(part);
+			END IF;
+			entries := jsonb_set(entries, ARRAY[(n - 1)::text], entry);
+		END LOOP;
+	END LOOP;
+	DELETE FROM tenant_backup.tenants x WHERE x.name = tenant;
+	cert := jsonb_build_object(
+		'tenant', tenant, 'dropped_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'dropped_by', session_user,
+		'status', CASE WHEN cardinality(intent_ids) > 0 THEN 'pending' ELSE 'complete' END,
+		'objects_deleted', (SELECT sum((s->>'objects_deleted')::bigint) FROM jsonb_array_elements(entries) s),
+		'bytes_deleted', (SELECT sum((s->>'bytes_deleted')::bigint) FROM jsonb_array_elements(entries) s),
+		'key_ids_destroyed', coalesce(to_jsonb(key_ids), '[]'), 'storage', entries,
+		'catalog_rows_removed', 'tenant, databases, keys, jobs, backups, drills; the audit trail is kept');
+	IF cardinality(intent_ids) > 0 THEN
+		cert := cert || jsonb_build_object('storage_pending', pending);
+	END IF;
+	cert_hash := encode(sha256(convert_to(cert::text, 'UTF8')), 'hex');
+	PERFORM tenant_backup._audit('tenant dropped', tenant, cert || jsonb_build_object('certificate_sha256', cert_hash));
+	SELECT a.id INTO audit_id FROM tenant_backup.audit a WHERE a.tenant = tenant_drop.tenant ORDER BY a.id DESC LIMIT 1;
+	IF cardinality(intent_ids) > 0 THEN
+		UPDATE tenant_backup.storage_intents i SET certificate_audit_id = audit_id WHERE i.id = ANY (intent_ids);
+		RAISE WARNING 'tenant "%" is dropped, but its deletion is pending in %', tenant,
+			(SELECT string_agg(s->>'url', ', ') FROM jsonb_array_elements(entries) s WHERE s->>'status' = 'pending')
+			USING DETAIL = 'Its keys are destroyed in the catalog and wherever storage answered; the launcher deletes the rest (first the key documents) once that storage answers.',
+				  HINT = format('tenant_backup.storage_intents (certificate_audit_id %s) shows what is pending; the completed certificate is the next "tenant dropped" row of tenant_backup.audit (tenant_compliance_report shows it).', audit_id);
+	END IF;
+	RETURN cert || jsonb_build_object('certificate_sha256', cert_hash,
+		'audit_hash', (SELECT a.hash FROM tenant_backup.audit a WHERE a.id = audit_id), 'audit_id', audit_id);
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_drop(text, text) IS
+	'Offboards a tenant: refuses under a legal hold, with jobs queued or running, or when its primary storage cannot be listed (before any key is destroyed); destroys its keys (the key documents in the primary and every replica storage, then the catalog''s), deletes every object under its prefix in each storage and its catalog rows, keeps the audit trail, and returns the deletion certificate (storage: what was deleted in each storage, by URL; its SHA-256 is chained into the audit log). A replica that cannot be listed, or anything not deleted now, is left to intents the launcher finishes (status pending, storage_pending, a WARNING); the last of them appends the completed certificate to the audit log.';
+
+-- A dropped tenant's name is free again only once every deletion of its drop is done:
+-- a pending prefix deletion would otherwise delete the new tenant's objects.
+CREATE FUNCTION tenant_backup._tenants_drop_pending()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	waiting text;
+BEGIN
+	SELECT string_agg(DISTINCT coalesce(i.storage, 'tenant_backup.storage'), ', ') INTO waiting
+	FROM tenant_backup.storage_intents i
+	WHERE i.tenant = NEW.name AND i.state = 'pending' AND i.certificate_audit_id IS NOT NULL;
+	IF waiting IS NOT NULL THEN
+		RAISE EXCEPTION 'tenant "%" cannot be created yet: the deletion of the dropped tenant of that name is still pending', NEW.name
+			USING ERRCODE = 'object_in_use', DETAIL = format('Pending in %s.', waiting),
+				  HINT = 'The launcher finishes it once that storage answers (tenant_backup.storage_intents); create the tenant then, or under another name.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER tenants_drop_pending BEFORE INSERT ON tenant_backup.tenants
+	FOR EACH ROW EXECUTE FUNCTION tenant_backup._tenants_drop_pending();
+
+-- The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, over the
+-- tenants whose replica it is): unfinished writes older than a lease whose tenant has
+-- no running job, then complete objects under <tenant>/<engine>/ (never keys/, _audit/
+-- or archived WAL) that no backups row names, older than janitor_grace (at least a
+-- lease), of tenants and engines with no running job; an audit row for each removal.
+CREATE FUNCTION tenant_backup._janitor_storage(p_storage text)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	lease interval := current_setting('tenant_backup.lease_timeout')::interval;
+	grace interval := greatest(current_setting('tenant_backup.janitor_grace')::interval, lease);
+	place jsonb := CASE WHEN p_storage IS NOT NULL THEN jsonb_build_object('storage', p_storage) ELSE '{}' END;
+	u record;
+	o record;
+	removed bigint := 0;
+BEGIN
+	FOR u IN SELECT x.*, t.name AS tenant FROM tenant_backup._storage_unfinished(p_storage) x
+			 LEFT JOIN tenant_backup.tenants t ON t.name = split_part(x.key, '/', 1)
+			 WHERE x.modified < now() - lease
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.tenant = split_part(x.key, '/', 1)
+							 AND j.state = 'running')
+			 ORDER BY x.key
+	LOOP
+		PERFORM tenant_backup._storage_unfinished_abort(u.key, u.upload, p_storage);
+		PERFORM tenant_backup._audit('unfinished write removed', u.tenant,
+			jsonb_build_object('object', u.key, 'bytes', u.bytes, 'last_written', u.modified) || place,
+			'tenant_backup janitor');
+		removed := removed + 1;
+	END LOOP;
+	FOR o IN WITH listed AS MATERIALIZED (
+				SELECT t.name AS tenant, e.engine, l.key, l.bytes, l.modified
+				FROM tenant_backup.tenants t
+				CROSS JOIN unnest(ARRAY['postgres', 'mysql', 'mongodb', 'redis']) e(engine)
+				CROSS JOIN LATERAL tenant_backup._storage_list(t.name || '/' || e.engine || '/', p_storage) l
+				WHERE (p_storage IS NULL OR tenant_backup._replica_url(t.name) = p_storage)
+				AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.tenant = t.name AND j.engine = e.engine
+								AND j.state = 'running'))
+			 SELECT x.* FROM listed x
+			 WHERE x.modified < now() - grace
+			 AND NOT starts_with(x.key, x.tenant || '/postgres/wal/')
+			 AND (x.key LIKE '%.tbk'
+				  OR (x.key LIKE '%.json' AND NOT EXISTS (SELECT 1 FROM listed y
+														  WHERE y.key = left(x.key, -5) || '.tbk')))
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups b
+							 WHERE b.object_key IN (x.key, left(x.key, -5) || '.tbk'))
+			 ORDER BY x.key
+	LOOP
+		IF o.key LIKE '%.tbk' THEN
+			PERFORM tenant_backup._storage_delete(o.key, p_storage);
+		ELSE
+			PERFORM tenant_backup._storage_delete_prefix(o.key, p_storage);
+		END IF;
+		PERFORM tenant_backup._audit('unreferenced object removed', o.tenant,
+			jsonb_build_object('engine', o.engine, 'object', o.key, 'bytes', o.bytes, 'modified', o.modified,
+							   'grace', grace) || place, 'tenant_backup janitor');
+		removed := removed + 1;
+	END LOOP;
+	RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._janitor_storage(text) IS
+	'The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, for the tenants whose replica it is now): removes unfinished writes older than tenant_backup.lease_timeout whose tenant runs no job, and complete objects under <tenant>/<engine>/ (never keys/, _audit/ or archived WAL) that no backups row names, older than tenant_backup.janitor_grace, of tenants and engines running no job; an audit row each (with the storage, for a replica). Returns how many.';
+
+-- The janitor over the primary, then every replica storage a tenant has now; a replica
+-- that does not answer is a warning and does not undo the others' pass.
+CREATE OR REPLACE FUNCTION tenant_backup._janitor_run()
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	url text;
+	removed bigint := tenant_backup._janitor_storage(NULL);
+BEGIN
+	FOR url IN SELECT DISTINCT tenant_backup._replica_url(t.name) COLLATE "C" AS u FROM tenant_backup.tenants t
+			   WHERE tenant_backup._replica_url(t.name) IS NOT NULL ORDER BY 1
+	LOOP
+		BEGIN
+			removed := removed + tenant_backup._janitor_storage(url);
+		EXCEPTION WHEN OTHERS THEN
+			RAISE WARNING 'tenant_backup: the storage janitor of replica storage % failed: %', url, SQLERRM
+				USING HINT = 'The janitor tries again after tenant_backup.janitor_interval.';
+		END;
+	END LOOP;
+	DELETE FROM tenant_backup.storage_intents WHERE state = 'done' AND finished < now() - interval '7 days';
+	RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._janitor_run() IS
+	'The storage janitor (_janitor_storage) of tenant_backup.storage and of every replica storage a tenant has; a replica that fails is a warning, the others'' removals stay. Drops done storage intents after 7 days. Returns how many objects and writes it removed.';
+
+REVOKE ALL ON FUNCTION tenant_backup._storage_list(text, text), tenant_backup._storage_delete(text, text),
+	tenant_backup._storage_delete_prefix(text, text), tenant_backup._storage_unfinished(text),
+	tenant_backup._storage_unfinished_abort(text, text, text), tenant_backup._replica_storages(text),
+	tenant_backup._certificate_storage(text), tenant_backup._drop_certificate_complete(bigint),
+	tenant_backup._tenants_drop_pending(), tenant_backup._janitor_storage(text) FROM PUBLIC;
