@@ -29,7 +29,7 @@ static const char restore_direct_usage[] =
 	"Usage: tenant-backup restore-direct --tenant T --engine postgres --into CONNINFO [OPTIONS]\n"
 	"       tenant-backup restore-direct --tenant T --engine mysql|redis|mongodb --into URI [OPTIONS]\n"
 	"\n"
-	"Restores tenant T's newest complete backup found in storage (or --backup-id N) into\n"
+	"Restores tenant T's newest complete backup found in storage (or --backup-id ID) into\n"
 	"the new database CONNINFO's dbname names, without the control plane. The backup is\n"
 	"chosen by its manifest and authenticated whole (header, every chunk, trailer, the\n"
 	"manifest's SHA-256) into a private temporary file before anything is created; then\n"
@@ -56,7 +56,8 @@ static const char restore_direct_usage[] =
 	"  --engine E            postgres, mysql, redis or mongodb\n"
 	"  --into CONNINFO       'dbname=NEW host=... port=... user=...' (or a URI) of the\n"
 	"                        database to create; a password goes in ~/.pgpass or PGPASSWORD\n"
-	"  --backup-id N         that backup instead of the newest\n"
+	"  --backup-id ID        that backup instead of the newest: the id its object's name ends\n"
+	"                        with (a number for PostgreSQL, hex digits for the agents' engines)\n"
 	"  --maintenance-db DB   the database to connect to for CREATE DATABASE (default postgres)\n"
 	"  --load-as ROLE        load as ROLE (a login of the target server, e.g. the tenant's\n"
 	"                        owner role; not a superuser), which gets the new database;\n"
@@ -194,26 +195,6 @@ direct_keep_going(void *ctx, tb_error *err)
 	return direct_interrupted ? tb_error_set(err, TB_ERR_INTERNAL, "interrupted by signal %d: stopped and cleaned up",
 											 (int) direct_interrupted)
 							  : 0;
-}
-
-int
-direct_check_header(storage *st, const master_key *master, const manifest *m, tb_error *err)
-{
-	repo_reader *r = repo_reader_open(st, master, m->object, NULL, err);
-	const stream_header *hdr;
-	int rc = 0;
-
-	if (r == NULL)
-		return tb_error_prefix(err, "nothing was created: backup %s of tenant '%s'", m->object, m->tenant);
-	hdr = repo_reader_header(r);
-	if (strcmp(hdr->tenant, m->tenant) != 0 || strcmp(hdr->engine, m->engine) != 0 ||
-		strcmp(hdr->backup_id, m->backup_id) != 0)
-		rc = tb_error_set(err, TB_ERR_CORRUPT,
-						  "nothing was created: the object stored as %s is not backup %s of tenant '%s' (%s) by its "
-						  "authenticated header; check who writes to storage",
-						  m->object, m->backup_id, m->tenant, m->engine);
-	repo_reader_close(r);
-	return rc;
 }
 
 /* A private directory for the plaintext and the tools' files, removed by direct_scratch_remove. */
@@ -953,12 +934,6 @@ direct_restore_postgres(const direct_args *args, storage *st, const master_key *
 		PQfinish(admin);
 		return -1;
 	}
-	if (direct_check_header(st, master, m, err) != 0)
-	{
-		direct_scratch_remove(&s);
-		PQfinish(admin);
-		return -1;
-	}
 	cli_progress_start(&progress, "restore-direct: authenticating");
 	cli_read_checked(&options, m, &progress);
 	options.keep_going = direct_keep_going;
@@ -1027,6 +1002,7 @@ typedef struct direct_copy
 	const master_key *master;
 	const manifest *chosen;
 	const direct_target *target;
+	const cli_copies *copies;
 	bool postgres;
 } direct_copy;
 
@@ -1042,11 +1018,14 @@ direct_restore_copy(cli_copy_read *r, storage *st, tb_error *err)
 
 	if (d->postgres)
 		return direct_restore_postgres(d->args, st, d->master, d->chosen, d->target, err);
-	return direct_restore_with_agent(&(direct_agent_request){.engine = d->args->engine,
-															 .into = d->args->into,
-															 .agent = d->args->agent,
-															 .password_file = d->args->password_file},
-									 d->ctx, st, d->master, d->chosen, err);
+	return direct_restore_with_agent(
+		&(direct_agent_request){.engine = d->args->engine,
+								.into = d->args->into,
+								.agent = d->args->agent,
+								.password_file = d->args->password_file,
+								.storage_url = st == d->copies->replica ? d->ctx->replica_url : d->ctx->storage_url,
+								.loading = &r->handed_on},
+		d->ctx, st, d->master, d->chosen, err);
 }
 
 int
@@ -1090,8 +1069,9 @@ cmd_restore_direct(int argc, char **argv)
 	if (!postgres && (args.maintenance_db || args.pg_restore || args.load_as || args.no_owner))
 		return cli_usage_error("restore-direct",
 							   "--maintenance-db, --pg-restore, --load-as and --no-owner are for postgres");
-	if (args.backup_id && (args.backup_id[0] == '\0' || strspn(args.backup_id, "0123456789") != strlen(args.backup_id)))
-		return cli_usage_error("restore-direct", "--backup-id takes a backup's number");
+	if (args.backup_id && (args.backup_id[0] == '\0' || strlen(args.backup_id) > STREAM_BACKUP_ID_MAX ||
+						   strspn(args.backup_id, "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(args.backup_id)))
+		return cli_usage_error("restore-direct", "--backup-id takes the backup id an object's name ends with");
 	if (!postgres && direct_agent_into_check(args.engine, args.into, &err) != 0)
 		return cli_fail("restore-direct", &err);
 	if (postgres && direct_target_parse(args.into, &target, &err) != 0)
@@ -1133,6 +1113,7 @@ cmd_restore_direct(int argc, char **argv)
 																	.master = &master,
 																	.chosen = &choice.chosen,
 																	.target = &target,
+																	.copies = &copies,
 																	.postgres = postgres}},
 							 &err);
 	}

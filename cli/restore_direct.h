@@ -14,13 +14,6 @@ int direct_keep_going(void *ctx, tb_error *err);
  */
 int direct_run(const char *const *argv, const char *out, tb_error *err);
 
-/*
- * The object m describes must be a backup of its tenant and engine by its authenticated
- * header (another tenant's object put in its place is refused, before anything is read
- * further or created).
- */
-int direct_check_header(storage *st, const master_key *master, const manifest *m, tb_error *err);
-
 /* How a MySQL/MariaDB, Redis or MongoDB backup is restored: by the engine's agent. */
 typedef struct direct_agent_request
 {
@@ -28,6 +21,8 @@ typedef struct direct_agent_request
 	const char *into;          /* the target URI, without a password */
 	const char *agent;         /* the agent's path; NULL: tenant-backup-agent-<engine> beside this program */
 	const char *password_file; /* the target's password, passed on by name; NULL: the agent's environment */
+	const char *storage_url;   /* the storage the object is read from (the primary's or the replica's) */
+	bool *loading;             /* set once the agent runs: the target may have been written to */
 } direct_agent_request;
 
 /*

@@ -94,7 +94,7 @@ direct_restore_with_agent(const direct_agent_request *req, const cli_context *ct
 	static const char *const names[] = {"tenant", "object",  "key-id",     "sha256",
 										"into",   "storage", "master-key", "password-file"};
 	const char *values[] = {
-		m->tenant,         m->object, m->key_id, m->sha256, req->into, ctx->storage_url, ctx->master_key_file,
+		m->tenant,         m->object, m->key_id, m->sha256, req->into, req->storage_url, ctx->master_key_file,
 		req->password_file};
 	char agent[PATH_MAX], *option_args[sizeof(names) / sizeof(names[0])] = {0};
 	const char *argv[sizeof(names) / sizeof(names[0]) + 3] = {agent, "restore-direct"};
@@ -103,7 +103,7 @@ direct_restore_with_agent(const direct_agent_request *req, const cli_context *ct
 	cli_progress progress;
 	int rc, argc = 2;
 
-	if (direct_agent_path(req, agent, sizeof(agent), err) != 0 || direct_check_header(st, master, m, err) != 0)
+	if (direct_agent_path(req, agent, sizeof(agent), err) != 0)
 		return -1;
 	cli_progress_start(&progress, "restore-direct: authenticating");
 	cli_read_checked(&options, m, &progress);
@@ -130,7 +130,10 @@ direct_restore_with_agent(const direct_agent_request *req, const cli_context *ct
 	}
 	argv[argc] = NULL;
 	if (rc == 0)
+	{
+		*req->loading = true;
 		rc = direct_run(argv, NULL, err);
+	}
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		free(option_args[i]);
 	return rc;

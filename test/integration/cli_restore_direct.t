@@ -6,7 +6,7 @@
 # content is hostile: a CHECK constraint whose function makes its role a superuser when
 # run by one. Loading as a superuser is refused; the load runs as --load-as ROLE (or a
 # plain login), and the role stays what it was. A tampered backup, an existing database,
-# a missing owner role and an engine not restored directly yet are refused, and no
+# a missing owner role and an engine the tenant has no backup of are refused, and no
 # failure leaves a database behind.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
@@ -148,8 +148,8 @@ is "$(ls -A "$D/tmp")" "" "the plaintext and its directory are gone"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'acme_interrupted'")" 0 "and so is the half-made database"
 
 out=$("$TB" restore-direct --tenant acme --engine mysql --into mysql://127.0.0.1/acme 2>&1)
-is "$?" 2 "an engine restore-direct does not handle yet is bad usage"
-like "$out" "engine mysql is not restored directly yet" "and says so"
+is "$?" 1 "an engine the tenant has no backup of fails (MySQL, Redis, MongoDB: restore_direct_engines.t)"
+like "$out" "no complete mysql backup of tenant 'acme' in storage" "and says so"
 out=$(direct --into "host=$PGHOST" 2>&1)
 is "$?" 2 "--into without dbname is refused"
 out=$("$TB" restore-direct --tenant nosuch --engine postgres --into "$(into x)" 2>&1)

@@ -180,15 +180,36 @@ is "$(mtool cmd "$MONGO_URI_BASE" modr_tampered '{"listCollections": 1, "nameOnl
 	"modr_tampered has no collection"
 object_put "$D/pristine" "$mo_obj"
 
-# --- the object of another tenant in this tenant's place
+# --- another tenant's backup in this tenant's place, with a manifest rewritten to match
+# it (backup id, key id, SHA-256 and size are dbten's own): only the authenticated header
+# tells whose it is
+forged=preten/redis/$(basename "$db_obj")
 object_get "$db_obj" "$D/dbten.tbk"
-object_get "$pre_obj" "$D/preten.tbk"
-object_put "$D/dbten.tbk" "$pre_obj"
-direct --tenant preten --engine redis --into "redis://tbagent@127.0.0.1:$R/11"
-ok $(($? == 0)) "another tenant's object stored in place of preten's backup is refused"
-like "$(cat "$D/out")" 'nothing was created' "before anything is written"
+object_get "${db_obj%.tbk}.json" "$D/dbten.json"
+python3 -c 'import json, sys
+m = json.load(open(sys.argv[1])); m["tenant"] = "preten"; m["object"] = sys.argv[2]; m.pop("database", None)
+json.dump(m, open(sys.argv[3], "w"))' "$D/dbten.json" "$forged" "$D/forged.json"
+object_put "$D/dbten.tbk" "$forged"
+object_put "$D/forged.json" "${forged%.tbk}.json"
+forged_id=$(basename "$db_obj" .tbk)
+direct --tenant preten --engine redis --into "redis://tbagent@127.0.0.1:$R/11" --backup-id "${forged_id##*-}"
+ok $(($? == 0)) "dbten's backup stored as preten's, its manifest rewritten to match, is refused"
+like "$(cat "$D/out")" "nothing was created: backup $forged .*holds a redis backup of tenant 'dbten'" \
+	"by its authenticated header, before anything is written"
 is "$(rtool cmd "$R" 11 DBSIZE)" 0 "database 11 stays empty"
-object_put "$D/preten.tbk" "$pre_obj"
+
+# --- the replica: the primary's copy gone, the agent reads the replica's
+if [ "${TB_TEST_STORAGE:-file}" = file ]; then
+	cp -a "$D/store" "$D/replica"
+	rm "$D/store/$mo_obj"
+	direct --tenant mongoten --engine mongodb --into "$MONGO_URI_BASE/modr_replica" --replica "file://$D/replica"
+	ok $? "with the primary's object gone, restore-direct --replica restores from the replica" || diag "$(cat "$D/out")"
+	like "$(cat "$D/out")" "replica" "  saying so"
+	mtool snapshot "$MONGO_URI_BASE" modr_replica >"$D/mongoten.replica"
+	cmp -s "$D/mongoten.src" "$D/mongoten.replica"
+	ok $? "  and modr_replica holds what modr_src held"
+	cp "$D/replica/$mo_obj" "$D/store/$mo_obj"
+fi
 
 # --- the agent is found beside tenant-backup, or named
 direct --tenant dbten --engine redis --into "redis://tbagent@127.0.0.1:$R/12" --agent "$D/no-such-agent"
