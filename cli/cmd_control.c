@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_offline.h"
 #include "cli.h"
 #include "cli_control.h"
 #include "names.h"
@@ -70,7 +71,9 @@ static const char check_usage[] =
 	"Usage: tenant-backup check [--json] [OPTIONS]\n"
 	"\n"
 	"Runs tenant_backup.check() in the control plane: storage round trip, master key,\n"
-	"tools, WAL archiving, agents and settings, one line each with a hint.\n"
+	"tools, WAL archiving, agents and settings, one line each with a hint. Without\n"
+	"--control and PG* (or with --storage, --master-key or --offline) it checks storage\n"
+	"and keys alone: see 'tenant-backup check --offline --help'.\n"
 	"\n"
 	"  --json              one JSON array of the checks\n" CONTROL_OPTION_USAGE CONTROL_EXIT_USAGE;
 
@@ -535,8 +538,11 @@ cmd_check(int argc, char **argv)
 	const char *tenant;
 	PGconn *conn;
 	PGresult *res;
-	int rc = control_parse(&args, check_usage, argc, argv, false, &tenant);
+	int rc;
 
+	if (cli_check_wants_offline(argc, argv))
+		return cmd_check_offline(argc, argv);
+	rc = control_parse(&args, check_usage, argc, argv, false, &tenant);
 	if (rc != 0)
 		return rc < 0 ? 0 : rc;
 	if (tenant != NULL)

@@ -9,10 +9,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "key_docs.h"
 #include "names.h"
 #include "repo.h"
-
-#define ROTATE_DOC_MAX (64 * 1024)
 
 static const char rotate_master_usage[] =
 	"Usage: tenant-backup rotate-master --master-key OLD --new-master-key NEW [--tenant T] [OPTIONS]\n"
@@ -38,20 +37,6 @@ typedef struct rotate_args
 	const char *tenant;
 } rotate_args;
 
-typedef struct rotate_doc
-{
-	char tenant[64];
-	char key_id[KEYS_ID_LEN + 1];
-} rotate_doc;
-
-/* The key documents found in storage, collected before any is replaced. */
-typedef struct rotate_list
-{
-	rotate_doc *docs;
-	size_t count, cap;
-	bool out_of_memory;
-} rotate_list;
-
 typedef struct rotate_counts
 {
 	unsigned long rewrapped, already, byok, failed;
@@ -71,15 +56,14 @@ rotate_option(int opt, const char *arg, void *state)
 	return 0;
 }
 
-/* Notes <tenant>/keys/<key id>.json; anything else in storage is none of ours here. */
-static int
-rotate_collect(const char *key, const storage_info *info, void *arg)
+int
+cli_key_docs_collect(const char *key, const storage_info *info, void *arg)
 {
-	rotate_list *list = arg;
+	cli_key_docs *list = arg;
 	const char *slash = strchr(key, '/');
 	const char *name;
 	tb_error ignored = {0};
-	rotate_doc doc;
+	cli_key_doc doc;
 
 	(void) info;
 	if (slash == NULL || (size_t) (slash - key) >= sizeof(doc.tenant) || strncmp(slash, "/keys/", 6) != 0)
@@ -96,7 +80,7 @@ rotate_collect(const char *key, const storage_info *info, void *arg)
 	if (list->count == list->cap)
 	{
 		size_t cap = list->cap ? list->cap * 2 : 64;
-		rotate_doc *grown = realloc(list->docs, cap * sizeof(*grown));
+		cli_key_doc *grown = realloc(list->docs, cap * sizeof(*grown));
 
 		if (grown == NULL)
 		{
@@ -121,9 +105,8 @@ rotate_doc_master_id(const char *json, char *out, size_t size)
 	json_decref(doc);
 }
 
-/* Whether doc opens with master as the key d (its tenant and key id). */
-static int
-rotate_opens(const master_key *master, const char *doc, const rotate_doc *d, tb_error *err)
+int
+cli_key_doc_opens(const master_key *master, const char *doc, const cli_key_doc *d, tb_error *err)
 {
 	tenant_key key;
 	int rc = keys_tenant_unwrap(master, doc, d->tenant, d->key_id, &key, err);
@@ -134,7 +117,7 @@ rotate_opens(const master_key *master, const char *doc, const rotate_doc *d, tb_
 
 /* One key document: re-wrapped, already done or BYOK (counted), or -1 with err set. */
 static int
-rotate_one(storage *st, const master_key *old_master, const master_key *new_master, const rotate_doc *d,
+rotate_one(storage *st, const master_key *old_master, const master_key *new_master, const cli_key_doc *d,
 		   rotate_counts *counts, tb_error *err)
 {
 	char path[256], master_id[80];
@@ -143,7 +126,7 @@ rotate_one(storage *st, const master_key *old_master, const master_key *new_mast
 	int kind, rc = -1;
 
 	snprintf(path, sizeof(path), "%s/keys/%s.json", d->tenant, d->key_id);
-	if (storage_get(st, path, ROTATE_DOC_MAX, &doc, &len, err) != 0)
+	if (storage_get(st, path, CLI_KEY_DOC_MAX, &doc, &len, err) != 0)
 		return tb_error_prefix(err, "unable to read key %s of tenant '%s'", d->key_id, d->tenant);
 	kind = keys_doc_is_command_wrapped(doc);
 	if (kind < 0)
@@ -161,7 +144,7 @@ rotate_one(storage *st, const master_key *old_master, const master_key *new_mast
 	rotate_doc_master_id(doc, master_id, sizeof(master_id));
 	if (strcmp(master_id, new_master->id) == 0)
 	{
-		if ((rc = rotate_opens(new_master, doc, d, err)) == 0)
+		if ((rc = cli_key_doc_opens(new_master, doc, d, err)) == 0)
 			counts->already++;
 		goto done;
 	}
@@ -174,12 +157,12 @@ rotate_one(storage *st, const master_key *old_master, const master_key *new_mast
 		goto done;
 	}
 	/* It must open with the old key as what it says it is before it is replaced. */
-	if (rotate_opens(old_master, doc, d, err) != 0 ||
+	if (cli_key_doc_opens(old_master, doc, d, err) != 0 ||
 		repo_tenant_key_rewrap(st, old_master, new_master, d->tenant, doc, &new_doc, err) != 0)
 		goto done;
 	free(doc);
 	doc = NULL;
-	if (storage_get(st, path, ROTATE_DOC_MAX, &doc, &len, err) != 0 || rotate_opens(new_master, doc, d, err) != 0)
+	if (storage_get(st, path, CLI_KEY_DOC_MAX, &doc, &len, err) != 0 || cli_key_doc_opens(new_master, doc, d, err) != 0)
 	{
 		tb_error_prefix(err, "reading back the re-wrapped key %s of tenant '%s'", d->key_id, d->tenant);
 		goto done;
@@ -202,13 +185,13 @@ rotate_print(const char *label, const rotate_counts *c)
 }
 
 static int
-rotate_all(storage *st, const master_key *old_master, const master_key *new_master, const rotate_list *list)
+rotate_all(storage *st, const master_key *old_master, const master_key *new_master, const cli_key_docs *list)
 {
 	rotate_counts total = {0}, tenant = {0};
 
 	for (size_t i = 0; i < list->count; i++)
 	{
-		const rotate_doc *d = &list->docs[i];
+		const cli_key_doc *d = &list->docs[i];
 		tb_error err = {0};
 
 		if (rotate_one(st, old_master, new_master, d, &tenant, &err) != 0)
@@ -248,7 +231,7 @@ cmd_rotate_master(int argc, char **argv)
 											CLI_COMMON_OPTIONS,
 											{NULL, 0, NULL, 0}};
 	rotate_args args = {0};
-	rotate_list list = {0};
+	cli_key_docs list = {0};
 	cli_context ctx;
 	tb_error err = {0};
 	master_key old_master, new_master;
@@ -288,7 +271,7 @@ cmd_rotate_master(int argc, char **argv)
 	old_master.key_command = new_master.key_command = NULL;
 	if (strcmp(old_master.id, new_master.id) == 0)
 		rc = cli_usage_error("rotate-master", "the new master key is the old one (key id %s)", old_master.id);
-	else if (storage_list(st, prefix, rotate_collect, &list, &err) != 0)
+	else if (storage_list(st, prefix, cli_key_docs_collect, &list, &err) != 0)
 		rc = cli_fail("rotate-master", &err);
 	else if (list.out_of_memory)
 	{

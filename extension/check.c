@@ -23,13 +23,12 @@
 #include "utils/tuplestore.h"
 
 #include "check.h"
+#include "storage/check.h"
 
 PG_FUNCTION_INFO_V1(tenant_backup_check_storage);
 PG_FUNCTION_INFO_V1(tenant_backup_check_master_key);
 PG_FUNCTION_INFO_V1(tenant_backup_check_tools);
 
-/* At the storage root, where each new tenant needs to write; no tenant name begins with "_". */
-#define TB_CHECK_PREFIX "_check-"
 #define TB_CHECK_TOOL_TIMEOUT_MS 10000
 #define TB_KEY_DOC_MAX 65536
 
@@ -206,76 +205,22 @@ tb_storage_hint(void)
 		   "the bucket and prefix.";
 }
 
-typedef struct tb_check_listing
+/* A step of the storage round trip as a row of check(). */
+static void
+tb_check_storage_step(void *ctx, const char *name, const char *status, const char *detail, const char *hint)
 {
-	const char *key;
-	bool found;
-} tb_check_listing;
-
-static int
-tb_check_list_cb(const char *key, const storage_info *info, void *arg)
-{
-	tb_check_listing *listing = arg;
-
-	(void) info;
-	if (strcmp(key, listing->key) == 0)
-		listing->found = true;
-	return 0;
+	tb_check_row((ReturnSetInfo *) ctx, name, status, detail, hint);
 }
 
-/* Write, read, list and delete of one probe object; stops at the first step that fails. */
+/* Write, read, list and delete of one probe object (core's round trip), a row per step. */
 static void
 tb_check_round_trip(ReturnSetInfo *rsinfo, storage *st)
 {
 	tb_error err = {0};
-	uint8 random[8];
-	char hex[2 * sizeof(random) + 1];
-	char *key, *body, *got = NULL;
-	size_t got_len = 0;
-	storage_info info;
-	tb_check_listing listing;
+	char *body = psprintf("tenant_backup.check() probe of server process %d", MyProcPid);
 
-	if (!pg_strong_random(random, sizeof(random)))
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("could not generate a name for the storage probe")));
-	hex_encode((const char *) random, sizeof(random), hex);
-	hex[sizeof(hex) - 1] = '\0';
-	key = psprintf(TB_CHECK_PREFIX "%s.probe", hex);
-	body = psprintf("tenant_backup.check() probe of server process %d", MyProcPid);
-
-	if (storage_put(st, key, body, strlen(body), &err) != 0)
-	{
-		tb_check_row(rsinfo, "storage write", "error", err.msg, tb_storage_hint());
-		return;
-	}
-	tb_check_row(rsinfo, "storage write", "ok", psprintf("wrote %s", key), NULL);
-
-	if (storage_get(st, key, 4096, &got, &got_len, &err) != 0)
-		tb_check_row(rsinfo, "storage read", "error", err.msg, tb_storage_hint());
-	else if (got_len != strlen(body) || memcmp(got, body, got_len) != 0)
-		tb_check_row(rsinfo, "storage read", "error", psprintf("%s read back with other bytes than were written", key),
-					 "Another writer changed the probe, or the storage does not keep what it is given.");
-	else
-		tb_check_row(rsinfo, "storage read", "ok", psprintf("read %s back", key), NULL);
-	free(got);
-
-	listing.key = key;
-	listing.found = false;
-	if (storage_list(st, TB_CHECK_PREFIX, tb_check_list_cb, &listing, &err) != 0)
-		tb_check_row(rsinfo, "storage list", "error", err.msg, tb_storage_hint());
-	else if (!listing.found)
-		tb_check_row(
-			rsinfo, "storage list", "error", psprintf("listing " TB_CHECK_PREFIX " does not show %s", key),
-			"Retention, tenant_drop and the CLI find objects by listing: the storage must list what it holds.");
-	else
-		tb_check_row(rsinfo, "storage list", "ok", psprintf("listing " TB_CHECK_PREFIX " shows %s", key), NULL);
-
-	if (storage_delete(st, key, &err) != 0)
-		tb_check_row(rsinfo, "storage delete", "error", err.msg, tb_storage_hint());
-	else if (storage_head(st, key, &info, &err) == 0)
-		tb_check_row(rsinfo, "storage delete", "error", psprintf("%s is still there after it was deleted", key),
-					 "Retention and tenant_drop delete objects: the storage must remove what it is told to.");
-	else
-		tb_check_row(rsinfo, "storage delete", "ok", psprintf("deleted %s", key), NULL);
+	if (storage_check_round_trip(st, body, tb_storage_hint(), tb_check_storage_step, rsinfo, &err) < 0)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("%s", err.msg)));
 }
 
 Datum
