@@ -10,8 +10,17 @@
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 
 #include "pg_engine.h"
+#include "repo_copy.h"
+
+/*
+ * How the copy of the backup being read failed (repo_copy_failure) when that copy is
+ * at fault: missing, failing authentication, not the object recorded. Set by the
+ * reads and checks below; NULL when the current failure would be any copy's.
+ */
+static const char *tb_pg_copy_failure;
 
 /* Streams the authenticated plaintext of reader into a tool (pg_restore, tar); NULL or why it failed. */
 char *
@@ -29,7 +38,10 @@ tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const ch
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n < 0)
+	{
+		tb_pg_copy_failure = repo_copy_failure(&err);
 		return psprintf("the backup failed authentication, nothing live was changed: %s", err.msg);
+	}
 	return NULL;
 }
 
@@ -46,6 +58,9 @@ tb_pg_check_header(const tb_job *job, repo_reader *reader, const char *backup_id
 	bool numbered =
 		header->backup_id[0] != '\0' && strspn(header->backup_id, "0123456789") == strlen(header->backup_id);
 
+	if (strcmp(header->tenant, job->tenant) != 0 || strcmp(header->engine, "postgres") != 0 ||
+		(numbered && strcmp(header->backup_id, backup_id) != 0))
+		tb_pg_copy_failure = "failed authentication";
 	if (strcmp(header->tenant, job->tenant) != 0 || strcmp(header->engine, "postgres") != 0)
 		return psprintf(
 			"backup %s holds a %s backup of tenant \"%s\", not a postgres backup of \"%s\"; nothing live was "
@@ -74,6 +89,8 @@ tb_pg_check_stored_hash(repo_reader *reader, const char *backup_id)
 	if (!stats.stored_sha256_known)
 		return psprintf("the SHA-256 of backup %s was not computed while it was read", backup_id);
 	crypto_hex_encode(stats.stored_sha256, CRYPTO_SHA256_LEN, sha);
+	if (recorded != NULL && strcmp(recorded, sha) != 0)
+		tb_pg_copy_failure = "failed authentication";
 	if (recorded == NULL || strcmp(recorded, sha) != 0)
 		return psprintf("the object of backup %s has SHA-256 %s, but %s was recorded when it was written (it was "
 						"replaced in storage); nothing live was changed",
@@ -99,7 +116,10 @@ tb_pg_read_toc(tb_job *job, storage *st, const char *object, const char *backup_
 	reader = repo_reader_open(st, &master, object, NULL, &err);
 	keys_master_wipe(&master);
 	if (reader == NULL)
+	{
+		tb_pg_copy_failure = repo_copy_failure(&err);
 		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
+	}
 	while (!toc->toc_done && (n = repo_reader_read(reader, buf, TB_PIPE_BUFFER, &err)) > 0)
 	{
 		if (!tb_archive_feed(toc, buf, n))
@@ -107,7 +127,10 @@ tb_pg_read_toc(tb_job *job, storage *st, const char *object, const char *backup_
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n < 0)
+	{
+		tb_pg_copy_failure = repo_copy_failure(&err);
 		failure = psprintf("the backup failed authentication, nothing live was changed: %s", err.msg);
+	}
 	else if (toc->error != NULL || !tb_archive_finish(toc))
 		failure = psprintf("backup %s cannot be restored, nothing live was changed: %s", backup_id, toc->error);
 	repo_reader_close(reader);
@@ -238,12 +261,16 @@ tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn
 	return failure;
 }
 
-char *
-tb_pg_restore(tb_job *job)
+/*
+ * Restores backup backup_id (object) from one copy of it, st (closed here): loaded into
+ * fresh, which in place then takes live's name. NULL, or why not; tb_pg_copy_failure
+ * is set when the copy was at fault, and nothing live changed then.
+ */
+static char *
+tb_pg_restore_copy(tb_job *job, storage *st, const char *object, const char *backup_id, const char *live,
+				   const char *fresh)
 {
-	char backup_id[32];
-	const char *args[1] = {backup_id};
-	char *object, *live, *fresh, *admin_conninfo, *failure = NULL, *connect_failure;
+	char *admin_conninfo, *failure = NULL, *connect_failure;
 	char *volatile old = NULL;
 	bool in_place = job->restore_target == NULL && !job->drill;
 	volatile bool journaled = false;
@@ -251,36 +278,19 @@ tb_pg_restore(tb_job *job)
 	master_key master;
 	tb_error err = {0};
 	repo_reader *reader;
-	storage *st;
 	PGconn *admin;
 	tb_archive toc;
 
-	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
-	object =
-		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
-	if (object == NULL)
-		return psprintf("backup %s is not a complete backup", backup_id);
-	if (strstr(object, "/postgres/base/") != NULL && job->drill)
-		return tb_pg_drill_base(job, object, backup_id);
-	if (strstr(object, "/postgres/base/") != NULL)
-		return psprintf("backup %s is a base backup of a dedicated cluster: restore it to a point in time with "
-						"tenant-backup restore-pitr --tenant %s",
-						backup_id, job->tenant);
-	if (job->restore_target && strlen(job->restore_target) >= NAMEDATALEN)
-		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
-	live = tb_source_dbname(job);
-	fresh = job->restore_target
-				? pstrdup(job->restore_target)
-				: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new", job->id);
-
+	tb_pg_copy_failure = NULL;
+	job->bytes_done = 0;
 	/* The header authenticates, and its TOC is read, before anything is created. */
 	tb_job_master_key(job, &master);
-	st = tb_storage();
 	reader = repo_reader_open(st, &master, object, &read_options, &err);
 	keys_master_wipe(&master);
 	if (reader == NULL)
 	{
 		storage_close(st);
+		tb_pg_copy_failure = repo_copy_failure(&err);
 		return psprintf("backup %s cannot be read, nothing live was changed: %s", backup_id, err.msg);
 	}
 	if ((failure = tb_pg_check_header(job, reader, backup_id)) != NULL ||
@@ -346,4 +356,97 @@ tb_pg_restore(tb_job *job)
 							 : old     ? " (the previous database is kept as *_tb_old_*)"
 									   : " (it had been dropped: recreated)")));
 	return failure;
+}
+
+/*
+ * The tenant's replica storage (tenant_backup._replica_url), opened with the primary's
+ * bandwidth limit into *replica; NULL there when the tenant has none. NULL, or why it
+ * could not be opened.
+ */
+static char *
+tb_pg_replica_storage(const tb_job *job, storage **replica)
+{
+	const char *args[1] = {job->tenant};
+	char *url = tb_sql("SELECT tenant_backup._replica_url($1)", 1, args);
+	tb_error err = {0};
+
+	*replica = NULL;
+	if (url == NULL)
+		return NULL;
+	*replica = storage_open(tb_storage_url_limited(url), &err);
+	return *replica ? NULL
+					: psprintf("the replica storage of tenant \"%s\" could not be opened: %s", job->tenant, err.msg);
+}
+
+/*
+ * After the primary copy failed (how: tb_pg_copy_failure; why: primary_failure), the
+ * same restore from the replica's copy (closed here), authenticated the same way:
+ * header, every chunk, the catalog's SHA-256. On success the job's result and the log
+ * say where it came from and why; NULL, or why neither copy could be restored.
+ */
+static char *
+tb_pg_restore_replica(tb_job *job, storage *replica, const char *object, const char *backup_id, const char *live,
+					  const char *fresh, const char *primary_failure)
+{
+	const char *how = tb_pg_copy_failure;
+	char *where = pstrdup(storage_describe(replica));
+	char note[2 * TB_ERROR_MSG_MAX];
+	char *failure;
+	StringInfoData result;
+
+	ereport(LOG, (errmsg("tenant_backup: restore of tenant \"%s\" (job " INT64_FORMAT
+						 "): the primary copy of backup %s %s; reading the replica %s",
+						 job->tenant, job->id, backup_id, how, where),
+				  errdetail("%s", primary_failure)));
+	failure = tb_pg_restore_copy(job, replica, object, backup_id, live, fresh);
+	if (failure != NULL)
+		return psprintf("backup %s cannot be restored from either copy: the primary copy %s: %s; the replica %s: %s",
+						backup_id, how, primary_failure, where, failure);
+	repo_copy_fallback_note(note, sizeof(note), "restored", where, how, primary_failure);
+	ereport(LOG, (errmsg("tenant_backup: backup %s of tenant \"%s\" %s", backup_id, job->tenant, note)));
+	initStringInfo(&result);
+	appendStringInfoString(&result, "{\"restored_from\": \"replica\", \"replica\": ");
+	escape_json(&result, where);
+	appendStringInfoString(&result, ", \"notice\": ");
+	escape_json(&result, note);
+	appendStringInfoChar(&result, '}');
+	job->result = result.data;
+	return NULL;
+}
+
+char *
+tb_pg_restore(tb_job *job)
+{
+	char backup_id[32];
+	const char *args[1] = {backup_id};
+	char *object, *live, *fresh, *failure, *replica_failure;
+	storage *replica;
+
+	snprintf(backup_id, sizeof(backup_id), INT64_FORMAT, job->backup_id);
+	object =
+		tb_sql("SELECT object_key FROM tenant_backup.backups WHERE id = $1::bigint AND status = 'complete'", 1, args);
+	if (object == NULL)
+		return psprintf("backup %s is not a complete backup", backup_id);
+	if (strstr(object, "/postgres/base/") != NULL && job->drill)
+		return tb_pg_drill_base(job, object, backup_id);
+	if (strstr(object, "/postgres/base/") != NULL)
+		return psprintf("backup %s is a base backup of a dedicated cluster: restore it to a point in time with "
+						"tenant-backup restore-pitr --tenant %s",
+						backup_id, job->tenant);
+	if (job->restore_target && strlen(job->restore_target) >= NAMEDATALEN)
+		return psprintf("target database name \"%s\" is longer than %d bytes", job->restore_target, NAMEDATALEN - 1);
+	live = tb_source_dbname(job);
+	fresh = job->restore_target
+				? pstrdup(job->restore_target)
+				: psprintf("%.*s_tb_%s_" INT64_FORMAT, tb_clip(live), live, job->drill ? "drill" : "new", job->id);
+
+	failure = tb_pg_restore_copy(job, tb_storage(), object, backup_id, live, fresh);
+	/* A drill checks the primary copy: what it finds there is its finding, not a reason to look elsewhere. */
+	if (failure == NULL || tb_pg_copy_failure == NULL || job->drill)
+		return failure;
+	if ((replica_failure = tb_pg_replica_storage(job, &replica)) != NULL)
+		return psprintf("%s; %s", failure, replica_failure);
+	if (replica == NULL)
+		return failure;
+	return tb_pg_restore_replica(job, replica, object, backup_id, live, fresh, failure);
 }
