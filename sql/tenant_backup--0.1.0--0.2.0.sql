@@ -2736,7 +2736,8 @@ ALTER TABLE tenant_backup.storage_intents
 	ADD COLUMN storage text,
 	ADD COLUMN deleted_objects bigint,
 	ADD COLUMN deleted_bytes bigint,
-	ADD COLUMN certificate_audit_id bigint;
+	ADD COLUMN certificate_audit_id bigint,
+	ADD COLUMN tried_at timestamptz;
 COMMENT ON COLUMN tenant_backup.storage_intents.storage IS
 	'Where the intent acts: NULL is tenant_backup.storage, otherwise a replica storage URL (tenant_backup.replica_storage, a tenant_set_replica URL or a backup''s replica_url; storage URLs never hold credentials).';
 COMMENT ON COLUMN tenant_backup.storage_intents.deleted_objects IS
@@ -2744,6 +2745,8 @@ COMMENT ON COLUMN tenant_backup.storage_intents.deleted_objects IS
 COMMENT ON COLUMN tenant_backup.storage_intents.deleted_bytes IS 'Once done: the bytes the deletion removed.';
 COMMENT ON COLUMN tenant_backup.storage_intents.certificate_audit_id IS
 	'The audit row of the tenant_drop certificate this deletion is part of: when the last of them is done, the launcher appends the completed certificate (action ''tenant dropped'', completes_audit_id).';
+COMMENT ON COLUMN tenant_backup.storage_intents.tried_at IS
+	'When the launcher last tried it: a failed intent in a replica is tried again after as many seconds as it has failed (at most a minute).';
 CREATE INDEX storage_intents_certificate ON tenant_backup.storage_intents (certificate_audit_id)
 	WHERE certificate_audit_id IS NOT NULL;
 
@@ -2794,6 +2797,19 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenant_backup._replica_storages(text) IS
 	'The replica storage URLs that may hold copies of the tenant''s objects: its replica now (_replica_url) and every backups.replica_url of it.';
+
+-- The tenant's replication worker holds this lock while it copies (replicate.c): a
+-- deletion in its replica waits until it is free, or the worker could put back what is
+-- deleted (a key document it listed before). Held until the caller's transaction ends,
+-- so no worker of the tenant starts meanwhile.
+CREATE FUNCTION tenant_backup._replica_lock_try(p_tenant text)
+RETURNS boolean LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_try_advisory_xact_lock(hashtext('tenant_backup replication'), hashtext(p_tenant))
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_lock_try(text) IS
+	'Takes the lock the tenant''s replication worker holds while it copies, for the rest of the transaction; false (taking nothing) while a worker holds it.';
 
 -- A storage as a deletion certificate names it: its role and URL (never credentials).
 CREATE FUNCTION tenant_backup._certificate_storage(p_storage text)
@@ -2859,6 +2875,7 @@ DECLARE
 	objects bigint;
 	bytes bigint;
 	done bigint := 0;
+	unreachable text[] := '{}';
 BEGIN
 	FOR i IN SELECT * FROM tenant_backup.storage_intents x WHERE x.state = 'pending' ORDER BY x.id
 			 FOR UPDATE SKIP LOCKED
@@ -2867,6 +2884,18 @@ BEGIN
 			AND EXISTS (SELECT 1 FROM tenant_backup.storage_intents y
 						WHERE y.certificate_audit_id = i.certificate_audit_id AND y.state = 'pending' AND y.id < i.id
 						AND y.storage IS NOT DISTINCT FROM i.storage);
+		-- A replica that does not answer costs a launcher round at most one request (each
+		-- may take the S3 driver's retries), and at most one a minute once it failed long.
+		CONTINUE WHEN i.storage = ANY (unreachable)
+			OR (i.storage IS NOT NULL AND i.error IS NOT NULL
+				AND i.tried_at > now() - least(i.attempts, 60) * interval '1 second');
+		-- In a replica only after the same deletion in the primary (a replication worker
+		-- copies from there) and while no replication worker of the tenant copies.
+		CONTINUE WHEN i.storage IS NOT NULL
+			AND (EXISTS (SELECT 1 FROM tenant_backup.storage_intents y
+						 WHERE y.state = 'pending' AND y.id < i.id AND y.storage IS NULL AND y.tenant = i.tenant
+						 AND y.action = i.action AND y.object = i.object)
+				 OR NOT tenant_backup._replica_lock_try(i.tenant));
 		BEGIN
 			objects := NULL;
 			bytes := NULL;
@@ -2884,7 +2913,7 @@ BEGIN
 				END IF;
 			END IF;
 			UPDATE tenant_backup.storage_intents SET state = 'done', finished = now(), attempts = attempts + 1,
-				error = NULL, deleted_objects = objects, deleted_bytes = bytes
+				error = NULL, deleted_objects = objects, deleted_bytes = bytes, tried_at = now()
 			WHERE id = i.id;
 			IF i.certificate_audit_id IS NOT NULL
 			   AND NOT EXISTS (SELECT 1 FROM tenant_backup.storage_intents y
@@ -2893,7 +2922,11 @@ BEGIN
 			END IF;
 			done := done + 1;
 		EXCEPTION WHEN OTHERS THEN
-			UPDATE tenant_backup.storage_intents SET attempts = attempts + 1, error = SQLERRM WHERE id = i.id;
+			UPDATE tenant_backup.storage_intents SET attempts = attempts + 1, error = SQLERRM, tried_at = now()
+			WHERE id = i.id;
+			IF i.storage IS NOT NULL THEN
+				unreachable := unreachable || i.storage;
+			END IF;
 			RAISE WARNING 'tenant_backup: storage intent % (%) of tenant "%" failed: %', i.id, i.action, i.tenant, SQLERRM
 				USING HINT = 'The launcher tries it again next round; tenant_backup.storage_intents shows it.';
 		END;
@@ -2902,7 +2935,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup._intents_run() IS
-	'Carries out the pending storage intents, each in the storage it names (delete an expired backup''s object, a destroyed key''s document, a dropped tenant''s prefix, in the primary or a replica; write active.json) and marks them done with what they deleted; a dropped tenant''s prefix waits for its key documents in the same storage, and the last deletion of a drop appends its completed certificate. A failure stays pending with its error. Run by the launcher every round.';
+	'Carries out the pending storage intents, each in the storage it names (delete an expired backup''s object, a destroyed key''s document, a dropped tenant''s prefix, in the primary or a replica; write active.json) and marks them done with what they deleted; a dropped tenant''s prefix waits for its key documents in the same storage, and the last deletion of a drop appends its completed certificate. A failure stays pending with its error; in a replica, the others in that replica wait for the next round and it is tried again after as many seconds as it failed (at most a minute). Run by the launcher every round.';
 
 -- _expire, the replica copies included: each deletion is an intent per storage that may
 -- hold the object (the primary, the backup's replica_url, the tenant's replica now).
@@ -2997,6 +3030,11 @@ BEGIN
 	IF confirm IS DISTINCT FROM tenant THEN
 		RAISE EXCEPTION 'tenant_drop needs confirm => ''%''', tenant USING ERRCODE = 'invalid_parameter_value',
 			HINT = 'Dropping destroys every backup of the tenant for good; repeat its name to confirm.';
+	END IF;
+	-- Before the tenant's row: a replication worker's own catalog steps may need it.
+	IF NOT tenant_backup._replica_lock_try(tenant) THEN
+		RAISE NOTICE 'tenant_backup: waiting for the replication worker of tenant "%" to finish its copy', tenant;
+		PERFORM pg_advisory_xact_lock(hashtext('tenant_backup replication'), hashtext(tenant));
 	END IF;
 	PERFORM 1 FROM tenant_backup.tenants x WHERE x.name = tenant FOR UPDATE;
 	IF t.hold_since IS NOT NULL THEN
@@ -3138,6 +3176,8 @@ BEGIN
 							 AND j.state = 'running')
 			 ORDER BY x.key
 	LOOP
+		-- A replica's write may be a copy its replication worker is making now.
+		CONTINUE WHEN p_storage IS NOT NULL AND NOT tenant_backup._replica_lock_try(split_part(u.key, '/', 1));
 		PERFORM tenant_backup._storage_unfinished_abort(u.key, u.upload, p_storage);
 		PERFORM tenant_backup._audit('unfinished write removed', u.tenant,
 			jsonb_build_object('object', u.key, 'bytes', u.bytes, 'last_written', u.modified) || place,
@@ -3209,4 +3249,5 @@ REVOKE ALL ON FUNCTION tenant_backup._storage_list(text, text), tenant_backup._s
 	tenant_backup._storage_delete_prefix(text, text), tenant_backup._storage_unfinished(text),
 	tenant_backup._storage_unfinished_abort(text, text, text), tenant_backup._replica_storages(text),
 	tenant_backup._certificate_storage(text), tenant_backup._drop_certificate_complete(bigint),
-	tenant_backup._tenants_drop_pending(), tenant_backup._janitor_storage(text) FROM PUBLIC;
+	tenant_backup._tenants_drop_pending(), tenant_backup._janitor_storage(text), tenant_backup._replica_lock_try(text)
+	FROM PUBLIC;

@@ -109,8 +109,20 @@ is "$(psql_q "SELECT detail->>'object' FROM tenant_backup.audit WHERE action = '
 primary_count=$(find "$D/store/acme" -type f | wc -l)
 replica_count=$(replica_keys acme | wc -l)
 log_mark=$(wc -l <"$D/s3/run/proxy.log")
-cert=$(psql_q "SELECT tenant_backup.tenant_drop('acme', confirm => 'acme')")
+# A replication worker copying now holds its tenant's lock (replicate.c): it could put a
+# key document back after the drop deleted it, so the drop waits for it.
+"$PG_BIN/psql" -X -q -c "SELECT pg_advisory_lock(hashtext('tenant_backup replication'), hashtext('acme'))" \
+	-c "SELECT pg_sleep(2)" >/dev/null 2>&1 &
+locker=$!
+wait_for 50 0.1 1 psql_q "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(2)'" >/dev/null
+started=$(date +%s%N)
+cert=$(psql_q "SELECT tenant_backup.tenant_drop('acme', confirm => 'acme')" 2>"$D/drop.err")
 ok $? "tenant_drop('acme') with both storages up"
+waited=$((($(date +%s%N) - started) / 1000000))
+wait "$locker"
+like "$(cat "$D/drop.err")" 'waiting for the replication worker of tenant "acme" to finish its copy' \
+	"it says it waits for the tenant's replication worker"
+ok $((waited < 1000)) "and waits until the worker let go (${waited} ms)"
 is "$(tail -n +$((log_mark + 1)) "$D/s3/run/proxy.log" | grep 'DELETE' | grep -o 'replica/acme/[a-z]*/' | uniq | paste -sd' ')" \
 	"replica/acme/keys/ replica/acme/postgres/" "in the replica it deletes the key documents before any object"
 c() { psql_q "SELECT $1 FROM (SELECT \$j\$$cert\$j\$::jsonb AS c) x"; }
