@@ -6,6 +6,7 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -67,4 +68,18 @@ tb_job_progress(tb_job *job, int64 bytes, bool force)
 				  "lease_expires = now() + make_interval(secs => $4::int) "
 				  "WHERE id = $1::bigint AND state = 'running' AND lease_owner = $3 RETURNING id",
 				  4, args) != NULL;
+}
+
+bool
+tb_job_phase(const tb_job *job, const char *phase)
+{
+	char id[32];
+	const char *args[3] = {id, phase, job->lease_owner};
+
+	snprintf(id, sizeof(id), INT64_FORMAT, job->id);
+	pgstat_report_activity(STATE_RUNNING, psprintf("tenant_backup: %s of tenant \"%s\" (%s): %s", job->kind,
+												   job->tenant, job->engine, phase));
+	return tb_sql("UPDATE tenant_backup.jobs SET phase = $2 "
+				  "WHERE id = $1::bigint AND state = 'running' AND lease_owner = $3 RETURNING id",
+				  3, args) != NULL;
 }

@@ -58,6 +58,13 @@ char *tb_sql(const char *sql, int nargs, const char *const *args);
  */
 bool tb_job_progress(tb_job *job, int64 bytes, bool force);
 
+/*
+ * Records the job's phase (one of jobs.phase's names, docs/operate.md), under the same
+ * lease check as tb_job_progress, and shows it in pg_stat_activity. Returns false when
+ * the lease is lost.
+ */
+bool tb_job_phase(const tb_job *job, const char *phase);
+
 /* NULL while the job is within tenant_backup.job_timeout; otherwise why it must stop. */
 char *tb_job_overdue(const tb_job *job);
 
