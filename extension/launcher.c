@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "job.h"
+#include "replicate.h"
 
 #define TB_MAX_HANDLES 64
 
@@ -242,6 +243,7 @@ tenant_backup_launcher_main(Datum arg)
 			tb_scratch_pass();
 			tb_launcher_schedule();
 			tb_launcher_dispatch();
+			tb_replicate_pass();
 			tb_launcher_retention();
 			tb_janitor_pass();
 			tb_sql("SELECT tenant_backup._audit_head_store()", 0, NULL);

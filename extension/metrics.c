@@ -341,8 +341,10 @@ tb_metrics_serve(pgsocket client)
 		return;
 	}
 	pgstat_report_activity(STATE_RUNNING, "tenant_backup metrics: scrape");
-	if (!tb_metrics_sql("a scrape", "SELECT tenant_backup._metrics($1::boolean, to_timestamp($2::float8))", 2, args,
-						&body))
+	if (!tb_metrics_sql("a scrape",
+						"SELECT coalesce(tenant_backup._metrics($1::boolean, to_timestamp($2::float8)), '')"
+						" || coalesce(tenant_backup._metrics_replication(), '')",
+						2, args, &body))
 		tb_metrics_respond(client, "500 Internal Server Error", "text/plain; charset=utf-8",
 						   "tenant_backup could not read its catalog: see the server log\n");
 	else

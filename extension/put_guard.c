@@ -1,7 +1,8 @@
 /*
- * Ownership of the backups a process is writing (put_guard.h): each open repo_put is
- * on a list, released by a reset callback of its memory context and by a
- * before_shmem_exit callback, whichever comes first, unless committed or aborted.
+ * Ownership of the backups and raw objects a process is writing (put_guard.h): each
+ * open repo_put or storage_write is on a list, released by a reset callback of its
+ * memory context and by a before_shmem_exit callback, whichever comes first, unless
+ * committed or aborted.
  */
 #include "tenant_backup.h"
 
@@ -14,7 +15,8 @@
 typedef struct tb_put_owner
 {
 	dlist_node node;
-	repo_put *put; /* NULL once committed or aborted */
+	repo_put *put;        /* NULL once committed or aborted */
+	storage_write *write; /* a raw object write instead of a backup */
 	MemoryContextCallback on_reset;
 } tb_put_owner;
 
@@ -35,13 +37,30 @@ tb_put_release(tb_put_owner *owner)
 	return put;
 }
 
+/* The same for a raw object write. */
+static storage_write *
+tb_write_release(tb_put_owner *owner)
+{
+	storage_write *write = owner->write;
+
+	if (write != NULL)
+	{
+		owner->write = NULL;
+		dlist_delete(&owner->node);
+	}
+	return write;
+}
+
 static void
 tb_put_on_reset(void *arg)
 {
 	repo_put *put = tb_put_release(arg);
+	storage_write *write = tb_write_release(arg);
 
 	if (put != NULL)
 		repo_put_abort(put);
+	if (write != NULL)
+		storage_write_abort(write);
 }
 
 /* The process exits: every put still open is aborted (its temporary or upload removed). */
@@ -54,34 +73,58 @@ tb_put_on_exit(int code, Datum arg)
 		tb_put_on_reset(dlist_container(tb_put_owner, node, dlist_head_node(&tb_open_puts)));
 }
 
-repo_put *
-tb_put_begin(storage *st, const tenant_key *key, const char *engine, const repo_put_options *options, tb_error *err)
+/* A new owner on the list, released with CurrentMemoryContext. */
+static tb_put_owner *
+tb_put_owner_new(repo_put *put, storage_write *write)
 {
 	tb_put_owner *owner = palloc0(sizeof(*owner));
-	repo_put *put;
 
+	owner->put = put;
+	owner->write = write;
+	dlist_push_head(&tb_open_puts, &owner->node);
+	owner->on_reset.func = tb_put_on_reset;
+	owner->on_reset.arg = owner;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &owner->on_reset);
+	return owner;
+}
+
+static void
+tb_put_exit_callback(void)
+{
 	if (!tb_exit_callback_registered)
 	{
 		before_shmem_exit(tb_put_on_exit, (Datum) 0);
 		tb_exit_callback_registered = true;
 	}
+}
+
+repo_put *
+tb_put_begin(storage *st, const tenant_key *key, const char *engine, const repo_put_options *options, tb_error *err)
+{
+	repo_put *put;
+
+	tb_put_exit_callback();
 	put = repo_put_begin(st, key, engine, options, err);
-	if (put == NULL)
-	{
-		pfree(owner);
-		return NULL;
-	}
-	owner->put = put;
-	dlist_push_head(&tb_open_puts, &owner->node);
-	owner->on_reset.func = tb_put_on_reset;
-	owner->on_reset.arg = owner;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, &owner->on_reset);
+	if (put != NULL)
+		tb_put_owner_new(put, NULL);
 	return put;
 }
 
-/* The owner of put, which must be open. */
+storage_write *
+tb_write_begin(storage *st, const char *key, tb_error *err)
+{
+	storage_write *write;
+
+	tb_put_exit_callback();
+	write = storage_write_open(st, key, err);
+	if (write != NULL)
+		tb_put_owner_new(NULL, write);
+	return write;
+}
+
+/* The owner of put or write (one of them NULL), which must be open. */
 static tb_put_owner *
-tb_put_owner_of(repo_put *put)
+tb_put_owner_of(repo_put *put, storage_write *write)
 {
 	dlist_iter it;
 
@@ -89,21 +132,33 @@ tb_put_owner_of(repo_put *put)
 	{
 		tb_put_owner *owner = dlist_container(tb_put_owner, node, it.cur);
 
-		if (owner->put == put)
+		if (put != NULL ? owner->put == put : owner->write == write)
 			return owner;
 	}
-	elog(ERROR, "tenant_backup: a backup write not begun with tb_put_begin");
+	elog(ERROR, "tenant_backup: a write not begun with tb_put_begin or tb_write_begin");
 	return NULL;
 }
 
 int
 tb_put_commit(repo_put *put, manifest *out, tb_error *err)
 {
-	return repo_put_commit(tb_put_release(tb_put_owner_of(put)), out, err);
+	return repo_put_commit(tb_put_release(tb_put_owner_of(put, NULL)), out, err);
 }
 
 void
 tb_put_abort(repo_put *put)
 {
-	repo_put_abort(tb_put_release(tb_put_owner_of(put)));
+	repo_put_abort(tb_put_release(tb_put_owner_of(put, NULL)));
+}
+
+int
+tb_write_commit(storage_write *write, tb_error *err)
+{
+	return storage_write_commit(tb_write_release(tb_put_owner_of(NULL, write)), err);
+}
+
+void
+tb_write_abort(storage_write *write)
+{
+	storage_write_abort(tb_write_release(tb_put_owner_of(NULL, write)));
 }

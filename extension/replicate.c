@@ -1,16 +1,35 @@
 /*
  * Replication to a second storage: the replica URL setting and the checks of a
- * tenant's own replica URL (who may send the server's signed requests where).
+ * tenant's own replica URL (who may send the server's signed requests where), the
+ * launcher's pass that starts a replication worker per tenant with copies due, and
+ * that worker: raw copies (never decrypted) of the tenant's key documents, complete
+ * backups (object, then manifest) and, for a dedicated tenant, archived WAL, each read
+ * back from the replica and checked against the catalog's or manifest's SHA-256.
  */
 #include "tenant_backup.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/formatting.h"
+#include "utils/memutils.h"
 
 #include "check.h"
+#include "crypto.h"
+#include "job.h"
+#include "manifest.h"
+#include "put_guard.h"
+#include "repo.h"
 #include "replicate.h"
+
+#define TB_REPLICA_BUFFER (1024 * 1024)
+#define TB_REPLICA_MAX_WORKERS 64
 
 PG_FUNCTION_INFO_V1(tenant_backup_replica_url_check);
 
@@ -247,4 +266,483 @@ tenant_backup_replica_url_check(PG_FUNCTION_ARGS)
 						errmsg("the replica storage URL for tenant \"%s\" is refused", tenant), errdetail("%s", why),
 						errhint("%s", hint)));
 	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------- the launcher's pass */
+
+typedef struct tb_replica_worker
+{
+	BackgroundWorkerHandle *handle;
+	char tenant[NAMEDATALEN];
+} tb_replica_worker;
+
+static tb_replica_worker tb_replica_workers[TB_REPLICA_MAX_WORKERS];
+
+/* Forgets workers that ended; true if one for tenant (NULL: any) still runs, *running: how many do. */
+static bool
+tb_replica_running(const char *tenant, int *running)
+{
+	bool found = false;
+
+	*running = 0;
+	for (int i = 0; i < TB_REPLICA_MAX_WORKERS; i++)
+	{
+		pid_t pid;
+
+		if (tb_replica_workers[i].handle == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(tb_replica_workers[i].handle, &pid) == BGWH_STOPPED)
+		{
+			pfree(tb_replica_workers[i].handle);
+			tb_replica_workers[i].handle = NULL;
+			continue;
+		}
+		(*running)++;
+		if (tenant != NULL && strcmp(tb_replica_workers[i].tenant, tenant) == 0)
+			found = true;
+	}
+	return found;
+}
+
+/* Starts the replication worker of tenant; false when no slot (ours or the postmaster's) is free. */
+static bool
+tb_replica_start(const char *tenant)
+{
+	BackgroundWorker worker;
+	MemoryContext old;
+	bool started;
+
+	for (int i = 0; i < TB_REPLICA_MAX_WORKERS; i++)
+	{
+		if (tb_replica_workers[i].handle != NULL)
+			continue;
+		tb_worker_describe(&worker, "tenant_backup_replicate_main", "tenant_backup replication",
+						   psprintf("tenant_backup replication of %s", tenant));
+		strlcpy(worker.bgw_extra, tenant, BGW_EXTRALEN);
+		worker.bgw_notify_pid = MyProcPid;
+		/* The handle outlives the round: it is checked on later rounds. */
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		started = RegisterDynamicBackgroundWorker(&worker, &tb_replica_workers[i].handle);
+		MemoryContextSwitchTo(old);
+		if (started)
+			strlcpy(tb_replica_workers[i].tenant, tenant, sizeof(tb_replica_workers[i].tenant));
+		return started;
+	}
+	return false;
+}
+
+void
+tb_replicate_pass(void)
+{
+	static char *backfilled_for = NULL;
+	char *tenants, *tenant, *save = NULL;
+	int running;
+
+	/* At start and when the setting changed: backups of tenants that gained or lost a replica. */
+	if (backfilled_for == NULL || strcmp(backfilled_for, tb_replica_storage_url) != 0)
+	{
+		tb_sql("SELECT tenant_backup._replica_backfill()", 0, NULL);
+		if (backfilled_for != NULL)
+			pfree(backfilled_for);
+		backfilled_for = MemoryContextStrdup(TopMemoryContext, tb_replica_storage_url);
+	}
+	tenants = tb_sql("SELECT string_agg(t, ' ' ORDER BY t) FROM tenant_backup._replica_due_tenants() t", 0, NULL);
+	for (tenant = tenants ? strtok_r(tenants, " ", &save) : NULL; tenant != NULL; tenant = strtok_r(NULL, " ", &save))
+	{
+		if (tb_replica_running(tenant, &running))
+			continue;
+		if (running >= Min(tb_max_workers, TB_REPLICA_MAX_WORKERS))
+			break;
+		if (!tb_replica_start(tenant))
+		{
+			ereport(LOG,
+					(errmsg("tenant_backup: no background worker slot to replicate tenant \"%s\"; it waits", tenant),
+					 errhint("Raise max_worker_processes.")));
+			break;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- the replication worker */
+
+typedef struct tb_replica_run
+{
+	const char *tenant;
+	const char *url; /* as the catalog has it: nothing secret */
+	storage *primary;
+	storage *replica;
+	char *buf;
+} tb_replica_run;
+
+static void
+tb_sha256_hex(crypto_sha256 *sha, char out[2 * CRYPTO_SHA256_LEN + 1])
+{
+	uint8_t digest[CRYPTO_SHA256_LEN];
+
+	crypto_sha256_final(sha, digest);
+	crypto_sha256_free(sha);
+	for (int i = 0; i < CRYPTO_SHA256_LEN; i++)
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* Streams all of key from the primary to the replica (aborted on any error), hashing what was read. */
+static int
+tb_replica_stream(tb_replica_run *run, const char *key, char read_hex[2 * CRYPTO_SHA256_LEN + 1], tb_error *err)
+{
+	storage_read *r = storage_read_open(run->primary, key, 0, 0, err);
+	storage_write *w;
+	crypto_sha256 *sha;
+	ssize_t n;
+
+	if (r == NULL)
+		return tb_error_prefix(err, "reading \"%s\" from the primary storage", key);
+	if ((sha = crypto_sha256_new(err)) == NULL)
+	{
+		storage_read_close(r);
+		return -1;
+	}
+	if ((w = tb_write_begin(run->replica, key, err)) == NULL)
+	{
+		crypto_sha256_free(sha);
+		storage_read_close(r);
+		return tb_error_prefix(err, "writing \"%s\" to the replica", key);
+	}
+	while ((n = storage_read_next(r, run->buf, TB_REPLICA_BUFFER, err)) > 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		crypto_sha256_update(sha, run->buf, (size_t) n);
+		if (storage_write_append(w, run->buf, (size_t) n, err) != 0)
+			break;
+	}
+	storage_read_close(r);
+	tb_sha256_hex(sha, read_hex);
+	if (n != 0)
+	{
+		tb_write_abort(w);
+		return tb_error_prefix(err, "copying \"%s\" to the replica", key);
+	}
+	if (tb_write_commit(w, err) != 0)
+		return tb_error_prefix(err, "committing \"%s\" in the replica", key);
+	return 0;
+}
+
+/* The SHA-256 of the replica's copy of key, read back in full. */
+static int
+tb_replica_read_back(tb_replica_run *run, const char *key, char hex[2 * CRYPTO_SHA256_LEN + 1], tb_error *err)
+{
+	storage_read *r = storage_read_open(run->replica, key, 0, 0, err);
+	crypto_sha256 *sha;
+	ssize_t n;
+
+	if (r == NULL)
+		return tb_error_prefix(err, "reading the copy of \"%s\" back from the replica", key);
+	if ((sha = crypto_sha256_new(err)) == NULL)
+	{
+		storage_read_close(r);
+		return -1;
+	}
+	while ((n = storage_read_next(r, run->buf, TB_REPLICA_BUFFER, err)) > 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		crypto_sha256_update(sha, run->buf, (size_t) n);
+	}
+	storage_read_close(r);
+	tb_sha256_hex(sha, hex);
+	return n == 0 ? 0 : tb_error_prefix(err, "reading the copy of \"%s\" back from the replica", key);
+}
+
+/*
+ * Copies key raw to the replica and reads the copy back. expected (the catalog's or
+ * a manifest's SHA-256; NULL: none) must match the bytes read from the primary, and
+ * the copy must match them. Leaves no unfinished write on failure; a copy that does
+ * not match stays in the replica (it is replaced by the next attempt).
+ */
+static int
+tb_replica_copy(tb_replica_run *run, const char *key, const char *expected, tb_error *err)
+{
+	char read_hex[2 * CRYPTO_SHA256_LEN + 1], back_hex[2 * CRYPTO_SHA256_LEN + 1];
+
+	pgstat_report_activity(STATE_RUNNING, psprintf("tenant_backup: replicating %s", key));
+	if (tb_replica_stream(run, key, read_hex, err) != 0)
+		return -1;
+	if (expected != NULL && pg_strcasecmp(expected, read_hex) != 0)
+		return tb_error_set(err, TB_ERR_CORRUPT,
+							"the primary copy of \"%s\" does not have the SHA-256 the catalog or its manifest records: "
+							"it was not replicated",
+							key);
+	if (tb_replica_read_back(run, key, back_hex, err) != 0)
+		return -1;
+	if (strcmp(read_hex, back_hex) != 0)
+		return tb_error_set(err, TB_ERR_CORRUPT, "the replica's copy of \"%s\" read back differs from the primary's",
+							key);
+	return 0;
+}
+
+typedef struct tb_listed
+{
+	char *key;
+	uint64 size;
+} tb_listed;
+
+typedef struct tb_listing
+{
+	tb_listed *items;
+	int count;
+	int capacity;
+} tb_listing;
+
+static int
+tb_listing_add(const char *key, const storage_info *info, void *arg)
+{
+	tb_listing *l = arg;
+
+	if (l->count == l->capacity)
+	{
+		l->capacity = l->capacity ? 2 * l->capacity : 64;
+		l->items = l->items ? repalloc_huge(l->items, l->capacity * sizeof(tb_listed))
+							: palloc(l->capacity * sizeof(tb_listed));
+	}
+	l->items[l->count].key = pstrdup(key);
+	l->items[l->count].size = info->size;
+	l->count++;
+	return 0;
+}
+
+static int
+tb_listed_cmp(const void *a, const void *b)
+{
+	return strcmp(((const tb_listed *) a)->key, ((const tb_listed *) b)->key);
+}
+
+/* Every object below prefix, sorted by key. */
+static int
+tb_listing_read(storage *st, const char *prefix, tb_listing *out, tb_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (storage_list(st, prefix, tb_listing_add, out, err) != 0)
+		return -1;
+	if (out->count > 1)
+		qsort(out->items, out->count, sizeof(tb_listed), tb_listed_cmp);
+	return 0;
+}
+
+static const tb_listed *
+tb_listing_find(const tb_listing *l, const char *key)
+{
+	tb_listed probe = {(char *) key, 0};
+
+	return l->count == 0 ? NULL : bsearch(&probe, l->items, l->count, sizeof(tb_listed), tb_listed_cmp);
+}
+
+/* The tenant's key documents (<tenant>/keys/), each copied again: master key rotation rewraps them in place. */
+static int
+tb_replica_copy_keys(tb_replica_run *run, tb_error *err)
+{
+	tb_listing keys;
+
+	if (tb_listing_read(run->primary, psprintf("%s/keys/", run->tenant), &keys, err) != 0)
+		return tb_error_prefix(err, "listing the key documents in the primary storage");
+	for (int i = 0; i < keys.count; i++)
+		if (tb_replica_copy(run, keys.items[i].key, NULL, err) != 0)
+			return -1;
+	return 0;
+}
+
+/*
+ * A dedicated tenant's archived WAL: every file whose manifest is in the primary and
+ * not in the replica (or whose object's size differs there) is copied, object first,
+ * checked against its manifest's SHA-256, then its manifest. *copied: how many.
+ */
+static int
+tb_replica_copy_wal(tb_replica_run *run, int *copied, tb_error *err)
+{
+	char *prefix = psprintf("%s/postgres/wal/", run->tenant);
+	tb_listing primary, replica;
+
+	*copied = 0;
+	if (tb_listing_read(run->primary, prefix, &primary, err) != 0)
+		return tb_error_prefix(err, "listing the archived WAL in the primary storage");
+	if (tb_listing_read(run->replica, prefix, &replica, err) != 0)
+		return tb_error_prefix(err, "listing the archived WAL in the replica");
+	for (int i = 0; i < primary.count; i++)
+	{
+		const tb_listed *json = &primary.items[i];
+		const tb_listed *object, *copy_object;
+		char object_key[MANIFEST_OBJECT_MAX];
+		char *doc;
+		size_t len;
+		manifest m;
+		int rc;
+
+		if (strlen(json->key) < 5 || strcmp(json->key + strlen(json->key) - 5, ".json") != 0)
+			continue;
+		snprintf(object_key, sizeof(object_key), "%.*s.tbk", (int) strlen(json->key) - 5, json->key);
+		object = tb_listing_find(&primary, object_key);
+		copy_object = tb_listing_find(&replica, object_key);
+		if (object == NULL ||
+			(tb_listing_find(&replica, json->key) != NULL && copy_object != NULL && copy_object->size == object->size))
+			continue;
+		if (storage_get(run->primary, json->key, MANIFEST_MAX_BYTES, &doc, &len, err) != 0)
+			return tb_error_prefix(err, "reading the manifest \"%s\" from the primary storage", json->key);
+		rc = manifest_from_json(doc, json->key, &m, err);
+		free(doc);
+		if (rc != 0 || tb_replica_copy(run, object_key, m.sha256, err) != 0 ||
+			tb_replica_copy(run, json->key, NULL, err) != 0)
+			return -1;
+		(*copied)++;
+	}
+	return 0;
+}
+
+/* Records why the copies of the tenant's due backups failed (backup_id NULL: every one due), with their next attempt.
+ */
+static void
+tb_replica_failed(tb_replica_run *run, const char *backup_id, const char *what, const tb_error *err)
+{
+	char *error = psprintf("tenant \"%s\": %s to the replica %s failed: %s", run->tenant, what,
+						   run->replica ? storage_describe(run->replica) : run->url, err->msg);
+	const char *args[3] = {run->tenant, backup_id, error};
+
+	ereport(WARNING, (errmsg("tenant_backup: %s", error),
+					  errhint("It is tried again after 1, 5 and 25 minutes, then every hour; tenant_backup.status "
+							  "shows the replication lag.")));
+	tb_sql("SELECT tenant_backup._replica_failed($1, $2::bigint, $3)", 3, args);
+}
+
+/* Copies one complete backup (object, then manifest) and records it replicated. */
+static void
+tb_replica_backup(tb_replica_run *run, char *due)
+{
+	/* due: "<id> <sha256> <object key>" */
+	char *sha = strchr(due, ' ') + 1;
+	char *object = strchr(sha, ' ') + 1;
+	char manifest_key[MANIFEST_OBJECT_MAX];
+	tb_error err = {0};
+	const char *args[2] = {due, run->url};
+
+	sha[-1] = '\0';
+	object[-1] = '\0';
+	if (repo_manifest_key(object, manifest_key, sizeof(manifest_key), &err) != 0 ||
+		tb_replica_copy(run, object, sha, &err) != 0 || tb_replica_copy(run, manifest_key, NULL, &err) != 0)
+	{
+		tb_replica_failed(run, due, psprintf("copying backup %s", due), &err);
+		return;
+	}
+	/* Expired or dropped meanwhile: the copy would be an orphan. */
+	if (strcmp(tb_sql("SELECT tenant_backup._replica_done($1::bigint, $2)", 2, args), "t") != 0)
+	{
+		uint64_t bytes;
+
+		(void) repo_delete_backup(run->replica, object, &bytes, &err);
+	}
+}
+
+/* Removes the tenant's unfinished writes in the replica older than a lease: a replication worker died mid-copy. */
+static int
+tb_replica_unfinished_old(const char *key, const char *upload, const storage_info *info, void *arg)
+{
+	tb_replica_run *run = arg;
+	tb_error err = {0};
+
+	if (info->mtime != 0 && info->mtime < (int64_t) time(NULL) - tb_lease_seconds &&
+		storage_abort_unfinished(run->replica, key, upload, &err) != 0)
+		ereport(WARNING, (errmsg("tenant_backup: could not remove an unfinished write of \"%s\" in the replica %s: %s",
+								 key, storage_describe(run->replica), err.msg)));
+	return 0;
+}
+
+/* One tenant's replication, once: a failure is recorded on the backups it concerns, never raised. */
+static void
+tb_replicate_tenant(tb_replica_run *run)
+{
+	const char *args[1] = {run->tenant};
+	tb_error err = {0};
+	const char *hint, *refusal;
+	char *due;
+	int copied;
+
+	refusal = tb_replica_url_refusal(run->url, false, &hint);
+	if (refusal != NULL)
+	{
+		tb_error_set(&err, TB_ERR_INVALID, "the replica URL is refused: %s", refusal);
+		tb_replica_failed(run, NULL, "replicating", &err);
+		return;
+	}
+	run->primary = tb_storage();
+	if ((run->replica = storage_open(tb_storage_url_limited(run->url), &err)) == NULL)
+	{
+		tb_replica_failed(run, NULL, "opening", &err);
+		return;
+	}
+	(void) storage_list_unfinished(run->replica, psprintf("%s/", run->tenant), tb_replica_unfinished_old, run, &err);
+	if (tb_replica_copy_keys(run, &err) != 0)
+	{
+		tb_replica_failed(run, NULL, "copying the key documents", &err);
+		return;
+	}
+	while ((due = tb_sql("SELECT tenant_backup._replica_next($1)", 1, args)) != NULL)
+		tb_replica_backup(run, due);
+	if (tb_sql("SELECT tenant_backup._replica_wal_due($1)", 1, args) != NULL)
+	{
+		char count[16];
+		const char *wal_args[3] = {run->tenant, count, NULL};
+
+		if (tb_replica_copy_wal(run, &copied, &err) != 0)
+			wal_args[2] = psprintf("tenant \"%s\": copying archived WAL to the replica %s failed: %s", run->tenant,
+								   storage_describe(run->replica), err.msg);
+		snprintf(count, sizeof(count), "%d", copied);
+		tb_sql("SELECT tenant_backup._replica_wal_done($1, $2::int, $3)", 3, wal_args);
+	}
+}
+
+void
+tenant_backup_replicate_main(Datum arg)
+{
+	tb_replica_run run = {0};
+	char tenant[BGW_EXTRALEN];
+	const char *args[1] = {tenant};
+
+	(void) arg;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tb_database, NULL, 0);
+	strlcpy(tenant, MyBgworkerEntry->bgw_extra, sizeof(tenant));
+	pgstat_report_appname("tenant_backup replication");
+	/* One replication of a tenant at a time, whatever a restarted launcher starts; held until exit. */
+	if (strcmp(tb_sql("SELECT pg_try_advisory_lock(hashtext('tenant_backup replication'), hashtext($1))", 1, args),
+			   "t") != 0)
+		proc_exit(0);
+	run.tenant = tenant;
+	run.url = tb_sql("SELECT tenant_backup._replica_url($1)", 1, args);
+	if (run.url == NULL)
+	{
+		/* The tenant has no replica any more: nothing of it is pending. */
+		tb_sql("SELECT tenant_backup._replica_backfill()", 0, NULL);
+		proc_exit(0);
+	}
+	run.buf = palloc(TB_REPLICA_BUFFER);
+	PG_TRY();
+	{
+		tb_replicate_tenant(&run);
+	}
+	PG_CATCH();
+	{
+		/* Say, the primary storage cannot be opened: recorded like a failed copy, not retried every round. */
+		ErrorData *edata;
+		tb_error err = {0};
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		tb_error_set(&err, TB_ERR_INTERNAL, "%s", edata->message);
+		tb_replica_failed(&run, NULL, "replicating", &err);
+	}
+	PG_END_TRY();
+	if (run.replica != NULL)
+		storage_close(run.replica);
+	if (run.primary != NULL)
+		storage_close(run.primary);
+	proc_exit(0);
 }

@@ -13,4 +13,15 @@
 extern char *tb_replica_storage_url;
 bool tb_check_replica_storage_url(char **newval, void **extra, GucSource source);
 
+/*
+ * The launcher's replication pass, each round: at start and when replica_storage
+ * changed, marks the backups that gained or lost a replica; then starts a replication
+ * worker for each tenant with a copy due, up to tenant_backup.max_workers at once
+ * (apart from the job workers), never waiting on storage itself.
+ */
+void tb_replicate_pass(void);
+
+/* The replication worker of the tenant named in bgw_extra: everything due, once, then it exits. */
+PGDLLEXPORT void tenant_backup_replicate_main(Datum arg);
+
 #endif

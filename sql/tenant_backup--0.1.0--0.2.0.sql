@@ -2614,10 +2614,207 @@ $$;
 CREATE TRIGGER backups_replica_pending BEFORE INSERT OR UPDATE OF status ON tenant_backup.backups
 	FOR EACH ROW WHEN (NEW.status = 'complete') EXECUTE FUNCTION tenant_backup._backup_replica_pending();
 
-REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_backup._replica_url(text),
-	tenant_backup.tenant_set_replica(text, text), tenant_backup._backup_replica_pending() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenant_backup.tenant_set_replica(text, text) TO tenant_backup_operator;
+-- The replication worker's catalog steps (replicate.c), each in a transaction of its own.
 
+-- A dedicated tenant's archived WAL is not in the catalog: its replication is recorded per tenant.
+CREATE TABLE tenant_backup.replica_wal (
+	tenant text PRIMARY KEY REFERENCES tenant_backup.tenants ON DELETE CASCADE,
+	replicated_at timestamptz,
+	copied bigint NOT NULL DEFAULT 0,
+	error text,
+	error_at timestamptz,
+	attempts int NOT NULL DEFAULT 0,
+	next_attempt timestamptz
+);
+COMMENT ON TABLE tenant_backup.replica_wal IS
+	'Per dedicated tenant with a replica: when its archived WAL was last found all copied (replicated_at), how many files were copied in all, and the last failure with the next attempt (NULL error: the last pass succeeded).';
+SELECT pg_catalog.pg_extension_config_dump('tenant_backup.replica_wal', '');
+
+-- 1, 5 and 25 minutes after the 1st, 2nd and 3rd failure, then every hour.
+CREATE FUNCTION tenant_backup._replica_retry_delay(p_attempts int)
+RETURNS interval LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE WHEN p_attempts <= 1 THEN interval '1 minute' WHEN p_attempts = 2 THEN interval '5 minutes'
+				WHEN p_attempts = 3 THEN interval '25 minutes' ELSE interval '1 hour' END
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_retry_delay(int) IS
+	'The wait before the next replication attempt after p_attempts failed ones: 1, 5, 25 minutes, then every hour.';
+
+-- Complete backups of tenants that have a replica are pending; not yet replicated ones of tenants that lost it are not.
+CREATE FUNCTION tenant_backup._replica_backfill()
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH gained AS (
+		UPDATE tenant_backup.backups b SET replica_state = 'pending'
+		WHERE b.status = 'complete' AND b.replica_state IS NULL AND tenant_backup._replica_url(b.tenant) IS NOT NULL
+		RETURNING 1),
+	lost AS (
+		UPDATE tenant_backup.backups b SET replica_state = NULL, replica_error = NULL, replica_attempts = 0,
+			replica_next_attempt = NULL
+		WHERE b.replica_state IN ('pending', 'failed') AND tenant_backup._replica_url(b.tenant) IS NULL
+		RETURNING 1)
+	SELECT (SELECT count(*) FROM gained) + (SELECT count(*) FROM lost)
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_backfill() IS
+	'Makes the complete backups of tenants with a replica that were never replicated pending, and the pending or failed ones of tenants without a replica no longer so (the launcher, at start and when tenant_backup.replica_storage changes).';
+
+-- Tenants with a copy due now: a pending or failed backup whose next attempt came, or a dedicated tenant's WAL.
+CREATE FUNCTION tenant_backup._replica_due_tenants()
+RETURNS SETOF text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT DISTINCT b.tenant FROM tenant_backup.backups b
+	WHERE b.replica_state IN ('pending', 'failed') AND b.status = 'complete'
+	AND coalesce(b.replica_next_attempt, '-infinity') <= now()
+	UNION
+	SELECT t.name FROM tenant_backup.tenants t LEFT JOIN tenant_backup.replica_wal w ON w.tenant = t.name
+	WHERE t.tier = 'dedicated' AND coalesce(w.next_attempt, '-infinity') <= now()
+	AND tenant_backup._replica_url(t.name) IS NOT NULL
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_due_tenants() IS
+	'The tenants the launcher starts a replication worker for: a backup''s copy is due, or a dedicated tenant''s archived WAL is to be looked at (every minute, or after its backoff).';
+
+-- The tenant's next copy due: '<id> <sha256> <object key>', oldest first.
+CREATE FUNCTION tenant_backup._replica_next(p_tenant text)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT b.id || ' ' || b.sha256 || ' ' || b.object_key FROM tenant_backup.backups b
+	WHERE b.tenant = p_tenant AND b.status = 'complete' AND b.replica_state IN ('pending', 'failed')
+	AND coalesce(b.replica_next_attempt, '-infinity') <= now()
+	ORDER BY b.finished, b.id LIMIT 1
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_next(text) IS
+	'The next backup of the tenant whose copy is due, as ''<id> <sha256> <object key>''; NULL when none.';
+
+CREATE FUNCTION tenant_backup._replica_done(p_backup_id bigint, p_url text)
+RETURNS boolean LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH done AS (
+		UPDATE tenant_backup.backups b SET replica_state = 'replicated', replicated_at = now(), replica_error = NULL,
+			replica_attempts = b.replica_attempts + 1, replica_next_attempt = NULL, replica_url = p_url
+		WHERE b.id = p_backup_id AND b.status = 'complete'
+		RETURNING 1)
+	SELECT EXISTS (SELECT 1 FROM done)
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_done(bigint, text) IS
+	'Records a backup''s copy at p_url as replicated (read back and checked); false if the backup is gone meanwhile (its copy is then removed).';
+
+-- Whether the replication worker also looks at the tenant's archived WAL (a dedicated tenant).
+CREATE FUNCTION tenant_backup._replica_wal_due(p_tenant text)
+RETURNS boolean LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT true FROM tenant_backup.tenants t WHERE t.name = p_tenant AND t.tier = 'dedicated'
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_wal_due(text) IS
+	'True for a dedicated tenant (its archived WAL is replicated too), NULL otherwise.';
+
+-- The end of a pass over a dedicated tenant's WAL: p_copied files copied, p_error NULL on success.
+CREATE FUNCTION tenant_backup._replica_wal_done(p_tenant text, p_copied int, p_error text)
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO tenant_backup.replica_wal AS w (tenant, replicated_at, copied, error, error_at, attempts, next_attempt)
+	VALUES (p_tenant, CASE WHEN p_error IS NULL THEN now() END, p_copied, p_error,
+			CASE WHEN p_error IS NOT NULL THEN now() END, CASE WHEN p_error IS NULL THEN 0 ELSE 1 END,
+			now() + CASE WHEN p_error IS NULL THEN interval '1 minute' ELSE tenant_backup._replica_retry_delay(1) END)
+	ON CONFLICT (tenant) DO UPDATE SET
+		replicated_at = CASE WHEN p_error IS NULL THEN now() ELSE w.replicated_at END,
+		copied = w.copied + p_copied,
+		error = p_error,
+		error_at = CASE WHEN p_error IS NOT NULL THEN now() ELSE w.error_at END,
+		attempts = CASE WHEN p_error IS NULL THEN 0 ELSE w.attempts + 1 END,
+		next_attempt = now() + CASE WHEN p_error IS NULL THEN interval '1 minute'
+									ELSE tenant_backup._replica_retry_delay(w.attempts + 1) END
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_wal_done(text, int, text) IS
+	'Records a pass of the replication worker over a dedicated tenant''s archived WAL: files copied, or why it failed (the next pass after the replication backoff; after a success, a minute).';
+-- A failed copy of one backup (p_backup_id), or of every one due when the tenant's
+-- replica could not be used at all (and of its archived WAL when it is dedicated).
+CREATE FUNCTION tenant_backup._replica_failed(p_tenant text, p_backup_id bigint, p_error text)
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE tenant_backup.backups b SET replica_state = 'failed', replica_error = p_error,
+		replica_attempts = b.replica_attempts + 1,
+		replica_next_attempt = now() + tenant_backup._replica_retry_delay(b.replica_attempts + 1)
+	WHERE b.tenant = p_tenant AND b.status = 'complete' AND b.replica_state IN ('pending', 'failed')
+	AND CASE WHEN p_backup_id IS NULL THEN coalesce(b.replica_next_attempt, '-infinity') <= now()
+			 ELSE b.id = p_backup_id END;
+	SELECT tenant_backup._replica_wal_done(p_tenant, 0, p_error)
+	WHERE p_backup_id IS NULL AND EXISTS (SELECT 1 FROM tenant_backup.tenants t
+										  WHERE t.name = p_tenant AND t.tier = 'dedicated');
+$$;
+
+COMMENT ON FUNCTION tenant_backup._replica_failed(text, bigint, text) IS
+	'Records a failed copy of one backup, or (p_backup_id NULL) of every one due and of a dedicated tenant''s WAL, with the error and the next attempt (1, 5, 25 minutes, then hourly).';
+
+-- The status view as before, and per database its replication: the lag (the age of
+-- the oldest complete backup not replicated yet), how many wait, the last copy made
+-- and the last copy's error (for a dedicated tenant's postgres database, that of its
+-- archived WAL when no backup's copy failed).
+ALTER VIEW tenant_backup.status RENAME TO _status_before_replication;
+REVOKE ALL ON tenant_backup._status_before_replication FROM tenant_backup_operator;
+CREATE VIEW tenant_backup.status WITH (security_barrier) AS
+SELECT s.*,
+	   now() - r.oldest_waiting AS replication_lag,
+	   coalesce(r.waiting, 0) AS replication_pending,
+	   r.last_replicated,
+	   coalesce(r.last_error, CASE WHEN s.engine = 'postgres' THEN w.error END) AS replication_error
+FROM tenant_backup._status_before_replication s
+LEFT JOIN (SELECT b.source_id,
+				  min(b.finished) FILTER (WHERE b.replica_state IN ('pending', 'failed')) AS oldest_waiting,
+				  count(*) FILTER (WHERE b.replica_state IN ('pending', 'failed')) AS waiting,
+				  max(b.replicated_at) AS last_replicated,
+				  (array_agg(b.replica_error ORDER BY b.finished DESC) FILTER (WHERE b.replica_state = 'failed'))[1]
+					  AS last_error
+		   FROM tenant_backup.backups b WHERE b.replica_state IS NOT NULL AND b.status = 'complete'
+		   GROUP BY b.source_id) r ON r.source_id = s.source_id
+LEFT JOIN tenant_backup.replica_wal w ON w.tenant = s.tenant;
+COMMENT ON VIEW tenant_backup.status IS
+	'Per tenant database: last successful backup and its age, next due, schedule_state, overdue, the last backup, restore and drill errors, the running job (phase, bytes, expected total, rate, ETA, who runs it), queued jobs with the next retry, waiting_for_agent, the WAL archiver''s state for the archived dedicated tenant; and replication: replication_lag (age of the oldest complete backup not yet in the replica; NULL when all are or there is no replica), replication_pending, last_replicated, replication_error (the newest failed copy''s error, or the dedicated tenant''s WAL replication error).';
+GRANT SELECT ON tenant_backup.status TO tenant_backup_operator;
+
+-- Metrics of replication, appended to _metrics() by the metrics worker: per tenant and
+-- engine with a replica, the lag in seconds (0: all replicated) and whether a copy fails.
+CREATE FUNCTION tenant_backup._metrics_replication()
+RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH per AS (
+		SELECT '{tenant=' || tenant_backup._metrics_label(b.tenant) || ',engine=' || tenant_backup._metrics_label(b.engine)
+				   || '}' AS labels,
+			   coalesce(extract(epoch FROM now() - min(b.finished) FILTER (WHERE b.replica_state IN ('pending', 'failed'))),
+						0) AS lag,
+			   count(*) FILTER (WHERE b.replica_state IN ('pending', 'failed')) AS waiting,
+			   (count(*) FILTER (WHERE b.replica_state = 'failed') > 0)::int AS failing
+		FROM tenant_backup.backups b WHERE b.replica_state IS NOT NULL AND b.status = 'complete'
+		GROUP BY b.tenant, b.engine),
+	families(ord, metric, help, column_name) AS (VALUES
+		(1, 'replication_lag_seconds', 'Age of the oldest complete backup not yet copied to the replica storage (0: all are).', 'lag'),
+		(2, 'replication_pending_backups', 'Complete backups waiting to be copied to the replica storage.', 'waiting'),
+		(3, 'replication_failing', '1 when a backup''s copy to the replica storage failed and waits for its retry.', 'failing'))
+	SELECT string_agg(block, '' ORDER BY ord)
+	FROM (SELECT f.ord,
+				 format(E'# HELP tenant_backup_%s %s\n# TYPE tenant_backup_%s gauge\n', f.metric, f.help, f.metric)
+				 || string_agg(format(E'tenant_backup_%s%s %s\n', f.metric, p.labels,
+									  CASE f.column_name WHEN 'lag' THEN p.lag::float8 WHEN 'waiting' THEN p.waiting::float8
+														 ELSE p.failing::float8 END), '' ORDER BY p.labels) AS block
+		  FROM families f CROSS JOIN per p GROUP BY f.ord, f.metric, f.help) b
+$$;
+COMMENT ON FUNCTION tenant_backup._metrics_replication() IS
+	'The replication part of the Prometheus exposition: per tenant and engine with a replica, tenant_backup_replication_lag_seconds, _pending_backups and _failing; NULL when no tenant has a replica.';
+
+REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_backup._replica_url(text),
+	tenant_backup.tenant_set_replica(text, text), tenant_backup._backup_replica_pending(),
+	tenant_backup._replica_retry_delay(int), tenant_backup._replica_backfill(), tenant_backup._replica_due_tenants(),
+	tenant_backup._replica_next(text), tenant_backup._replica_done(bigint, text),
+	tenant_backup._replica_failed(text, bigint, text), tenant_backup._replica_wal_due(text),
+	tenant_backup._replica_wal_done(text, int, text), tenant_backup._metrics_replication() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_set_replica(text, text) TO tenant_backup_operator;
 -- ---------------------------------------------------------------- restores: privileges
 -- privileges => false on a PostgreSQL target restore: the target is left as a fresh
 -- CREATE DATABASE leaves it (PUBLIC may connect and create temporary tables), without the

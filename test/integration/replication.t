@@ -1,0 +1,180 @@
+#!/bin/bash
+# Replication to a second storage, against real servers: two Swift S3 servers (two
+# "regions", SigV4 checked), then file primary storage with an S3 replica. Backups of
+# three tenants are copied byte for byte (SHA-256 of both objects), with their manifests
+# and key documents; the replica stopped during replication (backups go on, status
+# shows the lag and the error, the catch-up after its restart copies everything); one
+# tenant's replica URL wrong (only it fails); an operator refused an endpoint= of its
+# own; an unfinished write a dead worker left in a file:// replica is removed.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/pg.sh"
+. "$(dirname "$0")/../lib/s3.sh"
+
+scratch_dir
+PORT_A=$(free_port)
+s3_start "$D/a" "$PORT_A"
+PORT_B=$(free_port)
+while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$(free_port); done
+on_exit "sh '$S3SERVER' stop '$D/b/s3'"
+sh "$S3SERVER" start "$D/b/s3" "$PORT_B" >/dev/null || { echo "Bail out! the second S3 server did not start"; exit 1; }
+# Both servers share the test account; each URL names its endpoint.
+unset AWS_ENDPOINT_URL
+BUCKET=$TB_S3_BUCKET
+PRIMARY="s3://$BUCKET/primary?endpoint=http://127.0.0.1:$PORT_A"
+REPLICA="s3://$BUCKET/replica?endpoint=http://127.0.0.1:$PORT_B"
+aws_at() { # PORT ARGS...
+	local port=$1
+	shift
+	/usr/bin/aws --endpoint-url "http://127.0.0.1:$port" "$@"
+}
+# SHA-256 of an object, "missing" when it cannot be read.
+sha_at() { # PORT KEY
+	aws_at "$1" s3 cp "s3://$BUCKET/$2" - 2>/dev/null | sha256sum | cut -d' ' -f1 | sed 's/^e3b0c44298fc.*/missing/'
+}
+
+"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed"; exit 1; }
+chown postgres "$D/master.key"
+pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = '$PRIMARY'
+tenant_backup.replica_storage = '$REPLICA'
+tenant_backup.master_key_file = '$D/master.key'
+tenant_backup.naptime = 200
+tenant_backup.max_workers = 4
+tenant_backup.lease_timeout = 5"
+psql_q "CREATE EXTENSION tenant_backup" "CREATE DATABASE t1_db" "CREATE DATABASE t2_db" "CREATE DATABASE t3_db" \
+	>/dev/null || pg_bail "$D/pg/server.log" "could not set up the extension and the tenant databases"
+for t in t1 t2 t3; do
+	psql_q "SELECT tenant_backup.tenant_create('$t')" \
+		"SELECT tenant_backup.tenant_add_database('$t', 'postgres', '${t}_db')" >/dev/null ||
+		pg_bail "$D/pg/server.log" "could not create tenant $t"
+done
+backup() { psql_q "SELECT count(*) FROM tenant_backup.tenant_backup('$1', 'postgres', wait => true)"; }
+state_of() { psql_q "SELECT string_agg(coalesce(replica_state, '-'), ' ' ORDER BY id) FROM tenant_backup.backups WHERE tenant = '$1' AND status = 'complete'"; }
+
+# ------------------------------------------------------------ two S3 servers: everything is copied
+
+for t in t1 t2 t3; do is "$(backup "$t")" 1 "a backup of $t completes in the primary"; done
+is "$(wait_for 100 0.2 "replicated replicated replicated" \
+	psql_q "SELECT string_agg(replica_state, ' ' ORDER BY tenant) FROM tenant_backup.backups WHERE status = 'complete'")" \
+	"replicated replicated replicated" "the three backups are replicated"
+for t in t1 t2 t3; do
+	read -r key sha < <(psql_q "SELECT object_key || ' ' || sha256 FROM tenant_backup.backups WHERE tenant = '$t'" | tr '|' ' ')
+	is "$(sha_at "$PORT_B" "replica/$key")" "$(sha_at "$PORT_A" "primary/$key")" \
+		"$t: the replica's object has the same bytes as the primary's (SHA-256)"
+	is "$(sha_at "$PORT_B" "replica/$key")" "$sha" "$t: and they are the catalog's SHA-256"
+	manifest=${key%.tbk}.json
+	is "$(sha_at "$PORT_B" "replica/$manifest")" "$(sha_at "$PORT_A" "primary/$manifest")" "$t: its manifest is copied"
+	is "$(aws_at "$PORT_B" s3 ls "s3://$BUCKET/replica/$t/keys/" | awk '{print $4}' | sort)" \
+		"$(aws_at "$PORT_A" s3 ls "s3://$BUCKET/primary/$t/keys/" | awk '{print $4}' | sort)" \
+		"$t: its key documents are in the replica"
+done
+is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE replica_url = '$REPLICA' AND replicated_at IS NOT NULL")" 3 \
+	"each backup records the replica URL and when it was replicated"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.status WHERE replication_lag IS NULL AND replication_pending = 0 AND replication_error IS NULL")" 3 \
+	"status: no lag, nothing pending, no error"
+
+# ------------------------------------------------------------ the replica stops during replication
+
+sh "$S3SERVER" stop "$D/b/s3"
+is "$(backup t1)" 1 "with the replica stopped, a backup of t1 still completes in the primary"
+is "$(wait_for 100 0.2 "replicated failed" state_of t1)" "replicated failed" "its copy fails"
+error=$(psql_q "SELECT replica_error FROM tenant_backup.backups WHERE tenant = 't1' ORDER BY id DESC LIMIT 1")
+like "$error" "tenant \"t1\"" "the error names the tenant"
+like "$error" "127\.0\.0\.1:$PORT_B" "and the replica storage"
+unlike "$error" "$AWS_SECRET_ACCESS_KEY" "and no secret"
+is "$(psql_q "SELECT replica_attempts || ' ' || (replica_next_attempt - now() BETWEEN interval '45 seconds' AND interval '61 seconds') FROM tenant_backup.backups WHERE tenant = 't1' ORDER BY id DESC LIMIT 1")" \
+	"1 true" "one attempt, the next a minute later"
+is "$(psql_q "SELECT replication_lag > interval '0' AND replication_pending = 1 AND replication_error LIKE '%t1%' FROM tenant_backup.status WHERE tenant = 't1'")" t \
+	"status shows t1's replication lag, what waits and the error"
+is "$(backup t2)" 1 "another tenant's backup completes meanwhile"
+
+sh "$S3SERVER" start "$D/b/s3" "$PORT_B" >/dev/null || { echo "Bail out! the second S3 server did not restart"; exit 1; }
+# The backoff's minute passes.
+psql_q "UPDATE tenant_backup.backups SET replica_next_attempt = now() WHERE replica_state = 'failed'" >/dev/null
+is "$(wait_for 100 0.2 0 psql_q "SELECT count(*) FROM tenant_backup.backups WHERE status = 'complete' AND replica_state IS DISTINCT FROM 'replicated'")" 0 \
+	"after the restart the catch-up replicates every backup"
+key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 't1' ORDER BY id DESC LIMIT 1")
+is "$(sha_at "$PORT_B" "replica/$key")" "$(sha_at "$PORT_A" "primary/$key")" "the caught-up copy has the primary's bytes"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.status WHERE replication_lag IS NULL AND replication_error IS NULL")" 3 \
+	"status: the lag and the error are gone"
+
+# ------------------------------------------------------------ one tenant's replica URL is wrong
+
+DEAD=$(free_port)
+is "$(psql_q "SELECT tenant_backup.tenant_set_replica('t2', 's3://$BUCKET/replica?endpoint=http://127.0.0.1:$DEAD')")" \
+	"s3://$BUCKET/replica?endpoint=http://127.0.0.1:$DEAD" "t2 gets a replica URL where nothing listens"
+is "$(backup t2)" 1 "t2's backup completes"
+is "$(backup t3)" 1 "t3's backup completes"
+is "$(wait_for 100 0.2 failed psql_q "SELECT replica_state FROM tenant_backup.backups WHERE tenant = 't2' ORDER BY id DESC LIMIT 1")" \
+	failed "t2's copy fails"
+is "$(wait_for 100 0.2 replicated psql_q "SELECT replica_state FROM tenant_backup.backups WHERE tenant = 't3' ORDER BY id DESC LIMIT 1")" \
+	replicated "t3's copy is replicated all the same"
+like "$(psql_q "SELECT replication_error FROM tenant_backup.status WHERE tenant = 't2'")" "tenant \"t2\".*127\.0\.0\.1:$DEAD" \
+	"status shows t2's error, naming its replica"
+
+# ------------------------------------------------------------ an operator's replica URLs
+
+psql_q "CREATE ROLE tb_rep_operator LOGIN" "GRANT tenant_backup_operator TO tb_rep_operator" >/dev/null
+err=$(PGUSER=tb_rep_operator psql_q "SELECT tenant_backup.tenant_set_replica('t2', 's3://$BUCKET/x?endpoint=http://127.0.0.1:$DEAD')" 2>&1)
+like "$err" "replica storage URL for tenant \"t2\" is refused" \
+	"an operator cannot send the server's signed requests to an endpoint of its own"
+is "$(psql_q "SELECT replica_storage FROM tenant_backup.tenants WHERE name = 't2'")" \
+	"s3://$BUCKET/replica?endpoint=http://127.0.0.1:$DEAD" "t2's replica is unchanged"
+is "$(PGUSER=tb_rep_operator psql_q "SELECT tenant_backup.tenant_set_replica('t2', 's3://$BUCKET/t2-copies?endpoint=http://127.0.0.1:$PORT_B')")" \
+	"s3://$BUCKET/t2-copies?endpoint=http://127.0.0.1:$PORT_B" \
+	"an operator may name another prefix on the replica's endpoint and bucket"
+is "$(wait_for 100 0.2 0 psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 't2' AND replica_state IS DISTINCT FROM 'replicated'")" 0 \
+	"t2's failed copy goes to its new replica at once"
+key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 't2' ORDER BY id DESC LIMIT 1")
+is "$(sha_at "$PORT_B" "t2-copies/$key")" "$(sha_at "$PORT_A" "primary/$key")" "and its bytes are there"
+
+unlike "$(cat "$D/pg/server.log")" "$AWS_SECRET_ACCESS_KEY" "the server log holds no S3 secret"
+pg_stop "$D/pg"
+
+# ------------------------------------------------------------ file primary, S3 replica
+
+mkdir -p "$D/files"
+chown postgres "$D/files"
+pg_start "$D/pg2" "$(free_port)" "tenant_backup.storage = 'file://$D/files'
+tenant_backup.replica_storage = 's3://$BUCKET/from-files?endpoint=http://127.0.0.1:$PORT_B'
+tenant_backup.master_key_file = '$D/master.key'
+tenant_backup.naptime = 200"
+psql_q "CREATE EXTENSION tenant_backup" "CREATE DATABASE f1_db" "CREATE DATABASE f2_db" >/dev/null ||
+	pg_bail "$D/pg2/server.log" "could not set up the second cluster"
+for t in f1 f2; do
+	psql_q "SELECT tenant_backup.tenant_create('$t')" \
+		"SELECT tenant_backup.tenant_add_database('$t', 'postgres', '${t}_db')" >/dev/null
+	is "$(backup "$t")" 1 "$t is backed up into file storage"
+done
+is "$(wait_for 100 0.2 "replicated replicated" \
+	psql_q "SELECT string_agg(replica_state, ' ' ORDER BY tenant) FROM tenant_backup.backups WHERE status = 'complete'")" \
+	"replicated replicated" "both backups are replicated to S3"
+for t in f1 f2; do
+	key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = '$t'")
+	is "$(sha_at "$PORT_B" "from-files/$key")" "$(sha256sum "$D/files/$key" | cut -d' ' -f1)" \
+		"$t: the S3 copy has the file's bytes"
+	is "$(aws_at "$PORT_B" s3 ls "s3://$BUCKET/from-files/$t/keys/" | awk '{print $4}' | sort)" \
+		"$(ls "$D/files/$t/keys" | sort)" "$t: its key documents are in the replica"
+done
+
+# ------------------------------------------------------------ an unfinished write left in a file replica
+
+# A replication worker that died mid-copy leaves its hidden temporary file: the next
+# pass of that tenant removes it once it is older than a lease.
+mkdir -p "$D/replica-files/f1/postgres"
+chown -R postgres "$D/replica-files"
+is "$(psql_q "SELECT tenant_backup.tenant_set_replica('f1', 'file://$D/replica-files')")" "file://$D/replica-files" \
+	"f1 gets a file:// replica of its own"
+leftover="$D/replica-files/f1/postgres/.left-over.tbk.tmp-0123abcd"
+echo partial >"$leftover"
+touch -d '1 hour ago' "$leftover"
+is "$(backup f1)" 1 "f1 is backed up again"
+is "$(wait_for 100 0.2 "replicated replicated" state_of f1)" "replicated replicated" \
+	"the new backup is replicated (the older one stays replicated where it was)"
+ok "$([ ! -e "$leftover" ]; echo $?)" "the unfinished write a dead worker left in the replica is gone"
+key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 'f1' ORDER BY id DESC LIMIT 1")
+is "$(sha256sum <"$D/replica-files/$key" | cut -d' ' -f1)" "$(sha256sum <"$D/files/$key" | cut -d' ' -f1)" \
+	"the file replica has the primary's bytes"
+is "$(psql_q "SELECT string_agg(replica_url, ' ' ORDER BY id) FROM tenant_backup.backups WHERE tenant = 'f1'")" \
+	"s3://$BUCKET/from-files?endpoint=http://127.0.0.1:$PORT_B file://$D/replica-files" \
+	"each backup records the replica it was copied to"
+done_testing
