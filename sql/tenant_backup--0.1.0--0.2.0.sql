@@ -3348,6 +3348,8 @@ END
 $$;
 CREATE TRIGGER tenants_drop_pending BEFORE INSERT ON tenant_backup.tenants
 	FOR EACH ROW EXECUTE FUNCTION tenant_backup._tenants_drop_pending();
+COMMENT ON FUNCTION tenant_backup._tenants_drop_pending() IS
+	'Refuses a new tenant whose name is that of a dropped tenant whose storage deletion is still pending (55006).';
 
 -- The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, over the
 -- tenants whose replica it is): unfinished writes older than a lease whose tenant has
