@@ -1,16 +1,23 @@
 /*
- * A job worker: runs one claimed job (a PostgreSQL tenant's backup or restore) and
- * records how it ended. Whatever happens, the job ends succeeded, queued again for
- * another attempt, or failed; its backup is complete only if the object was stored.
+ * A job worker: runs the job the launcher claimed for it (a PostgreSQL tenant's backup
+ * or restore), then the next queued backups, and records how each ended. Whatever
+ * happens, a job ends succeeded, queued again for another attempt, or failed; its
+ * backup is complete only if the object was stored. And the wake-ups of the jobs
+ * table: a queued job wakes the launcher, an ended one the caller waiting on it.
  */
 #include "tenant_backup.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -24,6 +31,27 @@ int tb_lock_timeout_ms = 5 * 60 * 1000;
 int tb_job_timeout_s = 6 * 3600;
 int tb_connect_timeout_s = 30;
 
+/*
+ * A worker that finished a job takes the next queued backup itself, sparing a
+ * background worker start per job, for at most this many jobs and this long: then it
+ * exits, so its memory stays that of one job and settings such as max_workers apply
+ * to a fresh worker soon.
+ */
+#define TB_JOB_WORKER_MAX_JOBS 100
+#define TB_JOB_WORKER_MAX_MS (60 * 1000)
+
+PG_FUNCTION_INFO_V1(tenant_backup_jobs_wake);
+
+/*
+ * The latches to set once the transaction that queued or ended jobs commits (before,
+ * the woken process would not see the rows yet). A few suffice: a process left out
+ * only waits for its own next poll.
+ */
+#define TB_WAKE_MAX 16
+static Latch *tb_wake_latches[TB_WAKE_MAX];
+static int tb_wake_count;
+static bool tb_wake_launcher_looked_up; /* once per transaction */
+
 char *
 tb_job_overdue(const tb_job *job)
 {
@@ -34,16 +62,16 @@ tb_job_overdue(const tb_job *job)
 }
 
 static char *
-tb_copy_value(HeapTuple tuple, TupleDesc desc, int column)
+tb_copy_value(HeapTuple tuple, TupleDesc desc, int column, MemoryContext into)
 {
 	char *value = SPI_getvalue(tuple, desc, column);
 
-	return value ? MemoryContextStrdup(TopMemoryContext, value) : NULL;
+	return value ? MemoryContextStrdup(into, value) : NULL;
 }
 
-/* Loads the job and its source; false if it is no longer ours to run. */
+/* Loads the job and its source, its strings into the job's context; false if it is no longer ours to run. */
 static bool
-tb_job_load(int64 job_id, tb_job *job)
+tb_job_load(int64 job_id, tb_job *job, MemoryContext into)
 {
 	Datum arg = Int64GetDatum(job_id);
 	Oid type = INT8OID;
@@ -74,14 +102,14 @@ tb_job_load(int64 job_id, tb_job *job)
 		strlcpy(job->tenant, SPI_getvalue(t, d, 2), sizeof(job->tenant));
 		strlcpy(job->engine, SPI_getvalue(t, d, 3), sizeof(job->engine));
 		job->source_id = pg_strtoint64(SPI_getvalue(t, d, 4));
-		job->locator = tb_copy_value(t, d, 5);
-		job->sealed_password = tb_copy_value(t, d, 6);
+		job->locator = tb_copy_value(t, d, 5, into);
+		job->sealed_password = tb_copy_value(t, d, 6, into);
 		job->backup_id = backup_id ? pg_strtoint64(backup_id) : 0;
-		job->restore_target = tb_copy_value(t, d, 8);
+		job->restore_target = tb_copy_value(t, d, 8, into);
 		job->attempts = pg_strtoint32(SPI_getvalue(t, d, 9));
 		job->max_attempts = pg_strtoint32(SPI_getvalue(t, d, 10));
 		job->must_use_password = strcmp(SPI_getvalue(t, d, 11), "t") == 0;
-		job->key_command = tb_copy_value(t, d, 12);
+		job->key_command = tb_copy_value(t, d, 12, into);
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -118,40 +146,23 @@ tb_job_lease_token(char *out, size_t size)
 	snprintf(out, size, "pg:" INT64_FORMAT ":%s", (int64) timestamptz_to_time_t(PgStartTime), hex);
 }
 
-void
-tenant_backup_job_main(Datum arg)
+/*
+ * Runs a job whose lease is ours and records how it ended. Returns false when the
+ * attempt raised an ERROR: the worker then exits rather than run another job in a
+ * process an error unwound through.
+ */
+static bool
+tb_job_run(tb_job *job, MemoryContext job_context)
 {
-	int64 job_id = DatumGetInt64(arg);
-	MemoryContext job_context;
 	char *error = NULL;
-	tb_job job;
-	char id[32];
-	char claim[BGW_EXTRALEN];
-	const char *args[3] = {id, job.lease_owner, claim};
+	volatile bool clean = true;
 
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(tb_database, NULL, 0);
-	job_context = AllocSetContextCreate(TopMemoryContext, "tenant_backup job", ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(job_context);
-
-	if (!tb_job_load(job_id, &job))
-		proc_exit(0);
 	if (tb_job_timeout_s > 0)
-		job.deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) tb_job_timeout_s * 1000);
-	tb_job_lease_token(job.lease_owner, sizeof(job.lease_owner));
-	snprintf(id, sizeof(id), INT64_FORMAT, job_id);
-	/* Only the attempt we were started for: a late start must not take over a newer one. */
-	strlcpy(claim, MyBgworkerEntry->bgw_extra, sizeof(claim));
-	if (tb_sql("UPDATE tenant_backup.jobs SET lease_owner = $2 WHERE id = $1::bigint AND state = 'running'"
-			   " AND lease_owner = $3 RETURNING id",
-			   3, args) == NULL)
-		proc_exit(0);
-	pgstat_report_appname(psprintf("tenant_backup %s of %s", job.kind, job.tenant));
-
+		job->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) tb_job_timeout_s * 1000);
+	pgstat_report_appname(psprintf("tenant_backup %s of %s", job->kind, job->tenant));
 	PG_TRY();
 	{
-		error = strcmp(job.kind, "backup") == 0 ? tb_pg_backup(&job) : tb_pg_restore(&job);
+		error = strcmp(job->kind, "backup") == 0 ? tb_pg_backup(job) : tb_pg_restore(job);
 	}
 	PG_CATCH();
 	{
@@ -162,12 +173,175 @@ tenant_backup_job_main(Datum arg)
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 		error = edata->detail ? psprintf("%s (%s)", edata->message, edata->detail) : edata->message;
+		clean = false;
 	}
 	PG_END_TRY();
 
 	if (error != NULL)
 		ereport(LOG, (errmsg("tenant_backup: %s of tenant \"%s\" (job " INT64_FORMAT ", attempt %d of %d) failed: %s",
-							 job.kind, job.tenant, job.id, job.attempts, job.max_attempts, error)));
-	tb_job_finish(&job, error);
+							 job->kind, job->tenant, job->id, job->attempts, job->max_attempts, error)));
+	tb_job_finish(job, error);
+	/* The server address the job pinned (pg_tools.c keeps it in TopMemoryContext). */
+	if (job->pinned_host != NULL)
+	{
+		pfree(job->pinned_host);
+		pfree(job->pinned_port);
+		pfree(job->pinned_hostaddr);
+	}
+	return clean;
+}
+
+/*
+ * Claims, under the new lease token lease_owner, the job the launcher would start
+ * next (_job_next: its fairness and its one running job per source hold) if it is a
+ * backup; 0 otherwise. Anything else, a restore or a drill, waits for the launcher,
+ * which starts a fresh worker for it once this one exits.
+ */
+static int64
+tb_job_claim_next(char *lease_owner, size_t size)
+{
+	char lease[16];
+	const char *args[2] = {lease_owner, lease};
+	char *id;
+
+	tb_job_lease_token(lease_owner, size);
+	snprintf(lease, sizeof(lease), "%d", tb_lease_seconds);
+	id = tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(),"
+				" lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"
+				" WHERE id = (SELECT tenant_backup._job_next('postgres')) AND kind = 'backup' RETURNING id",
+				2, args);
+	return id == NULL ? 0 : pg_strtoint64(id);
+}
+
+/* Sets the latches gathered for this transaction if it committed, and forgets them at its end either way. */
+static void
+tb_wake_at_end(XactEvent event, void *arg)
+{
+	(void) arg;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		for (int i = 0; i < tb_wake_count; i++)
+			SetLatch(tb_wake_latches[i]);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+	{
+		tb_wake_count = 0;
+		tb_wake_launcher_looked_up = false;
+	}
+}
+
+/* Gathers the latch of backend pid, if it lives; a pid reused by another backend only costs it a look at its queue. */
+static void
+tb_wake_add(int pid)
+{
+	static bool callback_registered = false;
+	PGPROC *proc;
+
+	if (pid == MyProcPid || (proc = BackendPidGetProc(pid)) == NULL)
+		return;
+	if (!callback_registered)
+	{
+		RegisterXactCallback(tb_wake_at_end, NULL);
+		callback_registered = true;
+	}
+	for (int i = 0; i < tb_wake_count; i++)
+		if (tb_wake_latches[i] == &proc->procLatch)
+			return;
+	if (tb_wake_count < TB_WAKE_MAX)
+		tb_wake_latches[tb_wake_count++] = &proc->procLatch;
+}
+
+/*
+ * Trigger of tenant_backup.jobs (jobs_wake_launcher, jobs_wake_waiter): a queued
+ * PostgreSQL job wakes the launcher at commit, which then starts it without waiting
+ * for its naptime; an ended job wakes the backend waiting on it in wait => true
+ * (jobs.waiter_pid), which then returns without waiting for its next poll.
+ */
+Datum
+tenant_backup_jobs_wake(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigger = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigger->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigger->tg_event))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+						errmsg("tenant_backup._jobs_wake() must be an AFTER ... FOR EACH ROW trigger")));
+	if (TRIGGER_FIRED_BY_INSERT(trigger->tg_event) && !tb_wake_launcher_looked_up)
+	{
+		tb_wake_launcher_looked_up = true;
+		SPI_connect();
+		if (SPI_execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup launcher'", true, 1) ==
+				SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool isnull;
+			Datum pid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				tb_wake_add(DatumGetInt32(pid));
+		}
+		SPI_finish();
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigger->tg_event))
+	{
+		TupleDesc desc = trigger->tg_relation->rd_att;
+		int column = SPI_fnumber(desc, "waiter_pid");
+		bool isnull = true;
+		Datum pid = column > 0 ? heap_getattr(trigger->tg_newtuple, column, desc, &isnull) : (Datum) 0;
+
+		if (!isnull)
+			tb_wake_add(DatumGetInt32(pid));
+	}
+	return PointerGetDatum(NULL);
+}
+
+void
+tenant_backup_job_main(Datum arg)
+{
+	int64 job_id = DatumGetInt64(arg);
+	MemoryContext job_context;
+	TimestampTz worker_started;
+	tb_job job;
+	char id[32];
+	char claim[BGW_EXTRALEN];
+	char lease_owner[sizeof(job.lease_owner)];
+	const char *args[3] = {id, lease_owner, claim};
+	int jobs_run = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tb_database, NULL, 0);
+	/* Everything of one job goes here, and goes with the next: a worker runs many. */
+	job_context = AllocSetContextCreate(TopMemoryContext, "tenant_backup job", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(job_context);
+
+	if (!tb_job_load(job_id, &job, job_context))
+		proc_exit(0);
+	tb_job_lease_token(lease_owner, sizeof(lease_owner));
+	snprintf(id, sizeof(id), INT64_FORMAT, job_id);
+	/* Only the attempt we were started for: a late start must not take over a newer one. */
+	strlcpy(claim, MyBgworkerEntry->bgw_extra, sizeof(claim));
+	if (tb_sql("UPDATE tenant_backup.jobs SET lease_owner = $2 WHERE id = $1::bigint AND state = 'running'"
+			   " AND lease_owner = $3 RETURNING id",
+			   3, args) == NULL)
+		proc_exit(0);
+	worker_started = GetCurrentTimestamp();
+	for (;;)
+	{
+		strlcpy(job.lease_owner, lease_owner, sizeof(job.lease_owner));
+		if (!tb_job_run(&job, job_context) || ++jobs_run >= TB_JOB_WORKER_MAX_JOBS ||
+			TimestampDifferenceExceeds(worker_started, GetCurrentTimestamp(), TB_JOB_WORKER_MAX_MS))
+			break;
+		MemoryContextReset(job_context);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		job_id = tb_job_claim_next(lease_owner, sizeof(lease_owner));
+		if (job_id == 0 || !tb_job_load(job_id, &job, job_context))
+			break;
+	}
 	proc_exit(0);
 }

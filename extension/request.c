@@ -1,9 +1,9 @@
 /*
  * The request worker of wait => true: queues a request's jobs in a transaction of
- * its own, so that they are committed while the caller's transaction still runs,
- * wakes the launcher so that they start at once, and hands any error back through
- * the request's DSM segment; and the caller's check, while it waits, that an agent
- * can take the jobs no launcher worker runs.
+ * its own, so that they are committed while the caller's transaction still runs
+ * (their commit wakes the launcher, and their end the caller: jobs_wake_*), and
+ * hands any error back through the request's DSM segment; and the caller's check,
+ * while it waits, that an agent can take the jobs no launcher worker runs.
  */
 #include "tenant_backup.h"
 
@@ -87,8 +87,9 @@ tenant_backup_request_main(Datum arg)
 	Oid types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
 	Datum values[8];
 	char nulls[8] = "        ";
+	Oid waiter_types[2] = {TEXTOID, INT4OID};
+	Datum waiter_values[2];
 	MemoryContext caller;
-	char *volatile launcher = NULL;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -110,6 +111,8 @@ tenant_backup_request_main(Datum arg)
 	values[5] = CStringGetTextDatum(req->token);
 	values[6] = CStringGetTextDatum(req->actor);
 	values[7] = BoolGetDatum(!req->bare_target);
+	waiter_values[0] = values[5];
+	waiter_values[1] = Int32GetDatum(MyBgworkerEntry->bgw_notify_pid);
 
 	caller = CurrentMemoryContext;
 	PG_TRY();
@@ -120,17 +123,12 @@ tenant_backup_request_main(Datum arg)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7, $8)", 8, types, values, nulls,
 							  false, 0);
-		if (SPI_execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup launcher'", true, 1) ==
-				SPI_OK_SELECT &&
-			SPI_processed == 1)
-			launcher =
-				MemoryContextStrdup(TopMemoryContext, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		/* The caller started us and waits: each job's end wakes it. */
+		SPI_execute_with_args("UPDATE tenant_backup.jobs SET waiter_pid = $2 WHERE request = $1", 2, waiter_types,
+							  waiter_values, NULL, false, 0);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
-		/* SIGUSR1 sets a background worker's latch: the launcher looks at the queue now, not after naptime. */
-		if (launcher != NULL)
-			(void) kill(pg_strtoint32(launcher), SIGUSR1);
 	}
 	PG_CATCH();
 	{

@@ -174,7 +174,8 @@ tenant_backup_require_worker(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-#define TB_WAIT_POLL_MS 50
+/* wait => true: a job's end sets the caller's latch (jobs_wake_waiter); this poll is only the fallback. */
+#define TB_WAIT_POLL_MS 1000
 
 /*
  * A key document this transaction wrote to storage, put back as it was (previous, or

@@ -3450,3 +3450,26 @@ REVOKE ALL ON FUNCTION tenant_backup._storage_list(text, text), tenant_backup._s
 	tenant_backup._certificate_storage(text), tenant_backup._drop_certificate_complete(bigint),
 	tenant_backup._tenants_drop_pending(), tenant_backup._janitor_storage(text), tenant_backup._replica_lock_try(text)
 	FROM PUBLIC;
+-- ---------------------------------------------------------------- job engine: latency
+
+-- A job's commit wakes who acts on it, instead of their next poll: a queued
+-- PostgreSQL job the launcher (not its naptime later), an ended job the backend
+-- waiting on it with wait => true (set by the request worker; the wait polls only as
+-- a fallback). Both at commit (job.c), when the rows are visible to the woken.
+ALTER TABLE tenant_backup.jobs ADD COLUMN waiter_pid int;
+COMMENT ON COLUMN tenant_backup.jobs.waiter_pid IS
+	'The backend waiting on the job with wait => true (its pid), woken when the job ends; NULL when no call waits. A hint only: a pid no backend has any more wakes no one.';
+
+CREATE FUNCTION tenant_backup._jobs_wake() RETURNS trigger LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_jobs_wake';
+COMMENT ON FUNCTION tenant_backup._jobs_wake() IS
+	'Trigger of jobs: at commit, wakes the launcher for a queued PostgreSQL job (jobs_wake_launcher) and the backend in jobs.waiter_pid for a job that ended (jobs_wake_waiter).';
+REVOKE ALL ON FUNCTION tenant_backup._jobs_wake() FROM PUBLIC;
+
+CREATE TRIGGER jobs_wake_launcher AFTER INSERT ON tenant_backup.jobs FOR EACH ROW
+	WHEN (NEW.engine = 'postgres' AND NEW.state = 'queued')
+	EXECUTE FUNCTION tenant_backup._jobs_wake();
+CREATE TRIGGER jobs_wake_waiter AFTER UPDATE OF state ON tenant_backup.jobs FOR EACH ROW
+	WHEN (NEW.waiter_pid IS NOT NULL AND NEW.state IN ('succeeded', 'failed') AND OLD.state IS DISTINCT FROM NEW.state)
+	EXECUTE FUNCTION tenant_backup._jobs_wake();
+
