@@ -55,6 +55,8 @@ void agent_log_job(const agent_job *job);
  * 1 (logged) if it cannot.
  */
 int agent_setup(agent *a);
+/* Undoes agent_setup (what of it was done) and frees a->config. */
+void agent_teardown(agent *a);
 /* Frees what a job owns (its strings, its tenant key) and zeroes it. */
 void agent_job_free(agent_job *job);
 

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,8 @@ agent_direct_main(const agent_engine *engine, int argc, char **argv)
 	int opt, rc = 1;
 
 	agent_log_setup(engine->program, engine->engine, false);
+	/* A hangup reaches tenant-backup too, which stops us with SIGTERM: we clean up then. */
+	signal(SIGHUP, SIG_IGN);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1)
 	{
@@ -228,11 +231,6 @@ agent_direct_main(const agent_engine *engine, int argc, char **argv)
 		agent_log_job(NULL);
 	}
 	agent_job_free(&job);
-	if (a.storage)
-		storage_close(a.storage);
-	if (a.signal_fd >= 0)
-		close(a.signal_fd);
-	keys_master_wipe(&a.master);
-	agent_config_free(&config);
+	agent_teardown(&a);
 	return rc;
 }

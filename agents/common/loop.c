@@ -336,6 +336,17 @@ agent_setup(agent *a)
 	return 0;
 }
 
+void
+agent_teardown(agent *a)
+{
+	if (a->storage)
+		storage_close(a->storage);
+	if (a->signal_fd >= 0)
+		close(a->signal_fd);
+	keys_master_wipe(&a->master);
+	agent_config_free(a->config);
+}
+
 int
 agent_main(const agent_engine *engine, int argc, char **argv)
 {
@@ -388,11 +399,6 @@ agent_main(const agent_engine *engine, int argc, char **argv)
 	if (a.storage)
 		agent_log("stopped");
 	control_disconnect(&a);
-	if (a.storage)
-		storage_close(a.storage);
-	if (a.signal_fd >= 0)
-		close(a.signal_fd);
-	keys_master_wipe(&a.master);
-	agent_config_free(&config);
+	agent_teardown(&a);
 	return rc;
 }
