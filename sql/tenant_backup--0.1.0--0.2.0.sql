@@ -3473,3 +3473,24 @@ CREATE TRIGGER jobs_wake_waiter AFTER UPDATE OF state ON tenant_backup.jobs FOR 
 	WHEN (NEW.waiter_pid IS NOT NULL AND NEW.state IN ('succeeded', 'failed') AND OLD.state IS DISTINCT FROM NEW.state)
 	EXECUTE FUNCTION tenant_backup._jobs_wake();
 
+-- ---------------------------------------------------------------- replication: reads
+
+-- Where an agent reads a restore's backup when the primary copy is missing or fails
+-- authentication: the replica of the job's tenant, for the job its lease holds only.
+CREATE FUNCTION tenant_backup.agent_job_replica(job_id bigint, lease text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j tenant_backup.jobs := tenant_backup._agent_held_job(job_id, lease);
+BEGIN
+	IF j.kind <> 'restore' THEN
+		RETURN NULL;
+	END IF;
+	RETURN tenant_backup._replica_url(j.tenant);
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_job_replica(bigint, text) IS
+	'For the restore job its lease holds: the replica storage URL of the job''s tenant (tenant_set_replica, else tenant_backup.replica_storage), where the agent reads the backup when the primary copy is missing or fails authentication; NULL when the tenant has none, and for backups and drills.';
+REVOKE ALL ON FUNCTION tenant_backup.agent_job_replica(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.agent_job_replica(bigint, text) TO tenant_backup_agent;

@@ -84,6 +84,15 @@ int control_claim(agent *a, agent_job *job, tb_error *err);
 int control_identity(agent *a, agent_job *job, const char *identity, bool target, const char *key_prefix,
 					 tb_error *err);
 /* 1 while the lease holds, 0 once lost. */
+/* The replica URL of the tenant of the restore job holds (malloc'd; NULL: none): 0, or -1 with err. */
+int control_job_replica(agent *a, const agent_job *job, char **url, tb_error *err);
+/*
+ * After job's restore failed with err: when the primary copy was at fault (missing,
+ * failing authentication, unreadable) and the tenant has a replica, the same restore
+ * from the replica (replica.c). 0 with *result the report saying so (malloc'd), or -1
+ * with err: the primary's failure, or both copies'.
+ */
+int agent_restore_from_replica(agent *a, agent_job *job, tb_error *err, char **result);
 int control_renew(agent *a, agent_job *job, tb_error *err);
 int control_report(agent *a, agent_job *job, const char *error, const char *result_json, tb_error *err);
 int control_release(agent *a, agent_job *job, tb_error *err);

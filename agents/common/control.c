@@ -269,6 +269,23 @@ control_claim(agent *a, agent_job *job, tb_error *err)
 }
 
 int
+control_job_replica(agent *a, const agent_job *job, char **url, tb_error *err)
+{
+	char id[24];
+	const char *params[2] = {id, job->lease};
+	PGresult *res;
+
+	snprintf(id, sizeof(id), "%lld", (long long) job->id);
+	res = control_call(a, "the replica of a restore", "SELECT tenant_backup.agent_job_replica($1, $2)", 2, params,
+					   err);
+	if (res == NULL)
+		return -1;
+	*url = field(res, 0);
+	PQclear(res);
+	return 0;
+}
+
+int
 control_renew(agent *a, agent_job *job, tb_error *err)
 {
 	char id[24], bytes[24], lease[16];

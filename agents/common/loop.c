@@ -202,6 +202,8 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 	{
 		a->renew_at = agent_now() + a->config->lease_seconds / 4.0;
 		rc = is_backup ? agent_backup(a, job, &m, &err) : a->engine->restore(job, &err);
+		if (rc != 0 && !is_backup)
+			rc = agent_restore_from_replica(a, job, &err, &result);
 	}
 	if (rc != 0 && job->stop == AGENT_STOP_LEASE_LOST)
 	{
