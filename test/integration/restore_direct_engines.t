@@ -97,6 +97,24 @@ for into in "--defaults-file=/etc/passwd" "-Dmysql" "mysql://tbagent@127.0.0.1:$
 done
 is "$(my_schemas)" "$schemas" "none of these created a database"
 
+# A stop while it loads (SIGTERM to tenant-backup, which passes it on to the agent): the
+# database it created is dropped again. The client waits before loading, so that the stop
+# comes while the database exists.
+printf '#!/bin/bash\nsleep 3\nexec mariadb "$@"\n' >"$D/slow-client"
+chmod 755 "$D/slow-client"
+TENANT_BACKUP_MYSQL_CLIENT_COMMAND="$D/slow-client" "$TB" restore-direct --tenant acme --engine mysql \
+	--into "mysql://tbagent@127.0.0.1:$MY_PORT/acme_stopped" --password-file "$D/my.pw" >"$D/out" 2>&1 &
+direct_pid=$!
+is "$(wait_for 100 0.05 acme_stopped my_q "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'acme_stopped'")" \
+	acme_stopped "the interrupted restore-direct has created its database"
+kill -TERM "$direct_pid"
+wait "$direct_pid"
+ok $(($? == 0)) "SIGTERM stops restore-direct with a failure"
+like "$(cat "$D/out")" "interrupted by signal 15|asked to stop" "it says it was stopped"
+is "$(my_q "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'acme_stopped'")" 0 \
+	"and the database it created is gone"
+is "$(my_schemas)" "$schemas" "no other database was left behind"
+
 object_get "$my_obj" "$D/pristine"
 cp "$D/pristine" "$D/tampered"
 flip_byte "$D/tampered" $(($(stat -c %s "$D/tampered") / 2))
