@@ -2758,6 +2758,8 @@ COMMENT ON FUNCTION tenant_backup._replica_failed(text, bigint, text) IS
 -- archived WAL when no backup's copy failed).
 ALTER VIEW tenant_backup.status RENAME TO _status_before_replication;
 REVOKE ALL ON tenant_backup._status_before_replication FROM tenant_backup_operator;
+COMMENT ON VIEW tenant_backup._status_before_replication IS
+	'Internal: tenant_backup.status without its replication columns; read tenant_backup.status.';
 CREATE VIEW tenant_backup.status WITH (security_barrier) AS
 SELECT s.*,
 	   now() - r.oldest_waiting AS replication_lag,
@@ -2807,6 +2809,31 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenant_backup._metrics_replication() IS
 	'The replication part of the Prometheus exposition: per tenant and engine with a replica, tenant_backup_replication_lag_seconds, _pending_backups and _failing; NULL when no tenant has a replica.';
+
+-- tenant_backups() as before, and each backup's replication (only SQL callers depend on it, by column name).
+DROP FUNCTION tenant_backup.tenant_backups(text);
+CREATE FUNCTION tenant_backup.tenant_backups(tenant text)
+RETURNS TABLE (id bigint, engine text, status text, started timestamptz, finished timestamptz, bytes_in bigint,
+			   bytes_stored bigint, sha256 text, object_key text, key_id text, error text, source_id bigint,
+			   database text, replica_state text, replicated_at timestamptz, replica_error text, replica_url text)
+LANGUAGE plpgsql SECURITY DEFINER STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM tenant_backup._tenant_check(tenant);
+	RETURN QUERY
+		SELECT b.id, b.engine, b.status, b.started, b.finished, b.bytes_in, b.bytes_stored, b.sha256,
+			   b.object_key, b.key_id, b.error, b.source_id, s.locator, b.replica_state, b.replicated_at,
+			   b.replica_error, b.replica_url
+		FROM tenant_backup.backups b LEFT JOIN tenant_backup.sources s ON s.id = b.source_id
+		WHERE b.tenant = tenant_backups.tenant
+		ORDER BY b.started DESC, b.id DESC;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.tenant_backups(text) IS
+	'The tenant''s backups, newest first, each with the database it is of (source_id and its locator; NULL once that database was removed) and its replication: replica_state (NULL: no replica applies; pending, replicated, failed), replicated_at, replica_error, replica_url (where the copy is).';
+REVOKE ALL ON FUNCTION tenant_backup.tenant_backups(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.tenant_backups(text) TO tenant_backup_operator;
 
 REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_backup._replica_url(text),
 	tenant_backup.tenant_set_replica(text, text), tenant_backup._backup_replica_pending(),

@@ -85,6 +85,18 @@ is "$(psql_q "SELECT replica_attempts || ' ' || (replica_next_attempt - now() BE
 	"1 true" "one attempt, the next a minute later"
 is "$(psql_q "SELECT replication_lag > interval '0' AND replication_pending = 1 AND replication_error LIKE '%t1%' FROM tenant_backup.status WHERE tenant = 't1'")" t \
 	"status shows t1's replication lag, what waits and the error"
+metrics=$(psql_q "SELECT tenant_backup._metrics_replication()")
+like "$metrics" '^tenant_backup_replication_failing\{tenant="t1",engine="postgres"\} 1$' "the metrics say t1's replication fails"
+like "$metrics" '^tenant_backup_replication_lag_seconds\{tenant="t1",engine="postgres"\} [0-9.e+]+$' \
+	"and give its lag in seconds"
+like "$metrics" '^tenant_backup_replication_failing\{tenant="t2",engine="postgres"\} 0$' "t2's does not fail"
+if command -v promtool >/dev/null; then
+	out=$(printf '%s\n' "$metrics" | promtool check metrics 2>&1)
+	ok $? "promtool check metrics accepts the replication metrics"
+	[ -z "$out" ] || diag "$out"
+fi
+is "$(psql_q "SELECT replica_state FROM tenant_backup.tenant_backups('t1') LIMIT 1")" failed \
+	"tenant_backups() shows the failed copy"
 is "$(backup t2)" 1 "another tenant's backup completes meanwhile"
 
 sh "$S3SERVER" start "$D/b/s3" "$PORT_B" >/dev/null || { echo "Bail out! the second S3 server did not restart"; exit 1; }

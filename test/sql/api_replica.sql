@@ -4,7 +4,7 @@
 -- trigger that makes a completed backup pending. pgtap.t's server has file storage and
 -- no tenant_backup.replica_storage. Everything is rolled back.
 BEGIN;
-SELECT plan(34);
+SELECT plan(35);
 
 CREATE ROLE tbt_replica_ops;
 GRANT tenant_backup_operator TO tbt_replica_ops;
@@ -95,6 +95,8 @@ SELECT is((SELECT replica_state FROM tenant_backup.backups WHERE tenant = 'rep-a
 	'a backup of a tenant with a replica is pending once complete');
 SELECT is((SELECT replica_state FROM tenant_backup.backups WHERE tenant = 'rep-b'), NULL,
 	'a backup of a tenant without one (''none'') is not');
+SELECT is((SELECT replica_state || ' ' || coalesce(replica_url, '-') FROM tenant_backup.tenant_backups('rep-a')),
+	'pending -', 'tenant_backups() shows the replica state');
 SELECT is(tenant_backup.tenant_set_replica('rep-a', 'none'), NULL, 'rep-a opts out');
 SELECT is((SELECT replica_state FROM tenant_backup.backups WHERE tenant = 'rep-a'), NULL,
 	'its backup not yet replicated is no longer pending');
