@@ -63,12 +63,14 @@ int keys_tenant_unwrap(const master_key *master, const char *json, const char *t
  * Bring your own key: the tenant key wrapped by the tenant's own command instead of
  * the master key, so that reading the tenant's backups needs that command.
  *
- * The command contract: run by /bin/sh -c with TENANT_BACKUP_KEY_OP (wrap or unwrap),
- * TENANT_BACKUP_TENANT and TENANT_BACKUP_KEY_ID in its environment. wrap: stdin is the
- * tenant key as 64 hex digits and a newline; stdout is the wrapped key, printable
- * ASCII on one line, at most KEYS_COMMAND_OUTPUT_MAX bytes. unwrap: stdin is what wrap
- * printed; stdout is the 64 hex digits. Exit 0 on success; anything else fails, and
- * the first line of stderr (never stdout) goes into the error. At most 60 s.
+ * The command contract: a command line split into words by subprocess_words() (quotes
+ * as in /bin/sh, no shell, nothing expanded) and run by the subprocess runner with
+ * TENANT_BACKUP_KEY_OP (wrap or unwrap), TENANT_BACKUP_TENANT and TENANT_BACKUP_KEY_ID
+ * in its environment. wrap: stdin is the tenant key as 64 hex digits and a newline;
+ * stdout is the wrapped key, printable ASCII on one line, at most
+ * KEYS_COMMAND_OUTPUT_MAX bytes. unwrap: stdin is what wrap printed; stdout is the 64
+ * hex digits. Exit 0 on success; anything else fails, and the first line of stderr
+ * (never stdout) goes into the error. At most 60 s, then its process group is killed.
  */
 #define KEYS_COMMAND_OUTPUT_MAX 16384
 

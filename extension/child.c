@@ -1,13 +1,13 @@
 /*
- * Tools run as child processes of a job worker, waited on through the latch (see
- * child.h). Not popen(): a blocked fread or pclose would stop the worker from
- * renewing its lease, and the launcher would give a live job to another attempt.
+ * Tools run as child processes of a job worker by core's subprocess runner, waited on
+ * through the latch (see child.h). Not popen(): a blocked fread or pclose would stop
+ * the worker from renewing its lease, and the launcher would give a live job to
+ * another attempt.
  */
 #include "tenant_backup.h"
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -21,40 +21,29 @@
 #define TB_CHILD_WAIT_MS 1000
 
 bool
-tb_child_start(tb_child *child, const char *command, bool reading)
+tb_child_start(tb_child *child, const char *const *argv, const char *messages, bool reading)
 {
-	int fds[2];
+	subprocess_options opts = {.argv = argv,
+							   .in = reading ? SUBPROCESS_DEVNULL : SUBPROCESS_PIPE,
+							   .out = reading ? SUBPROCESS_PIPE : SUBPROCESS_INHERIT,
+							   .err = messages ? SUBPROCESS_FD : SUBPROCESS_INHERIT,
+							   .err_fd = -1};
+	tb_error err = {0};
+	int saved_errno;
+	bool started;
 
 	memset(child, 0, sizeof(*child));
 	child->fd = -1;
-	if (pipe(fds) != 0)
+	if (messages != NULL && (opts.err_fd = open(messages, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
 		return false;
-	fflush(NULL);
-	child->pid = fork();
-	if (child->pid < 0)
-	{
-		close(fds[0]);
-		close(fds[1]);
+	started = subprocess_start(&child->sp, &opts, &err) == 0;
+	saved_errno = errno;
+	if (opts.err_fd >= 0)
+		close(opts.err_fd);
+	errno = saved_errno;
+	if (!started)
 		return false;
-	}
-	if (child->pid == 0)
-	{
-		sigset_t none;
-
-		/* The tool gets default signal handling, not the backend's. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		for (int sig = 1; sig < NSIG; sig++)
-			signal(sig, SIG_DFL);
-		dup2(reading ? fds[1] : fds[0], reading ? STDOUT_FILENO : STDIN_FILENO);
-		close(fds[0]);
-		close(fds[1]);
-		execl("/bin/sh", "sh", "-c", command, (char *) NULL);
-		_exit(127);
-	}
-	child->fd = reading ? fds[0] : fds[1];
-	close(reading ? fds[1] : fds[0]);
-	fcntl(child->fd, F_SETFL, fcntl(child->fd, F_GETFL) | O_NONBLOCK);
+	child->fd = reading ? child->sp.out_fd : child->sp.in_fd;
 	child->events = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(child->events, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(child->events, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
@@ -139,25 +128,30 @@ tb_child_close(tb_child *child)
 	child->events = NULL;
 	if (child->fd >= 0)
 		close(child->fd);
+	if (child->fd == child->sp.in_fd)
+		child->sp.in_fd = -1;
+	else if (child->fd == child->sp.out_fd)
+		child->sp.out_fd = -1;
 	child->fd = -1;
 }
 
 int
 tb_child_finish(tb_child *child, tb_job *job)
 {
-	int status;
-
 	tb_child_close(child);
 	for (;;)
 	{
-		pid_t rc = waitpid(child->pid, &status, WNOHANG);
+		int rc = subprocess_reap(&child->sp, false);
 
-		if (rc == child->pid)
-			return status;
+		if (rc > 0)
+			return child->sp.status;
 		if (rc < 0 && errno != EINTR)
 			return -1;
-		/* No fd to wait on any more: the latch and the timeout pace the loop. */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100, PG_WAIT_EXTENSION);
+		/* Woken when it exits where the kernel gives a pidfd; otherwise the timeout paces the loop. */
+		(void) WaitLatchOrSocket(MyLatch,
+								 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
+									 (child->sp.exit_fd >= 0 ? WL_SOCKET_READABLE : 0),
+								 child->sp.exit_fd, child->sp.exit_fd >= 0 ? TB_CHILD_WAIT_MS : 100, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		/* A job that must stop (lease lost, time up) ends its tool instead of waiting for it. */
@@ -165,7 +159,7 @@ tb_child_finish(tb_child *child, tb_job *job)
 		{
 			tb_child_check_job(child, job);
 			if (child->stopped != NULL)
-				kill(child->pid, SIGTERM);
+				subprocess_signal(&child->sp, SIGTERM);
 		}
 	}
 }
@@ -173,14 +167,6 @@ tb_child_finish(tb_child *child, tb_job *job)
 void
 tb_child_kill(tb_child *child)
 {
-	int status;
-
 	tb_child_close(child);
-	if (child->pid > 0)
-	{
-		kill(child->pid, SIGTERM);
-		while (waitpid(child->pid, &status, 0) < 0 && errno == EINTR)
-			;
-	}
-	child->pid = 0;
+	subprocess_end(&child->sp, SIGTERM);
 }

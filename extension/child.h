@@ -10,19 +10,24 @@
 #include "postgres.h"
 
 #include "job.h"
+#include "subprocess.h"
 
 struct WaitEventSet;
 
 typedef struct tb_child
 {
-	pid_t pid;
+	subprocess sp;
 	int fd;                      /* our end of the pipe: the tool's stdout (reading) or stdin (writing) */
 	struct WaitEventSet *events; /* latch, postmaster death and fd: built once, waited on often */
 	char *stopped;               /* why we stopped waiting for the tool (lease lost, job timeout); NULL: we did not */
 } tb_child;
 
-/* Starts command with /bin/sh; false (errno set) if it could not be started. */
-bool tb_child_start(tb_child *child, const char *command, bool reading);
+/*
+ * Starts argv (argv[0]: a path, or a name looked up in PATH; no shell) with a pipe to
+ * its stdout (reading) or its stdin, and its stderr into the file messages (created
+ * 0600) or, when NULL, the server's. false (errno set) if it could not be started.
+ */
+bool tb_child_start(tb_child *child, const char *const *argv, const char *messages, bool reading);
 
 /* Bytes read, 0 at the end, -1 on error, a lost lease or the job's time limit (child->stopped). */
 ssize_t tb_child_read(tb_child *child, tb_job *job, void *buf, size_t len);

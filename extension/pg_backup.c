@@ -175,7 +175,8 @@ tb_pg_backup(tb_job *job)
 	storage *st;
 	repo_put *put;
 	manifest m;
-	char *backup_id, *conninfo, *command = NULL, *failure = NULL, *range;
+	char *backup_id, *conninfo, *failure = NULL, *range;
+	char **command = NULL;
 	char *volatile messages = NULL;
 	bool base = tb_tenant_dedicated(job->tenant);
 	const char *tool = base ? "pg_basebackup" : "pg_dump";
@@ -213,7 +214,6 @@ tb_pg_backup(tb_job *job)
 	 * stays open while the tool works, its exported snapshot binding pg_dump to this
 	 * very server (what we checked is what the tool reaches).
 	 */
-	tb_job_phase(job, "connect");
 	tb_passfile_create(job);
 	work = tb_tenant_connect(job, tb_source_conninfo(job, NULL), &failure);
 	if (failure != NULL)
@@ -246,12 +246,11 @@ tb_pg_backup(tb_job *job)
 	{
 		/* The WAL the backup needs goes into its tar too (self-contained); -v says its range, kept aside in a file. */
 		messages = psprintf("%s/pg_stat_tmp/tenant_backup_base_%s.log", DataDir, job_id);
-		command = psprintf("%s 2>%s",
-						   tb_tool_command("pg_basebackup",
-										   "--format=tar --pgdata=- --wal-method=fetch --checkpoint=fast "
-										   "--no-manifest --verbose --no-password",
-										   conninfo),
-						   tb_shell_quote(messages));
+		command =
+			tb_tool_argv("pg_basebackup",
+						 (const char *const[]){"--format=tar", "--pgdata=-", "--wal-method=fetch", "--checkpoint=fast",
+											   "--no-manifest", "--verbose", "--no-password", NULL},
+						 conninfo);
 	}
 	tar_count_init(&files);
 	tb_archive_init(&archive, false);
@@ -260,18 +259,14 @@ tb_pg_backup(tb_job *job)
 		/* Uncompressed, so that the rows are counted from the stream as it passes (core compresses). */
 		messages = tb_tool_messages_file(job, "pg_dump");
 		/* Our snapshot exists only on the server we checked: pg_dump fails anywhere else. */
-		command = psprintf(
-			"%s 2>%s",
-			tb_tool_command(
-				"pg_dump",
-				psprintf("--format=custom --compress=0 --no-password --snapshot=%s%s", tb_shell_quote(snapshot),
-						 tb_lock_timeout_ms > 0 ? psprintf(" --lock-wait-timeout=%d", tb_lock_timeout_ms) : ""),
-				conninfo),
-			tb_shell_quote(messages));
+		command = tb_tool_argv(
+			"pg_dump",
+			(const char *const[]){
+				"--format=custom", "--compress=0", "--no-password", psprintf("--snapshot=%s", snapshot),
+				tb_lock_timeout_ms > 0 ? psprintf("--lock-wait-timeout=%d", tb_lock_timeout_ms) : NULL, NULL},
+			conninfo);
 	}
-	/* The tool's output is sealed and stored as it comes: dumping is uploading. */
-	tb_job_phase(job, "dump");
-	if (failure == NULL && !tb_child_start(&dump, command, true))
+	if (failure == NULL && !tb_child_start(&dump, (const char *const *) command, messages, true))
 		failure = psprintf("could not run %s: %m", tool);
 	else if (failure == NULL)
 	{
@@ -321,7 +316,6 @@ tb_pg_backup(tb_job *job)
 		storage_close(st);
 		return failure;
 	}
-	tb_job_phase(job, "commit");
 	if (tb_put_commit(put, &m, &err) != 0)
 	{
 		storage_close(st);

@@ -96,8 +96,8 @@ char *tb_cluster_shared_refusal(const tb_job *job, PGconn *conn);
 char *tb_source_snapshot_export(const tb_job *job, PGconn *conn, char **snapshot);
 
 /* pg_tools.c */
-char *tb_shell_quote(const char *value);
-char *tb_tool_command(const char *tool, const char *options, const char *conninfo);
+/* The argv of a PostgreSQL tool of this server's: tool, options (NULL-terminated), --dbname=conninfo. */
+char **tb_tool_argv(const char *tool, const char *const *options, const char *conninfo);
 char *tb_tool_end(tb_child *child, tb_job *job, const char *tool, char *failure);
 /* Where a tool run by job writes its messages (stderr): a file among the server's temporary ones. */
 char *tb_tool_messages_file(const tb_job *job, const char *tool);
@@ -132,8 +132,11 @@ PGconn *tb_tenant_connect(tb_job *job, const char *conninfo, char **failure);
 char *tb_pg_restore_from(tb_job *job, repo_reader *reader, tb_child *restore, const char *tool);
 char *tb_pg_check_header(const tb_job *job, repo_reader *reader, const char *backup_id);
 char *tb_pg_check_stored_hash(repo_reader *reader, const char *backup_id);
-/* Runs pg_restore with options on conninfo, fed from reader; NULL, or why it failed (its first error line). */
-char *tb_pg_run_restore(tb_job *job, repo_reader *reader, const char *options, const char *conninfo);
+/*
+ * Runs pg_restore with options (NULL-terminated) on conninfo, fed from reader; NULL, or
+ * why it failed (its first error line).
+ */
+char *tb_pg_run_restore(tb_job *job, repo_reader *reader, const char *const *options, const char *conninfo);
 
 /* pg_restore_role.c */
 /*

@@ -408,7 +408,8 @@ tb_pg_load_as_tenant(tb_job *job, repo_reader *reader, const tb_archive *toc, PG
 		{
 			failure = tb_pg_run_restore(
 				job, reader,
-				psprintf("--no-owner --no-acl --exit-on-error --no-password --use-list=%s", tb_shell_quote(list)),
+				(const char *const[]){"--no-owner", "--no-acl", "--exit-on-error", "--no-password",
+									  psprintf("--use-list=%s", list), NULL},
 				tb_restore_role_conninfo(job, fresh_conninfo, role));
 		}
 		PG_CATCH();

@@ -23,30 +23,22 @@
 /* How often a connection that waits for its server renews the job's lease. */
 #define TB_CONNECT_WAIT_MS 1000
 
-/* 'value' quoted for /bin/sh. */
-char *
-tb_shell_quote(const char *value)
+char **
+tb_tool_argv(const char *tool, const char *const *options, const char *conninfo)
 {
-	StringInfoData buf;
+	int n = 0;
+	char **argv;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '\'');
-	for (const char *c = value; *c; c++)
-	{
-		if (*c == '\'')
-			appendStringInfoString(&buf, "'\\''");
-		else
-			appendStringInfoChar(&buf, *c);
-	}
-	appendStringInfoChar(&buf, '\'');
-	return buf.data;
-}
-
-char *
-tb_tool_command(const char *tool, const char *options, const char *conninfo)
-{
-	return psprintf("exec %s %s --dbname=%s", tb_shell_quote(psprintf("%s/%s", tb_pg_bin_dir(), tool)), options,
-					tb_shell_quote(conninfo));
+	while (options[n] != NULL)
+		n++;
+	argv = palloc((n + 3) * sizeof(char *));
+	argv[0] = psprintf("%s/%s", tb_pg_bin_dir(), tool);
+	for (int i = 0; i < n; i++)
+		argv[i + 1] = pstrdup(options[i]);
+	/* One word, so that the connection string cannot become an option of its own. */
+	argv[n + 1] = psprintf("--dbname=%s", conninfo);
+	argv[n + 2] = NULL;
+	return argv;
 }
 
 static char *

@@ -2444,7 +2444,7 @@ BEGIN
 	PERFORM tenant_backup._require_program_rights('set a tenant''s key command');
 	IF command IS NOT NULL AND (btrim(command) = '' OR command ~ '[\n\r]' OR octet_length(command) > 1024) THEN
 		RAISE EXCEPTION 'invalid key command for tenant "%"', tenant USING ERRCODE = 'invalid_parameter_value',
-			HINT = 'One line of at most 1024 bytes, run by /bin/sh -c; NULL goes back to the master key.';
+			HINT = 'One line of at most 1024 bytes: a program and its arguments, quoted as for /bin/sh but never run by a shell; NULL goes back to the master key.';
 	END IF;
 	IF command IS NOT NULL AND tenant = current_setting('tenant_backup.archive_tenant', true)
 	   AND coalesce(current_setting('tenant_backup.archive_key_command', true), '') = '' THEN
@@ -3521,29 +3521,3 @@ COMMENT ON FUNCTION tenant_backup.agent_job_replica(bigint, text) IS
 	'For the restore job its lease holds: the replica storage URL of the job''s tenant (tenant_set_replica, else tenant_backup.replica_storage), where the agent reads the backup when the primary copy is missing or fails authentication; NULL when the tenant has none, and for backups and drills.';
 REVOKE ALL ON FUNCTION tenant_backup.agent_job_replica(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.agent_job_replica(bigint, text) TO tenant_backup_agent;
--- ---------------------------------------------------------------- operators: phase
-
--- The phases a job reports as it goes, in order (docs/operate.md): a backup connect,
--- dump (the tool's output is compressed, sealed and stored as it comes: there is no
--- separate upload), commit; a restore authenticate, connect, load, index, swap; a
--- drill authenticate, connect, load, index, compare, cleanup. A finished job keeps
--- the last phase its newest attempt reached, so a failure shows where it happened.
-ALTER TABLE tenant_backup.jobs ADD CONSTRAINT jobs_phase_known
-	CHECK (phase IN ('connect', 'dump', 'commit', 'authenticate', 'load', 'index', 'swap', 'compare', 'cleanup'));
-COMMENT ON COLUMN tenant_backup.jobs.phase IS
-	'What the job is doing, as its worker or agent reports it: backup connect, dump (streamed into storage), commit; restore authenticate, connect, load, index (pg_restore''s post-data), swap; drill the same with compare and cleanup instead of swap. A finished job keeps the last phase its newest attempt reached; NULL before the first report.';
-
-CREATE FUNCTION tenant_backup.agent_phase(job_id bigint, lease text, phase text)
-RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	UPDATE tenant_backup.jobs j SET phase = agent_phase.phase
-	WHERE j.id = agent_phase.job_id AND j.lease_owner = agent_phase.lease AND j.state = 'running';
-	RETURN FOUND;
-END
-$$;
-COMMENT ON FUNCTION tenant_backup.agent_phase(bigint, text, text) IS
-	'An agent reports the phase of the job its lease holds (one of jobs.phase''s names; another is refused, 23514). False, and nothing recorded, when the lease does not hold the job: an agent sets the phase of no other job.';
-REVOKE ALL ON FUNCTION tenant_backup.agent_phase(bigint, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenant_backup.agent_phase(bigint, text, text) TO tenant_backup_agent;

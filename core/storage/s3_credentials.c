@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 
 #include "s3_xml.h"
+#include "subprocess.h"
 
 #define S3_CREDENTIALS_REFRESH_AHEAD 300 /* seconds before expiry */
 #define S3_CREDENTIALS_ANSWER_MAX (64 * 1024)
@@ -153,89 +154,6 @@ s3_credentials_parse_time(const char *text, time_t *out)
 
 /* ---- credential_process ---- */
 
-char **
-s3_credentials_split_command(const char *command)
-{
-	size_t cap = strlen(command) / 2 + 2;
-	char **argv = calloc(cap, sizeof(char *));
-	char *word = malloc(strlen(command) + 1);
-	size_t argc = 0;
-	const char *p = command;
-
-	if (argv == NULL || word == NULL)
-		goto fail;
-	for (;;)
-	{
-		size_t len = 0;
-		bool in_word = false;
-
-		while (*p == ' ' || *p == '\t' || *p == '\n')
-			p++;
-		while (*p && !(*p == ' ' || *p == '\t' || *p == '\n'))
-		{
-			in_word = true;
-			if (*p == '\'')
-			{
-				const char *close = strchr(p + 1, '\'');
-
-				if (close == NULL)
-					goto fail;
-				memcpy(word + len, p + 1, (size_t) (close - p - 1));
-				len += (size_t) (close - p - 1);
-				p = close + 1;
-			}
-			else if (*p == '"')
-			{
-				for (p++; *p && *p != '"'; p++)
-				{
-					/* inside double quotes a backslash escapes only these */
-					if (*p == '\\' && p[1] && strchr("\\\"$`\n", p[1]) != NULL)
-						p++;
-					word[len++] = *p;
-				}
-				if (*p != '"')
-					goto fail;
-				p++;
-			}
-			else if (*p == '\\')
-			{
-				if (p[1] == '\0')
-					goto fail;
-				word[len++] = p[1];
-				p += 2;
-			}
-			else
-				word[len++] = *p++;
-		}
-		if (!in_word)
-			break;
-		if ((argv[argc++] = strndup(word, len)) == NULL)
-			goto fail;
-	}
-	free(word);
-	if (argc == 0)
-	{
-		free(argv);
-		return NULL;
-	}
-	return argv;
-
-fail:
-	free(word);
-	s3_credentials_argv_free(argv);
-	return NULL;
-}
-
-void
-s3_credentials_argv_free(char **argv)
-{
-	if (argv == NULL)
-		return;
-	for (char **a = argv; *a; a++)
-		free(*a);
-	free(argv);
-}
-
 /* The string member name of doc, or NULL if absent or not a string. */
 static const char *
 s3_credentials_json_string(json_t *doc, const char *name)
@@ -274,96 +192,41 @@ s3_credentials_parse_process_output(const char *json, size_t len, s3_credentials
 	return rc;
 }
 
-static void
-s3_credentials_process_child(char **argv, int out_fd)
-{
-	int null_fd = open("/dev/null", O_RDONLY);
-
-	if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0)
-		_exit(127);
-	for (int fd = 3; fd < 1024; fd++)
-		close(fd);
-	signal(SIGPIPE, SIG_DFL);
-	execvp(argv[0], argv);
-	_exit(127);
-}
-
 /*
- * Runs argv (stdin /dev/null, stderr inherited) and collects at most max bytes of
- * its stdout within the timeout. 0 with *out malloc'd, or -1 with err set.
+ * Runs argv (stdin /dev/null, stderr inherited) and collects at most
+ * S3_CREDENTIALS_ANSWER_MAX bytes of its stdout within the timeout. 0 with *out
+ * malloc'd, or -1 with err set.
  */
 static int
 s3_credentials_process_run(char **argv, const char *what, char **out, size_t *out_len, tb_error *err)
 {
-	int pipe_fd[2];
-	char *buf = malloc(S3_CREDENTIALS_ANSWER_MAX);
+	subprocess_options opts = {.argv = (const char *const *) argv, .in = SUBPROCESS_DEVNULL, .out = SUBPROCESS_PIPE};
+	char *buf = malloc(S3_CREDENTIALS_ANSWER_MAX + 1);
 	size_t len = 0;
 	bool too_long = false;
-	bool timed_out = false;
-	struct timespec start;
-	int status = 0;
-	pid_t pid;
+	subprocess sp;
+	int ran, status;
 
 	if (buf == NULL)
 		return tb_error_set(err, TB_ERR_NOMEM, "out of memory running %s", what);
-	if (pipe2(pipe_fd, O_CLOEXEC) != 0)
+	if (subprocess_start(&sp, &opts, err) != 0)
 	{
 		free(buf);
-		return tb_error_set(err, TB_ERR_IO, "unable to run %s: %s", what, strerror(errno));
+		return tb_error_prefix(err, "unable to run %s: ", what);
 	}
-	if ((pid = fork()) < 0)
+	ran = subprocess_communicate(&sp, NULL, 0, buf, S3_CREDENTIALS_ANSWER_MAX + 1, &len, &too_long,
+								 S3_CREDENTIALS_PROCESS_TIMEOUT_MS);
+	subprocess_end(&sp, SIGKILL);
+	status = sp.status;
+	if (ran != 0 || too_long || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 	{
-		close(pipe_fd[0]);
-		close(pipe_fd[1]);
+		OPENSSL_cleanse(buf, S3_CREDENTIALS_ANSWER_MAX + 1);
 		free(buf);
-		return tb_error_set(err, TB_ERR_IO, "unable to run %s: %s", what, strerror(errno));
-	}
-	if (pid == 0)
-		s3_credentials_process_child(argv, pipe_fd[1]);
-	close(pipe_fd[1]);
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (;;)
-	{
-		struct pollfd pfd = {.fd = pipe_fd[0], .events = POLLIN};
-		struct timespec now;
-		long elapsed_ms;
-		ssize_t n;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		elapsed_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (elapsed_ms >= S3_CREDENTIALS_PROCESS_TIMEOUT_MS)
-		{
-			timed_out = true;
-			break;
-		}
-		if (poll(&pfd, 1, (int) (S3_CREDENTIALS_PROCESS_TIMEOUT_MS - elapsed_ms)) < 0 && errno != EINTR)
-			break;
-		if (pfd.revents == 0)
-			continue;
-		n = read(pipe_fd[0], buf + len, S3_CREDENTIALS_ANSWER_MAX - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t) n;
-		if (len == S3_CREDENTIALS_ANSWER_MAX)
-		{
-			too_long = true;
-			break;
-		}
-	}
-	close(pipe_fd[0]);
-	if (timed_out || too_long)
-		kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (timed_out || too_long || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-	{
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-		if (timed_out)
+		if (ran == 1)
 			return tb_error_set(err, TB_ERR_STORAGE_AUTH, "%s did not finish within %d s", what,
 								S3_CREDENTIALS_PROCESS_TIMEOUT_MS / 1000);
+		if (ran < 0)
+			return tb_error_set(err, TB_ERR_STORAGE_AUTH, "unable to wait for %s: %s", what, strerror(errno));
 		if (too_long)
 			return tb_error_set(err, TB_ERR_STORAGE_AUTH, "%s printed more than %d bytes", what,
 								S3_CREDENTIALS_ANSWER_MAX);
@@ -383,17 +246,18 @@ static int
 s3_credentials_from_process(const char *command, const char *profile, const char *path, s3_credentials *out,
 							tb_error *err)
 {
-	char **argv = s3_credentials_split_command(command);
 	char what[sizeof(out->source)];
 	char *output = NULL;
 	size_t len = 0;
+	char **argv;
 	int rc;
 
 	snprintf(what, sizeof(what), "credential_process of profile '%s' in %s", profile, path);
-	if (argv == NULL)
-		return tb_error_set(err, TB_ERR_INVALID, "%s is empty or has an unbalanced quote", what);
+	/* As the AWS CLI splits it: its characters are the program's words, nothing is a shell's. */
+	if ((argv = subprocess_words(command, what, false, err)) == NULL)
+		return -1;
 	rc = s3_credentials_process_run(argv, what, &output, &len, err);
-	s3_credentials_argv_free(argv);
+	subprocess_words_free(argv);
 	if (rc != 0)
 		return -1;
 	rc = s3_credentials_parse_process_output(output, len, out, err);

@@ -42,16 +42,6 @@ bool s3_credentials_due(const s3_credentials *creds, time_t now);
 void s3_credentials_clear(s3_credentials *creds);
 
 /*
- * Splits a credential_process command line into words as a POSIX shell would
- * (blanks separate, '...' and "..." quote, backslash escapes) without running a
- * shell: no variables, globs, pipes or redirections. Returns a NULL-terminated,
- * malloc'd vector (free with s3_credentials_argv_free), NULL on unbalanced quotes,
- * an empty command or out of memory.
- */
-char **s3_credentials_split_command(const char *command);
-void s3_credentials_argv_free(char **argv);
-
-/*
  * Reads credential_process output: JSON with Version 1, AccessKeyId,
  * SecretAccessKey and optional SessionToken and Expiration (ISO 8601). 0 and *out
  * filled, or -1 with err naming what is wrong (never quoting the output).
