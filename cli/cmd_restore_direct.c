@@ -58,6 +58,8 @@ static const char restore_direct_usage[] =
 	"                        database to create; a password goes in ~/.pgpass or PGPASSWORD\n"
 	"  --backup-id ID        that backup instead of the newest: the id its object's name ends\n"
 	"                        with (a number for PostgreSQL, hex digits for the agents' engines)\n"
+	"  --database NAME       the newest backup of the tenant's database NAME (as ls shows it:\n"
+	"                        its manifest records it) when the tenant has several of ENGINE\n"
 	"  --maintenance-db DB   the database to connect to for CREATE DATABASE (default postgres)\n"
 	"  --load-as ROLE        load as ROLE (a login of the target server, e.g. the tenant's\n"
 	"                        owner role; not a superuser), which gets the new database;\n"
@@ -82,6 +84,7 @@ typedef struct direct_args
 	const char *engine;
 	const char *into;
 	const char *backup_id;
+	const char *database;
 	const char *maintenance_db;
 	const char *pg_restore;
 	const char *load_as;
@@ -108,6 +111,9 @@ direct_option(int opt, const char *arg, void *state)
 			break;
 		case 'b':
 			args->backup_id = arg;
+			break;
+		case 'd':
+			args->database = arg;
 			break;
 		case 'm':
 			args->maintenance_db = arg;
@@ -137,6 +143,7 @@ direct_option(int opt, const char *arg, void *state)
 typedef struct direct_choice
 {
 	const char *backup_id;
+	const char *database; /* NULL: any */
 	bool found;
 	manifest chosen;
 } direct_choice;
@@ -151,7 +158,8 @@ direct_choose(const manifest *m, void *arg)
 	/* A dedicated tenant's base backup is restored with restore-pitr, not here. */
 	if (manifest_object_parse(m->object, &name, &ignored) != 0 || name.kind != MANIFEST_OBJECT_BACKUP)
 		return 0;
-	if (choice->backup_id != NULL && strcmp(m->backup_id, choice->backup_id) != 0)
+	if ((choice->backup_id != NULL && strcmp(m->backup_id, choice->backup_id) != 0) ||
+		(choice->database != NULL && strcmp(m->database, choice->database) != 0))
 		return 0;
 	choice->chosen = *m;
 	choice->found = true;
@@ -1035,6 +1043,7 @@ cmd_restore_direct(int argc, char **argv)
 											{"engine", required_argument, NULL, 'e'},
 											{"into", required_argument, NULL, 'i'},
 											{"backup-id", required_argument, NULL, 'b'},
+											{"database", required_argument, NULL, 'd'},
 											{"maintenance-db", required_argument, NULL, 'm'},
 											{"pg-restore", required_argument, NULL, 'p'},
 											{"no-owner", no_argument, NULL, 'o'},
@@ -1092,12 +1101,19 @@ cmd_restore_direct(int argc, char **argv)
 	}
 	direct_catch_signals();
 	choice.backup_id = args.backup_id;
+	choice.database = args.database;
 	rc = cli_copies_list(&copies, args.tenant, args.engine,
 						 &(cli_listing_handlers){.backup = direct_choose, .problem = direct_problem, .arg = &choice},
 						 &err);
 	if (rc == 0 && !choice.found)
-		rc = tb_error_set(&err, TB_ERR_NOT_FOUND, "no complete %s backup of tenant '%s'%s%s in storage", args.engine,
-						  args.tenant, args.backup_id ? " with backup id " : "", args.backup_id ? args.backup_id : "");
+	{
+		char database[CLI_ESCAPED_MAX];
+
+		rc = tb_error_set(&err, TB_ERR_NOT_FOUND, "no complete %s backup of tenant '%s'%s%s%s%s in storage",
+						  args.engine, args.tenant, args.backup_id ? " with backup id " : "",
+						  args.backup_id ? args.backup_id : "", args.database ? " of database " : "",
+						  args.database ? cli_escape(args.database, database, sizeof(database)) : "");
+	}
 	if (rc == 0)
 	{
 		char where[CLI_ESCAPED_MAX];

@@ -41,6 +41,20 @@ is "$(echo "$listing" | tail -n +2 | awk '{print $3}' | sort | uniq -c | awk '{p
 is "$("$TB" ls acme --json | jq -r '[.backups[].database] | sort | unique | join(",")')" "crm_db,shop_db" \
 	"ls --json has the database of each"
 
+# restore-direct --database picks the newest backup of that database, not the newest of all.
+into() { echo "dbname=$1 host=$PGHOST port=$PGPORT user=restorer"; }
+psql_q "CREATE ROLE restorer LOGIN CREATEDB" >/dev/null
+direct() { "$TB" restore-direct --tenant acme --engine postgres --pg-restore "$PG_BIN/pg_restore" --no-owner "$@"; }
+out=$(direct --into "$(into crm_back)" --database crm_db 2>&1)
+ok $? "restore-direct --database crm_db" || diag "$out"
+is "$(PGDATABASE=crm_back psql_q "SELECT v FROM t")" crm "it restored crm_db's backup, though shop_db's is newer"
+out=$(direct --into "$(into shop_back)" 2>&1)
+is "$(PGDATABASE=shop_back psql_q "SELECT v FROM t")" shop "without --database: the newest backup of all"
+out=$(direct --into "$(into none_back)" --database nosuch_db 2>&1)
+is "$?" 1 "--database that no manifest names fails"
+like "$out" "no complete postgres backup of tenant 'acme' of database nosuch_db in storage" "saying so"
+is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = 'none_back'")" 0 "and creates nothing"
+
 # A manifest from before the field (put writes none): listed, its database unknown.
 echo "old bytes" | "$TB" put --tenant acme --engine redis >/dev/null
 is "$("$TB" ls acme/redis | tail -n +2 | awk '{print $3}')" "-" "a manifest without a database lists with -"
