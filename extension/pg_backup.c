@@ -214,6 +214,7 @@ tb_pg_backup(tb_job *job)
 	 * stays open while the tool works, its exported snapshot binding pg_dump to this
 	 * very server (what we checked is what the tool reaches).
 	 */
+	tb_job_phase(job, "connect");
 	tb_passfile_create(job);
 	work = tb_tenant_connect(job, tb_source_conninfo(job, NULL), &failure);
 	if (failure != NULL)
@@ -266,6 +267,8 @@ tb_pg_backup(tb_job *job)
 				tb_lock_timeout_ms > 0 ? psprintf("--lock-wait-timeout=%d", tb_lock_timeout_ms) : NULL, NULL},
 			conninfo);
 	}
+	/* The tool's output is sealed and stored as it comes: dumping is uploading. */
+	tb_job_phase(job, "dump");
 	if (failure == NULL && !tb_child_start(&dump, (const char *const *) command, messages, true))
 		failure = psprintf("could not run %s: %m", tool);
 	else if (failure == NULL)
@@ -316,6 +319,7 @@ tb_pg_backup(tb_job *job)
 		storage_close(st);
 		return failure;
 	}
+	tb_job_phase(job, "commit");
 	if (tb_put_commit(put, &m, &err) != 0)
 	{
 		storage_close(st);

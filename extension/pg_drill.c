@@ -80,7 +80,10 @@ char *
 tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo)
 {
 	char *contents = NULL, *failure;
-	PGconn *conn = tb_tenant_connect(job, conninfo, &failure);
+	PGconn *conn;
+
+	tb_job_phase(job, "compare");
+	conn = tb_tenant_connect(job, conninfo, &failure);
 
 	if (failure != NULL)
 		failure = psprintf("drill: could not connect to the scratch database: %s", failure);
@@ -150,6 +153,7 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 
 	if (mkdtemp(scratch) == NULL)
 		return psprintf("drill: could not create a scratch directory: %m");
+	tb_job_phase(job, "authenticate");
 	tb_job_master_key(job, &master);
 	st = tb_storage();
 	reader = repo_reader_open(st, &master, object, &read_options, &err);
@@ -161,6 +165,7 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 		failure = psprintf("could not run tar: %m");
 	else if (failure == NULL)
 	{
+		tb_job_phase(job, "load");
 		PG_TRY();
 		{
 			failure = tb_pg_restore_from(job, reader, &tar, "tar");
@@ -177,6 +182,8 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 		failure = tb_tool_end(&tar, job, "tar", failure);
 	}
 	tb_scratch_files = tb_scratch_bytes = 0;
+	if (failure == NULL)
+		tb_job_phase(job, "compare");
 	if (failure == NULL && nftw(scratch, tb_scratch_count, 16, FTW_PHYS) != 0)
 		failure = psprintf("drill: could not walk the scratch directory: %m");
 	if (failure == NULL)
@@ -186,6 +193,8 @@ tb_pg_drill_base(tb_job *job, const char *object, const char *backup_id)
 	if (reader != NULL)
 		repo_reader_close(reader);
 	storage_close(st);
+	if (failure == NULL)
+		tb_job_phase(job, "cleanup");
 	if (tb_pg_drill_scratch_remove(scratch) != 0)
 		ereport(WARNING, (errmsg("tenant_backup: could not remove drill scratch directory \"%s\": %m", scratch)));
 	return failure;

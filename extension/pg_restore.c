@@ -153,6 +153,9 @@ tb_pg_run_restore(tb_job *job, repo_reader *reader, const char *const *options, 
 		PG_TRY();
 		{
 			failure = tb_pg_restore_from(job, reader, &restore, "pg_restore");
+			/* The whole archive was handed over: what pg_restore does now is its post-data, indexes first. */
+			if (failure == NULL)
+				tb_job_phase(job, "index");
 		}
 		PG_CATCH();
 		{
@@ -256,6 +259,8 @@ tb_pg_load_fresh(tb_job *job, repo_reader *reader, const tb_archive *toc, PGconn
 	if (failure == NULL && job->drill)
 	{
 		failure = tb_pg_drill_check(job, reader, toc, fresh_conninfo);
+		if (failure == NULL)
+			tb_job_phase(job, "cleanup");
 		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}
 	return failure;
@@ -284,6 +289,7 @@ tb_pg_restore_copy(tb_job *job, storage *st, const char *object, const char *bac
 	tb_pg_copy_failure = NULL;
 	job->bytes_done = 0;
 	/* The header authenticates, and its TOC is read, before anything is created. */
+	tb_job_phase(job, "authenticate");
 	tb_job_master_key(job, &master);
 	reader = repo_reader_open(st, &master, object, &read_options, &err);
 	keys_master_wipe(&master);
@@ -301,6 +307,7 @@ tb_pg_restore_copy(tb_job *job, storage *st, const char *object, const char *bac
 		return failure;
 	}
 
+	tb_job_phase(job, "connect");
 	admin_conninfo = tb_source_conninfo(job, "postgres");
 	tb_passfile_create(job);
 	/* It pins the server: fresh's conninfo, built after it, goes there only. */
@@ -321,6 +328,7 @@ tb_pg_restore_copy(tb_job *job, storage *st, const char *object, const char *bac
 	}
 	if (failure == NULL)
 	{
+		tb_job_phase(job, "load");
 		PG_TRY();
 		{
 			failure = tb_pg_load_fresh(job, reader, &toc, admin, live, fresh, old, backup_id);
@@ -344,7 +352,10 @@ tb_pg_restore_copy(tb_job *job, storage *st, const char *object, const char *bac
 		tb_admin_exec(admin, psprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", quote_identifier(fresh)));
 	}
 	if (failure == NULL && in_place)
+	{
+		tb_job_phase(job, "swap");
 		failure = tb_pg_swap(admin, job, live, fresh, old);
+	}
 	else if (journaled)
 		tb_pg_swap_journal(job, "failed", live, fresh, old);
 	PQfinish(admin);

@@ -3521,3 +3521,29 @@ COMMENT ON FUNCTION tenant_backup.agent_job_replica(bigint, text) IS
 	'For the restore job its lease holds: the replica storage URL of the job''s tenant (tenant_set_replica, else tenant_backup.replica_storage), where the agent reads the backup when the primary copy is missing or fails authentication; NULL when the tenant has none, and for backups and drills.';
 REVOKE ALL ON FUNCTION tenant_backup.agent_job_replica(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.agent_job_replica(bigint, text) TO tenant_backup_agent;
+-- ---------------------------------------------------------------- operators: phase
+
+-- The phases a job reports as it goes, in order (docs/operate.md): a backup connect,
+-- dump (the tool's output is compressed, sealed and stored as it comes: there is no
+-- separate upload), commit; a restore authenticate, connect, load, index, swap; a
+-- drill authenticate, connect, load, index, compare, cleanup. A finished job keeps
+-- the last phase its newest attempt reached, so a failure shows where it happened.
+ALTER TABLE tenant_backup.jobs ADD CONSTRAINT jobs_phase_known
+	CHECK (phase IN ('connect', 'dump', 'commit', 'authenticate', 'load', 'index', 'swap', 'compare', 'cleanup'));
+COMMENT ON COLUMN tenant_backup.jobs.phase IS
+	'What the job is doing, as its worker or agent reports it: backup connect, dump (streamed into storage), commit; restore authenticate, connect, load, index (pg_restore''s post-data), swap; drill the same with compare and cleanup instead of swap. A finished job keeps the last phase its newest attempt reached; NULL before the first report.';
+
+CREATE FUNCTION tenant_backup.agent_phase(job_id bigint, lease text, phase text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE tenant_backup.jobs j SET phase = agent_phase.phase
+	WHERE j.id = agent_phase.job_id AND j.lease_owner = agent_phase.lease AND j.state = 'running';
+	RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup.agent_phase(bigint, text, text) IS
+	'An agent reports the phase of the job its lease holds (one of jobs.phase''s names; another is refused, 23514). False, and nothing recorded, when the lease does not hold the job: an agent sets the phase of no other job.';
+REVOKE ALL ON FUNCTION tenant_backup.agent_phase(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup.agent_phase(bigint, text, text) TO tenant_backup_agent;

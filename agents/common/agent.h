@@ -125,6 +125,15 @@ int agent_direct_main(const agent_engine *engine, int argc, char **argv);
 int agent_job_tick(agent_job *job, tb_error *err);
 
 /*
+ * Reports the job's phase (a name jobs.phase knows: connect, dump, commit, authenticate,
+ * load, index, swap, compare, cleanup) for status and job_log, best effort: a failed
+ * report is logged, never the job's failure (a lost lease shows at the next tick). The
+ * common loop reports connect, dump, commit and load; an engine reports what only it
+ * sees (swap, compare, cleanup).
+ */
+void agent_job_phase(const agent_job *job, const char *phase);
+
+/*
  * Reports what the job's working connection reached (the server and the database, as
  * the server itself says; sent percent-encoded as <server>/<database>) before anything
  * is read or written there; the control plane refuses one that another tenant's source

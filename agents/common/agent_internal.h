@@ -94,6 +94,8 @@ int control_job_replica(agent *a, const agent_job *job, char **url, tb_error *er
  */
 int agent_restore_from_replica(agent *a, agent_job *job, tb_error *err, char **result);
 int control_renew(agent *a, agent_job *job, tb_error *err);
+/* Records the job's phase (agent_phase): 1 while the lease holds, 0 once lost. */
+int control_phase(agent *a, const agent_job *job, const char *phase, tb_error *err);
 int control_report(agent *a, agent_job *job, const char *error, const char *result_json, tb_error *err);
 int control_release(agent *a, agent_job *job, tb_error *err);
 /* Waits up to seconds for a notification of this engine's jobs or a signal; 1 if notified. */

@@ -299,6 +299,17 @@ control_renew(agent *a, agent_job *job, tb_error *err)
 }
 
 int
+control_phase(agent *a, const agent_job *job, const char *phase, tb_error *err)
+{
+	char id[24];
+	const char *params[3] = {id, job->lease, phase};
+
+	snprintf(id, sizeof(id), "%lld", (long long) job->id);
+	return control_call_held(a, "reporting the phase of a job", "SELECT tenant_backup.agent_phase($1, $2, $3)", 3,
+							 params, err);
+}
+
+int
 control_report(agent *a, agent_job *job, const char *error, const char *result_json, tb_error *err)
 {
 	char id[24];

@@ -80,6 +80,18 @@ agent_job_tick(agent_job *job, tb_error *err)
 	return 0;
 }
 
+void
+agent_job_phase(const agent_job *job, const char *phase)
+{
+	tb_error err;
+
+	/* restore-direct has no control plane to tell. */
+	if (job->direct)
+		return;
+	if (control_phase(job->owner, job, phase, &err) < 0)
+		agent_log_at(AGENT_LOG_WARNING, "reporting phase %s of job %lld: %s", phase, (long long) job->id, err.msg);
+}
+
 /* Deletes a committed object the catalog refused: manifest first, so nothing lists it. */
 static void
 agent_delete_object(agent *a, const char *object)
@@ -127,6 +139,7 @@ agent_backup(agent *a, agent_job *job, manifest *m, tb_error *err)
 	agent_uri_free(&locator);
 	if (put == NULL)
 		return -1;
+	agent_job_phase(job, "connect");
 	if (a->engine->backup(job, put, err) != 0 || agent_job_tick(job, err) != 0)
 	{
 		repo_put_abort(put);
@@ -138,6 +151,7 @@ agent_backup(agent *a, agent_job *job, manifest *m, tb_error *err)
 		repo_put_abort(put);
 		return -1;
 	}
+	agent_job_phase(job, "commit");
 	return repo_put_commit(put, m, err);
 }
 
@@ -201,6 +215,8 @@ agent_run_job(agent *a, agent_job *job, int claimed, tb_error *claim_err)
 	else
 	{
 		a->renew_at = agent_now() + a->config->lease_seconds / 4.0;
+		if (!is_backup)
+			agent_job_phase(job, "connect");
 		rc = is_backup ? agent_backup(a, job, &m, &err) : a->engine->restore(job, &err);
 		if (rc != 0 && !is_backup)
 			rc = agent_restore_from_replica(a, job, &err, &result);

@@ -35,6 +35,9 @@ job_identity(agent_job *job, const char *server, const char *database, bool targ
 	else if ((rc = control_identity(job->owner, job, identity, target, key_prefix, err)) != 0)
 		tb_error_prefix(err, "the %s %s of tenant \"%s\"", job->engine, target ? "restore target" : "database",
 						job->tenant);
+	/* A backup reads its database once the control plane accepted what it reached. */
+	else if (!target && strcmp(job->kind, "backup") == 0)
+		agent_job_phase(job, "dump");
 	free(identity);
 	free(server_part);
 	free(database_part);
@@ -117,6 +120,8 @@ agent_job_check_header(const agent_job *job, const stream_header *hdr, tb_error 
 							"recorded for backup %lld of tenant \"%s\"",
 							job->object_key, hdr->key_id, job->backup_key_id ? job->backup_key_id : "(none)",
 							(long long) job->backup_id, job->tenant);
+	/* The object is the recorded one: what follows reads it into its staging place, authenticating as it goes. */
+	agent_job_phase(job, "load");
 	return 0;
 }
 

@@ -301,9 +301,15 @@ done:
 static int
 drill(agent_job *job, const mysql_source *src, MYSQL *conn, const char *fresh, const char *like, tb_error *err)
 {
+	int counted;
+
 	if (load_fresh(job, src, conn, fresh, like, err) != 0)
 		return -1;
-	return drop_fresh(conn, fresh, count_tables(job, conn, fresh, err), err);
+	agent_job_phase(job, "compare");
+	counted = count_tables(job, conn, fresh, err);
+	if (counted == 0)
+		agent_job_phase(job, "cleanup");
+	return drop_fresh(conn, fresh, counted, err);
 }
 
 int
@@ -356,7 +362,10 @@ mysql_restore(agent_job *job, tb_error *err)
 		rc = load_fresh(job, &src, conn, fresh, src.database, err);
 		/* The whole backup authenticated and loaded: only now does live change. */
 		if (rc == 0 && agent_job_tick(job, err) == 0)
+		{
+			agent_job_phase(job, "swap");
 			keep_journal = (rc = my_swap(conn, job, src.database, fresh, old, err)) != 0;
+		}
 		else if (rc == 0)
 			rc = drop_fresh(conn, fresh, -1, err);
 	}

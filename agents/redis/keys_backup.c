@@ -99,6 +99,9 @@ redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_err
 	if (c == NULL)
 		return -1;
 	rc = redis_claim_identity(c, src, job, run_id, err);
+	/* A restore an agent crash left half done is finished first: the backup holds it whole. */
+	if (rc == 0)
+		rc = redis_keys_recover(job, c, src->prefix, err);
 	if (rc == 0)
 		rc = has_pexpiretime(c, &kb.absolute, err);
 	if (rc == 0)

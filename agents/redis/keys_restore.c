@@ -3,9 +3,14 @@
  * the very millisecond it expired at; a key whose time ran out while stored stays gone)
  * under a staging name inside the destination's own namespace,
  * <prefix>tenant-backup:restore:<job>:<token>:<key> (redis_staging_mark).
- * Only once the whole backup authenticated and loaded does live change: keys of the
- * tenant that the backup does not hold are removed, then each staged key is RENAMEd
- * over its live name. A failure before that removes the staged keys and nothing else.
+ * Only once the whole backup authenticated and loaded does live change, journaled in a
+ * key of the staging (<staging>j, its value the step begun): keys of the tenant that
+ * the backup does not hold are removed ("remove"), then each staged key
+ * (<staging>k<key>) is RENAMEd over its live name ("move"), then the journal goes. A
+ * failure before the journal removes the staged keys and nothing else; an agent killed
+ * after it leaves the journal, and the next job of any agent in that keyspace (backup,
+ * restore or drill: redis_keys_recover) takes the swap to its end. Staged keys of a job
+ * that died before its journal are removed then too.
  * With a target (another database number, or another prefix), the keys go there; the
  * target must hold no keys yet. A drill stages the backup the same way, counts what it
  * staged as it removes it again, and never touches a live key.
@@ -20,6 +25,9 @@
 
 #define RESTORE_BATCH_COMMANDS 1000
 #define RESTORE_BATCH_BYTES (8 * 1024 * 1024)
+/* What follows the staging mark: a staged key's name, or the swap's journal. */
+#define STAGED_KEY "k"
+#define SWAP_JOURNAL "j"
 
 typedef struct keys_restore
 {
@@ -29,8 +37,10 @@ typedef struct keys_restore
 	const char *prefix; /* the destination's */
 	size_t prefix_len;
 	redisContext *c; /* to the destination's database */
-	char *staging;   /* prefix + mark + job + ':' */
+	char *staging;   /* prefix + mark (tenant-backup:restore:<job>:<token>:) */
 	size_t staging_len;
+	char *data; /* staging + STAGED_KEY: where the backup's keys are staged */
+	size_t data_len;
 	char *name; /* a key name being built */
 	size_t name_size;
 	size_t pending, pending_bytes;
@@ -92,13 +102,13 @@ stage_key(redisContext *c, keys_restore *kr, const redis_record *rec, tb_error *
 		kr->expired++;
 		return 0;
 	}
-	if (build_name(kr, kr->staging, kr->staging_len, rec->name, rec->name_len, err) != 0)
+	if (build_name(kr, kr->data, kr->data_len, rec->name, rec->name_len, err) != 0)
 		return -1;
 	/* RESTORE's TTL 0 is none; with ABSTTL any other is the Unix time in ms it expires at. */
 	snprintf(expires_text, sizeof(expires_text), "%lld", (long long) rec->expires_ms);
 	redisAppendCommandArgv(
 		c, 6, (const char *[]){"RESTORE", kr->name, expires_text, rec->value, "REPLACE", "ABSTTL"},
-		(const size_t[]){7, kr->staging_len + rec->name_len, strlen(expires_text), rec->value_len, 7, 6});
+		(const size_t[]){7, kr->data_len + rec->name_len, strlen(expires_text), rec->value_len, 7, 6});
 	kr->pending++;
 	kr->pending_bytes += rec->value_len + rec->name_len;
 	kr->staged++;
@@ -192,13 +202,12 @@ remove_extra_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_e
 		if ((size_t) key->len < kr->prefix_len || memcmp(key->str, kr->prefix, kr->prefix_len) != 0 ||
 			redis_is_staging_key(kr->job->master, key->str, key->len, kr->prefix_len))
 			continue;
-		if (build_name(kr, kr->staging, kr->staging_len, key->str + kr->prefix_len, key->len - kr->prefix_len, err) !=
-			0)
+		if (build_name(kr, kr->data, kr->data_len, key->str + kr->prefix_len, key->len - kr->prefix_len, err) != 0)
 		{
 			rc = -1;
 			break;
 		}
-		redisAppendCommand(c, "EXISTS %b", kr->name, kr->staging_len + key->len - kr->prefix_len);
+		redisAppendCommand(c, "EXISTS %b", kr->name, kr->data_len + key->len - kr->prefix_len);
 		gone[i] = 1;
 		asked++;
 	}
@@ -241,11 +250,10 @@ move_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *er
 	{
 		const redisReply *key = keys[i];
 
-		if (build_name(kr, kr->prefix, kr->prefix_len, key->str + kr->staging_len, key->len - kr->staging_len, err) !=
-			0)
+		if (build_name(kr, kr->prefix, kr->prefix_len, key->str + kr->data_len, key->len - kr->data_len, err) != 0)
 			return -1;
 		redisAppendCommand(c, "RENAME %b %b", key->str, (size_t) key->len, kr->name,
-						   kr->prefix_len + key->len - kr->staging_len);
+						   kr->prefix_len + key->len - kr->data_len);
 	}
 	for (size_t i = 0; i < n; i++)
 	{
@@ -338,6 +346,159 @@ keys_unstage(keys_restore *kr, bool failed, tb_error *err)
 						cleanup.msg);
 }
 
+static void
+keys_restore_free(keys_restore *kr)
+{
+	if (kr->c)
+		redisFree(kr->c);
+	free(kr->staging);
+	free(kr->data);
+	free(kr->name);
+}
+
+/* kr's staging names for job job_id in kr's destination (prefix set). */
+static int
+keys_staging_names(keys_restore *kr, int64_t job_id, tb_error *err)
+{
+	char mark[96];
+
+	redis_staging_mark(kr->job->master, job_id, mark, sizeof(mark));
+	free(kr->staging);
+	free(kr->data);
+	kr->staging_len = kr->prefix_len + strlen(mark);
+	kr->data_len = kr->staging_len + strlen(STAGED_KEY);
+	kr->staging = malloc(kr->staging_len + 1);
+	kr->data = malloc(kr->data_len + 1);
+	if (kr->staging == NULL || kr->data == NULL)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	snprintf(kr->staging, kr->staging_len + 1, "%s%s", kr->prefix, mark);
+	snprintf(kr->data, kr->data_len + 1, "%s%s", kr->staging, STAGED_KEY);
+	return 0;
+}
+
+/* The swap's journal: step ("remove", "move") set, or removed (NULL). */
+static int
+swap_journal(keys_restore *kr, const char *step, tb_error *err)
+{
+	size_t len = kr->staging_len + strlen(SWAP_JOURNAL);
+	redisReply *reply;
+	int rc;
+
+	if (build_name(kr, kr->staging, kr->staging_len, SWAP_JOURNAL, strlen(SWAP_JOURNAL), err) != 0)
+		return -1;
+	reply = step ? redisCommand(kr->c, "SET %b %s", kr->name, len, step) : redisCommand(kr->c, "DEL %b", kr->name, len);
+	rc = redis_reply_error(kr->c, reply, step ? "SET" : "DEL", err);
+	freeReplyObject(reply);
+	return rc;
+}
+
+/*
+ * The swap from step on ("remove": the live keys the backup does not hold go first;
+ * "move": the staged keys take their live names), each step journaled before it is
+ * taken; the journal goes at the end. Every step can be taken again after a crash.
+ */
+static int
+keys_swap(keys_restore *kr, const char *step, tb_error *err)
+{
+	if (strcmp(step, "remove") == 0 &&
+		(swap_journal(kr, "remove", err) != 0 ||
+		 redis_scan(kr->c, NULL, kr->prefix, kr->prefix_len, remove_extra_batch, kr, err) != 0))
+		return -1;
+	if (swap_journal(kr, "move", err) != 0)
+		return -1;
+	for (int pass = 0; pass < 3; pass++)
+	{
+		uint64_t before = kr->moved;
+
+		if (redis_scan(kr->c, NULL, kr->data, kr->data_len, move_batch, kr, err) != 0)
+			return -1;
+		if (kr->moved == before)
+			break;
+	}
+	return swap_journal(kr, NULL, err);
+}
+
+typedef struct dead_staging
+{
+	const keys_restore *kr;
+	int64_t self;     /* the job recovering, whose staging is its own */
+	int64_t jobs[16]; /* the jobs whose staged keys were found, up to 16 a round */
+	int njobs;
+} dead_staging;
+
+/* The jobs of a SCAN batch's staging keys (their tokens checked), but the running one's. */
+static int
+dead_staging_batch(redisContext *c, redisReply **keys, size_t n, void *arg, tb_error *err)
+{
+	dead_staging *ds = arg;
+	size_t skip = ds->kr->prefix_len + strlen(REDIS_STAGING_MARK);
+
+	(void) c;
+	(void) err;
+	for (size_t i = 0; i < n && ds->njobs < (int) (sizeof(ds->jobs) / sizeof(ds->jobs[0])); i++)
+	{
+		int64_t id = 0;
+		bool known = false;
+
+		if (!redis_is_staging_key(ds->kr->job->master, keys[i]->str, keys[i]->len, ds->kr->prefix_len))
+			continue;
+		for (size_t d = skip; d < (size_t) keys[i]->len && keys[i]->str[d] >= '0' && keys[i]->str[d] <= '9'; d++)
+			id = id * 10 + (keys[i]->str[d] - '0');
+		for (int j = 0; j < ds->njobs && !known; j++)
+			known = ds->jobs[j] == id;
+		if (!known && id != ds->self)
+			ds->jobs[ds->njobs++] = id;
+	}
+	return 0;
+}
+
+int
+redis_keys_recover(agent_job *job, redisContext *c, const char *prefix, tb_error *err)
+{
+	keys_restore kr = {.job = job, .c = c, .prefix = prefix, .prefix_len = strlen(prefix)};
+	char *marks = NULL;
+	int rc = 0;
+
+	if (asprintf(&marks, "%s%s", prefix, REDIS_STAGING_MARK) < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
+	/* A few rounds of up to 16 jobs each: more is no crash's leftover. */
+	for (int round = 0; round < 4 && rc == 0; round++)
+	{
+		dead_staging ds = {.kr = &kr, .self = job->id};
+
+		rc = redis_scan(c, NULL, marks, strlen(marks), dead_staging_batch, &ds, err);
+		if (rc != 0 || ds.njobs == 0)
+			break;
+		for (int i = 0; i < ds.njobs && rc == 0; i++)
+		{
+			redisReply *step = NULL;
+
+			if (keys_staging_names(&kr, ds.jobs[i], err) != 0 ||
+				build_name(&kr, kr.staging, kr.staging_len, SWAP_JOURNAL, strlen(SWAP_JOURNAL), err) != 0 ||
+				redis_reply_error(c, (step = redisCommand(c, "GET %b", kr.name, kr.staging_len + strlen(SWAP_JOURNAL))),
+								  "GET", err) != 0)
+				rc = -1;
+			/* A journal: that job's backup was whole and loaded, its swap goes on. Else only its staging goes. */
+			else if (step->type == REDIS_REPLY_STRING &&
+					 (strcmp(step->str, "remove") == 0 || strcmp(step->str, "move") == 0))
+			{
+				agent_log_at(AGENT_LOG_INFO, "job %lld: finishing the swap of Redis restore job %lld (%s step)",
+							 (long long) job->id, (long long) ds.jobs[i], step->str);
+				rc = keys_swap(&kr, step->str, err);
+			}
+			freeReplyObject(step);
+			if (rc == 0)
+				rc = redis_scan(c, NULL, kr.staging, kr.staging_len, unstage_batch, &kr, err);
+		}
+	}
+	if (rc != 0)
+		tb_error_prefix(err, "finishing what an earlier restore left in the keyspace \"%s\"", prefix);
+	kr.c = NULL;
+	keys_restore_free(&kr);
+	free(marks);
+	return rc;
+}
+
 /*
  * What a restore and a drill share: connects to the destination and loads the whole
  * backup under the staging names. 0 only once all of it authenticated and loaded; on
@@ -347,7 +508,7 @@ static int
 keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 {
 	agent_job *job = kr->job;
-	char mark[96], run_id[REDIS_RUN_ID_LEN + 1], db[16];
+	char run_id[REDIS_RUN_ID_LEN + 1], db[16];
 
 	if (restore_destination(job, kr->src, &kr->db, &kr->prefix, err) != 0 ||
 		(kr->c = redis_connect(kr->src, kr->db, err)) == NULL ||
@@ -367,11 +528,9 @@ keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 			return tb_error_set(err, TB_ERR_EXISTS, "target %s %s already holds keys; restore into an empty one",
 								*kr->prefix ? "prefix" : "database", *kr->prefix ? kr->prefix : db);
 	}
-	redis_staging_mark(job->master, job->id, mark, sizeof(mark));
-	kr->staging_len = kr->prefix_len + strlen(mark);
-	if ((kr->staging = malloc(kr->staging_len + 1)) == NULL)
-		return tb_error_set(err, TB_ERR_NOMEM, "out of memory");
-	snprintf(kr->staging, kr->staging_len + 1, "%s%s", kr->prefix, mark);
+	/* What a dead job left in this keyspace is finished (or removed) before anything is staged. */
+	if (redis_keys_recover(job, kr->c, kr->prefix, err) != 0 || keys_staging_names(kr, job->id, err) != 0)
+		return -1;
 	if (stage_backup(kr->c, kr, reader, err) != 0)
 	{
 		/* Only what this job staged goes. */
@@ -379,15 +538,6 @@ keys_stage(keys_restore *kr, repo_reader *reader, tb_error *err)
 		return -1;
 	}
 	return 0;
-}
-
-static void
-keys_restore_free(keys_restore *kr)
-{
-	if (kr->c)
-		redisFree(kr->c);
-	free(kr->staging);
-	free(kr->name);
 }
 
 int
@@ -409,20 +559,11 @@ redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader,
 	/*
 	 * The whole backup authenticated and is loaded: only now does live change. Once
 	 * begun, the swap (only UNLINKs and RENAMEs, no data moves) runs to its end: a stop
-	 * halfway would leave the tenant half old, half restored.
+	 * halfway would leave the tenant half old, half restored (and a crash leaves the
+	 * journal, for the next job in this keyspace to finish it).
 	 */
-	if (agent_job_tick(job, err) != 0 ||
-		redis_scan(kr.c, NULL, kr.prefix, kr.prefix_len, remove_extra_batch, &kr, err) != 0)
+	if (agent_job_tick(job, err) != 0 || keys_swap(&kr, "remove", err) != 0)
 		goto done;
-	for (int pass = 0; pass < 3; pass++)
-	{
-		uint64_t before = kr.moved;
-
-		if (redis_scan(kr.c, NULL, kr.staging, kr.staging_len, move_batch, &kr, err) != 0)
-			goto done;
-		if (kr.moved == before)
-			break;
-	}
 	snprintf(job->detail, sizeof(job->detail),
 			 "%llu keys restored, %llu expired while stored, %llu not in the backup removed",
 			 (unsigned long long) kr.moved, (unsigned long long) kr.expired, (unsigned long long) kr.removed);

@@ -106,6 +106,13 @@ void redis_record_reader_close(redis_record_reader *rr);
 int redis_keys_backup(agent_job *job, const redis_source *src, repo_put *put, tb_error *err);
 int redis_keys_restore(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err);
 int redis_keys_drill(agent_job *job, const redis_source *src, repo_reader *reader, tb_error *err);
+/*
+ * Finishes what restores and drills of other jobs left in the keyspace prefix of c's
+ * database: a swap whose journal is there is taken to its end (the backup it restores
+ * had authenticated and loaded), the staged keys of one that died before are removed.
+ * Every job in a keyspace runs it first; 0, or -1 with err.
+ */
+int redis_keys_recover(agent_job *job, redisContext *c, const char *prefix, tb_error *err);
 
 /*
  * RDB snapshots of a dedicated server; job->contents {"rdb_crc64": "<16 hex digits>"},

@@ -740,6 +740,123 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 	return rc;
 }
 
+/* Hands unfinished uploads to the caller relative to the storage prefix, as storage_s3_listing does keys. */
+typedef struct storage_s3_uploads
+{
+	const char *full_prefix;
+	size_t full_prefix_len;
+	size_t prefix_len;
+	storage_unfinished_cb cb;
+	void *arg;
+	bool outside;
+} storage_s3_uploads;
+
+static int
+storage_s3_upload_key(const char *key, const char *upload, const storage_info *info, void *arg)
+{
+	storage_s3_uploads *uploads = arg;
+
+	if (strncmp(key, uploads->full_prefix, uploads->full_prefix_len) != 0)
+	{
+		uploads->outside = true;
+		return 1;
+	}
+	return uploads->cb(key + uploads->prefix_len, upload, info, uploads->arg);
+}
+
+/*
+ * The multipart uploads begun and never completed or aborted under prefix
+ * (ListMultipartUploads, paged by key and upload id markers): what a writer killed
+ * mid-upload leaves, invisible to listings and billed until aborted.
+ */
+static int
+storage_s3_list_unfinished(storage *base, const char *prefix, storage_unfinished_cb cb, void *arg, tb_error *err)
+{
+	storage_s3 *st = (storage_s3 *) base;
+	storage_s3_uploads uploads = {.prefix_len = strlen(st->prefix), .cb = cb, .arg = arg};
+	storage_s3_tokens markers = {0};
+	char *full_prefix, *next_key = NULL, *next_upload = NULL;
+	bool more = true;
+	int rc = 0;
+
+	if (asprintf(&full_prefix, "%s%s", st->prefix, prefix ? prefix : "") < 0)
+		return tb_error_set(err, TB_ERR_NOMEM, "out of memory listing the uploads of '%s'", prefix ? prefix : "");
+	uploads.full_prefix = full_prefix;
+	uploads.full_prefix_len = strlen(full_prefix);
+	for (int page = 1; rc == 0 && more; page++)
+	{
+		s3_sign_pair query[] = {
+			{"uploads", ""}, {"prefix", full_prefix}, {"key-marker", next_key}, {"upload-id-marker", next_upload}};
+		s3_request req = {
+			.op = "ListMultipartUploads",
+			.method = "GET",
+			.key = full_prefix,
+			.bucket_level = true,
+			.query = query,
+			.nquery = next_key ? 4 : 2,
+		};
+		s3_response resp;
+		s3_buffer buf;
+
+		if (page > STORAGE_S3_MAX_LIST_PAGES)
+		{
+			rc = tb_error_set(err, TB_ERR_STORAGE,
+							  "S3 listing of the uploads under '%s' in bucket '%s' did not end within %d pages: "
+							  "refused (check the endpoint %s)",
+							  full_prefix, st->bucket, STORAGE_S3_MAX_LIST_PAGES, st->endpoint);
+			break;
+		}
+		rc = storage_s3_request(st, &req, &resp, &buf, err);
+		free(next_key);
+		free(next_upload);
+		next_key = next_upload = NULL;
+		if (rc == 0)
+		{
+			int parsed = s3_xml_parse_uploads(buf.data, buf.len, storage_s3_upload_key, &uploads, &more, &next_key,
+											  &next_upload);
+			char *marker = NULL;
+
+			if (parsed < 0)
+				rc = tb_error_set(err, TB_ERR_STORAGE, "S3 returned an unreadable listing of the uploads under '%s'",
+								  full_prefix);
+			else if (uploads.outside)
+				rc = tb_error_set(err, TB_ERR_STORAGE,
+								  "S3 listing of the uploads under '%s' in bucket '%s' returned a key outside that "
+								  "prefix: refused (the endpoint %s does not behave as S3 does)",
+								  full_prefix, st->bucket, st->endpoint);
+			else if (parsed > 0)
+				more = false;
+			/* The two markers are one continuation token: given twice, the listing would go round for ever. */
+			else if (more && asprintf(&marker, "%s\n%s", next_key, next_upload) < 0)
+				rc = tb_error_set(err, TB_ERR_NOMEM, "out of memory listing the uploads of '%s'", full_prefix);
+			else if (more)
+				rc = storage_s3_list_next_token(st, &markers, marker, full_prefix, page, err);
+			free(marker);
+		}
+		free(buf.data);
+	}
+	free(markers.slots);
+	free(next_key);
+	free(next_upload);
+	free(full_prefix);
+	return rc;
+}
+
+/* AbortMultipartUpload of one listed upload; one already gone (NoSuchUpload) succeeds. */
+static int
+storage_s3_abort_unfinished(storage *base, const char *key, const char *upload, tb_error *err)
+{
+	const s3_sign_pair query[] = {{"uploadId", upload}};
+	s3_request req = {.op = "AbortMultipartUpload", .method = "DELETE", .key = key, .query = query, .nquery = 1};
+	s3_response resp;
+	int rc;
+
+	if (upload == NULL || upload[0] == '\0')
+		return tb_error_set(err, TB_ERR_INVALID, "no upload id given for the unfinished upload of '%s'", key);
+	rc = storage_s3_request((storage_s3 *) base, &req, &resp, NULL, err);
+	return rc != 0 && (resp.status == 404 || strcmp(resp.error.code, "NoSuchUpload") == 0) ? 0 : rc;
+}
+
 const storage_driver storage_s3_driver = {
 	.scheme = "s3",
 	.open = storage_s3_open,
@@ -755,4 +872,6 @@ const storage_driver storage_s3_driver = {
 	.head = storage_s3_head,
 	.delete = storage_s3_delete,
 	.list = storage_s3_list,
+	.list_unfinished = storage_s3_list_unfinished,
+	.abort_unfinished = storage_s3_abort_unfinished,
 };

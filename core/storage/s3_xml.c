@@ -180,6 +180,55 @@ s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *arg, b
 	return rc;
 }
 
+/* One <Upload> entry to cb: 0 to go on, 1 if cb stopped, -1 if malformed. */
+static int
+s3_xml_upload_entry(xmlNodePtr upload, storage_unfinished_cb cb, void *arg)
+{
+	char *key = s3_xml_child_text(upload, "Key");
+	char *id = s3_xml_child_text(upload, "UploadId");
+	char *initiated = s3_xml_child_text(upload, "Initiated");
+	storage_info info = {.mtime = s3_xml_parse_time(initiated)};
+	int rc = -1;
+
+	if (key != NULL && key[0] != '\0' && id != NULL && id[0] != '\0')
+		rc = cb(key, id, &info, arg) != 0 ? 1 : 0;
+	free(key);
+	free(id);
+	free(initiated);
+	return rc;
+}
+
+int
+s3_xml_parse_uploads(const char *body, size_t len, storage_unfinished_cb cb, void *arg, bool *truncated,
+					 char **next_key, char **next_upload)
+{
+	xmlDocPtr doc = s3_xml_read(body, len);
+	xmlNodePtr root = s3_xml_root(doc, "ListMultipartUploadsResult");
+	char *is_truncated = NULL;
+	int rc = -1;
+
+	*next_key = *next_upload = NULL;
+	if (root != NULL)
+	{
+		rc = 0;
+		for (xmlNodePtr n = root->children; rc == 0 && n != NULL; n = n->next)
+			if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST "Upload") == 0)
+				rc = s3_xml_upload_entry(n, cb, arg);
+	}
+	if (rc == 0)
+	{
+		is_truncated = s3_xml_child_text(root, "IsTruncated");
+		*truncated = is_truncated != NULL && strcmp(is_truncated, "true") == 0;
+		if (*truncated && ((*next_key = s3_xml_child_text(root, "NextKeyMarker")) == NULL ||
+						   (*next_upload = s3_xml_child_text(root, "NextUploadIdMarker")) == NULL))
+			rc = -1;
+		free(is_truncated);
+	}
+	if (doc != NULL)
+		xmlFreeDoc(doc);
+	return rc;
+}
+
 /* The element reached from parent through the child names in path, or NULL. */
 static xmlNodePtr
 s3_xml_descend(xmlNodePtr parent, const char *const *path, size_t n)

@@ -1,6 +1,7 @@
 /*
  * The XML the S3 driver reads (Error, InitiateMultipartUploadResult,
- * ListBucketResult, STS AssumeRoleWithWebIdentityResponse) and writes (CompleteMultipartUpload), through libxml2.
+ * ListBucketResult, ListMultipartUploadsResult, STS AssumeRoleWithWebIdentityResponse) and writes
+ * (CompleteMultipartUpload), through libxml2.
  */
 #ifndef TB_S3_XML_H
 #define TB_S3_XML_H
@@ -32,6 +33,15 @@ char *s3_xml_parse_upload_id(const char *body, size_t len);
  * skipped), -1 if the body is malformed or memory ran out.
  */
 int s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *arg, bool *truncated, char **next_token);
+
+/*
+ * Calls cb for each <Upload> of a ListMultipartUploadsResult (full S3 key, UploadId,
+ * Initiated as info->mtime; size 0: S3 does not say), in document order, and sets
+ * *truncated, and *next_key and *next_upload (NextKeyMarker, NextUploadIdMarker,
+ * malloc'd; NULL when not truncated). Returns as s3_xml_parse_list.
+ */
+int s3_xml_parse_uploads(const char *body, size_t len, storage_unfinished_cb cb, void *arg, bool *truncated,
+						 char **next_key, char **next_upload);
 
 /* Credentials of an STS AssumeRoleWithWebIdentity answer, each malloc'd (free()). */
 typedef struct s3_xml_sts_credentials
