@@ -3378,11 +3378,31 @@ CREATE TRIGGER tenants_drop_pending BEFORE INSERT ON tenant_backup.tenants
 COMMENT ON FUNCTION tenant_backup._tenants_drop_pending() IS
 	'Refuses a new tenant whose name is that of a dropped tenant whose storage deletion is still pending (55006).';
 
+-- The first archived WAL file the tenant's oldest complete base backup needs, named as
+-- PostgreSQL names it (<timeline><log><segment>); NULL without a base backup.
+CREATE FUNCTION tenant_backup._wal_keep(p_tenant text)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT upper(lpad(to_hex(b.timeline), 8, '0') || lpad(to_hex(x.seg / x.per_log), 8, '0')
+				 || lpad(to_hex(x.seg % x.per_log), 8, '0'))
+	FROM (SELECT y.timeline, y.start_lsn FROM tenant_backup.backups y
+		  WHERE y.tenant = p_tenant AND y.status = 'complete' AND y.start_lsn IS NOT NULL AND y.timeline IS NOT NULL
+		  ORDER BY y.start_lsn LIMIT 1) b
+	CROSS JOIN (SELECT setting::bigint AS size FROM pg_settings WHERE name = 'wal_segment_size') s
+	CROSS JOIN LATERAL (SELECT ((b.start_lsn - '0/0'::pg_lsn) / s.size)::bigint AS seg,
+							   (4294967296 / s.size)::bigint AS per_log) x
+$$;
+COMMENT ON FUNCTION tenant_backup._wal_keep(text) IS
+	'The first archived WAL file (24 hex digits) the tenant''s oldest complete base backup needs; NULL when it has none.';
+
 -- The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, over the
 -- tenants whose replica it is): unfinished writes older than a lease whose tenant has
 -- no running job, then complete objects under <tenant>/<engine>/ (never keys/, _audit/
 -- or archived WAL) that no backups row names, older than janitor_grace (at least a
--- lease), of tenants and engines with no running job; an audit row for each removal.
+-- lease), of tenants and engines with no running job; an audit row for each removal. In
+-- a replica also a dedicated tenant's archived WAL older than its oldest complete base
+-- backup needs (in the primary that goes when a base backup completes, pg_backup.c).
 CREATE FUNCTION tenant_backup._janitor_storage(p_storage text)
 RETURNS bigint LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -3393,6 +3413,9 @@ DECLARE
 	place jsonb := CASE WHEN p_storage IS NOT NULL THEN jsonb_build_object('storage', p_storage) ELSE '{}' END;
 	u record;
 	o record;
+	d record;
+	wal text;
+	wal_removed int;
 	removed bigint := 0;
 BEGIN
 	FOR u IN SELECT x.*, t.name AS tenant FROM tenant_backup._storage_unfinished(p_storage) x
@@ -3438,11 +3461,35 @@ BEGIN
 							   'grace', grace) || place, 'tenant_backup janitor');
 		removed := removed + 1;
 	END LOOP;
+	-- Segments, partial segments and backup history files before the kept one, on its
+	-- timeline or an older one (what tb_wal_cleanup removes), while no replication worker
+	-- of the tenant copies.
+	FOR d IN SELECT t.name AS tenant, tenant_backup._wal_keep(t.name) AS keep FROM tenant_backup.tenants t
+			 WHERE p_storage IS NOT NULL AND t.tier = 'dedicated' AND tenant_backup._replica_url(t.name) = p_storage
+			 AND tenant_backup._wal_keep(t.name) IS NOT NULL ORDER BY t.name
+	LOOP
+		CONTINUE WHEN NOT tenant_backup._replica_lock_try(d.tenant);
+		wal_removed := 0;
+		FOR wal IN SELECT l.key FROM tenant_backup._storage_list(d.tenant || '/postgres/wal/', p_storage) l
+				   CROSS JOIN LATERAL (SELECT regexp_replace(l.key, '^.*/', '') AS name) f
+				   WHERE f.name ~ '^[0-9A-F]{24}' AND left(f.name, 8) <= left(d.keep, 8)
+				   AND substr(f.name, 9, 16) < substr(d.keep, 9, 16)
+				   ORDER BY l.key
+		LOOP
+			PERFORM tenant_backup._storage_delete_prefix(wal, p_storage);
+			wal_removed := wal_removed + 1;
+		END LOOP;
+		IF wal_removed > 0 THEN
+			PERFORM tenant_backup._audit('archived WAL removed', d.tenant,
+				jsonb_build_object('removed_objects', wal_removed, 'kept_from', d.keep) || place, 'tenant_backup janitor');
+			removed := removed + wal_removed;
+		END IF;
+	END LOOP;
 	RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION tenant_backup._janitor_storage(text) IS
-	'The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, for the tenants whose replica it is now): removes unfinished writes older than tenant_backup.lease_timeout whose tenant runs no job, and complete objects under <tenant>/<engine>/ (never keys/, _audit/ or archived WAL) that no backups row names, older than tenant_backup.janitor_grace, of tenants and engines running no job; an audit row each (with the storage, for a replica). Returns how many.';
+	'The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, for the tenants whose replica it is now): removes unfinished writes older than tenant_backup.lease_timeout whose tenant runs no job, and complete objects under <tenant>/<engine>/ (never keys/, _audit/ or archived WAL) that no backups row names, older than tenant_backup.janitor_grace, of tenants and engines running no job; in a replica also a dedicated tenant''s archived WAL older than its oldest complete base backup needs; an audit row each (with the storage, for a replica). Returns how many.';
 
 -- The janitor over the primary, then every replica storage a tenant has now; a replica
 -- that does not answer is a warning and does not undo the others' pass.
@@ -3475,8 +3522,9 @@ REVOKE ALL ON FUNCTION tenant_backup._storage_list(text, text), tenant_backup._s
 	tenant_backup._storage_delete_prefix(text, text), tenant_backup._storage_unfinished(text),
 	tenant_backup._storage_unfinished_abort(text, text, text), tenant_backup._replica_storages(text),
 	tenant_backup._certificate_storage(text), tenant_backup._drop_certificate_complete(bigint),
-	tenant_backup._tenants_drop_pending(), tenant_backup._janitor_storage(text), tenant_backup._replica_lock_try(text)
-	FROM PUBLIC;
+	tenant_backup._tenants_drop_pending(), tenant_backup._janitor_storage(text), tenant_backup._replica_lock_try(text),
+	tenant_backup._wal_keep(text) FROM PUBLIC;
+
 -- ---------------------------------------------------------------- job engine: latency
 
 -- A job's commit wakes who acts on it, instead of their next poll: a queued

@@ -103,6 +103,28 @@ is "$(replica_objects acme)" "$kept" "and leaves the replica copy the catalog na
 is "$(psql_q "SELECT detail->>'object' FROM tenant_backup.audit WHERE action = 'unreferenced object removed'")" "$orphan.tbk" \
 	"one audit row, naming the object (the primary had nothing to remove)"
 
+# ------------------------------------------------------------ a dedicated tenant's WAL in the replica
+# Its oldest complete base backup starts in segment 3 of timeline 1: the replica's WAL
+# before that goes (as in the primary after a base backup), later and newer-timeline WAL stays.
+psql_q "SELECT tenant_backup.tenant_create('ded', tier => 'dedicated')" \
+	"INSERT INTO tenant_backup.backups (tenant, engine, status, finished, object_key, sha256, start_lsn, timeline)
+	 VALUES ('ded', 'postgres', 'complete', now(), 'ded/postgres/base-1.tbk', repeat('0', 64), '0/3000028', 1),
+			('ded', 'postgres', 'complete', now(), 'ded/postgres/base-2.tbk', repeat('0', 64), '0/5000028', 1)" >/dev/null
+for seg in 00000001/000000010000000000000001 00000001/000000010000000000000002 00000001/000000010000000000000003 \
+	00000001/000000010000000000000004 00000002/000000020000000000000001; do
+	for ext in tbk json; do echo wal | aws_s3 s3 cp --quiet - "s3://$TB_S3_BUCKET/replica/ded/postgres/wal/$seg.$ext"; done
+done
+# (The janitor may see the uploads in more than one pass.)
+wal_audit() { psql_q "SELECT sum((detail->>'removed_objects')::int) || ' ' || string_agg(DISTINCT detail->>'kept_from', ',') || ' '
+	|| string_agg(DISTINCT detail->>'storage', ',') FROM tenant_backup.audit WHERE tenant = 'ded' AND action = 'archived WAL removed'"; }
+wait_for 100 0.2 "4 000000010000000000000003 $REPLICA" wal_audit >/dev/null
+ok $? "the janitor removes a dedicated tenant's WAL in the replica that no base backup needs"
+is "$(replica_keys ded | grep '/wal/' | paste -sd' ')" \
+	"$(printf 'ded/postgres/wal/%s ' 00000001/000000010000000000000003.json 00000001/000000010000000000000003.tbk \
+		00000001/000000010000000000000004.json 00000001/000000010000000000000004.tbk 00000002/000000020000000000000001.json \
+		00000002/000000020000000000000001.tbk | sed 's/ $//')" "and keeps what the oldest base backup needs, and newer timelines"
+is "$(wal_audit)" "4 000000010000000000000003 $REPLICA" "with audit rows naming the replica, what was kept and how many went"
+
 # ------------------------------------------------------------ drop with both storages up
 primary_count=$(find "$D/store/acme" -type f | wc -l)
 replica_count=$(replica_keys acme | wc -l)
