@@ -538,8 +538,9 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 
 		MemoryContextSwitchTo(poll);
 		arg = CStringGetTextDatum(req.token);
-		rc = SPI_execute_with_args("SELECT id, state, error FROM tenant_backup.jobs WHERE request = $1 ORDER BY id", 1,
-								   argtypes, &arg, NULL, false, 0);
+		rc = SPI_execute_with_args("SELECT id, state, error, result->>'notice' FROM tenant_backup.jobs"
+								   " WHERE request = $1 ORDER BY id",
+								   1, argtypes, &arg, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the jobs of request %s", req.token);
 		if (SPI_processed == 0)
@@ -562,6 +563,16 @@ tenant_backup_run_request(PG_FUNCTION_ARGS)
 
 				failure = MemoryContextStrdup(outer, psprintf("job %s: %s", id, error ? error : "(no message)"));
 			}
+		}
+		/* What a job that succeeded wants said (a restore read from the replica), once it is done. */
+		for (uint64 i = 0; done && i < SPI_processed; i++)
+		{
+			char *notice = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4);
+
+			if (notice != NULL)
+				ereport(NOTICE,
+						(errmsg("job %s of tenant \"%s\": %s",
+								SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), req.tenant, notice)));
 		}
 		/* A drill's failed checks are its result, not an error: the caller reports them. */
 		if (done && (failure == NULL || strcmp(req.kind, "drill") == 0))

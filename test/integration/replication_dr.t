@@ -74,6 +74,8 @@ like "$(restore_job "$job")" "^succeeded\|restored from the replica s3://$TB_S3_
 	"the job's result says where it came from and why"
 grep -q "tenant_backup: backup [0-9]* of tenant \"acme\" restored from the replica .*the primary copy was missing" "$D/pg/server.log"
 ok $? "and so does the server log"
+like "$(cat "$D/err")" "NOTICE: +job $job of tenant \"acme\": restored from the replica s3://$TB_S3_BUCKET/dr/ " \
+	"the caller of tenant_restore(wait => true) gets a NOTICE saying so"
 unlike "$(restore_job "$job")" "AWS_SECRET|tb-s3-test-secret" "the message holds no secret"
 
 # ------------------------------------------------------------ the primary copy is tampered
