@@ -385,9 +385,14 @@ tb_sha256_hex(crypto_sha256 *sha, char out[2 * CRYPTO_SHA256_LEN + 1])
 		snprintf(out + 2 * i, 3, "%02x", digest[i]);
 }
 
-/* Streams all of key from the primary to the replica (aborted on any error), hashing what was read. */
+/*
+ * Streams all of key from the primary to the replica, hashing what was read; the write
+ * is aborted on any error, and when expected (NULL: none) is not that hash, so bytes
+ * that do not check out never replace a copy in the replica.
+ */
 static int
-tb_replica_stream(tb_replica_run *run, const char *key, char read_hex[2 * CRYPTO_SHA256_LEN + 1], tb_error *err)
+tb_replica_stream(tb_replica_run *run, const char *key, const char *expected, char read_hex[2 * CRYPTO_SHA256_LEN + 1],
+				  tb_error *err)
 {
 	storage_read *r = storage_read_open(run->primary, key, 0, 0, err);
 	storage_write *w;
@@ -420,6 +425,14 @@ tb_replica_stream(tb_replica_run *run, const char *key, char read_hex[2 * CRYPTO
 	{
 		tb_write_abort(w);
 		return tb_error_prefix(err, "copying \"%s\" to the replica", key);
+	}
+	if (expected != NULL && pg_strcasecmp(expected, read_hex) != 0)
+	{
+		tb_write_abort(w);
+		return tb_error_set(err, TB_ERR_CORRUPT,
+							"the primary copy of \"%s\" does not have the SHA-256 the catalog or its manifest records: "
+							"it was not replicated",
+							key);
 	}
 	if (tb_write_commit(w, err) != 0)
 		return tb_error_prefix(err, "committing \"%s\" in the replica", key);
@@ -454,8 +467,8 @@ tb_replica_read_back(tb_replica_run *run, const char *key, char hex[2 * CRYPTO_S
 /*
  * Copies key raw to the replica and reads the copy back. expected (the catalog's or
  * a manifest's SHA-256; NULL: none) must match the bytes read from the primary, and
- * the copy must match them. Leaves no unfinished write on failure; a copy that does
- * not match stays in the replica (it is replaced by the next attempt).
+ * the copy must match them. Leaves no unfinished write on failure; a copy that reads
+ * back different stays in the replica (it is replaced by the next attempt).
  */
 static int
 tb_replica_copy(tb_replica_run *run, const char *key, const char *expected, tb_error *err)
@@ -463,13 +476,8 @@ tb_replica_copy(tb_replica_run *run, const char *key, const char *expected, tb_e
 	char read_hex[2 * CRYPTO_SHA256_LEN + 1], back_hex[2 * CRYPTO_SHA256_LEN + 1];
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("tenant_backup: replicating %s", key));
-	if (tb_replica_stream(run, key, read_hex, err) != 0)
+	if (tb_replica_stream(run, key, expected, read_hex, err) != 0)
 		return -1;
-	if (expected != NULL && pg_strcasecmp(expected, read_hex) != 0)
-		return tb_error_set(err, TB_ERR_CORRUPT,
-							"the primary copy of \"%s\" does not have the SHA-256 the catalog or its manifest records: "
-							"it was not replicated",
-							key);
 	if (tb_replica_read_back(run, key, back_hex, err) != 0)
 		return -1;
 	if (strcmp(read_hex, back_hex) != 0)
@@ -534,7 +542,61 @@ tb_listing_find(const tb_listing *l, const char *key)
 	return l->count == 0 ? NULL : bsearch(&probe, l->items, l->count, sizeof(tb_listed), tb_listed_cmp);
 }
 
-/* The tenant's key documents (<tenant>/keys/), each copied again: master key rotation rewraps them in place. */
+/*
+ * Whether the catalog vouches for the primary's key document key: <key id>.json equal
+ * (as JSON) to that key's wrapped document in key_store, or active.json naming the
+ * catalog's active key under the master key's seal. *sha: the SHA-256 of the bytes
+ * checked, which the copy must have. Storage is untrusted: nothing else is copied.
+ */
+static bool
+tb_replica_key_vouched(tb_replica_run *run, const char *key, char sha[2 * CRYPTO_SHA256_LEN + 1], tb_error *err)
+{
+	const char *leaf = key + strlen(run->tenant) + strlen("/keys/");
+	size_t leaf_len = strlen(leaf);
+	uint8_t digest[CRYPTO_SHA256_LEN];
+	char *doc;
+	size_t len;
+	bool vouched;
+
+	if (leaf_len <= 5 || strcmp(leaf + leaf_len - 5, ".json") != 0 ||
+		storage_get(run->primary, key, MANIFEST_MAX_BYTES, &doc, &len, err) != 0)
+		return false;
+	if (memchr(doc, '\0', len) != NULL)
+	{
+		free(doc);
+		return false;
+	}
+	if (strcmp(leaf, "active.json") == 0)
+	{
+		char key_id[KEYS_ID_LEN + 1];
+		master_key master;
+		const char *args[2] = {run->tenant, key_id};
+
+		tb_master_key(&master);
+		vouched = repo_active_key_get(run->primary, &master, run->tenant, key_id, err) == 0 &&
+				  tb_sql("SELECT true FROM tenant_backup.key_store k WHERE k.tenant = $1 AND k.state = 'active'"
+						 " AND k.key_id = $2",
+						 2, args) != NULL;
+		keys_master_wipe(&master);
+	}
+	else
+	{
+		const char *args[3] = {run->tenant, pnstrdup(leaf, leaf_len - 5), pnstrdup(doc, len)};
+
+		vouched = tb_sql("SELECT tenant_backup._replica_key_vouched($1, $2, $3)", 3, args)[0] == 't';
+	}
+	crypto_sha256_once(doc, len, digest);
+	free(doc);
+	for (int i = 0; i < CRYPTO_SHA256_LEN; i++)
+		snprintf(sha + 2 * i, 3, "%02x", digest[i]);
+	return vouched;
+}
+
+/*
+ * The tenant's key documents (<tenant>/keys/) the catalog vouches for, each copied
+ * again (a master key rotation rewraps them in place); others are left out, so a
+ * document forged in the primary never replaces the replica's.
+ */
 static int
 tb_replica_copy_keys(tb_replica_run *run, tb_error *err)
 {
@@ -543,15 +605,23 @@ tb_replica_copy_keys(tb_replica_run *run, tb_error *err)
 	if (tb_listing_read(run->primary, psprintf("%s/keys/", run->tenant), &keys, err) != 0)
 		return tb_error_prefix(err, "listing the key documents in the primary storage");
 	for (int i = 0; i < keys.count; i++)
-		if (tb_replica_copy(run, keys.items[i].key, NULL, err) != 0)
+	{
+		char sha[2 * CRYPTO_SHA256_LEN + 1];
+		tb_error skipped = {0};
+
+		if (!tb_replica_key_vouched(run, keys.items[i].key, sha, &skipped))
+			continue;
+		if (tb_replica_copy(run, keys.items[i].key, sha, err) != 0)
 			return -1;
+	}
 	return 0;
 }
 
 /*
  * A dedicated tenant's archived WAL: every file whose manifest is in the primary and
- * not in the replica (or whose object's size differs there) is copied, object first,
- * checked against its manifest's SHA-256, then its manifest. *copied: how many.
+ * not in the replica is copied, object first, checked against its manifest's SHA-256,
+ * then its manifest. Archived WAL is never rewritten, so a copy with its manifest is
+ * never replaced. *copied: how many.
  */
 static int
 tb_replica_copy_wal(tb_replica_run *run, int *copied, tb_error *err)
@@ -567,7 +637,7 @@ tb_replica_copy_wal(tb_replica_run *run, int *copied, tb_error *err)
 	for (int i = 0; i < primary.count; i++)
 	{
 		const tb_listed *json = &primary.items[i];
-		const tb_listed *object, *copy_object;
+		const tb_listed *object;
 		char object_key[MANIFEST_OBJECT_MAX];
 		char *doc;
 		size_t len;
@@ -578,9 +648,7 @@ tb_replica_copy_wal(tb_replica_run *run, int *copied, tb_error *err)
 			continue;
 		snprintf(object_key, sizeof(object_key), "%.*s.tbk", (int) strlen(json->key) - 5, json->key);
 		object = tb_listing_find(&primary, object_key);
-		copy_object = tb_listing_find(&replica, object_key);
-		if (object == NULL ||
-			(tb_listing_find(&replica, json->key) != NULL && copy_object != NULL && copy_object->size == object->size))
+		if (object == NULL || tb_listing_find(&replica, json->key) != NULL)
 			continue;
 		if (storage_get(run->primary, json->key, MANIFEST_MAX_BYTES, &doc, &len, err) != 0)
 			return tb_error_prefix(err, "reading the manifest \"%s\" from the primary storage", json->key);

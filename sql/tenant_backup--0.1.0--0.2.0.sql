@@ -2810,6 +2810,21 @@ $$;
 COMMENT ON FUNCTION tenant_backup._metrics_replication() IS
 	'The replication part of the Prometheus exposition: per tenant and engine with a replica, tenant_backup_replication_lag_seconds, _pending_backups and _failing; NULL when no tenant has a replica.';
 
+-- Whether a key document read from the primary (untrusted) is the catalog's wrapped key.
+CREATE FUNCTION tenant_backup._replica_key_vouched(p_tenant text, p_key_id text, p_doc text)
+RETURNS boolean LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN EXISTS (SELECT 1 FROM tenant_backup.key_store k
+				   WHERE k.tenant = p_tenant AND k.key_id = p_key_id AND k.wrapped = p_doc::jsonb);
+EXCEPTION WHEN invalid_text_representation THEN
+	RETURN false;
+END
+$$;
+COMMENT ON FUNCTION tenant_backup._replica_key_vouched(text, text, text) IS
+	'True when p_doc, read from the primary storage as <tenant>/keys/<key id>.json, is that key''s wrapped document in the catalog (as JSON): only such documents are copied to the replica.';
+
 -- tenant_backups() as before, and each backup's replication (only SQL callers depend on it, by column name).
 DROP FUNCTION tenant_backup.tenant_backups(text);
 CREATE FUNCTION tenant_backup.tenant_backups(tenant text)
@@ -2840,7 +2855,8 @@ REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_back
 	tenant_backup._replica_retry_delay(int), tenant_backup._replica_backfill(), tenant_backup._replica_due_tenants(),
 	tenant_backup._replica_next(text), tenant_backup._replica_done(bigint, text),
 	tenant_backup._replica_failed(text, bigint, text), tenant_backup._replica_wal_due(text),
-	tenant_backup._replica_wal_done(text, int, text), tenant_backup._metrics_replication() FROM PUBLIC;
+	tenant_backup._replica_wal_done(text, int, text), tenant_backup._metrics_replication(),
+	tenant_backup._replica_key_vouched(text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_set_replica(text, text) TO tenant_backup_operator;
 -- ---------------------------------------------------------------- restores: privileges
 -- privileges => false on a PostgreSQL target restore: the target is left as a fresh

@@ -5,7 +5,9 @@
 # and key documents; the replica stopped during replication (backups go on, status
 # shows the lag and the error, the catch-up after its restart copies everything); one
 # tenant's replica URL wrong (only it fails); an operator refused an endpoint= of its
-# own; an unfinished write a dead worker left in a file:// replica is removed.
+# own; a forged key document or a tampered object in the primary never replaces a good
+# copy; a dedicated tenant's archived WAL is copied; an unfinished write a dead worker
+# left in a file:// replica is removed.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/s3.sh"
@@ -167,6 +169,53 @@ for t in f1 f2; do
 	is "$(aws_at "$PORT_B" s3 ls "s3://$BUCKET/from-files/$t/keys/" | awk '{print $4}' | sort)" \
 		"$(ls "$D/files/$t/keys" | sort)" "$t: its key documents are in the replica"
 done
+
+# ------------------------------------------------------------ what the primary holds is checked, not trusted
+
+REP=from-files
+key_doc=$(cd "$D/files" && ls f2/keys/*.json | grep -v active.json | head -n 1)
+good_doc_sha=$(sha_at "$PORT_B" "$REP/$key_doc")
+is "$good_doc_sha" "$(sha256sum <"$D/files/$key_doc" | cut -d' ' -f1)" "f2's key document is in the replica as in the primary"
+echo '{"forged": true}' >"$D/files/$key_doc"
+is "$(backup f2)" 1 "with a forged key document in the primary, f2 is backed up again"
+is "$(wait_for 100 0.2 "replicated replicated" state_of f2)" "replicated replicated" "and replicated"
+is "$(sha_at "$PORT_B" "$REP/$key_doc")" "$good_doc_sha" \
+	"the forged key document (not the catalog's wrapped key) did not replace the replica's"
+
+read -r id key < <(psql_q "SELECT id || ' ' || object_key FROM tenant_backup.backups WHERE tenant = 'f2' ORDER BY id LIMIT 1")
+good_sha=$(sha_at "$PORT_B" "$REP/$key")
+flip_byte "$D/files/$key" 100
+# Copied again, say after tenant_set_replica: the primary's bytes no longer match the catalog.
+psql_q "UPDATE tenant_backup.backups SET replica_state = 'pending' WHERE id = $id" >/dev/null
+is "$(wait_for 100 0.2 failed psql_q "SELECT replica_state FROM tenant_backup.backups WHERE id = $id")" failed \
+	"a primary object whose bytes are not the catalog's SHA-256 is not replicated"
+like "$(psql_q "SELECT replica_error FROM tenant_backup.backups WHERE id = $id")" "does not have the SHA-256" "the error says why"
+is "$(sha_at "$PORT_B" "$REP/$key")" "$good_sha" "and the replica's good copy is left as it was"
+
+# ------------------------------------------------------------ a dedicated tenant's archived WAL
+
+psql_q "SELECT tenant_backup.tenant_create('d1', 'dedicated')" >/dev/null
+wal=d1/postgres/wal/00000001/000000010000000000000003
+sealed=$(echo "WAL bytes" | "$TB" put --tenant d1 --engine postgres --storage "file://$D/files" --master-key "$D/master.key")
+ok $? "an object of d1 is sealed into the primary"
+mkdir -p "$D/files/${wal%/*}"
+mv "$D/files/$sealed" "$D/files/$wal.tbk"
+python3 - "$D/files/${sealed%.tbk}.json" "$D/files/$wal.json" "$wal.tbk" <<'PY'
+import json, os, sys
+m = json.load(open(sys.argv[1]))
+m["object"], m["backup_id"] = sys.argv[3], "000000010000000000000003"
+json.dump(m, open(sys.argv[2], "w"))
+os.remove(sys.argv[1])
+PY
+chown -R postgres "$D/files"
+# The minute between passes over a dedicated tenant's WAL passes.
+psql_q "UPDATE tenant_backup.replica_wal SET next_attempt = now() WHERE tenant = 'd1'" >/dev/null
+is "$(wait_for 100 0.2 "$(sha256sum <"$D/files/$wal.tbk" | cut -d' ' -f1)" sha_at "$PORT_B" "$REP/$wal.tbk")" \
+	"$(sha256sum <"$D/files/$wal.tbk" | cut -d' ' -f1)" "d1's archived WAL file is copied to the replica"
+is "$(wait_for 50 0.2 "$(sha256sum <"$D/files/$wal.json" | cut -d' ' -f1)" sha_at "$PORT_B" "$REP/$wal.json")" \
+	"$(sha256sum <"$D/files/$wal.json" | cut -d' ' -f1)" "with its manifest"
+is "$(psql_q "SELECT copied || ' ' || (error IS NULL) FROM tenant_backup.replica_wal WHERE tenant = 'd1'")" "1 true" \
+	"replica_wal records the pass"
 
 # ------------------------------------------------------------ an unfinished write left in a file replica
 
