@@ -91,11 +91,17 @@ int
 direct_restore_with_agent(const direct_agent_request *req, const cli_context *ctx, storage *st,
 						  const master_key *master, const manifest *m, tb_error *err)
 {
-	static const char *const names[] = {"tenant", "object",  "key-id",     "sha256",
-										"into",   "storage", "master-key", "password-file"};
-	const char *values[] = {
-		m->tenant,         m->object, m->key_id, m->sha256, req->into, req->storage_url, ctx->master_key_file,
-		req->password_file};
+	static const char *const names[] = {"tenant",  "object",     "key-id",        "sha256",         "into",
+										"storage", "master-key", "password-file", "source-database"};
+	const char *values[] = {m->tenant,
+							m->object,
+							m->key_id,
+							m->sha256,
+							req->into,
+							req->storage_url,
+							ctx->master_key_file,
+							req->password_file,
+							m->database[0] ? m->database : NULL};
 	char agent[PATH_MAX], *option_args[sizeof(names) / sizeof(names[0])] = {0};
 	const char *argv[sizeof(names) / sizeof(names[0]) + 3] = {agent, "restore-direct"};
 	repo_read_options options;

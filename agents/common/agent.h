@@ -95,11 +95,12 @@ typedef struct agent_engine
 	/* Restores job->object_key; nothing live may change before the whole backup authenticated. */
 	int (*restore)(agent_job *job, tb_error *err);
 	/*
-	 * restore-direct: fills job->restore_target and job->options for the --into URI
-	 * (already job->locator, without a password). NULL: the database the URI's path
-	 * names is the restore target.
+	 * restore-direct: fills job->restore_target and job->options (and may change
+	 * job->locator) for the --into URI (already job->locator, without a password);
+	 * source_database is the backed-up database its manifest names (a hint; NULL if
+	 * none). NULL: the database the URI's path names is the restore target.
 	 */
-	int (*direct_target)(agent_job *job, const struct agent_uri *into, tb_error *err);
+	int (*direct_target)(agent_job *job, const struct agent_uri *into, const char *source_database, tb_error *err);
 } agent_engine;
 
 /*

@@ -34,6 +34,8 @@ direct_usage(const agent_engine *engine)
 		   "  --sha256=HEX          the SHA-256 of the object as stored, from its manifest\n"
 		   "  --into=URI            the target, which must be empty or not exist; no password in it\n"
 		   "  --password-file=FILE  the target's password (mode 0600); else TENANT_BACKUP_%s_PASSWORD\n"
+		   "  --source-database=DB  the backed-up database its manifest names (MySQL: sequence\n"
+		   "                        defaults naming it are pointed at the target's own)\n"
 		   "  --storage=URL         file:///dir or s3://bucket/prefix (env TENANT_BACKUP_STORAGE)\n"
 		   "  --master-key=FILE     the master key file (env TENANT_BACKUP_MASTER_KEY_FILE)\n"
 		   "A tenant's own key command (BYOK) comes from TENANT_BACKUP_KEY_COMMAND.\n",
@@ -86,6 +88,7 @@ typedef struct direct_args
 	const char *sha256;
 	const char *into;
 	const char *password_file;
+	const char *source_database;
 } direct_args;
 
 /*
@@ -138,7 +141,7 @@ direct_job(const agent_engine *engine, const direct_args *args, agent_job *job, 
 			rc = direct_strdup(&job->password, agent_config_get(job->config, password_key), err);
 	}
 	if (rc == 0 && engine->direct_target)
-		rc = engine->direct_target(job, &uri, err);
+		rc = engine->direct_target(job, &uri, args->source_database, err);
 	else if (rc == 0 && (uri.path == NULL || uri.path[0] == '\0'))
 		rc = tb_error_set(err, TB_ERR_INVALID, "--into names no database (%s://user@host:port/NEW)", engine->engine);
 	else if (rc == 0)
@@ -150,12 +153,17 @@ direct_job(const agent_engine *engine, const direct_args *args, agent_job *job, 
 int
 agent_direct_main(const agent_engine *engine, int argc, char **argv)
 {
-	static const struct option options[] = {
-		{"tenant", required_argument, NULL, 't'},  {"object", required_argument, NULL, 'o'},
-		{"key-id", required_argument, NULL, 'k'},  {"sha256", required_argument, NULL, 's'},
-		{"into", required_argument, NULL, 'i'},    {"password-file", required_argument, NULL, 'p'},
-		{"storage", required_argument, NULL, 'S'}, {"master-key", required_argument, NULL, 'M'},
-		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+	static const struct option options[] = {{"tenant", required_argument, NULL, 't'},
+											{"object", required_argument, NULL, 'o'},
+											{"key-id", required_argument, NULL, 'k'},
+											{"sha256", required_argument, NULL, 's'},
+											{"into", required_argument, NULL, 'i'},
+											{"password-file", required_argument, NULL, 'p'},
+											{"source-database", required_argument, NULL, 'd'},
+											{"storage", required_argument, NULL, 'S'},
+											{"master-key", required_argument, NULL, 'M'},
+											{"help", no_argument, NULL, 'h'},
+											{NULL, 0, NULL, 0}};
 	agent_config config = {.engine = engine->engine, .workers = 1, .level = STREAM_LEVEL_DEFAULT, .lease_seconds = 60};
 	agent a = {.engine = engine, .config = &config, .signal_fd = -1};
 	direct_args args = {0};
@@ -176,6 +184,7 @@ agent_direct_main(const agent_engine *engine, int argc, char **argv)
 							: opt == 's' ? &args.sha256
 							: opt == 'i' ? &args.into
 							: opt == 'p' ? &args.password_file
+							: opt == 'd' ? &args.source_database
 										 : NULL;
 
 		if (slot)

@@ -94,11 +94,12 @@ redis_restore(agent_job *job, tb_error *err)
  * prefix tenant's form): the destination is the job's own place, which must hold no keys.
  */
 static int
-redis_direct_target(agent_job *job, const agent_uri *into, tb_error *err)
+redis_direct_target(agent_job *job, const agent_uri *into, const char *source_database, tb_error *err)
 {
 	char *prefix = agent_uri_param(into, "key_prefix");
 	json_t *options = prefix && *prefix ? json_pack("{s:s}", "key_prefix", prefix) : json_object();
 
+	(void) source_database;
 	free(prefix);
 	free(job->options);
 	job->options = options ? json_dumps(options, JSON_COMPACT) : NULL;

@@ -28,7 +28,10 @@ mongo_start "$D/mongo" "$(free_port)"
 
 # --- the tenants, backed up through the control plane and their agents
 my_db acme "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT, amount DECIMAL(10,2), at DATETIME(6))" \
-	"INSERT INTO orders (note, amount, at) VALUES ('first', 12.50, '2026-01-02 03:04:05.123456'), ('quote''s \\\\ and ü', NULL, NULL)"
+	"INSERT INTO orders (note, amount, at) VALUES ('first', 12.50, '2026-01-02 03:04:05.123456'), ('quote''s \\\\ and ü', NULL, NULL)" \
+	"CREATE SEQUENCE ticket_seq START WITH 100" \
+	"CREATE TABLE tickets (id INT PRIMARY KEY DEFAULT NEXTVAL(ticket_seq), what VARCHAR(20))" \
+	"INSERT INTO tickets (what) VALUES ('one'), ('two')"
 rtool fill "$R" 3 "" dbten
 rtool fill "$R" 0 "pre:" preten
 mtool drop "$MONGO_URI_BASE" modr_src >/dev/null 2>&1
@@ -76,6 +79,12 @@ like "$(tail -1 "$D/out")" "^restored $my_obj into mysql://tbagent@127.0.0.1:$MY
 "$HERE/lib/my_compare.sh" acme acme_dr
 ok $? "acme_dr holds what acme held: every definition, row and AUTO_INCREMENT counter"
 is "$(my_canaries acme_dr)" "acme canary" "the canary row is there"
+is "$(my_q "SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'acme_dr' AND TABLE_NAME = 'tickets' AND COLUMN_NAME = 'id'")" \
+	'nextval(`acme_dr`.`ticket_seq`)' "a sequence default draws from acme_dr's own sequence (the manifest names acme), not acme's"
+my_db acme_dr "INSERT INTO tickets (what) VALUES ('three')"
+is "$(my_db acme_dr "SELECT GROUP_CONCAT(id ORDER BY id) FROM tickets")|$(my_db acme "SELECT GROUP_CONCAT(id ORDER BY id) FROM tickets")" \
+	"100,101,1100|100,101" \
+	"  a new row there takes its next value (1100: the dump's next value beyond the cache; acme's own would give 102)"
 
 before=$(my_db globex "CHECKSUM TABLE canary")
 direct --tenant acme --engine mysql --into "mysql://tbagent@127.0.0.1:$MY_PORT/globex" --password-file "$D/my.pw"
