@@ -221,7 +221,11 @@ s3_xml_parse_uploads(const char *body, size_t len, storage_unfinished_cb cb, voi
 		*truncated = is_truncated != NULL && strcmp(is_truncated, "true") == 0;
 		if (*truncated && ((*next_key = s3_xml_child_text(root, "NextKeyMarker")) == NULL ||
 						   (*next_upload = s3_xml_child_text(root, "NextUploadIdMarker")) == NULL))
+		{
+			free(*next_key);
+			*next_key = NULL;
 			rc = -1;
+		}
 		free(is_truncated);
 	}
 	if (doc != NULL)

@@ -38,7 +38,7 @@ int s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *ar
  * Calls cb for each <Upload> of a ListMultipartUploadsResult (full S3 key, UploadId,
  * Initiated as info->mtime; size 0: S3 does not say), in document order, and sets
  * *truncated, and *next_key and *next_upload (NextKeyMarker, NextUploadIdMarker,
- * malloc'd; NULL when not truncated). Returns as s3_xml_parse_list.
+ * malloc'd; NULL when not truncated or malformed). Returns as s3_xml_parse_list.
  */
 int s3_xml_parse_uploads(const char *body, size_t len, storage_unfinished_cb cb, void *arg, bool *truncated,
 						 char **next_key, char **next_upload);
