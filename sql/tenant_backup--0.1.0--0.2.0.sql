@@ -2964,6 +2964,25 @@ REVOKE ALL ON FUNCTION tenant_backup._enqueue(text, text, text, bigint, text, te
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_restore(text, text, bigint, text, boolean, text, boolean)
 	TO tenant_backup_operator;
 
+-- Drill scratch directories (a base backup drill unpacks into one), as the launcher
+-- finds them: listed while they exist; the launcher removes each once its job is over.
+CREATE FUNCTION tenant_backup._scratch_directories(OUT directory text, OUT job_id bigint, OUT bytes bigint,
+												   OUT modified timestamptz)
+RETURNS SETOF record LANGUAGE c
+AS 'MODULE_PATHNAME', 'tenant_backup_scratch_directories';
+COMMENT ON FUNCTION tenant_backup._scratch_directories() IS
+	'The drill scratch directories of this server (under its TMPDIR, tenant_backup_drill_<port>_<job>_*, owned by its user): path, job, bytes of their files, last change.';
+CREATE VIEW tenant_backup.scratch_directories WITH (security_barrier) AS
+SELECT d.directory, j.tenant, d.job_id, j.kind AS job_kind, j.state AS job_state, d.bytes, d.modified AS since,
+	   now() - d.modified AS age
+FROM tenant_backup._scratch_directories() d
+LEFT JOIN tenant_backup.jobs j ON j.id = d.job_id;
+COMMENT ON VIEW tenant_backup.scratch_directories IS
+	'Scratch directories of drills of dedicated tenants'' base backups: their tenant, job, size and age. The launcher removes one (audited: scratch directory removed) as soon as its job is neither queued nor running.';
+REVOKE ALL ON FUNCTION tenant_backup._scratch_directories() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_backup._scratch_directories() TO tenant_backup_operator;
+GRANT SELECT ON tenant_backup.scratch_directories TO tenant_backup_operator;
+
 -- ---------------------------------------------------------------- replication: deletion
 -- Retention, legal holds and tenant_drop cover the replica: every storage intent names
 -- the storage it acts on (NULL: tenant_backup.storage; else the replica URL a copy was

@@ -3,7 +3,9 @@
 # kill -9 while pg_restore copies rows into the drill's scratch database. The scratch
 # it leaves is listed in tenant_backup.scratch_databases (kind drill, with its tenant,
 # job, size and age), tenant_remove_scratch refuses it while the job still runs and
-# removes it once the job is over; the tenant's own database is never touched.
+# removes it once the job is over; the tenant's own database is never touched. A
+# base backup drill's scratch directory of the job is listed in
+# tenant_backup.scratch_directories and removed by the launcher once the job is over.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/pg_debian.sh"
@@ -41,6 +43,14 @@ listed=$(psql_q "SELECT kind || ' ' || tenant || ' ' || job_id || ' ' || (bytes 
 is "$listed" "drill drilled $job true true" "while the drill runs its scratch is listed: kind, tenant, job, size, age"
 out=$(psql_q "SELECT tenant_backup.tenant_remove_scratch('$scratch')" 2>&1)
 like "$out" "database \"$scratch\" belongs to job $job, which is running" "and cannot be removed while its job runs"
+# A base backup drill's scratch directory of this job (as one unpacks it) is listed too.
+dir="${TMPDIR:-/tmp}/tenant_backup_drill_${PGPORT}_${job}_killed"
+mkdir -p "$dir/base" && head -c 1048576 /dev/zero >"$dir/base/file" && chown -R postgres "$dir"
+is "$(psql_q "SELECT tenant || ' ' || job_id || ' ' || job_state || ' ' || bytes || ' ' || (age >= '0'::interval)
+	FROM tenant_backup.scratch_directories WHERE directory = '$dir'")" "drilled $job running 1048576 true" \
+	"a drill's scratch directory is listed: tenant, job, its state, size, age"
+is "$(psql_q "SET ROLE tenant_backup_operator; SELECT count(*) FROM tenant_backup.scratch_directories")" 1 \
+	"operators may read it"
 kill -KILL "$pid"
 wait "$drill_call" 2>/dev/null
 
@@ -48,6 +58,10 @@ wait "$drill_call" 2>/dev/null
 state=$(poll "SELECT state FROM tenant_backup.jobs WHERE id = $job AND state NOT IN ('queued', 'running')")
 is "$state" failed "the killed drill's job ends failed"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = '$scratch'")" 1 "its scratch database was left behind"
+wait_for 100 0.1 gone bash -c "[ -e '$dir' ] && echo there || echo gone" >/dev/null
+ok $? "the launcher removed the drill's scratch directory once its job failed"
+is "$(psql_q "SELECT count(*) FROM tenant_backup.scratch_directories")|$(psql_q "SELECT count(*) FROM tenant_backup.audit WHERE action = 'scratch directory removed'")" \
+	"0|1" "it is no longer listed; its removal is audited"
 is "$(psql_q "SELECT kind || ' ' || tenant || ' ' || job_state FROM tenant_backup.scratch_databases WHERE database = '$scratch'")" \
 	"drill drilled failed" "the view lists it with its job's end"
 out=$(psql_q "SELECT tenant_backup.tenant_remove_scratch('$scratch')" 2>&1)

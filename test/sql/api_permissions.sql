@@ -77,7 +77,7 @@ SELECT set_eq($$SELECT proname::text FROM pg_proc WHERE pronamespace = 'tenant_b
 		  'tenant_set_retention', 'tenant_hold', 'tenant_release', 'tenant_expire', 'tenant_drop',
 		  'tenant_audit_verify', 'tenant_restore_drill', 'tenant_compliance_report', '_wal_archive_lag',
 		  'tenant_cancel', 'tenant_pause', 'tenant_resume', 'check', '_default_schedule', '_agent_missing',
-		  '_builtin_retention', 'tenant_remove_database', 'tenant_remove_scratch', '_metrics', 'tenant_set_replica'],
+		  '_builtin_retention', 'tenant_remove_database', 'tenant_remove_scratch', '_metrics', 'tenant_set_replica', '_scratch_directories'],
 	'tenant_backup_operator may execute the API functions, and the read-only helpers the operators'' views call, and nothing else in the schema');
 SELECT table_privs_are('tenant_backup', 'keys', 'tenant_backup_operator', ARRAY['SELECT'],
 	'tenant_backup_operator may only SELECT the keys view');
