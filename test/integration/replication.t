@@ -5,7 +5,7 @@
 # and key documents; the replica stopped during replication (backups go on, status
 # shows the lag and the error, the catch-up after its restart copies everything); one
 # tenant's replica URL wrong (only it fails); an operator refused an endpoint= of its
-# own; a forged key document or a tampered object in the primary never replaces a good
+# own; a worker terminated mid-copy leaves no unfinished upload; a forged key document or a tampered object in the primary never replaces a good
 # copy; a dedicated tenant's archived WAL is copied; an unfinished write a dead worker
 # left in a file:// replica is removed.
 . "$(dirname "$0")/../lib/tap.sh"
@@ -140,6 +140,26 @@ is "$(wait_for 100 0.2 0 psql_q "SELECT count(*) FROM tenant_backup.backups WHER
 	"t2's failed copy goes to its new replica at once"
 key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 't2' ORDER BY id DESC LIMIT 1")
 is "$(sha_at "$PORT_B" "t2-copies/$key")" "$(sha_at "$PORT_A" "primary/$key")" "and its bytes are there"
+
+# ------------------------------------------------------------ a worker terminated mid-copy
+
+# t4's replica takes 5 MiB parts at 2MB/s, so its copy of a ~12 MB backup is a
+# multipart upload for several seconds; the worker terminated then leaves none behind.
+SLOW="s3://$BUCKET/replica?endpoint=http://127.0.0.1:$PORT_B&part_size=5MiB&max_bandwidth=2MB/s"
+psql_q "CREATE DATABASE t4_db" "SELECT tenant_backup.tenant_create('t4')" \
+	"SELECT tenant_backup.tenant_add_database('t4', 'postgres', 't4_db')" \
+	"SELECT tenant_backup.tenant_set_replica('t4', '$SLOW')" >/dev/null
+PGDATABASE=t4_db psql_q "CREATE TABLE bulk AS SELECT string_agg(md5(random()::text), '') AS v FROM generate_series(1, 800000) g GROUP BY g % 40" >/dev/null
+is "$(backup t4)" 1 "t4's backup of ~25 MB completes"
+uploads() { aws_at "$PORT_B" s3api list-multipart-uploads --bucket "$BUCKET" --prefix replica/t4/ --query 'length(Uploads || `[]`)' --output text; }
+is "$(wait_for 100 0.1 1 uploads)" 1 "its copy is a multipart upload in the replica"
+pid=$(psql_q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup replication' AND query LIKE '%t4/postgres/%'")
+is "$(psql_q "SELECT pg_terminate_backend($pid)")" t "the replication worker is terminated mid-copy"
+is "$(wait_for 50 0.2 0 uploads)" 0 "its upload is aborted as it exits: no unfinished write is left"
+is "$(wait_for 150 0.2 replicated psql_q "SELECT replica_state FROM tenant_backup.backups WHERE tenant = 't4'")" replicated \
+	"the next worker copies the backup"
+key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 't4'")
+is "$(sha_at "$PORT_B" "replica/$key")" "$(sha_at "$PORT_A" "primary/$key")" "with the primary's bytes"
 
 unlike "$(cat "$D/pg/server.log")" "$AWS_SECRET_ACCESS_KEY" "the server log holds no S3 secret"
 pg_stop "$D/pg"
