@@ -180,7 +180,7 @@ test: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins $(ASAN_BINS)
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
-		prove -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
+		prove --timer -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
 
 demo: deps
 	@$(MAKE) --no-print-directory all install
