@@ -261,15 +261,17 @@ typedef struct wal_fetch_copy
 {
 	const master_key *master;
 	const char *tenant, *file, *dest;
+	bool not_archived; /* the copy read last never had FILE (a missing key document is not that) */
 } wal_fetch_copy;
 
 /* wal_fetch from one copy; a file that copy never archived is its TB_ERR_NOT_FOUND. */
 static int
 wal_fetch_read(cli_copy_read *r, storage *st, tb_error *err)
 {
-	const wal_fetch_copy *w = r->arg;
+	wal_fetch_copy *w = r->arg;
 	int rc = wal_fetch(st, w->master, w->tenant, w->file, w->dest, err);
 
+	w->not_archived = rc == 1;
 	if (rc == 1)
 		return tb_error_set(err, TB_ERR_NOT_FOUND, "%s of tenant '%s' is not in the archive", w->file, w->tenant);
 	return rc;
@@ -282,6 +284,7 @@ cmd_wal_fetch(int argc, char **argv)
 	cli_context ctx;
 	cli_copies copies;
 	master_key master;
+	wal_fetch_copy fetch = {.master = &master};
 	tb_error err = {0};
 	char spool[4096], spooled[4200];
 	const char *file, *dest;
@@ -304,6 +307,9 @@ cmd_wal_fetch(int argc, char **argv)
 		rc = 0;
 	else
 	{
+		fetch.tenant = args.tenant;
+		fetch.file = file;
+		fetch.dest = dest;
 		if (cli_copies_open(&copies, "wal-fetch", &ctx) != 0)
 			return WAL_FETCH_FAILED;
 		if (cli_load_master_key(&ctx, &master) != 0)
@@ -311,16 +317,11 @@ cmd_wal_fetch(int argc, char **argv)
 			cli_copies_close(&copies);
 			return WAL_FETCH_FAILED;
 		}
-		rc = cli_copies_read(
-			&copies, file,
-			&(cli_copy_read){
-				.read = wal_fetch_read,
-				.arg = &(wal_fetch_copy){.master = &master, .tenant = args.tenant, .file = file, .dest = dest}},
-			&err);
+		rc = cli_copies_read(&copies, file, &(cli_copy_read){.read = wal_fetch_read, .arg = &fetch}, &err);
 		keys_master_wipe(&master);
 		cli_copies_close(&copies);
 	}
-	if (rc != 0 && err.code == TB_ERR_NOT_FOUND)
+	if (rc != 0 && fetch.not_archived)
 	{
 		fprintf(stderr, "tenant-backup wal-fetch: %s of tenant '%s' is not in the archive\n", file, args.tenant);
 		return WAL_FETCH_NOT_FOUND;
