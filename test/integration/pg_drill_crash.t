@@ -19,20 +19,9 @@ psql_q "SELECT tenant_backup.tenant_create('drilled')" \
 	"SELECT tenant_backup.tenant_backup('drilled', wait => true)" >/dev/null
 ok $? "a backup of drill_db"
 
-# Polls SQL until it returns a row (up to 60 s); prints it.
-poll() { # SQL
-	local got
-	for _ in $(seq 1200); do
-		got=$(psql_q "$1" 2>/dev/null)
-		[ -n "$got" ] && echo "$got" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
 psql_q "SELECT tenant_backup.tenant_restore_drill('drilled')" >/dev/null 2>&1 &
 drill_call=$!
-poll "SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'drill\_db\_tb\_drill\_%' AND query ILIKE 'COPY%'" >/dev/null
+wait_for 1200 0.05 1 psql_q "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'drill\_db\_tb\_drill\_%' AND query ILIKE 'COPY%'" >/dev/null
 ok $? "the drill is copying rows into its scratch database"
 job=$(psql_q "SELECT id FROM tenant_backup.jobs WHERE kind = 'drill' AND tenant = 'drilled'")
 pid=$(psql_q "SELECT pid FROM pg_stat_activity WHERE application_name = 'tenant_backup drill of drilled'")
@@ -55,7 +44,7 @@ kill -KILL "$pid"
 wait "$drill_call" 2>/dev/null
 
 # The postmaster restarted every backend; the job's lease runs out, the job fails.
-state=$(poll "SELECT state FROM tenant_backup.jobs WHERE id = $job AND state NOT IN ('queued', 'running')")
+state=$(wait_for 1200 0.05 failed psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $job")
 is "$state" failed "the killed drill's job ends failed"
 is "$(psql_q "SELECT count(*) FROM pg_database WHERE datname = '$scratch'")" 1 "its scratch database was left behind"
 wait_for 100 0.1 gone bash -c "[ -e '$dir' ] && echo there || echo gone" >/dev/null
@@ -66,7 +55,7 @@ is "$(psql_q "SELECT kind || ' ' || tenant || ' ' || job_state FROM tenant_backu
 	"drill drilled failed" "the view lists it with its job's end"
 out=$(psql_q "SELECT tenant_backup.tenant_remove_scratch('$scratch')" 2>&1)
 ok $? "tenant_remove_scratch takes it" || diag "$out"
-gone=$(poll "SELECT 'gone' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$scratch')")
+gone=$(wait_for 1200 0.05 gone psql_q "SELECT CASE WHEN count(*) = 0 THEN 'gone' END FROM pg_database WHERE datname = '$scratch'")
 is "$gone" gone "the launcher dropped the drill's scratch database"
 is "$(psql_q "SELECT count(*) FROM tenant_backup.audit WHERE action = 'scratch database dropped' AND detail->>'database' = '$scratch'")" 1 \
 	"the drop is audited"
