@@ -185,18 +185,11 @@ wal_fetch(storage *st, const master_key *master, const char *tenant, const char 
 static bool
 next_segment(const char *file, uint64_t segment_bytes, char *out, size_t size)
 {
-	unsigned int tl, log, seg;
-	uint64_t per_log = segment_bytes ? 0x100000000ull / segment_bytes : 0;
+	pitr_wal_name name;
 
-	if (per_log == 0 || strlen(file) != 24 || strspn(file, "0123456789ABCDEF") != 24 ||
-		sscanf(file, "%8X%8X%8X", &tl, &log, &seg) != 3)
+	if (segment_bytes == 0 || pitr_wal_name_parse(file, &name) != 0)
 		return false;
-	if (++seg == per_log)
-	{
-		seg = 0;
-		log++;
-	}
-	snprintf(out, size, "%08X%08X%08X", tl, log, seg);
+	pitr_wal_name_format(name.timeline, pitr_wal_segno(&name, segment_bytes) + 1, segment_bytes, out, size);
 	return true;
 }
 
@@ -757,8 +750,7 @@ cmd_restore_pitr(int argc, char **argv)
 
 typedef struct wal_segment
 {
-	uint32_t timeline;
-	uint64_t number; /* the log file number in the high 32 bits, the segment in the low */
+	pitr_wal_name name;
 } wal_segment;
 
 struct wal_segments
@@ -786,11 +778,15 @@ void
 wal_segments_add(wal_segments *w, const char *object, uint64_t segment_bytes)
 {
 	const char *file = strrchr(object, '/');
-	unsigned int tl, log, seg;
-	char tail[8];
+	char segment[PITR_WAL_NAME_LEN + 1];
+	pitr_wal_name name;
 
-	if (w == NULL || file == NULL || strlen(file + 1) != 28 ||
-		sscanf(file + 1, "%8X%8X%8X%7s", &tl, &log, &seg, tail) != 4 || strcmp(tail, ".tbk") != 0)
+	if (w == NULL || file == NULL || strlen(file + 1) != PITR_WAL_NAME_LEN + 4 ||
+		strcmp(file + 1 + PITR_WAL_NAME_LEN, ".tbk") != 0)
+		return;
+	memcpy(segment, file + 1, PITR_WAL_NAME_LEN);
+	segment[PITR_WAL_NAME_LEN] = '\0';
+	if (pitr_wal_name_parse(segment, &name) != 0)
 		return;
 	if (w->count == w->cap)
 	{
@@ -805,42 +801,42 @@ wal_segments_add(wal_segments *w, const char *object, uint64_t segment_bytes)
 	/* Every segment is the same size: it says how many make one 4 GB log file. */
 	if (w->segment_bytes == 0 && segment_bytes > 0)
 		w->segment_bytes = segment_bytes;
-	w->items[w->count].timeline = tl;
-	w->items[w->count].number = ((uint64_t) log << 32) | seg;
+	w->items[w->count].name = name;
 	w->count++;
 }
 
 static int
 by_timeline_and_number(const void *a, const void *b)
 {
-	const wal_segment *x = a, *y = b;
+	const pitr_wal_name *x = &((const wal_segment *) a)->name, *y = &((const wal_segment *) b)->name;
 
 	if (x->timeline != y->timeline)
 		return x->timeline < y->timeline ? -1 : 1;
-	return x->number < y->number ? -1 : x->number > y->number;
+	if (x->log != y->log)
+		return x->log < y->log ? -1 : 1;
+	return x->seg < y->seg ? -1 : x->seg > y->seg;
 }
 
 int
 wal_segments_report_gaps(wal_segments *w)
 {
-	uint64_t per_log;
 	int gaps = 0;
 
 	if (w == NULL || w->count == 0 || w->segment_bytes == 0)
 		return 0;
-	per_log = 0x100000000ull / w->segment_bytes;
 	qsort(w->items, w->count, sizeof(*w->items), by_timeline_and_number);
 	for (size_t i = 1; i < w->count; i++)
 	{
-		uint64_t prev = (w->items[i - 1].number >> 32) * per_log + (w->items[i - 1].number & 0xffffffff);
-		uint64_t next = (w->items[i].number >> 32) * per_log + (w->items[i].number & 0xffffffff);
+		const pitr_wal_name *earlier = &w->items[i - 1].name, *later = &w->items[i].name;
+		uint64_t prev = pitr_wal_segno(earlier, w->segment_bytes), next = pitr_wal_segno(later, w->segment_bytes);
+		char after[PITR_WAL_NAME_LEN + 1];
 
-		if (w->items[i].timeline != w->items[i - 1].timeline || next <= prev + 1)
+		if (later->timeline != earlier->timeline || next <= prev + 1)
 			continue;
 		gaps++;
-		printf("GAP     timeline %08X: %llu segment(s) missing after %08X%08X%08X\n", w->items[i].timeline,
-			   (unsigned long long) (next - prev - 1), w->items[i].timeline, (unsigned) (w->items[i - 1].number >> 32),
-			   (unsigned) (w->items[i - 1].number & 0xffffffff));
+		pitr_wal_name_format(earlier->timeline, prev, w->segment_bytes, after, sizeof(after));
+		printf("GAP     timeline %08X: %llu segment(s) missing after %s\n", later->timeline,
+			   (unsigned long long) (next - prev - 1), after);
 	}
 	return gaps;
 }

@@ -121,6 +121,48 @@ pitr_format_lsn(uint64_t lsn, char *out, size_t size)
 	snprintf(out, size, "%X/%X", (unsigned) (lsn >> 32), (unsigned) (lsn & 0xffffffff));
 }
 
+int
+pitr_wal_name_parse(const char *name, pitr_wal_name *out)
+{
+	const char *p = name;
+	uint32_t part[3];
+
+	if (strlen(name) != PITR_WAL_NAME_LEN || strspn(name, "0123456789ABCDEF") != PITR_WAL_NAME_LEN)
+		return -1;
+	for (int i = 0; i < 3; i++)
+	{
+		part[i] = 0;
+		for (int d = 0; d < 8; d++, p++)
+			part[i] = part[i] << 4 | (uint32_t) (isdigit((unsigned char) *p) ? *p - '0' : *p - 'A' + 10);
+	}
+	out->timeline = part[0];
+	out->log = part[1];
+	out->seg = part[2];
+	return 0;
+}
+
+/* How many segments of segment_bytes make one log (the 4 GiB the middle 8 digits count). */
+static uint64_t
+pitr_wal_segments_per_log(uint64_t segment_bytes)
+{
+	return segment_bytes ? UINT64_C(0x100000000) / segment_bytes : 0;
+}
+
+uint64_t
+pitr_wal_segno(const pitr_wal_name *name, uint64_t segment_bytes)
+{
+	return (uint64_t) name->log * pitr_wal_segments_per_log(segment_bytes) + name->seg;
+}
+
+void
+pitr_wal_name_format(uint32_t timeline, uint64_t segno, uint64_t segment_bytes, char *out, size_t size)
+{
+	uint64_t per_log = pitr_wal_segments_per_log(segment_bytes);
+
+	snprintf(out, size, "%08X%08X%08X", (unsigned) timeline, (unsigned) (per_log ? segno / per_log : 0),
+			 (unsigned) (per_log ? segno % per_log : segno));
+}
+
 bool
 pitr_is_wal_backup_id(const char *backup_id)
 {

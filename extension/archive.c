@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 
 #include "names.h"
+#include "pitr.h"
 #include "put_guard.h"
 #include "repo.h"
 
@@ -140,20 +141,17 @@ tb_archive_find_older(const char *key, const storage_info *info, void *arg)
 static void
 tb_archive_check_gap(storage *st, const char *file)
 {
-	char prev[32], object[MAXPGPATH];
-	unsigned int tl, log, seg;
-	uint64 per_log = UINT64CONST(0x100000000) / wal_segment_size;
+	char prev[PITR_WAL_NAME_LEN + 1], object[MAXPGPATH];
+	pitr_wal_name name;
+	uint64 segno;
 	storage_info info;
 	tb_error err = {0};
 	wal_older older = {.than = prev};
 	FILE *f;
 
-	if (strlen(file) != 24 || strspn(file, "0123456789ABCDEF") != 24 ||
-		sscanf(file, "%8X%8X%8X", &tl, &log, &seg) != 3 || (log == 0 && seg == 0))
+	if (pitr_wal_name_parse(file, &name) != 0 || (segno = pitr_wal_segno(&name, wal_segment_size)) == 0)
 		return;
-	if (seg == 0)
-		log--, seg = (unsigned int) per_log;
-	snprintf(prev, sizeof(prev), "%08X%08X%08X", tl, log, seg - 1);
+	pitr_wal_name_format(name.timeline, segno - 1, wal_segment_size, prev, sizeof(prev));
 	snprintf(object, sizeof(object), "%s/postgres/wal/%.8s/%s.tbk", tb_archive_tenant, prev, prev);
 	if (storage_head(st, object, &info, &err) == 0 || err.code != TB_ERR_NOT_FOUND ||
 		access(TB_WAL_GAP_FILE, F_OK) == 0)

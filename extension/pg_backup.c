@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access/xlog.h"
 #include "common/string.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
@@ -16,6 +17,7 @@
 #include "utils/guc.h"
 
 #include "pg_engine.h"
+#include "pitr.h"
 #include "put_guard.h"
 #include "tar_count.h"
 
@@ -25,9 +27,7 @@ tb_active_tenant_key(tb_job *job, tenant_key *out)
 {
 	const char *tenant = job->tenant;
 	const char *args[1] = {tenant};
-	char *doc = tb_sql("SELECT wrapped::text FROM tenant_backup.key_store WHERE tenant = $1 AND state = 'active'"
-					   " ORDER BY created DESC, key_id DESC LIMIT 1",
-					   1, args);
+	char *doc = tb_sql("SELECT (tenant_backup._active_key($1)).wrapped::text", 1, args);
 	master_key master;
 	tb_error err = {0};
 	int rc;
@@ -124,25 +124,25 @@ tb_base_backup_range(const char *messages_file)
 static void
 tb_base_backup_retire_wal(tb_job *job, const char *range)
 {
-	const char *args[1] = {job->tenant};
-	char *keep, *start = pstrdup(strstr(range, "\"start_lsn\": \"") + 14);
+	char *start = pstrdup(strstr(range, "\"start_lsn\": \"") + 14), *oldest, keep[PITR_WAL_NAME_LEN + 1];
 	int timeline = atoi(strstr(range, "\"timeline\": ") + 12), removed;
+	const char *args[3] = {job->tenant, start, psprintf("%d", timeline)};
+	unsigned int oldest_timeline;
+	uint64 oldest_lsn;
 
 	*strchr(start, '"') = '\0';
 	/* The oldest base backup still kept: complete ones in the catalog, or this one. */
-	keep =
-		tb_sql(psprintf("SELECT upper(lpad(to_hex(tl), 8, '0') || lpad(to_hex(seg / per_log), 8, '0')"
-						" || lpad(to_hex(seg %% per_log), 8, '0'))"
-						" FROM (SELECT tl, ((lsn - '0/0'::pg_lsn) / size)::bigint AS seg,"
-						"              (4294967296 / size)::bigint AS per_log"
-						"       FROM (SELECT coalesce(b.timeline, %d) AS tl, coalesce(b.start_lsn, '%s') AS lsn"
-						"             FROM (SELECT 1) one LEFT JOIN LATERAL"
-						"             (SELECT timeline, start_lsn FROM tenant_backup.backups"
-						"              WHERE tenant = $1 AND status = 'complete' AND start_lsn IS NOT NULL"
-						"              ORDER BY start_lsn LIMIT 1) b ON true) o,"
-						"       (SELECT setting::bigint AS size FROM pg_settings WHERE name = 'wal_segment_size') s) x",
-						timeline, start),
-			   1, args);
+	oldest = tb_sql("SELECT coalesce(b.timeline, $3::int) || ' ' || coalesce(b.start_lsn, $2::pg_lsn)"
+					" FROM (SELECT 1) one LEFT JOIN LATERAL"
+					" (SELECT timeline, start_lsn FROM tenant_backup.backups"
+					"  WHERE tenant = $1 AND status = 'complete' AND start_lsn IS NOT NULL"
+					"  ORDER BY start_lsn LIMIT 1) b ON true",
+					3, args);
+	if (oldest == NULL || sscanf(oldest, "%u", &oldest_timeline) != 1 ||
+		pitr_parse_lsn(strchr(oldest, ' ') + 1, &oldest_lsn) != 0)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("the oldest base backup of tenant \"%s\" has no WAL position", job->tenant)));
+	pitr_wal_name_format(oldest_timeline, oldest_lsn / wal_segment_size, wal_segment_size, keep, sizeof(keep));
 	removed = tb_wal_cleanup(job->tenant, keep);
 	/* Recovery can start from this backup: a gap before it no longer stands in the way. */
 	if (unlink(psprintf("%s/%s", DataDir, TB_WAL_GAP_FILE)) == 0)

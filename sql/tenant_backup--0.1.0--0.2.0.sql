@@ -206,8 +206,7 @@ BEGIN
 		SELECT b.object_key INTO obj FROM tenant_backup.backups b WHERE b.id = bid;
 	END IF;
 	RETURN QUERY SELECT j.id, token, j.kind, j.tenant, s.locator, s.sealed_password, s.options,
-		(SELECT k.wrapped FROM tenant_backup.key_store k WHERE k.tenant = j.tenant AND k.state = 'active'
-		 ORDER BY k.created DESC, k.key_id DESC LIMIT 1),
+		(tenant_backup._active_key(j.tenant)).wrapped,
 		bid, obj, j.restore_target, j.attempts, t.tier, t.key_command
 	FROM tenant_backup.tenants t WHERE t.name = j.tenant;
 END
@@ -2282,8 +2281,7 @@ BEGIN
 				PERFORM tenant_backup._storage_delete_prefix(i.object);
 			ELSE
 				-- The catalog's active key now (a dropped tenant has none, and no active.json).
-				SELECT k.key_id INTO active FROM tenant_backup.key_store k
-				WHERE k.tenant = i.tenant AND k.state = 'active' ORDER BY k.created DESC, k.key_id DESC LIMIT 1;
+				active := (tenant_backup._active_key(i.tenant)).key_id;
 				IF active IS NOT NULL THEN
 					PERFORM tenant_backup._active_key_put(i.tenant, active);
 				END IF;
@@ -2494,7 +2492,7 @@ BEGIN
 	FOR o IN WITH listed AS MATERIALIZED (
 				SELECT t.name AS tenant, e.engine, l.key, l.bytes, l.modified
 				FROM tenant_backup.tenants t
-				CROSS JOIN unnest(ARRAY['postgres', 'mysql', 'mongodb', 'redis']) e(engine)
+				CROSS JOIN tenant_backup._engines() e(engine)
 				CROSS JOIN LATERAL tenant_backup._storage_list(t.name || '/' || e.engine || '/') l
 				WHERE NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.tenant = t.name AND j.engine = e.engine
 								  AND j.state = 'running'))
@@ -3165,8 +3163,7 @@ BEGIN
 				SELECT x.objects, x.bytes INTO objects, bytes FROM tenant_backup._storage_delete_prefix(i.object, i.storage) x;
 			ELSE
 				-- The catalog's active key now (a dropped tenant has none, and no active.json).
-				SELECT k.key_id INTO active FROM tenant_backup.key_store k
-				WHERE k.tenant = i.tenant AND k.state = 'active' ORDER BY k.created DESC, k.key_id DESC LIMIT 1;
+				active := (tenant_backup._active_key(i.tenant)).key_id;
 				IF active IS NOT NULL THEN
 					PERFORM tenant_backup._active_key_put(i.tenant, active);
 				END IF;
@@ -3471,7 +3468,7 @@ BEGIN
 	FOR o IN WITH listed AS MATERIALIZED (
 				SELECT t.name AS tenant, e.engine, l.key, l.bytes, l.modified
 				FROM tenant_backup.tenants t
-				CROSS JOIN unnest(ARRAY['postgres', 'mysql', 'mongodb', 'redis']) e(engine)
+				CROSS JOIN tenant_backup._engines() e(engine)
 				CROSS JOIN LATERAL tenant_backup._storage_list(t.name || '/' || e.engine || '/', p_storage) l
 				WHERE (p_storage IS NULL OR tenant_backup._replica_url(t.name) = p_storage)
 				AND NOT EXISTS (SELECT 1 FROM tenant_backup.jobs j WHERE j.tenant = t.name AND j.engine = e.engine
@@ -3630,3 +3627,27 @@ COMMENT ON FUNCTION tenant_backup.agent_phase(bigint, text, text) IS
 	'An agent reports the phase of the job its lease holds (one of jobs.phase''s names; another is refused, 23514). False, and nothing recorded, when the lease does not hold the job: an agent sets the phase of no other job.';
 REVOKE ALL ON FUNCTION tenant_backup.agent_phase(bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.agent_phase(bigint, text, text) TO tenant_backup_agent;
+
+-- ---------------------------------------------------------------- subprocess and twins
+-- The one definition of a tenant's active key (the job workers, agent_claim and the
+-- intents that write active.json all ask it): the newest row in state active.
+CREATE FUNCTION tenant_backup._active_key(p_tenant text) RETURNS tenant_backup.key_store
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT k.* FROM tenant_backup.key_store k WHERE k.tenant = p_tenant AND k.state = 'active'
+	ORDER BY k.created DESC, k.key_id DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION tenant_backup._active_key(text) IS
+	'The key_store row of p_tenant''s active key (the newest in state active), or a row of NULLs when it has none. Internal.';
+REVOKE ALL ON FUNCTION tenant_backup._active_key(text) FROM PUBLIC;
+
+-- The engines, in one place for the SQL that walks every engine's prefix (the janitor);
+-- the same list as core/names.c and the sources.engine CHECK of 0.1.0.
+CREATE FUNCTION tenant_backup._engines() RETURNS SETOF text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT unnest(ARRAY['postgres', 'mysql', 'mongodb', 'redis']) $$;
+COMMENT ON FUNCTION tenant_backup._engines() IS
+	'The engines tenant_backup backs up: postgres, mysql, mongodb, redis (each tenant''s storage has a prefix per engine). Internal.';
+REVOKE ALL ON FUNCTION tenant_backup._engines() FROM PUBLIC;

@@ -85,6 +85,36 @@ test_lsns(void **state)
 }
 
 static void
+test_wal_segments(void **state)
+{
+	pitr_wal_name n;
+	char name[PITR_WAL_NAME_LEN + 1];
+	const uint64_t mb16 = 16 * 1024 * 1024, gb1 = 1024 * 1024 * 1024;
+
+	(void) state;
+	assert_int_equal(pitr_wal_name_parse("0000000200000001000000FF", &n), 0);
+	assert_int_equal(n.timeline, 2);
+	assert_int_equal(n.log, 1);
+	assert_int_equal(n.seg, 0xFF);
+	/* 256 segments of 16 MiB to a log: segment FF of log 1 is number 511, and the next is 00000002...00. */
+	assert_int_equal(pitr_wal_segno(&n, mb16), 511);
+	pitr_wal_name_format(2, 512, mb16, name, sizeof(name));
+	assert_string_equal(name, "000000020000000200000000");
+	pitr_wal_name_format(2, 510, mb16, name, sizeof(name));
+	assert_string_equal(name, "0000000200000001000000FE");
+	/* 1 GiB segments: four to a log. */
+	assert_int_equal(pitr_wal_name_parse("000000010000000300000002", &n), 0);
+	assert_int_equal(pitr_wal_segno(&n, gb1), 14);
+	pitr_wal_name_format(1, 15, gb1, name, sizeof(name));
+	assert_string_equal(name, "000000010000000300000003");
+	for (const char **bad =
+			 (const char *[]){"", "00000001000000000000000", "0000000100000000000000001", "00000001000000000000000a",
+							  "00000001000000000000000G", "000000010000000000000001.partial", NULL};
+		 *bad; bad++)
+		assert_int_equal(pitr_wal_name_parse(*bad, &n), -1);
+}
+
+static void
 test_wal_backup_ids(void **state)
 {
 	(void) state;
@@ -103,6 +133,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_times),
 		cmocka_unit_test(test_lsns),
+		cmocka_unit_test(test_wal_segments),
 		cmocka_unit_test(test_wal_backup_ids),
 	};
 
