@@ -2881,6 +2881,10 @@ BEGIN
 	FOR job IN SELECT tenant_backup._enqueue(p_kind, p_tenant, p_engine, p_backup_id, p_target, p_request, p_actor)
 	LOOP
 		UPDATE tenant_backup.jobs SET restore_privileges = p_privileges WHERE id = job;
+		IF NOT p_privileges THEN
+			PERFORM tenant_backup._audit('restore without grants requested', p_tenant,
+										 jsonb_build_object('job_id', job, 'target', p_target), p_actor);
+		END IF;
 		RETURN NEXT job;
 	END LOOP;
 END

@@ -70,6 +70,8 @@ job=$(psql_q "SELECT tenant_backup.tenant_restore('acme', target => 'acme_bare2'
 is "$(psql_q "SELECT restore_privileges FROM tenant_backup.jobs WHERE id = $job")" f "a queued request carries privileges => false to its job"
 wait_for 300 0.1 succeeded psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $job" >/dev/null
 is "$(acl acme_bare2)" "=Tc/app,app=CTc/app" "and its target is bare too"
+is "$(psql_q "SELECT string_agg(detail->>'target', ',' ORDER BY id) FROM tenant_backup.audit WHERE action = 'restore without grants requested'")" \
+	"acme_bare,acme_bare2" "each bare target restore is audited"
 out=$(psql_q "SELECT tenant_backup.tenant_restore('acme', privileges => false)" 2>&1)
 like "$out" 'privileges => false of tenant "acme" needs a PostgreSQL restore to a target' \
 	"privileges => false is refused in place"
