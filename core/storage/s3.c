@@ -740,9 +740,61 @@ storage_s3_list(storage *base, const char *prefix, storage_list_cb cb, void *arg
 	return rc;
 }
 
+/*
+ * An upload's parts so far (ListParts, paged): their bytes, and the time of the newest
+ * one in info->mtime, so that an upload still being written is as young as its last
+ * part, not as old as its start (a writer's file on disk ages the same way). Returns
+ * 0, 1 when the upload is gone meanwhile (completed or aborted), -1 with err set.
+ */
+static int
+storage_s3_upload_parts(storage_s3 *st, const char *key, const char *upload, storage_info *info, tb_error *err)
+{
+	char *marker = NULL;
+	bool more = true;
+	int rc = 0;
+
+	for (int page = 1; rc == 0 && more; page++)
+	{
+		s3_sign_pair query[] = {{"uploadId", upload}, {"part-number-marker", marker}};
+		s3_request req = {.op = "ListParts", .method = "GET", .key = key, .query = query, .nquery = marker ? 2 : 1};
+		s3_response resp;
+		s3_buffer buf;
+		char *next = NULL;
+
+		/* S3 allows 10,000 parts, 1,000 a page. */
+		if (page > 10)
+		{
+			rc = tb_error_set(err, TB_ERR_STORAGE,
+							  "S3 listing of the parts of the upload of '%s' did not end within 10 pages: refused "
+							  "(the endpoint %s does not behave as S3 does)",
+							  key, st->endpoint);
+			break;
+		}
+		rc = storage_s3_request(st, &req, &resp, &buf, err);
+		if (rc != 0 && (resp.status == 404 || strcmp(resp.error.code, "NoSuchUpload") == 0))
+			rc = 1;
+		else if (rc == 0 && s3_xml_parse_parts(buf.data, buf.len, info, &more, &next) != 0)
+			rc = tb_error_set(err, TB_ERR_STORAGE, "S3 returned an unreadable list of the parts of the upload of '%s'",
+							  key);
+		else if (rc == 0 && more && marker != NULL && strtol(next, NULL, 10) <= strtol(marker, NULL, 10))
+			rc = tb_error_set(err, TB_ERR_STORAGE,
+							  "S3 listing of the parts of the upload of '%s' did not move on: refused (the endpoint %s "
+							  "does not behave as S3 does)",
+							  key, st->endpoint);
+		free(buf.data);
+		free(marker);
+		marker = next;
+	}
+	free(marker);
+	return rc;
+}
+
 /* Hands unfinished uploads to the caller relative to the storage prefix, as storage_s3_listing does keys. */
 typedef struct storage_s3_uploads
 {
+	storage_s3 *st;
+	tb_error *err;
+	bool failed; /* listing an upload's parts failed: err says why */
 	const char *full_prefix;
 	size_t full_prefix_len;
 	size_t prefix_len;
@@ -755,13 +807,24 @@ static int
 storage_s3_upload_key(const char *key, const char *upload, const storage_info *info, void *arg)
 {
 	storage_s3_uploads *uploads = arg;
+	storage_info written = *info;
 
 	if (strncmp(key, uploads->full_prefix, uploads->full_prefix_len) != 0)
 	{
 		uploads->outside = true;
 		return 1;
 	}
-	return uploads->cb(key + uploads->prefix_len, upload, info, uploads->arg);
+	switch (storage_s3_upload_parts(uploads->st, key + uploads->prefix_len, upload, &written, uploads->err))
+	{
+		case 0:
+			break;
+		case 1:
+			return 0;
+		default:
+			uploads->failed = true;
+			return 1;
+	}
+	return uploads->cb(key + uploads->prefix_len, upload, &written, uploads->arg);
 }
 
 /*
@@ -773,7 +836,7 @@ static int
 storage_s3_list_unfinished(storage *base, const char *prefix, storage_unfinished_cb cb, void *arg, tb_error *err)
 {
 	storage_s3 *st = (storage_s3 *) base;
-	storage_s3_uploads uploads = {.prefix_len = strlen(st->prefix), .cb = cb, .arg = arg};
+	storage_s3_uploads uploads = {.st = st, .err = err, .prefix_len = strlen(st->prefix), .cb = cb, .arg = arg};
 	storage_s3_tokens markers = {0};
 	char *full_prefix, *next_key = NULL, *next_upload = NULL;
 	bool more = true;
@@ -816,7 +879,9 @@ storage_s3_list_unfinished(storage *base, const char *prefix, storage_unfinished
 											  &next_upload);
 			char *marker = NULL;
 
-			if (parsed < 0)
+			if (uploads.failed)
+				rc = -1;
+			else if (parsed < 0)
 				rc = tb_error_set(err, TB_ERR_STORAGE, "S3 returned an unreadable listing of the uploads under '%s'",
 								  full_prefix);
 			else if (uploads.outside)

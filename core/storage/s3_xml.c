@@ -233,6 +233,45 @@ s3_xml_parse_uploads(const char *body, size_t len, storage_unfinished_cb cb, voi
 	return rc;
 }
 
+int
+s3_xml_parse_parts(const char *body, size_t len, storage_info *info, bool *truncated, char **next_marker)
+{
+	xmlDocPtr doc = s3_xml_read(body, len);
+	xmlNodePtr root = s3_xml_root(doc, "ListPartsResult");
+	char *is_truncated = NULL;
+	int rc = root != NULL ? 0 : -1;
+
+	*next_marker = NULL;
+	for (xmlNodePtr n = root ? root->children : NULL; rc == 0 && n != NULL; n = n->next)
+		if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST "Part") == 0)
+		{
+			char *size = s3_xml_child_text(n, "Size");
+			char *mtime = s3_xml_child_text(n, "LastModified");
+			char *end = NULL;
+			uint64_t bytes = size ? strtoull(size, &end, 10) : 0;
+			int64_t when = s3_xml_parse_time(mtime);
+
+			if (size == NULL || end == size || *end != '\0')
+				rc = -1;
+			info->size += bytes;
+			if (when > info->mtime)
+				info->mtime = when;
+			free(size);
+			free(mtime);
+		}
+	if (rc == 0)
+	{
+		is_truncated = s3_xml_child_text(root, "IsTruncated");
+		*truncated = is_truncated != NULL && strcmp(is_truncated, "true") == 0;
+		if (*truncated && (*next_marker = s3_xml_child_text(root, "NextPartNumberMarker")) == NULL)
+			rc = -1;
+		free(is_truncated);
+	}
+	if (doc != NULL)
+		xmlFreeDoc(doc);
+	return rc;
+}
+
 /* The element reached from parent through the child names in path, or NULL. */
 static xmlNodePtr
 s3_xml_descend(xmlNodePtr parent, const char *const *path, size_t n)

@@ -1,6 +1,6 @@
 /*
  * The XML the S3 driver reads (Error, InitiateMultipartUploadResult,
- * ListBucketResult, ListMultipartUploadsResult, STS AssumeRoleWithWebIdentityResponse) and writes
+ * ListBucketResult, ListMultipartUploadsResult, ListPartsResult, STS AssumeRoleWithWebIdentityResponse) and writes
  * (CompleteMultipartUpload), through libxml2.
  */
 #ifndef TB_S3_XML_H
@@ -42,6 +42,14 @@ int s3_xml_parse_list(const char *body, size_t len, storage_list_cb cb, void *ar
  */
 int s3_xml_parse_uploads(const char *body, size_t len, storage_unfinished_cb cb, void *arg, bool *truncated,
 						 char **next_key, char **next_upload);
+
+/*
+ * Adds the <Part>s of a ListPartsResult to *info: their sizes to info->size, the
+ * newest LastModified to info->mtime (left as it was when older); sets *truncated and
+ * *next_marker (NextPartNumberMarker, malloc'd; NULL when not truncated or
+ * malformed). Returns 0, or -1 if the body is malformed or memory ran out.
+ */
+int s3_xml_parse_parts(const char *body, size_t len, storage_info *info, bool *truncated, char **next_marker);
 
 /* Credentials of an STS AssumeRoleWithWebIdentity answer, each malloc'd (free()). */
 typedef struct s3_xml_sts_credentials

@@ -1,7 +1,9 @@
 #!/bin/bash
-# The janitor on S3 (Swift s3api, SigV4 checked): a multipart upload left open by a
-# killed writer (tenant-backup put, killed with SIGKILL after its first part) is listed
-# by _storage_unfinished() and aborted once older than a lease, with an audit row; an
+# The janitor on S3 (Swift s3api, SigV4 checked): a multipart upload still being
+# written is left alone though begun more than a lease ago (its age is its newest
+# part's); left open by a killed writer (tenant-backup put, SIGKILL), it is listed by
+# _storage_unfinished() and aborted once its last part is older than a lease, with an
+# audit row; an
 # agent killed between storing its object and reporting it leaves an object no catalog
 # row names, which stays while its job holds the lease and goes once janitor_grace has
 # passed after the job was reclaimed, with an audit row. Storage then holds exactly the
@@ -20,7 +22,7 @@ scratch_dir
 agent_bed_setup "$PG_PORT" jan
 redis_start "$D/redis" "$R"
 # The janitor waits (an hour) until the test has looked at what a killed writer left.
-psql_q "ALTER SYSTEM SET tenant_backup.janitor_interval = '1h'" "ALTER SYSTEM SET tenant_backup.lease_timeout = 5" \
+psql_q "ALTER SYSTEM SET tenant_backup.janitor_interval = '1h'" "ALTER SYSTEM SET tenant_backup.lease_timeout = 20" \
 	"SELECT pg_reload_conf()" >/dev/null
 S3_PREFIX="s3://$TB_S3_BUCKET/jan"
 uploads() { # how many multipart uploads are open under jan/acme/
@@ -50,15 +52,27 @@ mkfifo "$D/put.in"
 TENANT_BACKUP_STORAGE="$S3_PREFIX?part_size=5MiB" "$TB" put --tenant acme --engine redis <"$D/put.in" >/dev/null 2>"$D/put.err" &
 put=$!
 exec {feed}>"$D/put.in"
-openssl enc -aes-128-ctr -nosalt -pass pass:janitor -in /dev/zero 2>/dev/null | head -c 12000000 >&"$feed"
-is "$(wait_for 100 0.1 1 uploads)" 1 "a writer with 12 MB sent of its object has a multipart upload open"
+random() { openssl enc -aes-128-ctr -nosalt -pass pass:"janitor$1" -in /dev/zero 2>/dev/null | head -c 6000000; }
+parts() { # parts uploaded so far of the one upload under jan/acme/
+	local key id
+	read -r key id < <(aws_s3 s3api list-multipart-uploads --bucket "$TB_S3_BUCKET" --prefix jan/acme/ \
+		--query 'Uploads[0].[Key, UploadId]' --output text)
+	aws_s3 s3api list-parts --bucket "$TB_S3_BUCKET" --key "$key" --upload-id "$id" --query 'length(Parts || `[]`)' \
+		--output text
+}
+random 1 >&"$feed"
+is "$(wait_for 100 0.1 1 uploads)" 1 "a writer with 6 MB sent of its object has a multipart upload open"
+sleep 21
+random 2 >&"$feed"
+is "$(wait_for 100 0.1 2 parts)" 2 "more than a lease (20 s) later it uploads its second part"
+psql_q "ALTER SYSTEM SET tenant_backup.janitor_interval = '1s'" "SELECT pg_reload_conf()" >/dev/null
+like "$(psql_q "SELECT bytes >= 10000000 FROM tenant_backup._storage_unfinished() WHERE key LIKE 'acme/redis/%' AND upload <> ''")" \
+	'^t$' "_storage_unfinished() lists it, with its upload id and the bytes of its parts"
+sleep 2
+is "$(uploads)" 1 "begun more than a lease ago but written within one, the janitor leaves it"
 kill -KILL "$put"
 wait "$put" 2>/dev/null
 exec {feed}>&-
-is "$(uploads)" 1 "killed with SIGKILL, it leaves the upload open"
-is "$(psql_q "SELECT count(*) FROM tenant_backup._storage_unfinished() WHERE key LIKE 'acme/redis/%' AND upload <> ''")" 1 \
-	"_storage_unfinished() lists it, with its upload id"
-psql_q "ALTER SYSTEM SET tenant_backup.janitor_interval = '1s'" "SELECT pg_reload_conf()" >/dev/null
 is "$(wait_for 150 0.2 1 audited 'unfinished write removed')" 1 "the janitor removes it once older than a lease"
 is "$(uploads)" 0 "no multipart upload is open any more"
 like "$(psql_q "SELECT detail->>'object' FROM tenant_backup.audit WHERE tenant = 'acme' AND action = 'unfinished write removed'")" \
@@ -89,7 +103,7 @@ wait "$holder"
 orphan=$(stored_objects | tr ' ' '\n' | grep -vxF "$before")
 like "$orphan" '^acme/redis/.+\.tbk$' "killed with its report unsent, the agent leaves an object no catalog row names"
 psql_q "ALTER SYSTEM SET tenant_backup.janitor_grace = '1s'" "SELECT pg_reload_conf()" >/dev/null
-sleep 7
+sleep 22
 is "$(stored_objects | tr ' ' '\n' | grep -cxF "$orphan")" 1 \
 	"past the grace (a lease here) the object stays while its job holds the lease: it may still be reported"
 # The lease runs out (the agent's was 60 s): the launcher reclaims the job, which waits for an agent again.

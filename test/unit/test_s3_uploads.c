@@ -1,8 +1,8 @@
 /*
- * Unit tests of the ListMultipartUploadsResult parser (core/storage/s3_xml.c): each
- * upload with its key, id and start, the markers of a truncated page, and refusals
- * of what the janitor must not act on (no upload id, a truncated page without markers,
- * not a listing at all).
+ * Unit tests of the ListMultipartUploadsResult and ListPartsResult parsers
+ * (core/storage/s3_xml.c): each upload with its key, id and start, the markers of a
+ * truncated page, an upload's bytes and newest part, and refusals of what the janitor
+ * must not act on (no upload id, a truncated page without markers, not a listing).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -128,6 +128,28 @@ test_callback_stops_the_listing(void **state)
 	assert_int_equal(s.count, 1);
 }
 
+static void
+test_parts_give_bytes_and_newest_part(void **state)
+{
+	const char *body = "<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker>"
+					   "<Part><PartNumber>1</PartNumber><LastModified>2026-12-02T00:29:40.000Z</LastModified>"
+					   "<Size>5242880</Size></Part><Part><PartNumber>2</PartNumber>"
+					   "<LastModified>2026-12-02T00:29:35.000Z</LastModified><Size>100</Size></Part></ListPartsResult>";
+	storage_info info = {.mtime = 1796171373}; /* Initiated, 00:29:33 */
+	bool truncated = false;
+	char *next = NULL;
+
+	(void) state;
+	assert_int_equal(s3_xml_parse_parts(body, strlen(body), &info, &truncated, &next), 0);
+	assert_int_equal(info.size, 5242980);
+	assert_int_equal(info.mtime, 1796171380);
+	assert_true(truncated);
+	assert_string_equal(next, "2");
+	free(next);
+	body = "<ListPartsResult><Part><Size>x</Size></Part></ListPartsResult>";
+	assert_int_equal(s3_xml_parse_parts(body, strlen(body), &info, &truncated, &next), -1);
+}
+
 int
 main(void)
 {
@@ -136,6 +158,7 @@ main(void)
 		cmocka_unit_test(test_truncated_page_gives_both_markers),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_callback_stops_the_listing),
+		cmocka_unit_test(test_parts_give_bytes_and_newest_part),
 	};
 
 	s3_xml_init();
