@@ -73,4 +73,11 @@ like "$out" "^failed\|\|" "globex (no replica): a missing primary object fails t
 unlike "$out" "replica" "with the original error, no word of a replica"
 is "$(rtool cmd $R 0 EXISTS globex:canary)" 0 "and nothing of globex changed"
 
+# An agent learns the replica only of the restore its lease holds.
+job=$(psql_q "SELECT id FROM tenant_backup.jobs WHERE kind = 'restore' AND tenant = 'acme' ORDER BY id DESC LIMIT 1")
+out=$(PGUSER=agent psql_q "SELECT tenant_backup.agent_job_replica($job, 'agent:forged:lease')" 2>&1)
+like "$out" "job $job is not held by this lease" "agent_job_replica answers only the lease holding the job"
+out=$(PGUSER=agent psql_q "SELECT tenant_backup._replica_url('acme')" 2>&1)
+like "$out" "permission denied" "and an agent cannot ask _replica_url for any tenant"
+
 done_testing
