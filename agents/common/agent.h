@@ -165,6 +165,8 @@ bool agent_fallback_credentials_allowed(const agent_job *job, const char *host, 
  * anything live changes.
  */
 int agent_job_check_header(const agent_job *job, const stream_header *hdr, tb_error *err);
+/* agent_job_check_header, then reports the job in its load phase. */
+int agent_job_accept_header(const agent_job *job, const stream_header *hdr, tb_error *err);
 int agent_job_check_stored(const agent_job *job, const stream_stats *stats, tb_error *err);
 
 /* A repo_progress_fn that records bytes into job->bytes_done (ctx is the job). */

@@ -120,6 +120,14 @@ agent_job_check_header(const agent_job *job, const stream_header *hdr, tb_error 
 							"recorded for backup %lld of tenant \"%s\"",
 							job->object_key, hdr->key_id, job->backup_key_id ? job->backup_key_id : "(none)",
 							(long long) job->backup_id, job->tenant);
+	return 0;
+}
+
+int
+agent_job_accept_header(const agent_job *job, const stream_header *hdr, tb_error *err)
+{
+	if (agent_job_check_header(job, hdr, err) != 0)
+		return -1;
 	/* The object is the recorded one: what follows reads it into its staging place, authenticating as it goes. */
 	agent_job_phase(job, "load");
 	return 0;

@@ -449,7 +449,7 @@ load_staging(mongo_load *l, tb_error *err)
 	if (job->object_key == NULL)
 		return tb_error_set(err, TB_ERR_INVALID, "the %s job names no backup object", job->kind);
 	if ((l->reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL ||
-		agent_job_check_header(job, repo_reader_header(l->reader), err) != 0 ||
+		agent_job_accept_header(job, repo_reader_header(l->reader), err) != 0 ||
 		(l->ar = mongo_archive_reader_open(l->reader, err)) == NULL || load_archive(l, err) != 0)
 		return -1;
 	repo_reader_stats(l->reader, &stats);

@@ -55,7 +55,7 @@ load_backup(agent_job *job, const mysql_source *src, const char *fresh, tb_error
 	if (reader == NULL)
 		return -1;
 	hdr = repo_reader_header(reader);
-	if (agent_job_check_header(job, hdr, err) != 0)
+	if (agent_job_accept_header(job, hdr, err) != 0)
 		goto done;
 	if (asprintf(&database, "--database=%s", fresh) < 0)
 	{

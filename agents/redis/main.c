@@ -30,7 +30,7 @@ backup_kind(agent_job *job, repo_reader **reader, bool *rdb, tb_error *err)
 	size_t have = 0;
 
 	if ((*reader = repo_reader_open(job->storage, job->master, job->object_key, &options, err)) == NULL ||
-		agent_job_check_header(job, repo_reader_header(*reader), err) != 0)
+		agent_job_accept_header(job, repo_reader_header(*reader), err) != 0)
 		return -1;
 	while (have < sizeof(magic))
 	{
