@@ -16,6 +16,7 @@ cli_copies_open(cli_copies *c, const char *command, const cli_context *ctx)
 {
 	tb_error err = {0};
 	char msg[CLI_ESCAPED_MAX];
+	cli_context replica_ctx;
 
 	c->command = command;
 	c->replica = NULL;
@@ -23,7 +24,10 @@ cli_copies_open(cli_copies *c, const char *command, const cli_context *ctx)
 		return -1;
 	if (ctx->replica_url == NULL || ctx->replica_url[0] == '\0')
 		return 0;
-	if ((c->replica = storage_open(ctx->replica_url, &err)) == NULL)
+	/* A file:// replica that does not exist is a typo, not an empty copy (as for --storage). */
+	replica_ctx = *ctx;
+	replica_ctx.storage_url = ctx->replica_url;
+	if (cli_storage_exists(&replica_ctx, &err) != 0 || (c->replica = storage_open(ctx->replica_url, &err)) == NULL)
 	{
 		fprintf(stderr, "tenant-backup %s: --replica: %s\n", command, cli_escape(err.msg, msg, sizeof(msg)));
 		storage_close(c->primary);
@@ -136,22 +140,27 @@ copy_listing_free(copy_listing *l)
 	free(l->backups);
 }
 
-/* Whether l holds a valid backup whose object or manifest is key. */
+static int
+copy_listing_by_object(const void *a, const void *b)
+{
+	return strcmp(((const manifest *) a)->object, ((const manifest *) b)->object);
+}
+
+/* Whether l (its backups sorted by copy_listing_by_object) holds a valid backup whose object or manifest is key. */
 static bool
 copy_listing_has(const copy_listing *l, const char *key)
 {
+	manifest wanted;
 	size_t len = strlen(key);
 
-	for (size_t i = 0; i < l->count; i++)
-	{
-		const char *object = l->backups[i].object;
-		size_t stem = strlen(object) - 4; /* without .tbk */
-
-		if (strcmp(object, key) == 0 ||
-			(len == stem + 5 && strncmp(object, key, stem) == 0 && strcmp(key + stem, ".json") == 0))
-			return true;
-	}
-	return false;
+	if (len >= sizeof(wanted.object))
+		return false;
+	/* A manifest's key names its object: <stem>.json -> <stem>.tbk. */
+	if (len > 5 && strcmp(key + len - 5, ".json") == 0)
+		snprintf(wanted.object, sizeof(wanted.object), "%.*s.tbk", (int) (len - 5), key);
+	else
+		snprintf(wanted.object, sizeof(wanted.object), "%s", key);
+	return l->count > 0 && bsearch(&wanted, l->backups, l->count, sizeof(manifest), copy_listing_by_object) != NULL;
 }
 
 /*
@@ -212,6 +221,10 @@ cli_copies_list(cli_copies *c, const char *tenant, const char *engine, const cli
 		if (replica_rc != 0)
 			fprintf(stderr, "tenant-backup %s: the replica cannot be listed: %s\n", c->command,
 					cli_escape(replica_err.msg, msg, sizeof(msg)));
+		if (primary.count > 0)
+			qsort(primary.backups, primary.count, sizeof(manifest), copy_listing_by_object);
+		if (replica.count > 0)
+			qsort(replica.backups, replica.count, sizeof(manifest), copy_listing_by_object);
 		copy_listing_report(c, &primary, &replica, "the primary storage", handlers);
 		copy_listing_report(c, &replica, &primary, "the replica", handlers);
 		for (size_t i = 0; i < primary.count; i++)
