@@ -23,6 +23,7 @@
 #include "names.h"
 #include "pitr.h"
 #include "repo.h"
+#include "subprocess.h"
 
 #define PITR_BUFFER (1024 * 1024)
 /* PostgreSQL stops recovery on a restore_command exit status above 125; 1 means "not there". */
@@ -456,29 +457,24 @@ base_choose(base_choice *c, tb_error *err)
 static int
 unpack_base(storage *st, const master_key *master, const manifest *base, const char *dir, tb_error *err)
 {
-	int pipefd[2], status, rc;
-	stream_stats stats;
-	pid_t pid;
-
-	if (pipe(pipefd) != 0 || (pid = fork()) < 0)
-		return tb_error_set(err, TB_ERR_IO, "could not start tar: %s", strerror(errno));
-	if (pid == 0)
-	{
-		dup2(pipefd[0], STDIN_FILENO);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		execlp("tar", "tar", "-x", "-f", "-", "-C", dir, (char *) NULL);
-		_exit(127);
-	}
-	close(pipefd[0]);
+	const char *argv[] = {"tar", "-x", "-f", "-", "-C", dir, NULL};
 	/* Best effort: a pipe as large as a chunk lets tar unpack while the next one decodes. */
-	(void) fcntl(pipefd[1], F_SETPIPE_SZ, PITR_BUFFER);
+	subprocess_options opts = {.argv = argv, .in = SUBPROCESS_PIPE, .pipe_size = PITR_BUFFER};
+	stream_stats stats;
+	subprocess tar;
+	int rc;
+
+	if (subprocess_start(&tar, &opts, err) != 0)
+		return -1;
+	/* repo_read_to_fd writes as a plain file descriptor: blocking, tar's pace. */
+	(void) fcntl(tar.in_fd, F_SETFL, fcntl(tar.in_fd, F_GETFL) & ~O_NONBLOCK);
 	signal(SIGPIPE, SIG_IGN);
-	rc = repo_read_to_fd(st, master, base->object, pipefd[1],
+	rc = repo_read_to_fd(st, master, base->object, tar.in_fd,
 						 &(repo_read_options){.readahead = true, .check_sha256 = true, .manifest = base}, &stats, err);
-	close(pipefd[1]);
-	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return rc != 0 ? rc : tb_error_set(err, TB_ERR_IO, "tar could not unpack the base backup into %s", dir);
+	subprocess_close_stdin(&tar);
+	if (subprocess_reap(&tar, true) < 0 || !WIFEXITED(tar.status) || WEXITSTATUS(tar.status) != 0)
+		rc = rc != 0 ? rc : tb_error_set(err, TB_ERR_IO, "tar could not unpack the base backup into %s", dir);
+	subprocess_end(&tar, SIGKILL);
 	return rc;
 }
 
