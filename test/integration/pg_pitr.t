@@ -48,7 +48,7 @@ is "$(psql_q "SELECT (contents->>'files') || ' ' || (contents->>'bytes') FROM te
 	"$files" "the base backup recorded its files and bytes as they were written"
 drill=$(psql_q "SELECT tenant_backup.tenant_restore_drill('acme')")
 like "$drill" '"ok": true' "a restore drill of the base backup unpacks it into scratch and finds every file and byte"
-is "$(ls -d "${TMPDIR:-/tmp}"/tenant_backup_drill_* 2>/dev/null | wc -l)" 0 "and removes the scratch directory"
+is "$(ls -d "${TMPDIR:-/tmp}"/tenant_backup_drill_"${PGPORT}"_* 2>/dev/null | wc -l)" 0 "and removes the scratch directory"
 
 # --- rows across WAL switches, a moment, more rows, a drop
 PGDATABASE=app psql_q "CREATE TABLE orders (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())" >/dev/null
