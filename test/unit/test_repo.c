@@ -454,6 +454,61 @@ test_file_symlinked_directory_refused(void **state)
 }
 
 static int
+count_unfinished(const char *key, const char *upload, const storage_info *info, void *arg)
+{
+	(void) key;
+	(void) upload;
+	(void) info;
+	(*(int *) arg)++;
+	return 0;
+}
+
+/*
+ * A tenant directory that is a link out of the root, as a storage writer may plant:
+ * listing, the unfinished-write listing, a tenant's delete-prefix (drop, replica
+ * cleanup) and writes under it never follow it; the victim's files stay.
+ */
+static void
+test_file_symlinked_tenant_refused(void **state)
+{
+	char outside[] = "/tmp/tb-test-outside-XXXXXX";
+	char victim[400], temporary[400], link_path[400];
+	tb_error err = {0};
+	uint64_t objects = 1, bytes = 1;
+	int unfinished = 0;
+
+	(void) state;
+	assert_non_null(mkdtemp(outside));
+	snprintf(victim, sizeof(victim), "%s/postgres", outside);
+	assert_int_equal(mkdir(victim, 0700), 0);
+	snprintf(victim, sizeof(victim), "%s/postgres/x.tbk", outside);
+	write_outside(victim, "victim");
+	snprintf(temporary, sizeof(temporary), "%s/postgres/.x.tbk.tmp-0123abcd", outside);
+	write_outside(temporary, "victim");
+	snprintf(link_path, sizeof(link_path), "%s/linked-tenant", dir);
+	assert_int_equal(symlink(outside, link_path), 0);
+
+	assert_int_equal(repo_delete_prefix(st, "linked-tenant/", &objects, &bytes, &err), 0);
+	assert_int_equal(objects, 0);
+	assert_int_equal(storage_list_unfinished(st, "linked-tenant/", count_unfinished, &unfinished, &err), 0);
+	assert_int_equal(unfinished, 0);
+	assert_int_equal(storage_put(st, "linked-tenant/postgres/new.tbk", "x", 1, &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_non_null(strstr(err.msg, "is a symbolic link, not a directory"));
+	assert_int_equal(storage_delete(st, "linked-tenant/postgres/x.tbk", &err), -1);
+	assert_int_equal(err.code, TB_ERR_CORRUPT);
+	assert_outside(victim, "victim");
+	assert_outside(temporary, "victim");
+	assert_int_equal(count_files(outside), 2);
+	unlink(link_path);
+	unlink(temporary);
+	unlink(victim);
+	snprintf(victim, sizeof(victim), "%s/postgres", outside);
+	rmdir(victim);
+	rmdir(outside);
+}
+
+static int
 setup(void **state)
 {
 	(void) state;
@@ -471,12 +526,19 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_put_list_read),        cmocka_unit_test(test_object_moved_between_tenants),
-		cmocka_unit_test(test_manifest_mismatch),    cmocka_unit_test(test_object_replaced_by_older_one),
-		cmocka_unit_test(test_wrong_master_key),     cmocka_unit_test(test_failed_put_leaves_nothing),
-		cmocka_unit_test(test_storage_keys_checked), cmocka_unit_test(test_storage_abort_and_ranges),
-		cmocka_unit_test(test_wal_object_names),     cmocka_unit_test(test_file_fifo_refused),
-		cmocka_unit_test(test_file_symlink_refused), cmocka_unit_test(test_file_symlinked_directory_refused),
+		cmocka_unit_test(test_put_list_read),
+		cmocka_unit_test(test_object_moved_between_tenants),
+		cmocka_unit_test(test_manifest_mismatch),
+		cmocka_unit_test(test_object_replaced_by_older_one),
+		cmocka_unit_test(test_wrong_master_key),
+		cmocka_unit_test(test_failed_put_leaves_nothing),
+		cmocka_unit_test(test_storage_keys_checked),
+		cmocka_unit_test(test_storage_abort_and_ranges),
+		cmocka_unit_test(test_wal_object_names),
+		cmocka_unit_test(test_file_fifo_refused),
+		cmocka_unit_test(test_file_symlink_refused),
+		cmocka_unit_test(test_file_symlinked_directory_refused),
+		cmocka_unit_test(test_file_symlinked_tenant_refused),
 	};
 
 	return cmocka_run_group_tests_name("repo", tests, setup, teardown);
