@@ -9,6 +9,7 @@
 #include "tenant_backup.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -188,14 +189,16 @@ tb_url_places_overlap(const tb_url_place *a, const tb_url_place *b)
 
 /*
  * NULL if url may be a replica: storage would open it, it does not overlap
- * tenant_backup.storage and, with restricted, it stays where the superuser configured
- * storage (see _replica_url_check). Otherwise why not, as an errdetail.
+ * tenant_backup.storage and, with restricted (not set by a superuser), it is
+ * tenant_backup.replica_storage itself: a sub-path or sibling prefix could be another
+ * tenant's replica, which that tenant's drop would then delete. Otherwise why not, as
+ * an errdetail.
  */
 static const char *
 tb_replica_url_refusal(const char *url, bool restricted, const char **hint)
 {
 	tb_error err = {0};
-	tb_url_place mine, primary, replica;
+	tb_url_place mine, primary;
 	const char *why = NULL;
 
 	*hint = "Use file:///absolute/directory or s3://bucket/prefix with the options of tenant_backup.storage.";
@@ -210,27 +213,46 @@ tb_replica_url_refusal(const char *url, bool restricted, const char **hint)
 			"Name another bucket, endpoint or directory, or a prefix beside the primary's (not in it, nor above it).";
 		return "It overlaps tenant_backup.storage: the replica would hold or remove the primary's own objects.";
 	}
-	if (!restricted)
-		return NULL;
-	*hint = "A superuser may set any replica URL; an operator may name another prefix of the same S3 endpoint and "
-			"bucket, or a directory under a file:// tenant_backup.replica_storage.";
-	if (mine.s3)
+	if (restricted && (tb_replica_storage_url == NULL || strcmp(url, tb_replica_storage_url) != 0))
 	{
-		bool same_place = tb_storage_url != NULL && tb_storage_url[0] != '\0' &&
-						  tb_url_place_parse(tb_storage_url, &primary, &why) && strcmp(primary.place, mine.place) == 0;
-
-		if (!same_place && tb_replica_storage_url != NULL && tb_replica_storage_url[0] != '\0' &&
-			tb_url_place_parse(tb_replica_storage_url, &replica, &why))
-			same_place = replica.s3 && strcmp(replica.place, mine.place) == 0;
-		if (!same_place)
-			return "Its S3 endpoint and bucket are neither those of tenant_backup.storage nor of "
-				   "tenant_backup.replica_storage: the server would send its signed requests there.";
-		return NULL;
+		*hint = "Ask a superuser to set this tenant's replica, or name exactly tenant_backup.replica_storage.";
+		return "A replica URL not set by a superuser must be tenant_backup.replica_storage itself: any other "
+			   "place could hold other tenants' replicas, which this tenant's drop would delete.";
 	}
-	if (tb_replica_storage_url == NULL || strncmp(tb_replica_storage_url, "file://", 7) != 0 ||
-		!tb_url_place_parse(tb_replica_storage_url, &replica, &why) || !tb_path_within(mine.path, replica.path))
-		return "Its directory is not under the file:// directory of tenant_backup.replica_storage.";
 	return NULL;
+}
+
+/*
+ * NULL unless url's root is strictly above or below a replica root in use (the
+ * setting, a tenant's own URL, a backup's copy): a drop or expiry under one root would
+ * delete the other's objects. Otherwise why not, as an errdetail.
+ */
+static const char *
+tb_replica_url_nesting(const char *url)
+{
+	tb_url_place mine, other;
+	const char *why = NULL;
+	const char *refusal = NULL;
+
+	if (!tb_url_place_parse(url, &mine, &why))
+		return why;
+	SPI_connect();
+	if (SPI_execute("SELECT u FROM (SELECT nullif(current_setting('tenant_backup.replica_storage', true), '') u"
+					" UNION SELECT replica_storage FROM tenant_backup.tenants WHERE replica_storage <> 'none'"
+					" UNION SELECT replica_url FROM tenant_backup.backups) x WHERE u IS NOT NULL",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "tenant_backup: could not read the replica URLs in use");
+	for (uint64 i = 0; i < SPI_processed && refusal == NULL; i++)
+	{
+		char *in_use = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (tb_url_place_parse(in_use, &other, &why) && tb_url_places_overlap(&mine, &other) &&
+			strcmp(mine.path, other.path) != 0)
+			refusal = "Its root is above or below a replica root in use (tenant_backup.replica_storage, a "
+					  "tenant's replica or a backup's copy): deleting under one would delete the other's objects.";
+	}
+	SPI_finish();
+	return refusal;
 }
 
 bool
@@ -261,6 +283,8 @@ tenant_backup_replica_url_check(PG_FUNCTION_ARGS)
 	const char *hint;
 	const char *why = tb_replica_url_refusal(url, !superuser_arg(GetSessionUserId()), &hint);
 
+	if (why == NULL && (why = tb_replica_url_nesting(url)) != NULL)
+		hint = "Name that root itself, or a place beside it.";
 	if (why != NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("the replica storage URL for tenant \"%s\" is refused", tenant), errdetail("%s", why),
@@ -729,7 +753,12 @@ tb_replicate_tenant(tb_replica_run *run)
 	char *due;
 	int copied;
 
-	refusal = tb_replica_url_refusal(run->url, false, &hint);
+	/* An operator's URL is checked again: the setting may have changed since. */
+	refusal = tb_replica_url_refusal(run->url,
+									 tb_sql("SELECT true FROM tenant_backup.tenants t WHERE t.name = $1"
+											" AND t.replica_storage IS NOT NULL AND NOT t.replica_set_by_superuser",
+											1, args) != NULL,
+									 &hint);
 	if (refusal != NULL)
 	{
 		tb_error_set(&err, TB_ERR_INVALID, "the replica URL is refused: %s", refusal);

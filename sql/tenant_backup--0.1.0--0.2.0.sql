@@ -2537,6 +2537,9 @@ REVOKE ALL ON FUNCTION tenant_backup._storage_list(text), tenant_backup._storage
 ALTER TABLE tenant_backup.tenants ADD COLUMN replica_storage text;
 COMMENT ON COLUMN tenant_backup.tenants.replica_storage IS
 	'NULL: tenant_backup.replica_storage applies; ''none'': no replica; otherwise the tenant''s own replica URL (tenant_set_replica).';
+ALTER TABLE tenant_backup.tenants ADD COLUMN replica_set_by_superuser boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN tenant_backup.tenants.replica_set_by_superuser IS
+	'Whether a superuser set replica_storage: otherwise each replication pass checks again that it is tenant_backup.replica_storage itself.';
 
 ALTER TABLE tenant_backup.backups
 	ADD COLUMN replica_state text CHECK (replica_state IN ('pending', 'replicated', 'failed')),
@@ -2554,7 +2557,7 @@ CREATE FUNCTION tenant_backup._replica_url_check(p_tenant text, p_url text)
 RETURNS void LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'tenant_backup_replica_url_check';
 COMMENT ON FUNCTION tenant_backup._replica_url_check(text, text) IS
-	'Refuses a replica URL storage would not open, one that overlaps tenant_backup.storage, and for a session user who is not a superuser one outside the places the superuser configured (the S3 endpoint and bucket of tenant_backup.storage or tenant_backup.replica_storage, or a directory under a file:// replica_storage).';
+	'Refuses a replica URL storage would not open, one that overlaps tenant_backup.storage, one strictly above or below a replica root in use (the setting, a tenant''s URL, a backup''s copy), and for a session user who is not a superuser any URL but tenant_backup.replica_storage itself.';
 
 -- The effective replica of a tenant: its own URL, else the setting; NULL when none.
 CREATE FUNCTION tenant_backup._replica_url(p_tenant text)
@@ -2580,7 +2583,9 @@ BEGIN
 		PERFORM tenant_backup._replica_url_check(tenant, url);
 	END IF;
 	PERFORM 1 FROM tenant_backup.tenants x WHERE x.name = tenant FOR UPDATE;
-	UPDATE tenant_backup.tenants x SET replica_storage = url WHERE x.name = tenant;
+	UPDATE tenant_backup.tenants x SET replica_storage = url,
+		replica_set_by_superuser = (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
+	WHERE x.name = tenant;
 	effective := tenant_backup._replica_url(tenant);
 	-- Backups not copied yet go to the replica that applies now; copies made stay where replica_url says.
 	UPDATE tenant_backup.backups b
@@ -2594,7 +2599,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup.tenant_set_replica(text, text) IS
-	'Gives the tenant its own replica storage URL (NULL: tenant_backup.replica_storage applies again; ''none'': no replica). A non-superuser may name only the S3 endpoint and bucket of tenant_backup.storage or tenant_backup.replica_storage (another prefix), or a directory under a file:// replica_storage; no URL may overlap tenant_backup.storage. Backups not yet replicated are copied to the replica that applies now. Returns that URL (NULL: none). Audited.';
+	'Gives the tenant its own replica storage URL (NULL: tenant_backup.replica_storage applies again; ''none'': no replica). A non-superuser may name only tenant_backup.replica_storage itself (re-checked at each replication pass); no URL may overlap tenant_backup.storage, nor lie strictly above or below a replica root in use. Backups not yet replicated are copied to the replica that applies now. Returns that URL (NULL: none). Audited.';
 
 -- A backup that becomes complete is pending replication when its tenant has a replica.
 CREATE FUNCTION tenant_backup._backup_replica_pending()
@@ -2813,11 +2818,17 @@ CREATE FUNCTION tenant_backup._replica_key_vouched(p_tenant text, p_key_id text,
 RETURNS boolean LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	doc jsonb;
 BEGIN
+	-- A forged document that does not parse (bad text, \u0000, nesting too deep) is simply not vouched for.
+	BEGIN
+		doc := p_doc::jsonb;
+	EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+		RETURN false;
+	END;
 	RETURN EXISTS (SELECT 1 FROM tenant_backup.key_store k
-				   WHERE k.tenant = p_tenant AND k.key_id = p_key_id AND k.wrapped = p_doc::jsonb);
-EXCEPTION WHEN invalid_text_representation THEN
-	RETURN false;
+				   WHERE k.tenant = p_tenant AND k.key_id = p_key_id AND k.wrapped = doc);
 END
 $$;
 COMMENT ON FUNCTION tenant_backup._replica_key_vouched(text, text, text) IS

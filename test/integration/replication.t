@@ -133,13 +133,15 @@ like "$err" "replica storage URL for tenant \"t2\" is refused" \
 	"an operator cannot send the server's signed requests to an endpoint of its own"
 is "$(psql_q "SELECT replica_storage FROM tenant_backup.tenants WHERE name = 't2'")" \
 	"s3://$BUCKET/replica?endpoint=http://127.0.0.1:$DEAD" "t2's replica is unchanged"
-is "$(PGUSER=tb_rep_operator psql_q "SELECT tenant_backup.tenant_set_replica('t2', 's3://$BUCKET/t2-copies?endpoint=http://127.0.0.1:$PORT_B')")" \
-	"s3://$BUCKET/t2-copies?endpoint=http://127.0.0.1:$PORT_B" \
-	"an operator may name another prefix on the replica's endpoint and bucket"
+err=$(PGUSER=tb_rep_operator psql_q "SELECT tenant_backup.tenant_set_replica('t2', 's3://$BUCKET/t2-copies?endpoint=http://127.0.0.1:$PORT_B')" 2>&1)
+like "$err" "replica storage URL for tenant \"t2\" is refused" \
+	"nor another prefix of the replica's bucket: it could hold other tenants' replicas"
+is "$(PGUSER=tb_rep_operator psql_q "SELECT tenant_backup.tenant_set_replica('t2', '$REPLICA')")" "$REPLICA" \
+	"an operator may name tenant_backup.replica_storage itself"
 is "$(wait_for 100 0.2 0 psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 't2' AND replica_state IS DISTINCT FROM 'replicated'")" 0 \
 	"t2's failed copy goes to its new replica at once"
 key=$(psql_q "SELECT object_key FROM tenant_backup.backups WHERE tenant = 't2' ORDER BY id DESC LIMIT 1")
-is "$(sha_at "$PORT_B" "t2-copies/$key")" "$(sha_at "$PORT_A" "primary/$key")" "and its bytes are there"
+is "$(sha_at "$PORT_B" "replica/$key")" "$(sha_at "$PORT_A" "primary/$key")" "and its bytes are there"
 
 # ------------------------------------------------------------ a worker terminated mid-copy
 

@@ -4,7 +4,7 @@
 -- trigger that makes a completed backup pending. pgtap.t's server has file storage and
 -- no tenant_backup.replica_storage. Everything is rolled back.
 BEGIN;
-SELECT plan(35);
+SELECT plan(39);
 
 CREATE ROLE tbt_replica_ops;
 GRANT tenant_backup_operator TO tbt_replica_ops;
@@ -67,6 +67,12 @@ SELECT throws_ok(format('SELECT tenant_backup.tenant_set_replica(%L, %L)', 'rep-
 						current_setting('tenant_backup.storage') || '/x/../../elsewhere'),
 	'22023', 'the replica storage URL for tenant "rep-a" is refused', 'a directory with ".." parts is refused');
 SELECT is(tenant_backup._replica_url('rep-a'), 'file:///srv/replica-a', 'refusals left rep-a''s replica as it was');
+SELECT throws_like($$SELECT tenant_backup.tenant_set_replica('rep-b', 'file:///srv/replica-a/rep-b')$$,
+	'%replica storage URL for tenant "rep-b" is refused%', 'nobody may name a directory inside another tenant''s replica');
+SELECT throws_like($$SELECT tenant_backup.tenant_set_replica('rep-b', 'file:///srv')$$,
+	'%replica storage URL for tenant "rep-b" is refused%', 'nor the directory above it');
+SELECT is((SELECT replica_set_by_superuser FROM tenant_backup.tenants WHERE name = 'rep-a'), true,
+	'a superuser''s URL is recorded as such');
 
 SET SESSION AUTHORIZATION tbt_replica_ops;
 SELECT throws_ok($$SELECT tenant_backup.tenant_set_replica('rep-a', 's3://bucket/x?endpoint=http://attacker.example:9000')$$,
@@ -77,6 +83,9 @@ SELECT throws_ok($$SELECT tenant_backup.tenant_set_replica('rep-a', 's3://bucket
 SELECT throws_ok($$SELECT tenant_backup.tenant_set_replica('rep-a', 'file:///tmp/operator-dir')$$,
 	'22023', 'the replica storage URL for tenant "rep-a" is refused',
 	'an operator cannot name a directory while replica_storage is not a file:// directory');
+SELECT throws_like($$SELECT tenant_backup.tenant_set_replica('rep-a', 'file:///srv/replica-a')$$,
+	'%replica storage URL for tenant "rep-a" is refused%',
+	'an operator cannot name even a superuser''s URL that is not tenant_backup.replica_storage');
 SELECT is(tenant_backup.tenant_set_replica('rep-a', 'none'), NULL, 'an operator may opt a tenant out');
 SELECT is(tenant_backup.tenant_set_replica('rep-a', NULL), NULL, 'and back to the setting (empty here)');
 RESET SESSION AUTHORIZATION;

@@ -51,7 +51,7 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM tenant_backup.tenants WHERE name = 'tier-t')
 	'refused tiers created no tenant');
 
 SELECT row_eq($$SELECT * FROM tenant_backup.tenant_create('alpha', 'dedicated')$$,
-	ROW('alpha', 'dedicated', NULL, NULL, now(), NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL)::tenant_backup.tenants,
+	ROW('alpha', 'dedicated', NULL, NULL, now(), NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, false)::tenant_backup.tenants,
 	'tenant_create returns the new row (dedicated, no schedule yet)');
 SELECT is((SELECT tier FROM tenant_backup.tenant_create('beta')), 'shared',
 	'tier defaults to shared');
