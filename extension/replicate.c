@@ -642,10 +642,23 @@ tb_replica_copy_keys(tb_replica_run *run, tb_error *err)
 }
 
 /*
- * A dedicated tenant's archived WAL: every file whose manifest is in the primary and
- * not in the replica is copied, object first, checked against its manifest's SHA-256,
- * then its manifest. Archived WAL is never rewritten, so a copy with its manifest is
- * never replaced. *copied: how many.
+ * Whether the replica has the primary's WAL object (and its manifest, json_key): its
+ * object must be listed with the primary's size, so a manifest planted in the replica
+ * alone (storage is untrusted) does not stop the file being copied.
+ */
+static bool
+tb_replica_wal_copied(const tb_listing *replica, const char *json_key, const tb_listed *object)
+{
+	const tb_listed *copy = tb_listing_find(replica, object->key);
+
+	return tb_listing_find(replica, json_key) != NULL && copy != NULL && copy->size == object->size;
+}
+
+/*
+ * A dedicated tenant's archived WAL: every file the replica does not have (see
+ * tb_replica_wal_copied) is copied, object first, checked against its manifest's
+ * SHA-256, then its manifest. Archived WAL is never rewritten, so a copy with its
+ * manifest and size is never replaced. *copied: how many.
  */
 static int
 tb_replica_copy_wal(tb_replica_run *run, int *copied, tb_error *err)
@@ -672,7 +685,7 @@ tb_replica_copy_wal(tb_replica_run *run, int *copied, tb_error *err)
 			continue;
 		snprintf(object_key, sizeof(object_key), "%.*s.tbk", (int) strlen(json->key) - 5, json->key);
 		object = tb_listing_find(&primary, object_key);
-		if (object == NULL || tb_listing_find(&replica, json->key) != NULL)
+		if (object == NULL || tb_replica_wal_copied(&replica, json->key, object))
 			continue;
 		if (storage_get(run->primary, json->key, MANIFEST_MAX_BYTES, &doc, &len, err) != 0)
 			return tb_error_prefix(err, "reading the manifest \"%s\" from the primary storage", json->key);

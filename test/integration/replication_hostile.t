@@ -4,7 +4,8 @@
 # itself (no root above it, no sub-path, no sibling prefix), nobody may nest a replica
 # root in another in use, and an operator's URL is checked again by the worker once the
 # setting changed; a key document planted in the primary that does not parse (\u0000,
-# nesting too deep) is not copied and does not stop the tenant's backups replicating.
+# nesting too deep) is not copied and does not stop the tenant's backups replicating; a
+# WAL manifest planted in the replica does not stop that WAL file being copied.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
@@ -80,6 +81,35 @@ is "$(psql_q "SELECT count(*) FROM tenant_backup.backups WHERE tenant = 'acme' A
 ok "$([ ! -e "$D/replica/repl/acme/keys/nul.json" ] && [ ! -e "$D/replica/repl/acme/keys/deep.json" ]; echo $?)" \
 	"the planted documents are not copied"
 ok "$(ls "$D/replica/repl/acme/keys/" | grep -q '^[0-9a-f-]*\.json$'; echo $?)" "the catalog's key documents are"
+
+# ------------------------------------------------------------ a WAL manifest planted in the replica
+# The replica is untrusted too: its listing a WAL file's manifest (without the object,
+# or beside an object of another size) does not stop the primary's file being copied.
+psql_q "SELECT tenant_backup.tenant_create('d1', 'dedicated')" >/dev/null
+wal=d1/postgres/wal/00000001/000000010000000000000003
+mkdir -p "$D/replica/repl/${wal%/*}"
+echo '{"planted": true}' >"$D/replica/repl/$wal.json"
+chown -R postgres "$D/replica/repl/d1"
+sealed=$(echo "WAL bytes" | "$TB" put --tenant d1 --engine postgres --storage "file://$D/store" --master-key "$D/master.key")
+mkdir -p "$D/store/${wal%/*}"
+mv "$D/store/$sealed" "$D/store/$wal.tbk"
+python3 - "$D/store/${sealed%.tbk}.json" "$D/store/$wal.json" "$wal.tbk" <<'PY'
+import json, os, sys
+m = json.load(open(sys.argv[1]))
+m["object"], m["backup_id"] = sys.argv[3], "000000010000000000000003"
+json.dump(m, open(sys.argv[2], "w"))
+os.remove(sys.argv[1])
+PY
+chown -R postgres "$D/store"
+wal_sha() { sha256sum <"$1" 2>/dev/null | cut -d' ' -f1; }
+psql_q "UPDATE tenant_backup.replica_wal SET next_attempt = now() WHERE tenant = 'd1'" >/dev/null
+is "$(wait_for 100 0.2 "$(wal_sha "$D/store/$wal.tbk")" wal_sha "$D/replica/repl/$wal.tbk")" "$(wal_sha "$D/store/$wal.tbk")" \
+	"with a manifest planted in the replica, d1's archived WAL file is copied all the same"
+is "$(wal_sha "$D/replica/repl/$wal.json")" "$(wal_sha "$D/store/$wal.json")" "and the planted manifest is replaced by the primary's"
+echo short >"$D/replica/repl/$wal.tbk"
+psql_q "UPDATE tenant_backup.replica_wal SET next_attempt = now() WHERE tenant = 'd1'" >/dev/null
+is "$(wait_for 100 0.2 "$(wal_sha "$D/store/$wal.tbk")" wal_sha "$D/replica/repl/$wal.tbk")" "$(wal_sha "$D/store/$wal.tbk")" \
+	"a replica object of another size beside its manifest is copied again"
 
 # ------------------------------------------------------------ an operator's URL no longer allowed
 psql_q "ALTER SYSTEM SET tenant_backup.replica_storage = 'file://$D/moved'" "SELECT pg_reload_conf()" >/dev/null
