@@ -13,11 +13,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "cli_control.h"
 #include "names.h"
+#include "subprocess.h"
 #include "restore_direct.h"
 
 /* PostgreSQL's NAMEDATALEN: a database or role name is at most 63 bytes. */
@@ -245,42 +247,42 @@ int
 direct_run(const char *const *argv, const char *out, tb_error *err)
 {
 	int out_fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
-	int status;
-	pid_t pid;
+	/* Its messages go to our stderr as they come: the operator reads them above ours. */
+	subprocess_options opts = {.argv = argv, .out = out ? SUBPROCESS_FD : SUBPROCESS_INHERIT, .out_fd = out_fd};
+	subprocess sp;
+	int rc;
 
 	if (out != NULL && out_fd < 0)
 		return tb_error_set(err, TB_ERR_IO, "cannot create %s: %s", out, strerror(errno));
 	fflush(NULL);
-	if ((pid = fork()) < 0)
-	{
-		if (out_fd >= 0)
-			close(out_fd);
-		return tb_error_set(err, TB_ERR_IO, "cannot start %s: %s", argv[0], strerror(errno));
-	}
-	if (pid == 0)
-	{
-		if (out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0)
-			_exit(127);
-		closefrom(STDERR_FILENO + 1);
-		execvp(argv[0], (char *const *) argv);
-		fprintf(stderr, "tenant-backup restore-direct: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
+	rc = subprocess_start(&sp, &opts, err);
 	if (out_fd >= 0)
 		close(out_fd);
-	while (waitpid(pid, &status, 0) < 0)
+	if (rc != 0)
+		return -1;
+	/* It has a process group of its own: a signal that stops us is passed on as SIGTERM, so it cleans up. */
+	while ((rc = subprocess_reap(&sp, false)) == 0)
 	{
-		if (errno != EINTR)
-			return tb_error_set(err, TB_ERR_IO, "cannot wait for %s: %s", argv[0], strerror(errno));
+		struct pollfd exited = {.fd = sp.exit_fd, .events = POLLIN};
+
 		if (direct_interrupted)
-			kill(pid, SIGTERM);
+			subprocess_signal(&sp, SIGTERM);
+		if (sp.exit_fd >= 0)
+			(void) poll(&exited, 1, 1000);
+		else
+			(void) poll(NULL, 0, 100);
+	}
+	if (rc < 0)
+	{
+		subprocess_end(&sp, SIGKILL);
+		return tb_error_set(err, TB_ERR_IO, "cannot wait for %s: %s", argv[0], strerror(errno));
 	}
 	if (direct_keep_going(NULL, err) != 0)
 		return -1;
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (!WIFEXITED(sp.status) || WEXITSTATUS(sp.status) != 0)
 		return tb_error_set(err, TB_ERR_IO, "%s failed (%s %d); its messages are above", argv[0],
-							WIFEXITED(status) ? "exit status" : "signal",
-							WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+							WIFEXITED(sp.status) ? "exit status" : "signal",
+							WIFEXITED(sp.status) ? WEXITSTATUS(sp.status) : WTERMSIG(sp.status));
 	return 0;
 }
 

@@ -6,7 +6,6 @@
 #include "tenant_backup.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -23,6 +22,7 @@
 #include "utils/tuplestore.h"
 
 #include "check.h"
+#include "subprocess.h"
 #include "storage/check.h"
 
 PG_FUNCTION_INFO_V1(tenant_backup_check_storage);
@@ -430,62 +430,29 @@ tenant_backup_check_master_key(PG_FUNCTION_ARGS)
 /* ------------------------------------------------------------ pg_dump and pg_restore */
 
 /*
- * Runs "path --version" without a shell, stdin and stderr on /dev/null, and returns
- * its first line of output, or NULL (errno set) if it did not run and exit 0 in time.
+ * Runs "path --version" (core's runner: no shell, stdin and stderr on /dev/null) and
+ * returns its first line of output, or NULL if it did not run and exit 0 in time.
  */
 static char *
 tb_tool_version(const char *path)
 {
-	int fds[2];
-	pid_t pid;
+	const char *const argv[] = {path, "--version", NULL};
+	subprocess_options opts = {
+		.argv = argv, .in = SUBPROCESS_DEVNULL, .out = SUBPROCESS_PIPE, .err = SUBPROCESS_DEVNULL};
+	subprocess sp;
+	tb_error err;
 	char buf[256];
 	size_t used = 0;
-	int status = 0;
-	struct pollfd pfd;
+	bool too_long = false;
+	int rc;
 
-	if (pipe(fds) != 0)
+	if (subprocess_start(&sp, &opts, &err) != 0)
 		return NULL;
-	pid = fork();
-	if (pid < 0)
-	{
-		close(fds[0]);
-		close(fds[1]);
-		return NULL;
-	}
-	if (pid == 0)
-	{
-		char *const argv[] = {(char *) path, "--version", NULL};
-		int null_fd = open("/dev/null", O_RDWR);
-
-		dup2(null_fd, STDIN_FILENO);
-		dup2(fds[1], STDOUT_FILENO);
-		dup2(null_fd, STDERR_FILENO);
-		closefrom(3);
-		execv(path, argv);
-		_exit(127);
-	}
-	close(fds[1]);
-	pfd.fd = fds[0];
-	pfd.events = POLLIN;
-	while (used < sizeof(buf) - 1 && poll(&pfd, 1, TB_CHECK_TOOL_TIMEOUT_MS) > 0)
-	{
-		ssize_t n = read(fds[0], buf + used, sizeof(buf) - 1 - used);
-
-		if (n <= 0)
-			break;
-		used += (size_t) n;
-	}
-	close(fds[0]);
-	kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	buf[used] = '\0';
+	rc = subprocess_communicate(&sp, NULL, 0, buf, sizeof(buf), &used, &too_long, TB_CHECK_TOOL_TIMEOUT_MS);
+	subprocess_end(&sp, SIGKILL);
 	buf[strcspn(buf, "\n")] = '\0';
-	if (used == 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-	{
-		errno = ENOEXEC;
+	if (rc != 0 || used == 0 || !WIFEXITED(sp.status) || WEXITSTATUS(sp.status) != 0)
 		return NULL;
-	}
 	return pstrdup(buf);
 }
 
