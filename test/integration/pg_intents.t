@@ -34,7 +34,9 @@ psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log"
 
 key_docs() { (cd "$D/store" && ls acme/keys/ 2>/dev/null | grep -E '^[0-9a-f]{16}\.json$' | sort | paste -sd' '); }
 active_key() { psql_q "SELECT key_id FROM tenant_backup.key_store WHERE tenant = '$1' AND state = 'active'"; }
-temporaries() { find "$D/store" -name '.*.tmp-*' | wc -l; }
+# Unfinished writes of backups (objects and manifests); the launcher's own short-lived
+# write of acme/keys/active.json is not one and would make the count flicker.
+temporaries() { find "$D/store" -path '*/keys' -prune -o -name '.*.tmp-*' -print | wc -l; }
 intents_idle() { psql_q "SELECT count(*) FROM tenant_backup.storage_intents WHERE state = 'pending'"; }
 # Every backup object (not archived WAL) in storage, and every object the catalog names: the same set.
 stored_objects() { (cd "$D/store" && find . -path '*/wal' -prune -o -name '*.tbk' -print | sed 's|^\./||' | sort | paste -sd' '); }
