@@ -35,6 +35,7 @@
 PG_FUNCTION_INFO_V1(tenant_backup_replica_url_check);
 
 char *tb_replica_storage_url = NULL;
+char *tb_replica_storage_allowed = NULL;
 
 /*
  * Where a storage URL points: for s3://, place is the bucket and the endpoint option
@@ -187,6 +188,52 @@ tb_url_places_overlap(const tb_url_place *a, const tb_url_place *b)
 		   (tb_path_within(a->path, b->path) || tb_path_within(b->path, a->path));
 }
 
+/* The URLs of a comma-separated list setting, each without the spaces around it. */
+static List *
+tb_url_list(const char *list)
+{
+	List *urls = NIL;
+	char *save = NULL;
+
+	for (char *url = strtok_r(pstrdup(list), ",", &save); url != NULL; url = strtok_r(NULL, ",", &save))
+	{
+		size_t len;
+
+		url += strspn(url, " \t");
+		len = strlen(url);
+		while (len > 0 && (url[len - 1] == ' ' || url[len - 1] == '\t'))
+			url[--len] = '\0';
+		if (len > 0)
+			urls = lappend(urls, url);
+	}
+	return urls;
+}
+
+/* Whether a superuser configured url for operators: tenant_backup.replica_storage or one of replica_storage_allowed. */
+static bool
+tb_replica_url_configured(const char *url)
+{
+	ListCell *lc;
+
+	if (tb_replica_storage_url != NULL && strcmp(url, tb_replica_storage_url) == 0)
+		return true;
+	foreach (lc, tb_url_list(tb_replica_storage_allowed != NULL ? tb_replica_storage_allowed : ""))
+		if (strcmp(url, lfirst(lc)) == 0)
+			return true;
+	return false;
+}
+
+/* Whether one URL's root is strictly above or below the other's (the same root is not). */
+static bool
+tb_url_roots_nested(const char *a, const char *b)
+{
+	tb_url_place pa, pb;
+	const char *why = NULL;
+
+	return tb_url_place_parse(a, &pa, &why) && tb_url_place_parse(b, &pb, &why) && tb_url_places_overlap(&pa, &pb) &&
+		   strcmp(pa.path, pb.path) != 0;
+}
+
 /*
  * NULL if url may be a replica: storage would open it, it does not overlap
  * tenant_backup.storage and, with restricted (not set by a superuser), it is
@@ -213,11 +260,13 @@ tb_replica_url_refusal(const char *url, bool restricted, const char **hint)
 			"Name another bucket, endpoint or directory, or a prefix beside the primary's (not in it, nor above it).";
 		return "It overlaps tenant_backup.storage: the replica would hold or remove the primary's own objects.";
 	}
-	if (restricted && (tb_replica_storage_url == NULL || strcmp(url, tb_replica_storage_url) != 0))
+	if (restricted && !tb_replica_url_configured(url))
 	{
-		*hint = "Ask a superuser to set this tenant's replica, or name exactly tenant_backup.replica_storage.";
-		return "A replica URL not set by a superuser must be tenant_backup.replica_storage itself: any other "
-			   "place could hold other tenants' replicas, which this tenant's drop would delete.";
+		*hint = "Ask a superuser to set this tenant's replica, or to list the URL in "
+				"tenant_backup.replica_storage_allowed.";
+		return "A replica URL not set by a superuser must be tenant_backup.replica_storage itself or one of "
+			   "tenant_backup.replica_storage_allowed: any other place could hold other tenants' replicas, which "
+			   "this tenant's drop would delete.";
 	}
 	return NULL;
 }
@@ -230,46 +279,84 @@ tb_replica_url_refusal(const char *url, bool restricted, const char **hint)
 static const char *
 tb_replica_url_nesting(const char *url)
 {
-	tb_url_place mine, other;
-	const char *why = NULL;
-	const char *refusal = NULL;
+	const char *refusal =
+		"Its root is above or below a replica root in use (tenant_backup.replica_storage, "
+		"tenant_backup.replica_storage_allowed, a tenant's replica or a backup's copy): deleting under one would "
+		"delete the other's objects.";
+	bool nested = false;
+	ListCell *lc;
 
-	if (!tb_url_place_parse(url, &mine, &why))
-		return why;
+	foreach (lc, tb_url_list(tb_replica_storage_allowed != NULL ? tb_replica_storage_allowed : ""))
+		nested = nested || tb_url_roots_nested(url, lfirst(lc));
 	SPI_connect();
 	if (SPI_execute("SELECT u FROM (SELECT nullif(current_setting('tenant_backup.replica_storage', true), '') u"
 					" UNION SELECT replica_storage FROM tenant_backup.tenants WHERE replica_storage <> 'none'"
 					" UNION SELECT replica_url FROM tenant_backup.backups) x WHERE u IS NOT NULL",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "tenant_backup: could not read the replica URLs in use");
-	for (uint64 i = 0; i < SPI_processed && refusal == NULL; i++)
-	{
-		char *in_use = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-		if (tb_url_place_parse(in_use, &other, &why) && tb_url_places_overlap(&mine, &other) &&
-			strcmp(mine.path, other.path) != 0)
-			refusal = "Its root is above or below a replica root in use (tenant_backup.replica_storage, a "
-					  "tenant's replica or a backup's copy): deleting under one would delete the other's objects.";
-	}
+	for (uint64 i = 0; i < SPI_processed && !nested; i++)
+		nested = tb_url_roots_nested(url, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	SPI_finish();
-	return refusal;
+	return nested ? refusal : NULL;
 }
 
 bool
 tb_check_replica_storage_url(char **newval, void **extra, GucSource source)
 {
 	const char *hint, *why;
+	ListCell *lc;
 
 	(void) extra;
 	(void) source;
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
 	why = tb_replica_url_refusal(*newval, false, &hint);
+	foreach (lc, tb_url_list(tb_replica_storage_allowed != NULL ? tb_replica_storage_allowed : ""))
+		if (why == NULL && tb_url_roots_nested(*newval, lfirst(lc)))
+		{
+			why = "It is above or below an entry of tenant_backup.replica_storage_allowed: a drop under one would "
+				  "delete the other's replicas.";
+			hint = "Name that root itself, or a place beside it.";
+		}
 	if (why != NULL)
 	{
 		GUC_check_errdetail("%s", why);
 		GUC_check_errhint("%s", hint);
 		return false;
+	}
+	return true;
+}
+
+bool
+tb_check_replica_storage_allowed(char **newval, void **extra, GucSource source)
+{
+	List *urls;
+	ListCell *lc, *other;
+	int entry = 0;
+
+	(void) extra;
+	(void) source;
+	if (*newval == NULL)
+		return true;
+	urls = tb_url_list(*newval);
+	foreach (lc, urls)
+	{
+		const char *hint = "Each entry is a file:// or s3:// URL beside the others and beside tenant_backup.storage.";
+		const char *why = tb_replica_url_refusal(lfirst(lc), false, &hint);
+
+		entry++;
+		if (why == NULL && tb_replica_storage_url != NULL && tb_url_roots_nested(lfirst(lc), tb_replica_storage_url))
+			why = "It is above or below tenant_backup.replica_storage: a drop under one would delete the other's "
+				  "replicas.";
+		foreach (other, urls)
+			if (why == NULL && other != lc && tb_url_roots_nested(lfirst(lc), lfirst(other)))
+				why = "It is above or below another entry: a drop under one would delete the other's replicas.";
+		if (why != NULL)
+		{
+			GUC_check_errdetail("Entry %d of tenant_backup.replica_storage_allowed is refused: %s", entry, why);
+			GUC_check_errhint("%s", hint);
+			return false;
+		}
 	}
 	return true;
 }

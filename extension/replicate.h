@@ -12,6 +12,9 @@
 /* tenant_backup.replica_storage: empty (no replica) or a storage URL that does not overlap tenant_backup.storage. */
 extern char *tb_replica_storage_url;
 bool tb_check_replica_storage_url(char **newval, void **extra, GucSource source);
+/* tenant_backup.replica_storage_allowed: more replica URLs operators may give a tenant (comma-separated). */
+extern char *tb_replica_storage_allowed;
+bool tb_check_replica_storage_allowed(char **newval, void **extra, GucSource source);
 
 /*
  * The launcher's replication pass, each round: at start and when replica_storage

@@ -124,6 +124,11 @@ _PG_init(void)
 		"(empty: no replica).",
 		"tenant_set_replica() overrides it per tenant; it must not overlap tenant_backup.storage.",
 		&tb_replica_storage_url, "", PGC_SIGHUP, 0, tb_check_replica_storage_url, NULL, NULL);
+	DefineCustomStringVariable(
+		"tenant_backup.replica_storage_allowed",
+		"More replica URLs an operator may give a tenant with tenant_set_replica, comma-separated (exactly these).",
+		"Each must be a valid replica URL that overlaps neither tenant_backup.storage nor another replica root.",
+		&tb_replica_storage_allowed, "", PGC_SIGHUP, 0, tb_check_replica_storage_allowed, NULL, NULL);
 	DefineCustomStringVariable("tenant_backup.master_key_file",
 							   "File holding the master key (64 hex digits, mode 0600).", NULL, &tb_master_key_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, tb_check_key_file_path, NULL, NULL);

@@ -2539,7 +2539,7 @@ COMMENT ON COLUMN tenant_backup.tenants.replica_storage IS
 	'NULL: tenant_backup.replica_storage applies; ''none'': no replica; otherwise the tenant''s own replica URL (tenant_set_replica).';
 ALTER TABLE tenant_backup.tenants ADD COLUMN replica_set_by_superuser boolean NOT NULL DEFAULT false;
 COMMENT ON COLUMN tenant_backup.tenants.replica_set_by_superuser IS
-	'Whether a superuser set replica_storage: otherwise each replication pass checks again that it is tenant_backup.replica_storage itself.';
+	'Whether a superuser set replica_storage: otherwise each replication pass checks again that it is tenant_backup.replica_storage or an entry of tenant_backup.replica_storage_allowed.';
 
 ALTER TABLE tenant_backup.backups
 	ADD COLUMN replica_state text CHECK (replica_state IN ('pending', 'replicated', 'failed')),
@@ -2557,7 +2557,7 @@ CREATE FUNCTION tenant_backup._replica_url_check(p_tenant text, p_url text)
 RETURNS void LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'tenant_backup_replica_url_check';
 COMMENT ON FUNCTION tenant_backup._replica_url_check(text, text) IS
-	'Refuses a replica URL storage would not open, one that overlaps tenant_backup.storage, one strictly above or below a replica root in use (the setting, a tenant''s URL, a backup''s copy), and for a session user who is not a superuser any URL but tenant_backup.replica_storage itself.';
+	'Refuses a replica URL storage would not open, one that overlaps tenant_backup.storage, one strictly above or below a replica root in use (the setting, a tenant''s URL, a backup''s copy), and for a session user who is not a superuser any URL but tenant_backup.replica_storage or an entry of tenant_backup.replica_storage_allowed.';
 
 -- The effective replica of a tenant: its own URL, else the setting; NULL when none.
 CREATE FUNCTION tenant_backup._replica_url(p_tenant text)
@@ -2599,7 +2599,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup.tenant_set_replica(text, text) IS
-	'Gives the tenant its own replica storage URL (NULL: tenant_backup.replica_storage applies again; ''none'': no replica). A non-superuser may name only tenant_backup.replica_storage itself (re-checked at each replication pass); no URL may overlap tenant_backup.storage, nor lie strictly above or below a replica root in use. Backups not yet replicated are copied to the replica that applies now. Returns that URL (NULL: none). Audited.';
+	'Gives the tenant its own replica storage URL (NULL: tenant_backup.replica_storage applies again; ''none'': no replica). A non-superuser may name only tenant_backup.replica_storage or an entry of tenant_backup.replica_storage_allowed, exactly (re-checked at each replication pass); no URL may overlap tenant_backup.storage, nor lie strictly above or below a replica root in use. Backups not yet replicated are copied to the replica that applies now. Returns that URL (NULL: none). Audited.';
 
 -- A backup that becomes complete is pending replication when its tenant has a replica.
 CREATE FUNCTION tenant_backup._backup_replica_pending()

@@ -121,5 +121,33 @@ like "$(psql_q "SELECT replica_error FROM tenant_backup.backups WHERE tenant = '
 	"once the setting moved, the worker refuses globex's operator-set URL, naming the setting"
 is "$(find "$D/replica/repl/globex" -name '*.tbk' | wc -l)" 1 "and writes nothing more there"
 
+# ------------------------------------------------------------ tenant_backup.replica_storage_allowed
+mkdir -p "$D/allowed-a" "$D/allowed-b"
+chown postgres "$D/allowed-a" "$D/allowed-b"
+psql_q "ALTER SYSTEM SET tenant_backup.replica_storage_allowed = 'file://$D/allowed-a, file://$D/allowed-b'" \
+	"SELECT pg_reload_conf()" >/dev/null
+sleep 1
+is "$(as_ops globex "file://$D/allowed-b")" "file://$D/allowed-b " \
+	"an operator may name a URL listed in tenant_backup.replica_storage_allowed"
+like "$(as_ops globex "file://$D/allowed-b/globex")" 'the replica storage URL for tenant "globex" is refused' \
+	"but not a directory inside it"
+like "$(set_replica acme "file://$D/allowed-a/acme")" 'above or below a replica root in use' \
+	"nor may a superuser nest a replica inside a listed root"
+alter_refused() { # SETTING VALUE: ALTER SYSTEM's error
+	psql_q "ALTER SYSTEM SET tenant_backup.$1 = '$2'" 2>&1 | tr '\n' ' '
+}
+like "$(alter_refused replica_storage_allowed "file://$D/allowed-a, file://$D/allowed-a/sub")" \
+	'Entry 1 of tenant_backup.replica_storage_allowed is refused: It is above or below another entry' \
+	"a list with one root inside another is refused"
+like "$(alter_refused replica_storage_allowed "file://$D/store/elsewhere")" \
+	'Entry 1 of tenant_backup.replica_storage_allowed is refused: It overlaps tenant_backup.storage' \
+	"so is one inside the primary storage"
+like "$(alter_refused replica_storage_allowed "file://$D/moved/x")" \
+	'Entry 1 of tenant_backup.replica_storage_allowed is refused: It is above or below tenant_backup.replica_storage' \
+	"and one inside tenant_backup.replica_storage"
+like "$(alter_refused replica_storage "file://$D/allowed-b/x")" \
+	'above or below an entry of tenant_backup.replica_storage_allowed' \
+	"nor may tenant_backup.replica_storage move inside a listed root"
+
 pg_stop "$D/pg"
 done_testing
