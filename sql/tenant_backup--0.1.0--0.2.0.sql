@@ -3666,3 +3666,82 @@ AS $$ SELECT unnest(ARRAY['postgres', 'mysql', 'mongodb', 'redis']) $$;
 COMMENT ON FUNCTION tenant_backup._engines() IS
 	'The engines tenant_backup backs up: postgres, mysql, mongodb, redis (each tenant''s storage has a prefix per engine). Internal.';
 REVOKE ALL ON FUNCTION tenant_backup._engines() FROM PUBLIC;
+
+-- ---------------------------------------------------------------- replication: status at scale
+-- The status view's and the metrics' replication columns read what is waiting through
+-- the partial index backups_replica_due (few rows) and the last copy made from
+-- source_backup_state, kept by a trigger: never the whole backup history per query.
+ALTER TABLE tenant_backup.source_backup_state ADD COLUMN last_replicated timestamptz;
+COMMENT ON COLUMN tenant_backup.source_backup_state.last_replicated IS
+	'When a backup of this database was last copied to its replica storage (and read back matching).';
+
+CREATE FUNCTION tenant_backup._source_state_replicated()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO tenant_backup.source_backup_state AS x (source_id, last_replicated)
+	VALUES (NEW.source_id, NEW.replicated_at)
+	ON CONFLICT (source_id) DO UPDATE SET last_replicated = excluded.last_replicated
+	WHERE x.last_replicated IS NULL OR x.last_replicated < excluded.last_replicated;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER backups_source_state_replicated AFTER INSERT OR UPDATE OF replicated_at ON tenant_backup.backups
+	FOR EACH ROW WHEN (NEW.replicated_at IS NOT NULL AND NEW.source_id IS NOT NULL)
+	EXECUTE FUNCTION tenant_backup._source_state_replicated();
+REVOKE ALL ON FUNCTION tenant_backup._source_state_replicated() FROM PUBLIC;
+UPDATE tenant_backup.source_backup_state x SET last_replicated = r.last
+FROM (SELECT b.source_id, max(b.replicated_at) AS last FROM tenant_backup.backups b
+	  WHERE b.replicated_at IS NOT NULL GROUP BY b.source_id) r
+WHERE r.source_id = x.source_id;
+
+CREATE OR REPLACE VIEW tenant_backup.status WITH (security_barrier) AS
+SELECT s.*,
+	   now() - r.oldest_waiting AS replication_lag,
+	   coalesce(r.waiting, 0) AS replication_pending,
+	   st.last_replicated,
+	   coalesce(r.last_error, CASE WHEN s.engine = 'postgres' THEN w.error END) AS replication_error
+FROM tenant_backup._status_before_replication s
+LEFT JOIN tenant_backup.source_backup_state st ON st.source_id = s.source_id
+LEFT JOIN (SELECT b.source_id, min(b.finished) AS oldest_waiting, count(*) AS waiting,
+				  (array_agg(b.replica_error ORDER BY b.finished DESC) FILTER (WHERE b.replica_state = 'failed'))[1]
+					  AS last_error
+		   FROM tenant_backup.backups b WHERE b.replica_state IN ('pending', 'failed') AND b.status = 'complete'
+		   GROUP BY b.source_id) r ON r.source_id = s.source_id
+LEFT JOIN tenant_backup.replica_wal w ON w.tenant = s.tenant;
+
+-- Per tenant and engine with a replica: the lag in seconds (0: all replicated), the
+-- copies waiting and whether one fails.
+CREATE OR REPLACE FUNCTION tenant_backup._metrics_replication()
+RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH waiting AS (
+		SELECT b.tenant, b.engine, min(b.finished) AS oldest, count(*) AS n,
+			   count(*) FILTER (WHERE b.replica_state = 'failed') AS failed
+		FROM tenant_backup.backups b WHERE b.replica_state IN ('pending', 'failed') AND b.status = 'complete'
+		GROUP BY b.tenant, b.engine),
+	replicated AS (
+		SELECT DISTINCT s.tenant, s.engine FROM tenant_backup.sources s
+		JOIN tenant_backup.source_backup_state st ON st.source_id = s.id
+		WHERE st.last_replicated IS NOT NULL AND tenant_backup._replica_url(s.tenant) IS NOT NULL),
+	per AS (
+		SELECT '{tenant=' || tenant_backup._metrics_label(k.tenant) || ',engine=' || tenant_backup._metrics_label(k.engine)
+				   || '}' AS labels,
+			   coalesce(extract(epoch FROM now() - w.oldest), 0) AS lag, coalesce(w.n, 0) AS waiting,
+			   (coalesce(w.failed, 0) > 0)::int AS failing
+		FROM (SELECT tenant, engine FROM waiting UNION SELECT tenant, engine FROM replicated) k
+		LEFT JOIN waiting w ON w.tenant = k.tenant AND w.engine = k.engine),
+	families(ord, metric, help, column_name) AS (VALUES
+		(1, 'replication_lag_seconds', 'Age of the oldest complete backup not yet copied to the replica storage (0: all are).', 'lag'),
+		(2, 'replication_pending_backups', 'Complete backups waiting to be copied to the replica storage.', 'waiting'),
+		(3, 'replication_failing', '1 when a backup''s copy to the replica storage failed and waits for its retry.', 'failing'))
+	SELECT string_agg(block, '' ORDER BY ord)
+	FROM (SELECT f.ord,
+				 format(E'# HELP tenant_backup_%s %s\n# TYPE tenant_backup_%s gauge\n', f.metric, f.help, f.metric)
+				 || string_agg(format(E'tenant_backup_%s%s %s\n', f.metric, p.labels,
+									  CASE f.column_name WHEN 'lag' THEN p.lag::float8 WHEN 'waiting' THEN p.waiting::float8
+														 ELSE p.failing::float8 END), '' ORDER BY p.labels) AS block
+		  FROM families f CROSS JOIN per p GROUP BY f.ord, f.metric, f.help) b
+$$;
