@@ -52,7 +52,10 @@ port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 fsync = off
-synchronous_commit = off
+# Commits reach the kernel before they return (fsync stays off): tests that kill a
+# backend make the postmaster reset shared memory, which would lose asynchronously
+# committed transactions still in the WAL buffers.
+synchronous_commit = on
 full_page_writes = off
 shared_preload_libraries = '$preload'
 cron.database_name = 'postgres'
