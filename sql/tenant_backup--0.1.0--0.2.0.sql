@@ -3496,6 +3496,12 @@ BEGIN
 														  WHERE y.key = left(x.key, -5) || '.tbk')))
 			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.backups b
 							 WHERE b.object_key IN (x.key, left(x.key, -5) || '.tbk'))
+			 -- An expired backup's object is its deletion intent's: the intent records what it deleted.
+			 AND NOT EXISTS (SELECT 1 FROM tenant_backup.storage_intents i
+							 WHERE i.state = 'pending' AND i.storage IS NOT DISTINCT FROM p_storage
+							 AND i.tenant = x.tenant
+							 AND (i.object IN (x.key, left(x.key, -5) || '.tbk')
+								  OR (i.action = 'delete prefix' AND starts_with(x.key, i.object))))
 			 ORDER BY x.key
 	LOOP
 		IF o.key LIKE '%.tbk' THEN
@@ -3536,7 +3542,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenant_backup._janitor_storage(text) IS
-	'The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, for the tenants whose replica it is now): removes unfinished writes older than tenant_backup.lease_timeout whose tenant runs no job, and complete objects under <tenant>/<engine>/ (never keys/, _audit/ or archived WAL) that no backups row names, older than tenant_backup.janitor_grace, of tenants and engines running no job; in a replica also a dedicated tenant''s archived WAL older than its oldest complete base backup needs; an audit row each (with the storage, for a replica). Returns how many.';
+	'The janitor of one storage (NULL: tenant_backup.storage; else a replica URL, for the tenants whose replica it is now): removes unfinished writes older than tenant_backup.lease_timeout whose tenant runs no job, and complete objects under <tenant>/<engine>/ (never keys/, _audit/ or archived WAL) that no backups row and no pending storage intent names, older than tenant_backup.janitor_grace, of tenants and engines running no job; in a replica also a dedicated tenant''s archived WAL older than its oldest complete base backup needs; an audit row each (with the storage, for a replica). Returns how many.';
 
 -- The janitor over the primary, then every replica storage a tenant has now; a replica
 -- that does not answer is a warning and does not undo the others' pass.

@@ -106,6 +106,29 @@ is "$(replica_objects acme)" "$kept" "and leaves the replica copy the catalog na
 is "$(psql_q "SELECT detail->>'object' FROM tenant_backup.audit WHERE action = 'unreferenced object removed'")" "$orphan.tbk" \
 	"one audit row, naming the object (the primary had nothing to remove)"
 
+# An object a pending deletion intent names is the intent's, however old: its deletion
+# is recorded there. The intent waits while the tenant's replication lock is held.
+exec {lockfd}> >("$PG_BIN/psql" -X -q >/dev/null 2>&1)
+echo "SELECT pg_advisory_lock(hashtext('tenant_backup replication'), hashtext('acme')); SELECT pg_sleep(60) AS holds_the_lock;" >&"$lockfd"
+wait_for 50 0.1 1 psql_q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" >/dev/null
+doomed="acme/postgres/2026-01-01T000000Z-903"
+aws_s3 s3 cp --quiet "$D/store/$kept" "s3://$TB_S3_BUCKET/replica/$doomed.tbk"
+aws_s3 s3 cp --quiet "$D/store/${kept%.tbk}.json" "s3://$TB_S3_BUCKET/replica/$doomed.json"
+psql_q "INSERT INTO tenant_backup.storage_intents (tenant, action, object, created_by, storage)
+	VALUES ('acme', 'delete backup', '$doomed.tbk', 'test', '$REPLICA')" >/dev/null
+rounds=$(psql_q "SELECT count(*) FROM tenant_backup.audit WHERE action = 'unreferenced object removed'")
+orphan2="acme/postgres/2026-01-01T000000Z-904"
+aws_s3 s3 cp --quiet "$D/store/$kept" "s3://$TB_S3_BUCKET/replica/$orphan2.tbk"
+wait_for 100 0.2 $((rounds + 1)) psql_q "SELECT count(*) FROM tenant_backup.audit WHERE action = 'unreferenced object removed'" \
+	>/dev/null
+ok $? "the janitor removes a new orphan in the replica while a deletion intent there waits"
+is "$(replica_keys acme | grep -c "^$doomed")" 2 "but not the object and manifest the pending intent names"
+psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%holds_the_lock%' AND pid <> pg_backend_pid()" >/dev/null
+exec {lockfd}>&-
+wait_for 50 0.2 0 intents_idle >/dev/null
+is "$(psql_q "SELECT deleted_objects FROM tenant_backup.storage_intents WHERE object = '$doomed.tbk'") $(replica_keys acme | grep -c "^$doomed")" \
+	"1 0" "once the lock is free the intent deletes it and records the deletion"
+
 # ------------------------------------------------------------ a dedicated tenant's WAL in the replica
 # Its oldest complete base backup starts in segment 3 of timeline 1: the replica's WAL
 # before that goes (as in the primary after a base backup), later and newer-timeline WAL stays.
