@@ -15,7 +15,9 @@
 # Call pg_start in the script's own shell, not inside $(...), so that its on_exit cleanup
 # reaches the trap. The server preloads pg_cron (cron.database_name = 'postgres'), and
 # tenant_backup too once the extension is installed into this PostgreSQL.
-PG_BIN=/usr/lib/postgresql/15/bin
+# TB_PG_BIN: another (relocated) copy of the installation, say to try a build while
+# another run uses the system one.
+PG_BIN=${TB_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # Runs a command as postgres from DIR (postgres cannot cd into root's home directory).
 pg_as_postgres() { # DIR CMD...
