@@ -206,7 +206,7 @@ is "$(psql_q "SELECT string_agg(status, ',' ORDER BY id) FROM tenant_backup.back
 
 psql_q "SELECT tenant_backup.tenant_backup('umbrella')" >/dev/null
 wait_running
-pkill -9 -f "tenant_backup job"
+kill -9 $(psql_q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_backup job'")
 ok $? "kill -9 of the job worker (the cluster restarts)"
 is "$(wait_for 200 0.2 succeeded,2 psql_q "$last_umbrella_job")" "succeeded,2" \
 	"after kill -9 of the worker the job is retried and succeeds"
