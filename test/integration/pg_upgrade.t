@@ -17,9 +17,10 @@ chown postgres "$D/store"
 git -C "$HERE" archive "$bump^" | tar -x -C "$D/old"
 make -C "$D/old" --no-print-directory build/libtbcore.a extension >"$D/old-build.log" 2>&1 ||
 	pg_bail "$D/old-build.log" "could not build tenant_backup 0.1.0"
-# Whatever happens below, the current build is what stays installed.
-on_exit "umask 022; make -C '$HERE' --no-print-directory install >/dev/null 2>&1"
-(umask 022 && make -C "$D/old" --no-print-directory install >"$D/old-install.log" 2>&1) ||
+# 0.1.0, then the current build, go into a copy of the installation: the other tests
+# (which may run at the same time) keep the current build.
+pg_private_install "$D/root"
+(umask 022 && make -C "$D/old" --no-print-directory install DESTDIR="$D/root" >"$D/old-install.log" 2>&1) ||
 	pg_bail "$D/old-install.log" "could not install tenant_backup 0.1.0"
 
 "$TB" keygen --out "$D/master.key" 2>/dev/null
@@ -43,7 +44,7 @@ old_acme=$(psql_q "SELECT id FROM tenant_backup.backups WHERE tenant = 'acme' AN
 before=$(psql_q "SELECT count(*) FROM tenant_backup.backups" "SELECT count(*) FROM tenant_backup.audit" \
 	"SELECT count(*) FROM tenant_backup.key_store" | tr '\n' ' ')
 
-(umask 022 && make -C "$HERE" --no-print-directory install >"$D/new-install.log" 2>&1)
+(umask 022 && make -C "$HERE" --no-print-directory install DESTDIR="$D/root" >"$D/new-install.log" 2>&1)
 ok $? "the current build installs over 0.1.0"
 pg_restart "$D/pg"
 psql_q "ALTER EXTENSION tenant_backup UPDATE"

@@ -19,6 +19,22 @@
 # another run uses the system one.
 PG_BIN=${TB_PG_BIN:-/usr/lib/postgresql/15/bin}
 
+# Copies this PostgreSQL installation (binaries, libraries, share) under ROOT, where it
+# finds its files relative to its binaries, and points PG_BIN at the copy: a test that
+# installs another build of the extension (make install DESTDIR=ROOT) does it there,
+# never in the installation the other tests use.
+pg_private_install() { # ROOT
+	local root=$1 lib share
+	lib=$(dirname "$PG_BIN")
+	share=$("$PG_BIN/pg_config" --sharedir)
+	mkdir -p "$root$(dirname "$lib")" "$root$(dirname "$share")" &&
+		cp -a "$lib" "$root$(dirname "$lib")/" && cp -a "$share" "$root$(dirname "$share")/" ||
+		pg_bail /dev/null "could not copy the PostgreSQL installation into $root"
+	PG_BIN=$root$PG_BIN
+	[ "$("$PG_BIN/pg_config" --sharedir)" = "$root$share" ] ||
+		pg_bail /dev/null "the copy in $root does not find its own files (not a relocatable installation)"
+}
+
 # Runs a command as postgres from DIR (postgres cannot cd into root's home directory).
 pg_as_postgres() { # DIR CMD...
 	local dir=$1
