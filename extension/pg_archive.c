@@ -369,6 +369,24 @@ tb_archive_field_done(tb_archive *a)
 	return true;
 }
 
+/*
+ * The row ends in a piece of COPY text (a newline in a value is escaped there): memchr,
+ * not a loop over every byte, which cost the worker more CPU than sealing on a 900 MB dump.
+ */
+static uint64
+tb_archive_count_lines(const unsigned char *p, size_t len)
+{
+	const unsigned char *end = p + len;
+	uint64 lines = 0;
+
+	while ((p = memchr(p, '\n', end - p)) != NULL)
+	{
+		lines++;
+		p++;
+	}
+	return lines;
+}
+
 bool
 tb_archive_feed(tb_archive *a, const void *buf, size_t len)
 {
@@ -387,8 +405,7 @@ tb_archive_feed(tb_archive *a, const void *buf, size_t len)
 			{
 				size_t keep = Min(take, sizeof(a->tail));
 
-				for (size_t i = 0; i < take; i++)
-					a->block->rows += p[i] == '\n';
+				a->block->rows += tb_archive_count_lines(p, take);
 				memmove(a->tail, a->tail + keep, sizeof(a->tail) - keep);
 				memcpy(a->tail + sizeof(a->tail) - keep, p + take - keep, keep);
 				a->block_bytes += take;
