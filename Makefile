@@ -174,13 +174,16 @@ test-integration: deps
 	@$(MAKE) --no-print-directory all install
 	TB_BIN=$(CURDIR)/$(BUILD)/bin prove test/integration/*.t
 
-# All tests, each suite once, with one prove summary at the end.
+# All tests, each suite once, with one prove summary at the end; TEST_JOBS of them at
+# a time (each integration script starts its own servers on random free ports, and
+# none touches the installation the others use).
+TEST_JOBS ?= 2
 test: deps
 	@$(MAKE) --no-print-directory unit-bins all install
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="$(ASAN_FLAGS)" unit-bins $(ASAN_BINS)
 	CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	TB_BIN=$(CURDIR)/$(BUILD)/bin TB_ASAN_BIN=$(CURDIR)/build-asan/bin \
-		prove --timer -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
+		prove -j$(TEST_JOBS) --timer -e '' $(UNIT_BIN) $(UNIT_BIN:$(BUILD)/%=build-asan/%) test/integration/*.t
 
 demo: deps
 	@$(MAKE) --no-print-directory all install
