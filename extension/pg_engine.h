@@ -180,7 +180,7 @@ void tb_pg_swap_journal(const tb_job *job, const char *step, const char *live, c
  * Renames fresh over live in one transaction (old NULL: live is gone, fresh only takes
  * its name), live kept as old; connections to live are ended just for the swap.
  */
-char *tb_pg_swap(PGconn *conn, const tb_job *job, const char *live, const char *fresh, const char *old);
+char *tb_pg_swap(PGconn *conn, tb_job *job, const char *live, const char *fresh, const char *old);
 
 /* pg_drill.c */
 char *tb_pg_drill_check(tb_job *job, repo_reader *reader, const tb_archive *toc, const char *conninfo);

@@ -50,13 +50,21 @@ tb_pg_access_of(PGconn *conn, const char *live, const char *fresh)
 				 quote_literal_cstr(fresh), quote_literal_cstr(fresh), quote_literal_cstr(live)));
 }
 
-/* Ends every other session of live (connections to it are refused by then); NULL, or why not. */
+/*
+ * Ends every other session of live (connections to it are refused by then), renewing
+ * the job's lease meanwhile (the launcher would otherwise take the job, and its
+ * journal row, from a worker still at work); NULL, or why not.
+ */
 static char *
-tb_pg_swap_end_sessions(PGconn *conn, const char *live)
+tb_pg_swap_end_sessions(PGconn *conn, tb_job *job, const char *live)
 {
 	for (int waited = 0; waited <= TB_SWAP_WAIT_SECONDS * 10; waited++)
 	{
-		char *left = tb_admin_value(
+		char *left;
+
+		if (!tb_job_progress(job, job->bytes_done, false))
+			return pstrdup(TB_LEASE_LOST);
+		left = tb_admin_value(
 			conn,
 			psprintf("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
 					 " WHERE datname OPERATOR(pg_catalog.=) %s AND pid OPERATOR(pg_catalog.<>) "
@@ -70,8 +78,27 @@ tb_pg_swap_end_sessions(PGconn *conn, const char *live)
 	return psprintf("sessions of database \"%s\" did not end within %d seconds", live, TB_SWAP_WAIT_SECONDS);
 }
 
+/*
+ * A prepared transaction keeps live open with no session to end: the rename would wait
+ * for it (5 s inside ALTER DATABASE) and fail. Said at once, naming them; NULL if none.
+ */
+static char *
+tb_pg_swap_prepared(PGconn *conn, const char *live)
+{
+	char *held =
+		tb_admin_value(conn, psprintf("SELECT pg_catalog.string_agg(pg_catalog.quote_literal(gid), ', ')"
+									  " FROM pg_catalog.pg_prepared_xacts WHERE database OPERATOR(pg_catalog.=) %s",
+									  quote_literal_cstr(live)));
+
+	if (held == NULL || held[0] == '\0')
+		return NULL;
+	return psprintf("database \"%s\" is held open by prepared transactions (%s): COMMIT PREPARED or ROLLBACK PREPARED "
+					"them, then restore again",
+					live, held);
+}
+
 char *
-tb_pg_swap(PGconn *conn, const tb_job *job, const char *live, const char *fresh, const char *old)
+tb_pg_swap(PGconn *conn, tb_job *job, const char *live, const char *fresh, const char *old)
 {
 	const char *qlive = quote_identifier(live), *qfresh = quote_identifier(fresh);
 	char *failure;
@@ -99,12 +126,21 @@ tb_pg_swap(PGconn *conn, const tb_job *job, const char *live, const char *fresh,
 
 		failure = tb_admin_exec(conn, psprintf("ALTER DATABASE %s WITH ALLOW_CONNECTIONS false", qlive));
 		if (failure == NULL)
-			failure = tb_pg_swap_end_sessions(conn, live);
+			failure = tb_pg_swap_end_sessions(conn, job, live);
 		if (failure == NULL)
-			failure = tb_admin_exec(conn, psprintf("BEGIN; ALTER DATABASE %s RENAME TO %s;"
+			failure = tb_pg_swap_prepared(conn, live);
+		/*
+		 * The renames wait for the databases' locks (another session's ALTER or COMMENT
+		 * ON DATABASE holds one): within half a lease, renewed just before, so that the
+		 * launcher never takes the job from a worker still in its swap.
+		 */
+		if (failure == NULL && !tb_job_progress(job, job->bytes_done, true))
+			failure = pstrdup(TB_LEASE_LOST);
+		if (failure == NULL)
+			failure = tb_admin_exec(conn, psprintf("BEGIN; SET LOCAL lock_timeout = %d; ALTER DATABASE %s RENAME TO %s;"
 												   " ALTER DATABASE %s RENAME TO %s;"
 												   " ALTER DATABASE %s WITH ALLOW_CONNECTIONS true; COMMIT",
-												   qlive, qold, qfresh, qlive, qold));
+												   tb_lease_seconds * 500, qlive, qold, qfresh, qlive, qold));
 		if (failure != NULL)
 		{
 			tb_admin_exec(conn, "ROLLBACK");

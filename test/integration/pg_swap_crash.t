@@ -6,6 +6,9 @@
 # done. Each time the live database accepts connections and holds either its own data
 # or the restored data, nothing is lost, the journal (tenant_backup.restore_swaps)
 # says which, and what was left over is listed in tenant_backup.scratch_databases.
+# Not killed, a swap whose renames wait for a lock gives up within half the lease (the
+# launcher never takes the job from a worker mid-swap), and a prepared transaction that
+# holds the live database is named at once.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 . "$(dirname "$0")/../lib/pg_debian.sh"
@@ -84,18 +87,43 @@ like "$(psql_q "SELECT string_agg(database || ':' || bytes::text, ',') FROM tena
 	WHERE job_id = $job AND bytes > 0")" "^crash_db_tb_new_$job:" "mid-load: the partly loaded database is listed with its size"
 psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE job_id = $job" >/dev/null
 
-# 3. In the swap: live closed to connections, the renames waiting on a prepared transaction.
-in_db crash_db "BEGIN" "INSERT INTO marker VALUES ('held')" "PREPARE TRANSACTION 'hold'" >/dev/null
+# 3. In the swap: live closed to connections, the renames waiting for the lock on
+# crash_db that another session's COMMENT ON DATABASE holds (up to half the 5 s lease).
+hold_database_lock() {
+	exec {lockfd}> >(pg_as_postgres "$PG_DEBIAN_DIR" "$PG_BIN/psql" -X -q >/dev/null 2>&1)
+	echo "BEGIN; COMMENT ON DATABASE crash_db IS 'held'; SELECT pg_sleep(60) AS holds_crash_db;" >&"$lockfd"
+	poll "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%holds_crash_db%' AND pid <> pg_backend_pid()" >/dev/null
+}
+release_database_lock() {
+	psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%holds_crash_db%'
+		AND pid <> pg_backend_pid()" >/dev/null 2>&1
+	exec {lockfd}>&-
+}
+hold_database_lock
 start_restore
 poll "SELECT 1 FROM tenant_backup.restore_swaps s JOIN pg_database d ON d.datname = s.live
 	WHERE s.job_id = $job AND s.step = 'swapping' AND NOT d.datallowconn" >/dev/null
 ok $? "in the swap: journaled as swapping, crash_db closed to connections"
 kill_worker
 recovered "in the swap" live own "rolled back"
-# The same swap, not killed: the renames fail together, and live opens again.
+release_database_lock
+# The same wait, not killed: the renames give up within half the lease (the launcher
+# never takes the job from the worker in its swap), and live opens again.
+hold_database_lock
+out=$(psql_q "SELECT tenant_backup.tenant_restore('crash')" 2>&1)
+like "$out" 'could not swap the restored "crash_db_tb_new_[0-9]+" in as "crash_db" \(nothing was renamed.*lock timeout' \
+	"a swap whose renames wait for a lock longer than half the lease fails, saying nothing was renamed"
+unlike "$out" "worker died or stopped answering" "its worker's error, not the launcher's"
+is "$(in_db crash_db "SELECT v FROM marker" 2>&1)" live "crash_db accepts connections and holds its own data"
+release_database_lock
+psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE kind = 'new'" >/dev/null
+# A prepared transaction holds live open with no session to end: said at once, by name.
+in_db crash_db "BEGIN" "INSERT INTO marker VALUES ('held')" "PREPARE TRANSACTION 'hold'" >/dev/null
 out=$(psql_q "SELECT tenant_backup.tenant_restore('crash')" 2>&1)
 like "$out" 'could not swap the restored "crash_db_tb_new_[0-9]+" in as "crash_db" \(nothing was renamed' \
 	"a swap that cannot rename fails, saying nothing was renamed"
+like "$out" "database \"crash_db\" is held open by prepared transactions \('hold'\): COMMIT PREPARED or ROLLBACK PREPARED" \
+	"and names the prepared transaction that holds the live database (at once: ALTER DATABASE would wait for it past the lease)"
 is "$(in_db crash_db "SELECT v FROM marker" 2>&1)" live "after the failed swap crash_db accepts connections and holds its own data"
 in_db crash_db "ROLLBACK PREPARED 'hold'" >/dev/null
 psql_q "SELECT tenant_backup.tenant_remove_scratch(database) FROM tenant_backup.scratch_databases WHERE kind = 'new'" >/dev/null
