@@ -68,7 +68,7 @@ kill -STOP "$sleepy"
 kill -CONT "$rescuer"
 is "$(wait_for 300 0.1 succeeded job_state "$job")" succeeded "its lease expired and the rescuer did the job"
 kill -CONT "$sleepy"
-wait_for 150 0.1 1 grep -c "lease was lost" "$D/sleepy.log" >/dev/null
+wait_for 300 0.1 1 grep -c "lease was lost" "$D/sleepy.log" >/dev/null
 ok $? "the sleepy agent, resumed, learns its lease was lost and stops"
 is "$(backups_of "$job")" "complete,failed" "one complete backup (the rescuer's), the lost attempt failed"
 is "$(psql_q "SELECT jobs_done FROM tenant_backup.agents WHERE name = 'sleepy'")" 0 "nothing was reported for the late attempt"
