@@ -1,6 +1,7 @@
 /*
  * A job worker: runs the job the launcher claimed for it (a PostgreSQL tenant's backup
- * or restore), then the next queued backups, and records how each ended. Whatever
+ * or restore), then the next queued backups, waiting idle a while for more (pool.h),
+ * and records how each ended. Whatever
  * happens, a job ends succeeded, queued again for another attempt, or failed; its
  * backup is complete only if the object was stored. And the wake-ups of the jobs
  * table: a queued job wakes the launcher, an ended one the caller waiting on it.
@@ -14,6 +15,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -26,6 +28,8 @@
 #include "utils/timestamp.h"
 
 #include "job.h"
+#include "pool.h"
+#include "request.h"
 
 int tb_lock_timeout_ms = 5 * 60 * 1000;
 int tb_job_timeout_s = 6 * 3600;
@@ -197,6 +201,12 @@ tb_job_run(tb_job *job, MemoryContext job_context)
  * backup; 0 otherwise. Anything else, a restore or a drill, waits for the launcher,
  * which starts a fresh worker for it once this one exits.
  */
+/* The claim of tb_job_claim_next: $1 the new lease token, $2 the lease's seconds. */
+#define TB_JOB_CLAIM_NEXT_BACKUP                                                                                       \
+	"UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(),"                       \
+	" lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"                                        \
+	" WHERE id = (SELECT tenant_backup._job_next('postgres')) AND kind = 'backup' RETURNING id"
+
 static int64
 tb_job_claim_next(char *lease_owner, size_t size)
 {
@@ -206,11 +216,106 @@ tb_job_claim_next(char *lease_owner, size_t size)
 
 	tb_job_lease_token(lease_owner, size);
 	snprintf(lease, sizeof(lease), "%d", tb_lease_seconds);
-	id = tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(),"
-				" lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"
-				" WHERE id = (SELECT tenant_backup._job_next('postgres')) AND kind = 'backup' RETURNING id",
-				2, args);
+	id = tb_sql(TB_JOB_CLAIM_NEXT_BACKUP, 2, args);
 	return id == NULL ? 0 : pg_strtoint64(id);
+}
+
+/* tb_job_claim_next inside the transaction that queues a handed request (tb_request_then). */
+typedef struct tb_job_claim
+{
+	char *lease_owner;
+	size_t size;
+	int64 id;
+} tb_job_claim;
+
+static void
+tb_job_claim_in_request(void *arg)
+{
+	tb_job_claim *claim = arg;
+	Oid types[2] = {TEXTOID, TEXTOID};
+	Datum values[2];
+
+	tb_job_lease_token(claim->lease_owner, claim->size);
+	values[0] = CStringGetTextDatum(claim->lease_owner);
+	values[1] = CStringGetTextDatum(psprintf("%d", tb_lease_seconds));
+	if (SPI_execute_with_args(TB_JOB_CLAIM_NEXT_BACKUP, 2, types, values, NULL, false, 1) == SPI_OK_UPDATE_RETURNING &&
+		SPI_processed == 1)
+		claim->id = pg_strtoint64(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+}
+
+/* True while a restore or drill is queued: only the launcher starts those, in a worker of their own. */
+static bool
+tb_job_launcher_work_waits(void)
+{
+	return tb_sql("SELECT 1 FROM tenant_backup.jobs WHERE engine = 'postgres' AND state = 'queued'"
+				  " AND kind <> 'backup' LIMIT 1",
+				  0, NULL) != NULL;
+}
+
+/*
+ * Queues the jobs of the wait => true request a caller handed this idle worker
+ * (request.c) and, in the same transaction, claims the next backup as
+ * tb_job_claim_next does (most often the request's own): the launcher, woken by the
+ * queued jobs, finds nothing left to start. Returns the claimed job, or 0.
+ */
+static int64
+tb_job_serve_request(dsm_handle handle, char *lease_owner, size_t size)
+{
+	dsm_segment *seg = dsm_attach(handle);
+	tb_job_claim claim = {lease_owner, size, 0};
+
+	tb_request *req;
+
+	/* NULL, or another's segment under a reused handle: the caller went away before we looked. */
+	if (seg == NULL)
+		return 0;
+	req = dsm_segment_address(seg);
+	if (dsm_segment_map_length(seg) >= sizeof(tb_request) && req->magic == TB_REQUEST_MAGIC)
+		tb_request_enqueue(req, tb_job_claim_in_request, &claim);
+	dsm_detach(seg);
+	return claim.id;
+}
+
+/*
+ * The next backup for a worker that finished one: claimed at once when one is queued;
+ * otherwise the worker waits, listed as idle (pool.h), up to tenant_backup.worker_idle_time
+ * and never past until, for a queued job's commit to wake it or a wait => true call to
+ * hand it a request, which it queues itself. It looks again every naptime, as the
+ * launcher does. 0: none, and the worker exits; at once when a restore or drill waits,
+ * whose worker the launcher starts in this one's place.
+ */
+static int64
+tb_job_wait_next(char *lease_owner, size_t size, TimestampTz until)
+{
+	TimestampTz idle_until = Min(until, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) tb_worker_idle_ms));
+
+	for (;;)
+	{
+		int64 id = tb_job_claim_next(lease_owner, size);
+		long wait_ms;
+		dsm_handle request;
+
+		if (id != 0 || tb_job_launcher_work_waits())
+			return id;
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), idle_until);
+		if (wait_ms <= 0)
+			return 0;
+		pgstat_report_appname("tenant_backup job worker");
+		pgstat_report_activity(STATE_IDLE, "tenant_backup: waiting for a queued backup");
+		tb_pool_idle_enter();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, Min(wait_ms, tb_naptime_ms),
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		request = tb_pool_idle_leave();
+		if (request != DSM_HANDLE_INVALID && (id = tb_job_serve_request(request, lease_owner, size)) != 0)
+			return id;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
 }
 
 /* Sets the latches gathered for this transaction if it committed, and forgets them at its end either way. */
@@ -229,14 +334,13 @@ tb_wake_at_end(XactEvent event, void *arg)
 	}
 }
 
-/* Gathers the latch of backend pid, if it lives; a pid reused by another backend only costs it a look at its queue. */
+/* Gathers a latch to set at commit; one of a process gone by then only costs its next user a look at its work. */
 static void
-tb_wake_add(int pid)
+tb_wake_add_latch(Latch *latch)
 {
 	static bool callback_registered = false;
-	PGPROC *proc;
 
-	if (pid == MyProcPid || (proc = BackendPidGetProc(pid)) == NULL)
+	if (latch == MyLatch)
 		return;
 	if (!callback_registered)
 	{
@@ -244,10 +348,20 @@ tb_wake_add(int pid)
 		callback_registered = true;
 	}
 	for (int i = 0; i < tb_wake_count; i++)
-		if (tb_wake_latches[i] == &proc->procLatch)
+		if (tb_wake_latches[i] == latch)
 			return;
 	if (tb_wake_count < TB_WAKE_MAX)
-		tb_wake_latches[tb_wake_count++] = &proc->procLatch;
+		tb_wake_latches[tb_wake_count++] = latch;
+}
+
+/* Gathers the latch of backend pid, if it lives. */
+static void
+tb_wake_add(int pid)
+{
+	PGPROC *proc = BackendPidGetProc(pid);
+
+	if (proc != NULL)
+		tb_wake_add_latch(&proc->procLatch);
 }
 
 /*
@@ -280,6 +394,8 @@ tenant_backup_jobs_wake(PG_FUNCTION_ARGS)
 				tb_wake_add(DatumGetInt32(pid));
 		}
 		SPI_finish();
+		/* And the idle job workers, one of which may claim it before the launcher's round. */
+		tb_pool_each_idle(tb_wake_add_latch);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigger->tg_event))
 	{
@@ -339,7 +455,8 @@ tenant_backup_job_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		job_id = tb_job_claim_next(lease_owner, sizeof(lease_owner));
+		job_id = tb_job_wait_next(lease_owner, sizeof(lease_owner),
+								  TimestampTzPlusMilliseconds(worker_started, TB_JOB_WORKER_MAX_MS));
 		if (job_id == 0 || !tb_job_load(job_id, &job, job_context))
 			break;
 	}

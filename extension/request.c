@@ -1,9 +1,10 @@
 /*
- * The request worker of wait => true: queues a request's jobs in a transaction of
- * its own, so that they are committed while the caller's transaction still runs
- * (their commit wakes the launcher, and their end the caller: jobs_wake_*), and
- * hands any error back through the request's DSM segment; and the caller's check,
- * while it waits, that an agent can take the jobs no launcher worker runs.
+ * A wait => true request's jobs queued in a transaction of their own, so that they are
+ * committed while the caller's transaction still runs (their commit wakes the launcher,
+ * and their end the caller: jobs_wake_*), with any error handed back through the
+ * request's DSM segment: by an idle job worker, or by the request worker started for
+ * it when none is idle; and the caller's check, while it waits, that an agent can take
+ * the jobs no launcher worker runs.
  */
 #include "tenant_backup.h"
 
@@ -15,6 +16,8 @@
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -80,25 +83,15 @@ tb_request_check_agents(const char *token, TimestampTz waiting_since)
 }
 
 void
-tenant_backup_request_main(Datum arg)
+tb_request_enqueue(tb_request *req, tb_request_then then, void *arg)
 {
-	dsm_segment *seg;
-	tb_request *req;
 	Oid types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
 	Datum values[8];
 	char nulls[8] = "        ";
 	Oid waiter_types[2] = {TEXTOID, INT4OID};
 	Datum waiter_values[2];
-	MemoryContext caller;
-
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	seg = dsm_attach(DatumGetUInt32(arg));
-	if (seg == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						errmsg("tenant_backup request worker: the caller went away")));
-	req = dsm_segment_address(seg);
-	BackgroundWorkerInitializeConnectionByOid(req->database, InvalidOid, 0);
+	MemoryContext caller = CurrentMemoryContext;
+	PGPROC *waiter;
 
 	values[0] = CStringGetTextDatum(req->kind);
 	values[1] = CStringGetTextDatum(req->tenant);
@@ -112,20 +105,24 @@ tenant_backup_request_main(Datum arg)
 	values[6] = CStringGetTextDatum(req->actor);
 	values[7] = BoolGetDatum(!req->bare_target);
 	waiter_values[0] = values[5];
-	waiter_values[1] = Int32GetDatum(MyBgworkerEntry->bgw_notify_pid);
+	waiter_values[1] = Int32GetDatum(req->caller_pid);
 
-	caller = CurrentMemoryContext;
 	PG_TRY();
 	{
+		if (req->database != MyDatabaseId)
+			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+							errmsg("the request of tenant \"%s\" reached a worker of another database", req->tenant)));
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7, $8)", 8, types, values, nulls,
 							  false, 0);
-		/* The caller started us and waits: each job's end wakes it. */
+		/* The caller waits: each job's end wakes it. */
 		SPI_execute_with_args("UPDATE tenant_backup.jobs SET waiter_pid = $2 WHERE request = $1", 2, waiter_types,
 							  waiter_values, NULL, false, 0);
+		if (then != NULL)
+			then(arg);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -145,6 +142,31 @@ tenant_backup_request_main(Datum arg)
 		AbortOutOfAnyTransaction();
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	/* SetLatch is a barrier: the caller, woken, sees everything written above. */
+	req->done = true;
+	if ((waiter = BackendPidGetProc(req->caller_pid)) != NULL)
+		SetLatch(&waiter->procLatch);
+}
+
+void
+tenant_backup_request_main(Datum arg)
+{
+	dsm_segment *seg;
+	tb_request *req;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	seg = dsm_attach(DatumGetUInt32(arg));
+	if (seg == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("tenant_backup request worker: the caller went away")));
+	req = dsm_segment_address(seg);
+	if (req->magic != TB_REQUEST_MAGIC)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("tenant_backup request worker: the caller went away")));
+	BackgroundWorkerInitializeConnectionByOid(req->database, InvalidOid, 0);
+	tb_request_enqueue(req, NULL, NULL);
 	dsm_detach(seg);
 	proc_exit(0);
 }

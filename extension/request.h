@@ -1,6 +1,7 @@
 /*
- * A wait => true request, shared with its request worker through a DSM segment: the
- * caller fills it in, the worker queues the jobs and leaves any error message here.
+ * A wait => true request, shared through a DSM segment with the worker that queues its
+ * jobs (an idle job worker, or else a request worker started for it): the caller fills
+ * it in, the worker queues the jobs and leaves any error message here.
  */
 #ifndef TENANT_BACKUP_REQUEST_H
 #define TENANT_BACKUP_REQUEST_H
@@ -9,8 +10,13 @@
 
 #include "utils/timestamp.h"
 
+/* The first member of every request: a worker attaching a segment the caller already dropped (its handle reused) sees
+ * another. */
+#define TB_REQUEST_MAGIC 0x74627271
+
 typedef struct tb_request
 {
+	uint32 magic; /* TB_REQUEST_MAGIC */
 	char kind[8]; /* backup or restore */
 	char tenant[64];
 	char engine[16];         /* "" for every engine */
@@ -20,7 +26,9 @@ typedef struct tb_request
 	char token[17];          /* ties the queued jobs to the caller */
 	char actor[NAMEDATALEN]; /* the caller's session user, for the audit trail */
 	Oid database;
-	/* set by the worker when it could not queue the jobs */
+	int caller_pid; /* woken when the jobs are queued (an idle job worker's request) and when they end */
+	/* set by the worker: done once it queued the jobs or knows why it could not */
+	bool done;
 	int sqlerrcode;
 	char error[1024];
 	char hint[512];
@@ -38,5 +46,16 @@ extern int tb_agent_wait_s;
  * agents' last heartbeat and waiting_since. The job stays queued.
  */
 void tb_request_check_agents(const char *token, TimestampTz waiting_since);
+
+/* What else a worker does in the transaction that queues a request's jobs (SPI connected). */
+typedef void (*tb_request_then)(void *arg);
+
+/*
+ * Queues req's jobs in a transaction of its own (their end wakes req->caller_pid),
+ * with then(arg) in it unless then is NULL, or leaves in req why it could not; then
+ * marks it done and wakes the caller. For a background worker connected to
+ * req->database, outside a transaction.
+ */
+void tb_request_enqueue(tb_request *req, tb_request_then then, void *arg);
 
 #endif

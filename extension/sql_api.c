@@ -12,14 +12,17 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/atomics.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/latch.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+#include "pool.h"
 #include "repo.h"
 #include "request.h"
 
@@ -427,8 +430,32 @@ tenant_backup_seal_secret(PG_FUNCTION_ARGS)
 }
 
 /*
- * Runs the request worker, which queues the jobs in its own committed transaction,
- * and waits for it to exit. Raises its error, if it had one.
+ * Waits until the idle job worker handed the request (pid) marked it done; false if
+ * that worker exited without doing so (terminated while idle), when the request is
+ * still to be queued.
+ */
+static bool
+tb_queue_wait_idle_worker(volatile tb_request *shared, int pid)
+{
+	for (;;)
+	{
+		bool gone = BackendPidGetProc(pid) == NULL;
+
+		pg_read_barrier();
+		if (shared->done)
+			return true;
+		if (gone)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Has the request's jobs queued in a committed transaction of their own: by an idle
+ * job worker (pool.h), which then usually runs them too, or else by a request worker
+ * started for it, whose exit it waits for. Raises the worker's error, if it had one.
  */
 static void
 tb_queue_request(const tb_request *req)
@@ -438,22 +465,31 @@ tb_queue_request(const tb_request *req)
 	BgwHandleStatus status;
 	dsm_segment *seg = dsm_create(sizeof(tb_request), 0);
 	tb_request *shared = dsm_segment_address(seg);
+	int idle_worker;
 	pid_t pid;
 
 	memcpy(shared, req, sizeof(*req));
-	tb_worker_describe(&worker, "tenant_backup_request_main", "tenant_backup request",
-					   psprintf("tenant_backup request of %s", req->tenant));
-	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-		ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						errmsg("could not start a tenant_backup worker for tenant \"%s\"", req->tenant),
-						errhint("Raise max_worker_processes.")));
-	status = WaitForBackgroundWorkerStartup(handle, &pid);
-	if (status == BGWH_STARTED)
-		status = WaitForBackgroundWorkerShutdown(handle);
-	if (status == BGWH_POSTMASTER_DIED)
-		ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN), errmsg("postmaster exited")));
+	shared->magic = TB_REQUEST_MAGIC;
+	shared->caller_pid = MyProcPid;
+	/* A call cancelled while it waits takes its request back from a worker that has not taken it yet. */
+	on_dsm_detach(seg, tb_pool_revoke_request, UInt32GetDatum(dsm_segment_handle(seg)));
+	idle_worker = tb_pool_hand_request(dsm_segment_handle(seg));
+	if (idle_worker == 0 || !tb_queue_wait_idle_worker(shared, idle_worker))
+	{
+		tb_worker_describe(&worker, "tenant_backup_request_main", "tenant_backup request",
+						   psprintf("tenant_backup request of %s", req->tenant));
+		worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+		worker.bgw_notify_pid = MyProcPid;
+		if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+			ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+							errmsg("could not start a tenant_backup worker for tenant \"%s\"", req->tenant),
+							errhint("Raise max_worker_processes.")));
+		status = WaitForBackgroundWorkerStartup(handle, &pid);
+		if (status == BGWH_STARTED)
+			status = WaitForBackgroundWorkerShutdown(handle);
+		if (status == BGWH_POSTMASTER_DIED)
+			ereport(FATAL, (errcode(ERRCODE_ADMIN_SHUTDOWN), errmsg("postmaster exited")));
+	}
 	if (shared->error[0] != '\0')
 	{
 		tb_request failed = *shared;

@@ -18,6 +18,7 @@
 #include "check.h"
 #include "job.h"
 #include "metrics.h"
+#include "pool.h"
 #include "replicate.h"
 #include "request.h"
 #include "stream.h"
@@ -178,6 +179,11 @@ _PG_init(void)
 							"How long the database an in-place restore replaced is kept as <name>_tb_old_<job>.",
 							"The launcher drops it after that; 0: kept until dropped by hand.", &tb_keep_old_copy_s,
 							7 * 86400, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tenant_backup.worker_idle_time",
+							"How long a job worker with no backup left waits for the next one before it exits.",
+							"Meanwhile a queued backup or a wait => true call starts at once, without a background "
+							"worker start; an idle worker counts in max_workers. 0: workers exit at once.",
+							&tb_worker_idle_ms, 10 * 1000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.connect_timeout",
 							"How long a job waits for a tenant's server to accept its connection.",
 							"A locator's own connect_timeout wins.", &tb_connect_timeout_s, 30, 1, 3600, PGC_SIGHUP,
@@ -213,6 +219,7 @@ _PG_init(void)
 							   &tb_metrics_address, "", PGC_POSTMASTER, 0, tb_check_metrics_address, NULL, NULL);
 	MarkGUCPrefixReserved("tenant_backup");
 	tb_preloaded = true;
+	tb_pool_shmem_request();
 	tb_worker_describe(&launcher, "tenant_backup_launcher_main", "tenant_backup launcher", "tenant_backup launcher");
 	launcher.bgw_restart_time = 5;
 	RegisterBackgroundWorker(&launcher);

@@ -3,7 +3,8 @@
 # (not its naptime, 10 s here, later); a job worker that finished a backup runs the
 # next queued one itself (one background worker start for a queue, not one per job),
 # each job still with its own bytes, contents and audit row, and exits once the queue
-# is empty; a wait => true call is woken by its job's end (not its 1 s fallback poll).
+# has been empty for worker_idle_time; a wait => true call is woken by its job's end
+# (not its 1 s fallback poll). pg_job_pool.t tests the idle workers.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
@@ -18,6 +19,7 @@ tenant_backup.master_key_file = '$D/master.key'
 tenant_backup.default_schedule = '100 years'
 tenant_backup.max_workers = 1
 tenant_backup.naptime = 10000
+tenant_backup.worker_idle_time = '2s'
 log_line_prefix = 'pid=%p '"
 psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
@@ -68,7 +70,7 @@ is "$(psql_q "SELECT count(DISTINCT b.bytes_in) FROM tenant_backup.jobs j JOIN t
 is "$(psql_q "SELECT string_agg(a.tenant, ',' ORDER BY a.tenant) FROM tenant_backup.audit a
 			  WHERE a.action = 'backup succeeded' AND (a.detail->>'job')::bigint > $first")" "r1,r2,r3,r4" \
 	"each job has its own 'backup succeeded' audit row"
-is "$(wait_for 50 0.1 0 job_workers)" 0 "the worker exits once the queue is empty"
+is "$(wait_for 50 0.1 0 job_workers)" 0 "the worker exits once the queue has been empty for worker_idle_time (2 s)"
 is "$(psql_q "SELECT ok FROM tenant_backup.tenant_audit_verify()")" t "the audit chains verify"
 
 # ------------------------------------------------------------ wait => true is woken by the job's end
