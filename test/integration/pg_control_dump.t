@@ -8,14 +8,8 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
-CONF="tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
+tb_scratch_storage
+CONF="$TB_CONF
 tenant_backup.naptime = 200"
 
 pg_start "$D/old" "$(free_port)" "$CONF"

@@ -8,20 +8,12 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 
-pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.max_workers = 1
+pg_start_tb "$D/pg" "$(free_port)" "tenant_backup.max_workers = 1
 tenant_backup.naptime = 10000
 tenant_backup.worker_idle_time = '2s'
 log_line_prefix = 'pid=%p '"
-psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
 for i in 1 2 3 4; do
 	psql_q "CREATE DATABASE r$i" "SELECT tenant_backup.tenant_create('r$i')" \

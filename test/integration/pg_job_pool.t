@@ -10,22 +10,14 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 
 # naptime 10 s: what starts at once here is not the launcher's round. DEBUG1 logs each
 # background worker the postmaster starts.
-pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.max_workers = 2
+pg_start_tb "$D/pg" "$(free_port)" "tenant_backup.max_workers = 2
 tenant_backup.naptime = 10000
 tenant_backup.worker_idle_time = '60s'
 log_min_messages = debug1"
-psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
 for i in 1 2 3 4; do
 	psql_q "CREATE DATABASE p$i" "SELECT tenant_backup.tenant_create('p$i')" \

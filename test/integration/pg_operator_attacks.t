@@ -8,15 +8,9 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 PORT=$(free_port)
-pg_start "$D/pg" "$PORT" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
+pg_start "$D/pg" "$PORT" "$TB_CONF
 tenant_backup.naptime = 200"
 psql_q "CREATE EXTENSION tenant_backup" "CREATE DATABASE globex_db" "CREATE DATABASE acme_db" \
 	"CREATE ROLE op LOGIN" "GRANT tenant_backup_operator TO op" \

@@ -7,15 +7,9 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 
-pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
+pg_start "$D/pg" "$(free_port)" "$TB_CONF
 tenant_backup.naptime = 200
 tenant_backup.lease_timeout = 5
 tenant_backup.retry_delays = '1 hour'"

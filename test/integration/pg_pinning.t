@@ -9,11 +9,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 REMOTE_PORT=$(free_port)
 
 # The tenants' server: password authentication over TCP, its socket for this script.
@@ -27,9 +23,7 @@ remote_sysid=$(psql_q "SELECT system_identifier FROM pg_control_system()")
 shared_oid=$(psql_q "SELECT oid FROM pg_database WHERE datname = 'shared'")
 REMOTE_HOST=$PGHOST
 
-pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
+pg_start "$D/pg" "$(free_port)" "$TB_CONF
 tenant_backup.naptime = 200
 tenant_backup.retry_delays = '1 hour'"
 psql_q "CREATE EXTENSION tenant_backup" "CREATE ROLE op LOGIN" "GRANT tenant_backup_operator TO op" >/dev/null ||

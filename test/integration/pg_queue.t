@@ -7,20 +7,12 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 
-pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.max_workers = 1
+pg_start_tb "$D/pg" "$(free_port)" "tenant_backup.max_workers = 1
 tenant_backup.naptime = 200
 tenant_backup.lease_timeout = 5
 tenant_backup.retry_delays = '3 s, 6 s'"
-psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
 job_state() { psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $1"; }
 # A psql session NAME that runs SQL and then stays in its transaction until

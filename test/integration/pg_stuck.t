@@ -8,22 +8,14 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
-scratch_dir
-mkdir -p "$D/store"
-chown postgres "$D/store"
-"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
-chown postgres "$D/master.key"
+tb_scratch_storage
 LISTEN_PORT=$(free_port)
 
-pg_start "$D/pg" "$(free_port)" "tenant_backup.storage = 'file://$D/store'
-tenant_backup.master_key_file = '$D/master.key'
-tenant_backup.default_schedule = '100 years'
-tenant_backup.max_workers = 2
+pg_start_tb "$D/pg" "$(free_port)" "tenant_backup.max_workers = 2
 tenant_backup.naptime = 200
 tenant_backup.connect_timeout = 3
 tenant_backup.lease_timeout = 5
 tenant_backup.retry_delays = '1 hour'"
-psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$D/pg/server.log" "CREATE EXTENSION failed"
 
 # A server that accepts every connection and never says a word.
 /usr/bin/python3 -c 'import socket, sys

@@ -115,6 +115,26 @@ pg_restart() { # DIR
 		pg_bail "$1/server.log" "PostgreSQL did not restart in $1"
 }
 
+# A scratch directory ($D) with file storage ($D/store) and a master key ($D/master.key)
+# that the server can read, and TB_CONF: the settings that point tenant_backup at them,
+# with no schedule of its own. Call it in the script's own shell, as scratch_dir.
+tb_scratch_storage() {
+	scratch_dir
+	mkdir -p "$D/store" && chown postgres "$D/store" || { echo "Bail out! cannot create $D/store"; exit 1; }
+	"$TB" keygen --out "$D/master.key" 2>/dev/null || { echo "Bail out! tenant-backup keygen failed ($TB)"; exit 1; }
+	chown postgres "$D/master.key"
+	TB_CONF="tenant_backup.storage = 'file://$D/store'
+tenant_backup.master_key_file = '$D/master.key'
+tenant_backup.default_schedule = '100 years'"
+}
+
+# pg_start with TB_CONF and the extra lines, then CREATE EXTENSION tenant_backup.
+pg_start_tb() { # DIR PORT [EXTRA_CONF_LINES]
+	pg_start "$1" "$2" "$TB_CONF${3:+
+$3}"
+	psql_q "CREATE EXTENSION tenant_backup" >/dev/null || pg_bail "$1/server.log" "CREATE EXTENSION failed"
+}
+
 psql_q() { # SQL...
 	local sql args=()
 	for sql; do args+=(-c "$sql"); done
