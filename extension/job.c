@@ -44,6 +44,9 @@ int tb_connect_timeout_s = 30;
 #define TB_JOB_WORKER_MAX_JOBS 100
 #define TB_JOB_WORKER_MAX_MS (60 * 1000)
 
+/* How long an idle worker waits for a lock while it queues a handed request before it hands it back. */
+#define TB_JOB_REQUEST_LOCK_TIMEOUT_MS 2000
+
 PG_FUNCTION_INFO_V1(tenant_backup_jobs_wake);
 
 /*
@@ -271,7 +274,10 @@ tb_job_serve_request(dsm_handle handle, char *lease_owner, size_t size)
 		return 0;
 	req = dsm_segment_address(seg);
 	if (dsm_segment_map_length(seg) >= sizeof(tb_request) && req->magic == TB_REQUEST_MAGIC)
-		tb_request_enqueue(req, tb_job_claim_in_request, &claim);
+		tb_request_enqueue(req, TB_JOB_REQUEST_LOCK_TIMEOUT_MS, tb_job_claim_in_request, &claim);
+	/* A transaction that did not commit claimed nothing. */
+	if (req->error[0] != '\0' || req->handed_back)
+		claim.id = 0;
 	dsm_detach(seg);
 	return claim.id;
 }
@@ -287,7 +293,7 @@ tb_job_serve_request(dsm_handle handle, char *lease_owner, size_t size)
 static int64
 tb_job_wait_next(char *lease_owner, size_t size, TimestampTz until)
 {
-	TimestampTz idle_until = Min(until, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) tb_worker_idle_ms));
+	TimestampTz idle_since = GetCurrentTimestamp();
 
 	for (;;)
 	{
@@ -297,7 +303,9 @@ tb_job_wait_next(char *lease_owner, size_t size, TimestampTz until)
 
 		if (id != 0 || tb_job_launcher_work_waits())
 			return id;
-		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), idle_until);
+		/* worker_idle_time as it is now: a reload that shortens it counts at once. */
+		wait_ms = TimestampDifferenceMilliseconds(
+			GetCurrentTimestamp(), Min(until, TimestampTzPlusMilliseconds(idle_since, (int64) tb_worker_idle_ms)));
 		if (wait_ms <= 0)
 			return 0;
 		pgstat_report_appname("tenant_backup job worker");
@@ -308,6 +316,7 @@ tb_job_wait_next(char *lease_owner, size_t size, TimestampTz until)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		request = tb_pool_idle_leave();
+		pgstat_report_activity(STATE_RUNNING, "tenant_backup: looking for the next backup");
 		if (request != DSM_HANDLE_INVALID && (id = tb_job_serve_request(request, lease_owner, size)) != 0)
 			return id;
 		if (ConfigReloadPending)

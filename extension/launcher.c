@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "job.h"
+#include "pool.h"
 #include "replicate.h"
 
 #define TB_MAX_HANDLES 64
@@ -176,7 +177,8 @@ tb_launcher_dispatch(void)
 	const char *args[2] = {owner, lease};
 
 	snprintf(lease, sizeof(lease), "%d", tb_lease_seconds);
-	while (tb_launcher_running() < Min(tb_max_workers, TB_MAX_HANDLES))
+	/* An idle job worker, woken by the same commit, claims the next backup itself. */
+	while (tb_launcher_running() < Min(tb_max_workers, TB_MAX_HANDLES) && !tb_pool_any_idle())
 	{
 		char *id = tb_sql("UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1,"
 						  " started = now(), lease_owner = $1 || gen_random_uuid(),"

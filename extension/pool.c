@@ -157,6 +157,20 @@ tb_pool_revoke_request(dsm_segment *seg, Datum handle)
 	SpinLockRelease(&pool->mutex);
 }
 
+bool
+tb_pool_any_idle(void)
+{
+	bool any = false;
+
+	if (pool == NULL)
+		return false;
+	SpinLockAcquire(&pool->mutex);
+	for (int i = 0; i < TB_POOL_SLOTS && !any; i++)
+		any = pool->slots[i].pid != 0;
+	SpinLockRelease(&pool->mutex);
+	return any;
+}
+
 void
 tb_pool_each_idle(void (*wake)(Latch *latch))
 {

@@ -36,6 +36,9 @@ int tb_pool_hand_request(dsm_handle request);
 /* on_dsm_detach callback of the caller's request segment: a worker that did not take it yet never will. */
 void tb_pool_revoke_request(dsm_segment *seg, Datum handle);
 
+/* True while a job worker is idle (and so will look at the queue when woken). */
+bool tb_pool_any_idle(void);
+
 /* Calls wake(latch) for every idle job worker (the latches are in shared memory). */
 void tb_pool_each_idle(void (*wake)(Latch *latch));
 

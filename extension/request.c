@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
@@ -83,7 +84,7 @@ tb_request_check_agents(const char *token, TimestampTz waiting_since)
 }
 
 void
-tb_request_enqueue(tb_request *req, tb_request_then then, void *arg)
+tb_request_enqueue(tb_request *req, int lock_timeout_ms, tb_request_then then, void *arg)
 {
 	Oid types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
 	Datum values[8];
@@ -116,6 +117,8 @@ tb_request_enqueue(tb_request *req, tb_request_then then, void *arg)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		if (lock_timeout_ms > 0)
+			SPI_execute(psprintf("SET LOCAL lock_timeout = %d", lock_timeout_ms), false, 0);
 		SPI_execute_with_args("SELECT tenant_backup._enqueue($1, $2, $3, $4, $5, $6, $7, $8)", 8, types, values, nulls,
 							  false, 0);
 		/* The caller waits: each job's end wakes it. */
@@ -134,16 +137,22 @@ tb_request_enqueue(tb_request *req, tb_request_then then, void *arg)
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 
-		req->sqlerrcode = edata->sqlerrcode;
-		strlcpy(req->error, edata->message, sizeof(req->error));
-		if (edata->hint)
-			strlcpy(req->hint, edata->hint, sizeof(req->hint));
+		if (lock_timeout_ms > 0 && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+			req->handed_back = true;
+		else
+		{
+			req->sqlerrcode = edata->sqlerrcode;
+			strlcpy(req->error, edata->message, sizeof(req->error));
+			if (edata->hint)
+				strlcpy(req->hint, edata->hint, sizeof(req->hint));
+		}
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
-	/* SetLatch is a barrier: the caller, woken, sees everything written above. */
+	/* Everything above before done: the caller reads them once it sees done. */
+	pg_write_barrier();
 	req->done = true;
 	if ((waiter = BackendPidGetProc(req->caller_pid)) != NULL)
 		SetLatch(&waiter->procLatch);
@@ -166,7 +175,7 @@ tenant_backup_request_main(Datum arg)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("tenant_backup request worker: the caller went away")));
 	BackgroundWorkerInitializeConnectionByOid(req->database, InvalidOid, 0);
-	tb_request_enqueue(req, NULL, NULL);
+	tb_request_enqueue(req, 0, NULL, NULL);
 	dsm_detach(seg);
 	proc_exit(0);
 }

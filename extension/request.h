@@ -29,6 +29,8 @@ typedef struct tb_request
 	int caller_pid; /* woken when the jobs are queued (an idle job worker's request) and when they end */
 	/* set by the worker: done once it queued the jobs or knows why it could not */
 	bool done;
+	bool handed_back; /* done, but an idle job worker gave it up (a lock it would wait for): a request worker queues it
+					   */
 	int sqlerrcode;
 	char error[1024];
 	char hint[512];
@@ -54,8 +56,10 @@ typedef void (*tb_request_then)(void *arg);
  * Queues req's jobs in a transaction of its own (their end wakes req->caller_pid),
  * with then(arg) in it unless then is NULL, or leaves in req why it could not; then
  * marks it done and wakes the caller. For a background worker connected to
- * req->database, outside a transaction.
+ * req->database, outside a transaction. lock_timeout_ms > 0 (an idle job worker, which
+ * counts in max_workers, must not wait on a lock a session holds): a lock not had by
+ * then hands the request back instead.
  */
-void tb_request_enqueue(tb_request *req, tb_request_then then, void *arg);
+void tb_request_enqueue(tb_request *req, int lock_timeout_ms, tb_request_then then, void *arg);
 
 #endif

@@ -431,8 +431,8 @@ tenant_backup_seal_secret(PG_FUNCTION_ARGS)
 
 /*
  * Waits until the idle job worker handed the request (pid) marked it done; false if
- * that worker exited without doing so (terminated while idle), when the request is
- * still to be queued.
+ * that worker exited without doing so (terminated while idle) or handed it back (a
+ * lock it would have waited for), when the request is still to be queued.
  */
 static bool
 tb_queue_wait_idle_worker(volatile tb_request *shared, int pid)
@@ -443,7 +443,11 @@ tb_queue_wait_idle_worker(volatile tb_request *shared, int pid)
 
 		pg_read_barrier();
 		if (shared->done)
-			return true;
+		{
+			/* What the worker wrote before done, read after it. */
+			pg_read_barrier();
+			return !shared->handed_back;
+		}
 		if (gone)
 			return false;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100, PG_WAIT_EXTENSION);
@@ -476,6 +480,7 @@ tb_queue_request(const tb_request *req)
 	idle_worker = tb_pool_hand_request(dsm_segment_handle(seg));
 	if (idle_worker == 0 || !tb_queue_wait_idle_worker(shared, idle_worker))
 	{
+		shared->done = shared->handed_back = false;
 		tb_worker_describe(&worker, "tenant_backup_request_main", "tenant_backup request",
 						   psprintf("tenant_backup request of %s", req->tenant));
 		worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));

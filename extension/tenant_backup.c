@@ -179,11 +179,13 @@ _PG_init(void)
 							"How long the database an in-place restore replaced is kept as <name>_tb_old_<job>.",
 							"The launcher drops it after that; 0: kept until dropped by hand.", &tb_keep_old_copy_s,
 							7 * 86400, 0, PG_INT32_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("tenant_backup.worker_idle_time",
-							"How long a job worker with no backup left waits for the next one before it exits.",
-							"Meanwhile a queued backup or a wait => true call starts at once, without a background "
-							"worker start; an idle worker counts in max_workers. 0: workers exit at once.",
-							&tb_worker_idle_ms, 10 * 1000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"tenant_backup.worker_idle_time",
+		"How long a job worker with no backup left waits for the next one before it exits.",
+		"Meanwhile a queued backup or a wait => true call starts at once, without a background "
+		"worker start; an idle worker counts in max_workers. At most 60 s (a worker exits after 60 s "
+		"or 100 jobs in any case); 0: workers exit at once.",
+		&tb_worker_idle_ms, 10 * 1000, 0, 60 * 1000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("tenant_backup.connect_timeout",
 							"How long a job waits for a tenant's server to accept its connection.",
 							"A locator's own connect_timeout wins.", &tb_connect_timeout_s, 30, 1, 3600, PGC_SIGHUP,

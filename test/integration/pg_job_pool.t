@@ -5,8 +5,8 @@
 # each backup is still its own tenant's. A job queued with wait => false wakes it.
 # max_workers still holds with workers idle; a restore, which only the launcher starts,
 # makes the idle workers give their places up; a worker terminated while it holds a
-# handed request leaves the call to a request worker, and the call succeeds; a worker
-# exits after worker_idle_time.
+# handed request leaves the call to a request worker, and the call succeeds; so does a
+# worker that would wait for a lock a session holds; a worker exits after worker_idle_time.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/pg.sh"
 
@@ -25,6 +25,7 @@ for i in 1 2 3 4; do
 	PGDATABASE=p$i psql_q "CREATE TABLE t AS SELECT g FROM generate_series(1, $i * 1000) g" >/dev/null
 done
 started() { grep -c "starting background worker process \"tenant_backup $1" "$D/pg/server.log"; }
+idle_count() { psql_q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tenant_backup job' AND state = 'idle'"; }
 idle_workers() { psql_q "SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity
 	WHERE backend_type = 'tenant_backup job' AND state = 'idle'"; }
 job_workers() { psql_q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tenant_backup job'"; }
@@ -35,7 +36,8 @@ rows_of() { psql_q "SELECT b.contents->'tables'->>'public.t' FROM tenant_backup.
 job=$(psql_q "SELECT max(j) FROM tenant_backup.tenant_backup('p1', wait => true) j")
 is "$(psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $job") $(started request) $(started job)" "succeeded 1 1" \
 	"the first call starts a request worker and a job worker"
-worker=$(wait_for 50 0.1 "$(idle_workers)" idle_workers)
+wait_for 50 0.1 1 idle_count >/dev/null
+worker=$(idle_workers)
 like "$worker" '^[0-9]+$' "the job worker stays, idle"
 for i in 1 2 1 2 1; do
 	job=$(psql_q "SELECT max(j) FROM tenant_backup.tenant_backup('p$i', wait => true) j")
@@ -86,7 +88,7 @@ is "$(grep -c "starting background worker process \"tenant_backup job $restore\"
 	"1 1" "the launcher started a worker of its own for it"
 
 # ------------------------------------------------------------ a worker terminated holding a request
-wait_for 100 0.1 "$(idle_workers)" idle_workers >/dev/null
+wait_for 100 0.1 2 idle_count >/dev/null
 workers=$(idle_workers)
 like "$workers" '^[0-9]+' "workers are idle"
 requests=$(started request)
@@ -98,6 +100,7 @@ call=$!
 wait_for 100 0.1 1 psql_q "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%tenant_backup(''p4'', wait => true)%'
 	AND pid <> pg_backend_pid() AND wait_event_type = 'Extension'" >/dev/null
 ok $? "the call waits for the idle worker it handed its request to"
+is "$(started request)" "$requests" "no request worker was started for it so far"
 kill -TERM $workers
 kill -CONT $workers
 wait "$call"
@@ -107,6 +110,30 @@ is "$(psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $(cat "$D/call.out
 is "$(($(started request) - requests))" 1 "queued by a request worker started for it"
 is "$(psql_q "SELECT count(*) FROM tenant_backup.jobs WHERE request IS NOT NULL AND tenant = 'p4'")" 1 \
 	"and queued once"
+
+# ------------------------------------------------------------ a lock a session holds
+# Any session may take the advisory lock _enqueue takes for a source: an idle worker
+# (it counts in max_workers) waits 2 s for it at most, then hands the request back.
+wait_for 100 0.1 1 idle_count >/dev/null
+src=$(psql_q "SELECT id FROM tenant_backup.sources WHERE tenant = 'p3'")
+exec {advfd}> >("$PG_BIN/psql" -X -q >/dev/null 2>&1)
+echo "SELECT pg_advisory_lock(hashtext('tenant_backup._enqueue'), hashtext('$src')); SELECT pg_sleep(60) AS holds_enqueue;" >&"$advfd"
+wait_for 50 0.1 1 psql_q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" >/dev/null
+requests=$(started request)
+"$PG_BIN/psql" -X -A -t -q -c "SELECT max(j) FROM tenant_backup.tenant_backup('p3', wait => true) j" \
+	>"$D/call3.out" 2>&1 &
+call=$!
+wait_for 100 0.1 $((requests + 1)) started request >/dev/null
+ok $? "an idle worker that would wait for a lock a session holds hands the request back to a request worker"
+is "$(wait_for 50 0.1 1 idle_count)" 1 "and is idle again"
+job=$(psql_q "SELECT max(j) FROM tenant_backup.tenant_backup('p1', wait => true) j")
+is "$(psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $job")" succeeded "another tenant's call runs meanwhile"
+psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%holds_enqueue%' AND pid <> pg_backend_pid()" \
+	>/dev/null
+exec {advfd}>&-
+wait "$call"
+ok $? "once the lock is free the waiting call succeeds"
+is "$(psql_q "SELECT state FROM tenant_backup.jobs WHERE id = $(cat "$D/call3.out")")" succeeded "with p3's backup"
 
 # ------------------------------------------------------------ worker_idle_time
 psql_q "ALTER SYSTEM SET tenant_backup.worker_idle_time = '1s'" "SELECT pg_reload_conf()" >/dev/null

@@ -62,7 +62,7 @@ is "$got" running "the operator's backup is running (pg_dump waits for the lock)
 is "$(as_ops "SELECT state || ' ' || cancelled_by FROM tenant_backup.tenant_cancel($job)")" "failed ops" \
 	"the operator cancels it: failed, cancelled by ops"
 # (A job worker may stay, idle, for tenant_backup.worker_idle_time: it holds no job.)
-got=$(wait_for 40 0.5 0 psql_q "SELECT count(*) FROM pg_stat_activity WHERE (backend_type = 'tenant_backup job' AND state <> 'idle')
+got=$(wait_for 40 0.5 0 psql_q "SELECT count(*) FROM pg_stat_activity WHERE (backend_type = 'tenant_backup job' AND state IS DISTINCT FROM 'idle')
 	OR (datname = 'acme_db' AND application_name LIKE 'pg_dump%')")
 is "$got" 0 "its job worker and pg_dump stop working within seconds"
 kill "$locker" 2>/dev/null

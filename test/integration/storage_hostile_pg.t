@@ -38,7 +38,7 @@ ok $((rc == 0 || rc == 124)) "tenant_restore with a FIFO as the backup object fa
 like "$out" "'$object' in $STORAGE is a FIFO, not a regular file" "the error names the object and what it is"
 like "$out" "nothing live was changed" "and says nothing live was changed"
 is "$(PGDATABASE=acme psql_q "SELECT v FROM canary")" "acme canary" "acme is untouched"
-got=$(wait_for 20 0.25 0 psql_q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tenant_backup job' AND state <> 'idle'")
+got=$(wait_for 20 0.25 0 psql_q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tenant_backup job' AND state IS DISTINCT FROM 'idle'")
 is "$got" 0 "no job worker is left at work (none hangs opening the FIFO)"
 
 start=$SECONDS
