@@ -205,6 +205,8 @@ psql_q "ALTER SYSTEM SET tenant_backup.retention_interval = '1s'" "SELECT pg_rel
 expired=$(wait_for 40 0.5 2 psql_q "SELECT count(*) FROM tenant_backup.audit WHERE tenant = 'globex'
 	AND action = 'backup expired' AND actor = 'tenant_backup worker'")
 is "$expired" 2 "the background worker expires them on its own schedule, each with an audit row"
+# Their objects go after the expiry commits, by the launcher's storage intents.
+wait_for 100 0.2 0 psql_q "SELECT count(*) FROM tenant_backup.storage_intents WHERE state = 'pending'" >/dev/null
 gone=0
 for o in $doomed; do [ -e "$D/store/$o" ] || [ -e "$D/store/${o%.tbk}.json" ] || gone=$((gone + 1)); done
 is "$gone" 2 "their objects and manifests are gone from storage"
