@@ -67,7 +67,8 @@ crash_restore() { # NAME PATTERN
 	sleep 0.2
 	agent_start "victim-$1" --lease-seconds 5
 	JOB=$(psql_q "SELECT tenant_backup.tenant_restore('acme', 'redis', backup_id => $backup, wait => false)")
-	for _ in $(seq 600); do
+	# Up to a minute: on a loaded machine the agent may take that long to get there.
+	for _ in $(seq 6000); do
 		grep -qE "$2" "$D/monitor-$1" && break
 		sleep 0.01
 	done
