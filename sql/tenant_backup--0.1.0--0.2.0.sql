@@ -2783,36 +2783,6 @@ COMMENT ON VIEW tenant_backup.status IS
 	'Per tenant database: last successful backup and its age, next due, schedule_state, overdue, the last backup, restore and drill errors, the running job (phase, bytes, expected total, rate, ETA, who runs it), queued jobs with the next retry, waiting_for_agent, the WAL archiver''s state for the archived dedicated tenant; and replication: replication_lag (age of the oldest complete backup not yet in the replica; NULL when all are or there is no replica), replication_pending, last_replicated, replication_error (the newest failed copy''s error, or the dedicated tenant''s WAL replication error).';
 GRANT SELECT ON tenant_backup.status TO tenant_backup_operator;
 
--- Metrics of replication, appended to _metrics() by the metrics worker: per tenant and
--- engine with a replica, the lag in seconds (0: all replicated) and whether a copy fails.
-CREATE FUNCTION tenant_backup._metrics_replication()
-RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-	WITH per AS (
-		SELECT '{tenant=' || tenant_backup._metrics_label(b.tenant) || ',engine=' || tenant_backup._metrics_label(b.engine)
-				   || '}' AS labels,
-			   coalesce(extract(epoch FROM now() - min(b.finished) FILTER (WHERE b.replica_state IN ('pending', 'failed'))),
-						0) AS lag,
-			   count(*) FILTER (WHERE b.replica_state IN ('pending', 'failed')) AS waiting,
-			   (count(*) FILTER (WHERE b.replica_state = 'failed') > 0)::int AS failing
-		FROM tenant_backup.backups b WHERE b.replica_state IS NOT NULL AND b.status = 'complete'
-		GROUP BY b.tenant, b.engine),
-	families(ord, metric, help, column_name) AS (VALUES
-		(1, 'replication_lag_seconds', 'Age of the oldest complete backup not yet copied to the replica storage (0: all are).', 'lag'),
-		(2, 'replication_pending_backups', 'Complete backups waiting to be copied to the replica storage.', 'waiting'),
-		(3, 'replication_failing', '1 when a backup''s copy to the replica storage failed and waits for its retry.', 'failing'))
-	SELECT string_agg(block, '' ORDER BY ord)
-	FROM (SELECT f.ord,
-				 format(E'# HELP tenant_backup_%s %s\n# TYPE tenant_backup_%s gauge\n', f.metric, f.help, f.metric)
-				 || string_agg(format(E'tenant_backup_%s%s %s\n', f.metric, p.labels,
-									  CASE f.column_name WHEN 'lag' THEN p.lag::float8 WHEN 'waiting' THEN p.waiting::float8
-														 ELSE p.failing::float8 END), '' ORDER BY p.labels) AS block
-		  FROM families f CROSS JOIN per p GROUP BY f.ord, f.metric, f.help) b
-$$;
-COMMENT ON FUNCTION tenant_backup._metrics_replication() IS
-	'The replication part of the Prometheus exposition: per tenant and engine with a replica, tenant_backup_replication_lag_seconds, _pending_backups and _failing; NULL when no tenant has a replica.';
-
 -- Whether a key document read from the primary (untrusted) is the catalog's wrapped key.
 CREATE FUNCTION tenant_backup._replica_key_vouched(p_tenant text, p_key_id text, p_doc text)
 RETURNS boolean LANGUAGE plpgsql STABLE
@@ -2864,7 +2834,7 @@ REVOKE ALL ON FUNCTION tenant_backup._replica_url_check(text, text), tenant_back
 	tenant_backup._replica_retry_delay(int), tenant_backup._replica_backfill(), tenant_backup._replica_due_tenants(),
 	tenant_backup._replica_next(text), tenant_backup._replica_done(bigint, text),
 	tenant_backup._replica_failed(text, bigint, text), tenant_backup._replica_wal_due(text),
-	tenant_backup._replica_wal_done(text, int, text), tenant_backup._metrics_replication(),
+	tenant_backup._replica_wal_done(text, int, text),
 	tenant_backup._replica_key_vouched(text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_backup.tenant_set_replica(text, text) TO tenant_backup_operator;
 -- ---------------------------------------------------------------- restores: privileges
@@ -3717,9 +3687,10 @@ LEFT JOIN (SELECT b.source_id, min(b.finished) AS oldest_waiting, count(*) AS wa
 		   GROUP BY b.source_id) r ON r.source_id = s.source_id
 LEFT JOIN tenant_backup.replica_wal w ON w.tenant = s.tenant;
 
--- Per tenant and engine with a replica: the lag in seconds (0: all replicated), the
--- copies waiting and whether one fails.
-CREATE OR REPLACE FUNCTION tenant_backup._metrics_replication()
+-- Metrics of replication, appended to _metrics() by the metrics worker: per tenant and
+-- engine with a replica, the lag in seconds (0: all replicated), the copies waiting and
+-- whether one fails. (Defined here, not with replication: it reads last_replicated.)
+CREATE FUNCTION tenant_backup._metrics_replication()
 RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3751,3 +3722,6 @@ AS $$
 														 ELSE p.failing::float8 END), '' ORDER BY p.labels) AS block
 		  FROM families f CROSS JOIN per p GROUP BY f.ord, f.metric, f.help) b
 $$;
+COMMENT ON FUNCTION tenant_backup._metrics_replication() IS
+	'The replication part of the Prometheus exposition: per tenant and engine with a replica, tenant_backup_replication_lag_seconds, _pending_backups and _failing; NULL when no tenant has a replica.';
+REVOKE ALL ON FUNCTION tenant_backup._metrics_replication() FROM PUBLIC;
