@@ -198,18 +198,18 @@ tb_job_run(tb_job *job, MemoryContext job_context)
 	return clean;
 }
 
-/*
- * Claims, under the new lease token lease_owner, the job the launcher would start
- * next (_job_next: its fairness and its one running job per source hold) if it is a
- * backup; 0 otherwise. Anything else, a restore or a drill, waits for the launcher,
- * which starts a fresh worker for it once this one exits.
- */
 /* The claim of tb_job_claim_next: $1 the new lease token, $2 the lease's seconds. */
 #define TB_JOB_CLAIM_NEXT_BACKUP                                                                                       \
 	"UPDATE tenant_backup.jobs SET state = 'running', attempts = attempts + 1, started = now(),"                       \
 	" lease_owner = $1, lease_expires = now() + make_interval(secs => $2::int)"                                        \
 	" WHERE id = (SELECT tenant_backup._job_next('postgres')) AND kind = 'backup' RETURNING id"
 
+/*
+ * Claims, under the new lease token lease_owner, the job the launcher would start
+ * next (_job_next: its fairness and its one running job per source hold) if it is a
+ * backup; 0 otherwise. Anything else, a restore or a drill, waits for the launcher,
+ * which starts a fresh worker for it once this one exits.
+ */
 static int64
 tb_job_claim_next(char *lease_owner, size_t size)
 {
@@ -266,7 +266,6 @@ tb_job_serve_request(dsm_handle handle, char *lease_owner, size_t size)
 {
 	dsm_segment *seg = dsm_attach(handle);
 	tb_job_claim claim = {lease_owner, size, 0};
-
 	tb_request *req;
 
 	/* NULL, or another's segment under a reused handle: the caller went away before we looked. */
@@ -274,10 +273,12 @@ tb_job_serve_request(dsm_handle handle, char *lease_owner, size_t size)
 		return 0;
 	req = dsm_segment_address(seg);
 	if (dsm_segment_map_length(seg) >= sizeof(tb_request) && req->magic == TB_REQUEST_MAGIC)
+	{
 		tb_request_enqueue(req, TB_JOB_REQUEST_LOCK_TIMEOUT_MS, tb_job_claim_in_request, &claim);
-	/* A transaction that did not commit claimed nothing. */
-	if (req->error[0] != '\0' || req->handed_back)
-		claim.id = 0;
+		/* A transaction that did not commit claimed nothing. */
+		if (req->error[0] != '\0' || req->handed_back)
+			claim.id = 0;
+	}
 	dsm_detach(seg);
 	return claim.id;
 }
